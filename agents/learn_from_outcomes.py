@@ -1,0 +1,90 @@
+"""learn_from_outcomes: outcomes → policy updates → snapshots.
+
+Outcomes are keyed by policy id, so each policy is updated on one partition,
+serially. Its state lives in a RocksDB table keyed by policy id, together
+with the offset of the last outcome applied per source partition (see
+:mod:`app.learner`); a second table remembers applied request ids. Snapshots
+go to the compacted snapshots topic every N updates or T milliseconds.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+import orjson
+
+from app import metrics
+from app.dead_letter import dead_letter
+from app.faust_app import Runtime
+from app.learner import Learner
+from app.records import InvalidEvent, Outcome, now_ms
+
+log = logging.getLogger(__name__)
+AGENT = "learn_from_outcomes"
+
+
+def register(app: faust.App, runtime: Runtime) -> None:
+    t = runtime.topics
+    source = app.topic(t.name("outcomes"), key_type=bytes, value_type=bytes,
+                       key_serializer="raw", value_serializer="raw")
+    snapshots = app.topic(t.name("policy_snapshots"), key_serializer="raw", value_serializer="raw")
+    dead = app.topic(t.name("dead_letter"), key_serializer="raw", value_serializer="raw")
+    partitions = t["outcomes"].partitions
+    states = app.Table("policy-state", key_type=bytes, value_type=bytes, partitions=partitions)
+    applied = app.Table("applied-requests", key_type=bytes, value_type=bytes,
+                        partitions=partitions)
+    learner = Learner(runtime.policies)
+
+    async def publish(pid: str, now: int) -> None:
+        snap = learner.snapshot(pid, now)
+        await snapshots.send(key=pid.encode(), value=snap.dumps())
+        metrics.SNAPSHOTS.labels(pid).inc()
+
+    @app.agent(source, name="learn_from_outcomes")
+    async def learn_from_outcomes(stream: Any) -> None:
+        async for event in stream.events():
+            msg = event.message
+            now = now_ms()
+            try:
+                outcome = Outcome.loads(msg.value, runtime.settings.max_event_bytes)
+                if runtime.policies.policies.get(outcome.policy_id) is None:
+                    raise InvalidEvent("unknown_policy", f"no policy {outcome.policy_id!r}")
+            except InvalidEvent as exc:
+                await dead.send(key=msg.key, value=dead_letter(
+                    msg.topic, msg.partition, msg.offset, msg.key, msg.value, exc))
+                metrics.DEAD_LETTERS.labels(AGENT, exc.code).inc()
+                continue
+            pid = outcome.policy_id
+            if not learner.known(pid):
+                raw = states.get(pid.encode())
+                learner.load(pid, orjson.loads(raw) if raw is not None else None, now)
+            rid = outcome.request_id.encode()
+            if learner.seen(pid, msg.partition, msg.offset):
+                result = "redelivered"
+            elif applied.get(rid) is not None:
+                learner.mark(pid, msg.partition, msg.offset)
+                result = "duplicate"
+            else:
+                result = learner.apply(outcome, msg.partition, msg.offset)
+            if result == "applied":
+                metrics.POLICY_UPDATES.labels(pid).inc()
+            else:
+                metrics.POLICY_UPDATES_SKIPPED.labels(pid, result).inc()
+            if result != "redelivered":
+                # State (with the offset) first: a crash before the id is
+                # written is then caught by the offset on redelivery.
+                states[pid.encode()] = orjson.dumps(learner.state(pid))
+                applied[rid] = b"1"
+            metrics.EVENTS.labels(AGENT, result).inc()
+            for due in learner.due_snapshots(now):
+                await publish(due, now)
+
+    interval = min(p.snapshot_every_ms for p in runtime.policies.policies.values()) / 1000
+
+    @app.timer(interval)
+    async def publish_due_snapshots() -> None:
+        now = now_ms()
+        for pid in learner.due_snapshots(now):
+            await publish(pid, now)

@@ -1,0 +1,208 @@
+"""select_arm: requests → decisions, from the latest policy snapshots.
+
+The decision hot path does not go through a Faust stream: a Faust agent
+spends more per event on its own bookkeeping (event objects, acks, per-event
+sends) than the whole decision costs, which caps it at a fraction of what the
+broker can move. Here one aiokafka consumer fetches batches, the pure
+:class:`~app.decider.Decider` decides a whole batch with a few vector
+operations, the decisions are enqueued without awaiting each send, and the
+batch's offsets are committed once its sends are acknowledged
+(at-least-once). It runs inside the Faust worker as a service, so it starts,
+stops and scales out with it; its consumer group is ``<app_id>-select-arm``.
+
+Policy snapshots are read by a second consumer over every partition of the
+snapshots topic (a global view on every worker); the decider never mutates
+policy state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter as Tally
+from typing import Any
+
+import faust
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from mode import Service
+
+from app import metrics
+from app.dead_letter import dead_letter
+from app.decider import Decider
+from app.faust_app import Runtime
+from app.records import InvalidEvent, PolicySnapshot, Request, decode, now_ms
+
+log = logging.getLogger(__name__)
+AGENT = "select_arm"
+
+
+class SelectArm(Service):
+    def __init__(self, runtime: Runtime, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.rt = runtime
+        self.decider = Decider(runtime.policies)
+        t = runtime.topics
+        self.requests_topic = t.name("requests")
+        self.decisions_topic = t.name("decisions")
+        self.snapshots_topic = t.name("policy_snapshots")
+        self.dead_letter_topic = t.name("dead_letter")
+        self._pending_commits: asyncio.Queue[tuple[asyncio.Future[Any], dict[TopicPartition, int]]]
+        self._pending_commits = asyncio.Queue(maxsize=64)
+        self.ready = asyncio.Event()
+
+    async def on_start(self) -> None:
+        s = self.rt.settings
+        profile = s.broker_profile()
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=s.bootstrap,
+            client_id=f"{s.app_id}-select-arm",
+            linger_ms=s.producer_linger_ms,
+            max_batch_size=512 * 1024,
+            acks=1,
+        )
+        self.consumer = AIOKafkaConsumer(
+            self.requests_topic,
+            bootstrap_servers=s.bootstrap,
+            group_id=f"{s.app_id}-select-arm",
+            client_id=f"{s.app_id}-select-arm",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=s.decide_fetch_wait_ms,
+            max_poll_records=s.decide_batch_max,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            session_timeout_ms=int(profile["session_timeout"] * 1000),
+            heartbeat_interval_ms=int(profile["heartbeat_interval"] * 1000),
+            rebalance_timeout_ms=int(profile["rebalance_timeout"] * 1000),
+        )
+        self.snapshots = AIOKafkaConsumer(
+            bootstrap_servers=s.bootstrap,
+            client_id=f"{s.app_id}-snapshot-follower",
+            enable_auto_commit=False,
+            fetch_max_wait_ms=50,
+        )
+        await self.producer.start()
+        await self.snapshots.start()
+        parts = self.snapshots.partitions_for_topic(self.snapshots_topic)
+        if not parts:
+            await self.snapshots.stop()
+            raise RuntimeError(f"topic {self.snapshots_topic} is missing: run `llmopt topics apply`")
+        tps = [TopicPartition(self.snapshots_topic, p) for p in sorted(parts)]
+        self.snapshots.assign(tps)
+        for tp in tps:  # from offset 0: the embedded broker's EARLIEST lookup is unreliable
+            self.snapshots.seek(tp, 0)
+        await self._catch_up_snapshots()
+        await self.consumer.start()
+
+    async def on_stop(self) -> None:
+        for client in (self.consumer, self.snapshots):
+            with contextlib.suppress(Exception):
+                await client.stop()
+        with contextlib.suppress(Exception):
+            await self.producer.stop()
+
+    # -- snapshots -----------------------------------------------------------
+    async def _catch_up_snapshots(self) -> None:
+        """Read the snapshots there are before deciding anything, so a
+        restarted worker does not decide from priors."""
+        while True:
+            batch = await self.snapshots.getmany(timeout_ms=300)
+            if not batch:
+                return
+            self._apply_snapshots(batch)
+
+    def _apply_snapshots(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        for msgs in batch.values():
+            for m in msgs:
+                try:
+                    snap = PolicySnapshot.loads(m.value)
+                except InvalidEvent as exc:
+                    log.warning("ignoring bad snapshot at %s:%s: %s", m.partition, m.offset, exc)
+                    continue
+                if self.decider.apply_snapshot(snap):
+                    metrics.POLICY_VERSION.labels(snap.policy_id).set(snap.version)
+
+    @Service.task
+    async def _follow_snapshots(self) -> None:
+        while not self.should_stop:
+            batch = await self.snapshots.getmany(timeout_ms=200)
+            self._apply_snapshots(batch)
+
+    # -- decisions -----------------------------------------------------------
+    @Service.task
+    async def _decide(self) -> None:
+        self.ready.set()
+        limit = self.rt.settings.decide_batch_max
+        while not self.should_stop:
+            batch = await self.consumer.getmany(timeout_ms=100, max_records=limit)
+            if batch:
+                await self._decide_batch(batch)
+
+    async def _decide_batch(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        started = time.perf_counter()
+        max_bytes = self.rt.settings.max_event_bytes
+        send = self.producer.send
+        requests: list[Request] = []
+        futures: list[asyncio.Future[Any]] = []
+        offsets: dict[TopicPartition, int] = {}
+        for tp, msgs in batch.items():
+            offsets[tp] = msgs[-1].offset + 1
+            for m in msgs:
+                try:
+                    requests.append(Request.from_dict(decode(m.value, max_bytes)))
+                except InvalidEvent as exc:
+                    futures.append(await self._dead(m, exc))
+        now = now_ms()
+        tally: Tally[tuple[str, str]] = Tally()
+        for req, out in zip(requests, self.decider.decide(requests, now), strict=True):
+            if isinstance(out, InvalidEvent):
+                futures.append(await self._dead_request(req, out))
+                continue
+            value = orjson.dumps(out)
+            key = req.request_id.encode()
+            futures.append(await send(self.decisions_topic, value, key=key))
+            if req.reply_to:
+                futures.append(await send(req.reply_to, value, key=key))
+            tally[(out["policy_id"], out["arm"])] += 1
+        for (pid, arm), n in tally.items():
+            metrics.DECISIONS.labels(pid, arm).inc(n)
+        metrics.EVENTS.labels(AGENT, "ok").inc(sum(tally.values()))
+        metrics.DECIDE_BATCH_SIZE.observe(len(requests))
+        metrics.DECIDE_BATCH_SECONDS.observe(time.perf_counter() - started)
+        await self._pending_commits.put((asyncio.gather(*futures), offsets))
+
+    @Service.task
+    async def _commit(self) -> None:
+        """Commit each batch's offsets once all its sends are acknowledged."""
+        while not self.should_stop:
+            done, offsets = await self._pending_commits.get()
+            await done
+            latest = dict(offsets)
+            while not self._pending_commits.empty():
+                done, offsets = self._pending_commits.get_nowait()
+                await done
+                latest.update(offsets)
+            try:
+                await self.consumer.commit(latest)
+            except Exception as exc:  # a rebalance took the partitions: their new owner redoes them
+                log.warning("offset commit failed (will be redone by the new owner): %s", exc)
+
+    async def _dead(self, m: Any, exc: InvalidEvent) -> asyncio.Future[Any]:
+        metrics.DEAD_LETTERS.labels(AGENT, exc.code).inc()
+        metrics.EVENTS.labels(AGENT, "dead_letter").inc()
+        doc = dead_letter(m.topic, m.partition, m.offset, m.key, m.value, exc)
+        return await self.producer.send(self.dead_letter_topic, doc, key=m.key)
+
+    async def _dead_request(self, req: Request, exc: InvalidEvent) -> asyncio.Future[Any]:
+        metrics.DEAD_LETTERS.labels(AGENT, exc.code).inc()
+        metrics.EVENTS.labels(AGENT, "dead_letter").inc()
+        doc = dead_letter(self.requests_topic, -1, -1, req.tenant_id.encode(), req.dumps(), exc)
+        return await self.producer.send(self.dead_letter_topic, doc, key=req.tenant_id.encode())
+
+
+def register(app: faust.App, runtime: Runtime) -> None:
+    @app.task
+    async def start_select_arm() -> None:
+        await app.add_runtime_dependency(SelectArm(runtime, loop=app.loop))

@@ -1,0 +1,250 @@
+"""``llmopt``: run the loop, a worker, the simulator, or manage topics."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from app.settings import Settings
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed without a traceback."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except CliError as exc:
+        print(f"llmopt: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="llmopt",
+        description="LLM Auto-Optimizer: learns online which LLM and parameters each request "
+        "should get. Without LLMOPT_KAFKA_BOOTSTRAP, `run` starts an embedded broker.",
+    )
+    sub = p.add_subparsers(metavar="COMMAND")
+
+    run = sub.add_parser("run", help="broker (embedded unless configured) + topics + worker + "
+                         "simulator, with a live summary; Ctrl-C stops all of it")
+    run.add_argument("--rate", type=float, default=300.0, help="simulated requests per second")
+    run.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--drift", action="store_true", help="enable the scenario's scheduled drift")
+    run.add_argument("--summary-every", type=float, default=5.0, metavar="SECONDS")
+    run.set_defaults(func=cmd_run)
+
+    worker = sub.add_parser("worker", help="start a worker (join the consumer groups)")
+    worker.add_argument("--roles", default=None,
+                        help="comma-separated subset of decide,join,learn (default: all)")
+    worker.add_argument("--web-port", type=int, default=None, help="port for /metrics, /health")
+    worker.set_defaults(func=cmd_worker)
+
+    sim = sub.add_parser("simulate", help="drive simulated traffic against a running pipeline")
+    sim.add_argument("--rate", type=float, default=300.0)
+    sim.add_argument("--duration", type=float, default=60.0)
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--drift", action="store_true")
+    sim.add_argument("--summary-every", type=float, default=5.0, metavar="SECONDS")
+    sim.set_defaults(func=cmd_simulate)
+
+    topics = sub.add_parser("topics", help="create or check the topics of topics.yaml")
+    topics.add_argument("action", choices=["apply", "check"])
+    topics.set_defaults(func=cmd_topics)
+
+    broker = sub.add_parser("broker", help="run the embedded broker in the foreground")
+    broker.add_argument("--port", type=int, default=None)
+    broker.set_defaults(func=cmd_broker)
+    return p
+
+
+# -- commands -----------------------------------------------------------------
+def cmd_topics(args: argparse.Namespace) -> int:
+    from app.topics import TopicCatalog, TopicMismatch, apply_topics, check_topics
+
+    settings = _configured()
+    catalog = TopicCatalog.load(settings.topics_path)
+    try:
+        if args.action == "apply":
+            created = asyncio.run(apply_topics(settings.bootstrap, catalog))
+            print(f"created {len(created)} topic(s): {', '.join(created) or '-'}; all match topics.yaml")
+        else:
+            asyncio.run(check_topics(settings.bootstrap, catalog))
+            print(f"all {len(catalog.topics)} topics match topics.yaml")
+    except TopicMismatch as exc:
+        raise CliError(str(exc)) from None
+    except Exception as exc:
+        raise CliError(f"cannot reach Kafka at {settings.bootstrap}: {exc}") from None
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    overrides: dict[str, Any] = {}
+    if args.roles:
+        overrides["worker_roles"] = args.roles
+    if args.web_port:
+        overrides["web_port"] = args.web_port
+    settings = _configured(**overrides)
+    unknown = settings.roles - {"decide", "join", "learn"}
+    if unknown or not settings.roles:
+        raise CliError(f"--roles takes a subset of decide,join,learn, got {args.roles!r}")
+    run_worker(settings)
+    return 0
+
+
+def run_worker(settings: Settings) -> None:
+    import faust
+
+    from app.faust_app import create_app
+    from app.policies.config import PolicyConfigError
+
+    try:
+        app = create_app(settings)
+    except PolicyConfigError as exc:
+        raise CliError(str(exc)) from None
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    worker.execute_from_commandline()
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    settings = _configured()
+    asyncio.run(_simulate(settings, args))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    with _cluster(settings) as settings:
+        from app.topics import TopicCatalog, apply_topics
+
+        asyncio.run(apply_topics(settings.bootstrap, TopicCatalog.load(settings.topics_path)))
+        print(f"topics ready on {settings.bootstrap}; starting a worker "
+              f"(metrics: http://{settings.web_host}:{settings.web_port}/metrics)", flush=True)
+        with _worker_process(settings):
+            asyncio.run(_simulate(settings, args))
+    return 0
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from app.broker import EmbeddedBroker
+
+    with EmbeddedBroker(port=args.port) as broker:
+        print(f"embedded broker on {broker.bootstrap} (pid {broker.proc.pid if broker.proc else '?'});"
+              f" export LLMOPT_KAFKA_BOOTSTRAP={broker.bootstrap}", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            while broker.proc is not None and broker.proc.poll() is None:
+                time.sleep(0.5)
+    return 0
+
+
+# -- helpers ------------------------------------------------------------------
+def _configured(**overrides: Any) -> Settings:
+    settings = Settings.from_env(**overrides)
+    if not settings.kafka_bootstrap:
+        raise CliError("no Kafka cluster configured: set LLMOPT_KAFKA_BOOTSTRAP=host:port "
+                       "(or use `llmopt run`, which starts the embedded broker, or "
+                       "`llmopt broker` to run one)")
+    return settings
+
+
+@contextlib.contextmanager
+def _cluster(settings: Settings) -> Iterator[Settings]:
+    """The configured cluster, or an embedded broker for the duration."""
+    if settings.kafka_bootstrap:
+        yield settings
+        return
+    from app.broker import EmbeddedBroker
+
+    # The embedded broker starts empty: local table state from an earlier run
+    # would not match it.
+    shutil.rmtree(settings.data_dir, ignore_errors=True)
+    with EmbeddedBroker() as broker:
+        print(f"embedded broker on {broker.bootstrap}", flush=True)
+        os.environ["LLMOPT_KAFKA_BOOTSTRAP"] = broker.bootstrap
+        os.environ["LLMOPT_EMBEDDED_BROKER"] = "1"
+        yield Settings.from_env()
+
+
+@contextlib.contextmanager
+def _worker_process(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
+    log = Path(settings.data_dir) / "worker.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], stdout=fh,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+async def _simulate(settings: Settings, args: argparse.Namespace) -> None:
+    from app.evaluation.simulator import ArmSpec, SimulatorConfig, TrafficSimulator
+    from app.policies.config import PoliciesConfig
+    from app.topics import TopicCatalog
+    from app.traffic import TrafficDriver
+
+    policies = PoliciesConfig.load(settings.policies_path)
+    pc = policies.get(None)
+    assert pc is not None
+    config = SimulatorConfig.from_yaml(settings.simulator_path).with_drift(args.drift)
+    arms = [ArmSpec(a.name, a.model, dict(a.parameters)) for a in pc.arms]
+    sim = TrafficSimulator(config, arms, pc.reward, seed=args.seed)
+    driver = TrafficDriver(settings.bootstrap, TopicCatalog.load(settings.topics_path), sim,
+                           args.rate)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, driver.stop)
+    loop.add_signal_handler(signal.SIGTERM, driver.stop)
+
+    async def report() -> None:
+        while True:
+            await asyncio.sleep(args.summary_every)
+            print(_format_summary(driver.summary()), flush=True)
+
+    reporter = asyncio.create_task(report())
+    try:
+        await driver.run(args.duration)
+    finally:
+        reporter.cancel()
+    print("final: " + _format_summary(driver.summary()), flush=True)
+
+
+def _format_summary(s: dict[str, Any]) -> str:
+    shares = "  ".join(f"{a} {v:.0%}" for a, v in list(s["arm_shares"].items())[:6])
+    return (
+        f"[{s['elapsed_s']:>6.1f}s] decisions {s['decided']:>7} ({s['decisions_per_s']:.0f}/s)  "
+        f"p50 {s['latency_p50_ms']:.0f} ms p99 {s['latency_p99_ms']:.0f} ms  "
+        f"avg reward {s['avg_reward']:.3f}  true regret {s['true_regret']:.1f} "
+        f"({s['mean_regret']:.4f}/decision)\n          shares (last 2k): {shares}   "
+        f"best arm by truth: {s['best_arm']}"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

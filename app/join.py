@@ -1,0 +1,147 @@
+"""The decision–reward join as a pure state machine, one entry per request.
+
+The ``join_rewards`` agent keeps the entries in a RocksDB table keyed by
+request id and applies these transitions; every transition returns the new
+entry (``None`` deletes it) and at most one outcome or one dead-letter reason.
+
+Entry states:
+- ``pending``: a decision waits for its reward until ``due``;
+- ``orphan``: a reward came before its decision (the two topics are read
+  concurrently), held until ``due``, then dead-lettered as ``unknown_request``;
+- ``done``: the outcome went out; kept until ``due`` so that later rewards
+  are told apart as ``duplicate_reward`` or ``expired_request``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from app.policies.config import PoliciesConfig
+from app.records import Decision, InvalidEvent, Reward
+
+JSON = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    entry: JSON | None
+    result: str  # counter label: stored, joined, defaulted, duplicate_decision, held, ...
+    outcome: JSON | None = None
+    error: InvalidEvent | None = None
+    keep: bool = True  # False: delete the entry
+
+    @property
+    def due(self) -> int | None:
+        return self.entry["due"] if self.entry is not None else None
+
+
+class Joiner:
+    """Pure join rules; times are epoch milliseconds.
+
+    ``orphan_hold_ms``: how long a reward may wait for its decision.
+    ``done_retention_ms``: how long a finished request still recognises
+    duplicate and late rewards.
+    """
+
+    def __init__(
+        self, policies: PoliciesConfig, orphan_hold_ms: int = 30_000,
+        done_retention_ms: int = 3_600_000,
+    ) -> None:
+        self.policies = policies
+        self.orphan_hold_ms = orphan_hold_ms
+        self.done_retention_ms = done_retention_ms
+
+    def _wait_ms(self, policy_id: str) -> int:
+        pc = self.policies.get(policy_id)
+        return int((pc.reward.wait_seconds if pc else 30.0) * 1000)
+
+    def on_decision(self, entry: JSON | None, decision: JSON, partition: int, now: int) -> Step:
+        if entry is None:
+            due = now + self._wait_ms(decision["policy_id"])
+            return Step({"s": "pending", "d": decision, "due": due, "p": partition}, "stored")
+        if entry["s"] == "orphan":
+            outcome = self._outcome(decision, Reward.from_dict(entry["r"]), now)
+            return Step(self._done(entry, now, "rewarded"), "joined", outcome=outcome)
+        return Step(entry, "duplicate_decision")
+
+    def on_reward(
+        self, entry: JSON | None, reward: Reward, raw: bytes, source: list[Any], now: int
+    ) -> Step:
+        if entry is None:
+            orphan = {
+                "s": "orphan", "r": reward.to_dict(), "src": source,
+                "raw": raw.decode("utf-8", "replace"),
+                "due": now + self.orphan_hold_ms, "p": source[1],
+            }
+            return Step(orphan, "held")
+        state = entry["s"]
+        if state == "pending":
+            outcome = self._outcome(entry["d"], reward, now)
+            return Step(self._done(entry, now, "rewarded"), "joined", outcome=outcome)
+        if state == "done" and entry.get("how") == "defaulted":
+            err = InvalidEvent("expired_request", "reward came after the wait time; "
+                               "the default reward was already used")
+            return Step(entry, "expired_request", error=err)
+        err = InvalidEvent("duplicate_reward", f"request {reward.request_id!r} already has a reward")
+        return Step(entry, "duplicate_reward", error=err)
+
+    def on_due(self, entry: JSON | None, now: int) -> Step:
+        """Called when an entry's ``due`` time may have passed."""
+        if entry is None or entry["due"] > now:
+            return Step(entry, "not_due")
+        state = entry["s"]
+        if state == "pending":
+            d = entry["d"]
+            pc = self.policies.get(d["policy_id"])
+            default = pc.reward.default_reward if pc else 0.0
+            outcome = _outcome_doc(d, default, {}, True, now)
+            return Step(self._done(entry, now, "defaulted"), "defaulted", outcome=outcome)
+        if state == "orphan":
+            err = InvalidEvent("unknown_request", "no decision for this request id arrived "
+                               f"within {self.orphan_hold_ms} ms of its reward")
+            return Step(None, "unknown_request", error=err, keep=False)
+        return Step(None, "expired", keep=False)
+
+    def _done(self, entry: JSON, now: int, how: str) -> JSON:
+        return {"s": "done", "how": how, "due": now + self.done_retention_ms, "p": entry["p"]}
+
+    def _outcome(self, decision: JSON, reward: Reward, now: int) -> JSON:
+        pc = self.policies.get(decision["policy_id"])
+        components = {
+            k: v for k in ("quality", "cost_usd", "latency_ms", "error", "feedback")
+            if (v := getattr(reward, k)) is not None
+        }
+        scalar = (
+            pc.reward.scalar(reward.quality, reward.cost_usd, reward.latency_ms, reward.error,
+                             reward.feedback)
+            if pc else 0.0
+        )
+        return _outcome_doc(decision, scalar, components, False, now)
+
+
+def _outcome_doc(d: JSON, reward: float, components: JSON, defaulted: bool, now: int) -> JSON:
+    doc = {
+        "request_id": d["request_id"],
+        "tenant_id": d["tenant_id"],
+        "policy_id": d["policy_id"],
+        "policy_version": d["policy_version"],
+        "arm": d["arm"],
+        "available_arms": d["available_arms"],
+        "propensity": d["propensity"],
+        "explored": d["explored"],
+        "reward": reward,
+        "defaulted": defaulted,
+        "decided_at": d["decided_at"],
+        "outcome_at": now,
+        "components": components,
+        "schema_version": 1,
+    }
+    if d.get("features") is not None:
+        doc["features"] = d["features"]
+    return doc
+
+
+def parse_decision(raw: bytes | None) -> JSON:
+    """Validate a decision and return it as a plain document."""
+    return Decision.loads(raw).to_dict()

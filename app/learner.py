@@ -1,0 +1,112 @@
+"""Applies outcomes to policies, exactly once per outcome, and says when a
+snapshot is due. Pure: the ``learn_from_outcomes`` agent persists
+:meth:`Learner.state` in a RocksDB table and sends the snapshots.
+
+Idempotence: the state of a policy records, per source partition, the offset
+of the last outcome it applied, so an outcome redelivered after a crash
+(state written, offset not committed) is recognised and skipped. The agent
+also remembers applied request ids, so an outcome emitted twice by the join
+is applied once.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.policies.base import Policy
+from app.policies.config import PoliciesConfig, PolicyConfig
+from app.records import Outcome, PolicySnapshot
+
+JSON = dict[str, Any]
+
+
+@dataclass
+class _Learning:
+    config: PolicyConfig
+    policy: Policy
+    updates: int = 0
+    offsets: dict[str, int] = field(default_factory=dict)
+    published_updates: int = 0
+    published_at: int = 0
+
+
+class Learner:
+    def __init__(self, config: PoliciesConfig) -> None:
+        self.config = config
+        self._live: dict[str, _Learning] = {}
+
+    def known(self, policy_id: str) -> bool:
+        return policy_id in self._live
+
+    def load(self, policy_id: str, state: JSON | None, now: int) -> None:
+        """Bring a policy into memory from its stored state (or its prior)."""
+        pc = self.config.policies[policy_id]
+        if state is None or state.get("algorithm") != pc.algorithm:
+            # No state yet, or the algorithm was switched in the config: start afresh.
+            self._live[policy_id] = _Learning(pc, pc.build(), published_at=now)
+            return
+        policy = pc.restore(base64.b64decode(state["policy"]))
+        self._live[policy_id] = _Learning(
+            pc, policy, state["updates"], dict(state["offsets"]), state["updates"], now
+        )
+
+    def seen(self, policy_id: str, partition: int, offset: int) -> bool:
+        last = self._live[policy_id].offsets.get(str(partition), -1)
+        return offset <= last
+
+    def apply(self, outcome: Outcome, partition: int, offset: int) -> str:
+        """Apply one outcome; returns ``applied``, ``redelivered`` or ``removed_arm``."""
+        live = self._live[outcome.policy_id]
+        if offset <= live.offsets.get(str(partition), -1):
+            return "redelivered"
+        live.offsets[str(partition)] = offset
+        if outcome.arm not in live.policy.arms:
+            return "removed_arm"
+        live.policy.update(outcome.arm, outcome.reward, outcome.features)
+        live.updates += 1
+        return "applied"
+
+    def mark(self, policy_id: str, partition: int, offset: int) -> None:
+        """Record an offset as handled without applying it (e.g. a duplicate)."""
+        live = self._live[policy_id]
+        live.offsets[str(partition)] = max(offset, live.offsets.get(str(partition), -1))
+
+    def state(self, policy_id: str) -> JSON:
+        live = self._live[policy_id]
+        return {
+            "algorithm": live.config.algorithm,
+            "policy": base64.b64encode(live.policy.snapshot()).decode(),
+            "updates": live.updates,
+            "offsets": live.offsets,
+        }
+
+    def due_snapshots(self, now: int, force: bool = False) -> list[str]:
+        due = []
+        for pid, live in self._live.items():
+            fresh = live.updates - live.published_updates
+            if fresh <= 0 and not force:
+                continue
+            if (
+                force
+                or fresh >= live.config.snapshot_every_updates
+                or now - live.published_at >= live.config.snapshot_every_ms
+            ):
+                due.append(pid)
+        return due
+
+    def snapshot(self, policy_id: str, now: int) -> PolicySnapshot:
+        """The snapshot to publish; its version is the number of updates applied."""
+        live = self._live[policy_id]
+        live.published_updates = live.updates
+        live.published_at = now
+        return PolicySnapshot(
+            policy_id=policy_id,
+            version=live.updates,
+            algorithm=live.config.algorithm,
+            state=base64.b64encode(live.policy.snapshot()).decode(),
+            updates=live.updates,
+            arm_stats=live.policy.stats(),
+            created_at=now,
+        )

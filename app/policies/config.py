@@ -1,0 +1,152 @@
+"""Policies configured per ``policy_id`` in a YAML file (config/policies.yaml)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from app.policies.base import Policy
+from app.policies.thompson_sampling import ThompsonSampling
+from app.rewards import RewardSpec
+
+ALGORITHMS: dict[str, type[Policy]] = {ThompsonSampling.algorithm: ThompsonSampling}
+
+
+class PolicyConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Arm:
+    """A named configuration: a model and its call parameters."""
+
+    name: str
+    model: str
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    policy_id: str
+    algorithm: str
+    arms: tuple[Arm, ...]
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    reward: RewardSpec = field(default_factory=RewardSpec)
+    max_explore_priority: int = 11
+    fallback_arm: str = ""
+    snapshot_every_updates: int = 100
+    snapshot_every_ms: int = 250
+    seed: int = 0
+
+    @property
+    def arm_names(self) -> list[str]:
+        return [a.name for a in self.arms]
+
+    def arm(self, name: str) -> Arm:
+        for a in self.arms:
+            if a.name == name:
+                return a
+        raise KeyError(name)
+
+    def build(self) -> Policy:
+        """A fresh policy in its prior state."""
+        return ALGORITHMS[self.algorithm](self.arm_names, seed=self.seed, **self.hyperparameters)
+
+    def restore(self, state: bytes) -> Policy:
+        """A policy from a snapshot, reconciled with the configured arms:
+        arms added in the config start from the prior, removed ones are dropped."""
+        policy = ALGORITHMS[self.algorithm].restore(state)
+        for arm in policy.arms:
+            if arm not in self.arm_names:
+                policy.remove_arm(arm)
+        for arm in self.arm_names:
+            if arm not in policy.arms:
+                policy.add_arm(arm)
+        return policy
+
+
+@dataclass(frozen=True)
+class PoliciesConfig:
+    default_policy: str
+    policies: dict[str, PolicyConfig]
+
+    def get(self, policy_id: str | None) -> PolicyConfig | None:
+        return self.policies.get(policy_id or self.default_policy)
+
+    @classmethod
+    def load(cls, path: Path | str) -> PoliciesConfig:
+        try:
+            doc = yaml.safe_load(Path(path).read_text())
+        except FileNotFoundError:
+            raise PolicyConfigError(f"policies file {path} does not exist") from None
+        return cls.from_dict(doc, source=str(path))
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any], source: str = "<dict>") -> PoliciesConfig:
+        if not isinstance(doc, dict) or not isinstance(doc.get("policies"), dict):
+            raise PolicyConfigError(f"{source}: expected a mapping with a 'policies' mapping")
+        policies = {pid: _policy(pid, p, source) for pid, p in doc["policies"].items()}
+        default = doc.get("default_policy", next(iter(policies), ""))
+        if default not in policies:
+            raise PolicyConfigError(f"{source}: default_policy {default!r} is not defined")
+        return cls(default_policy=default, policies=policies)
+
+
+def _policy(pid: str, p: dict[str, Any], source: str) -> PolicyConfig:
+    where = f"{source}: policy {pid!r}"
+    algorithm = p.get("algorithm")
+    if algorithm not in ALGORITHMS:
+        raise PolicyConfigError(f"{where}: unknown algorithm {algorithm!r}; known: {sorted(ALGORITHMS)}")
+    raw_arms = p.get("arms") or []
+    if not raw_arms:
+        raise PolicyConfigError(f"{where}: needs at least one arm")
+    try:
+        arms = tuple(
+            Arm(name=str(a["name"]), model=str(a["model"]), parameters=dict(a.get("parameters", {})))
+            for a in raw_arms
+        )
+    except (KeyError, TypeError) as exc:
+        raise PolicyConfigError(f"{where}: each arm needs a name and a model ({exc})") from None
+    names = [a.name for a in arms]
+    if len(set(names)) != len(names):
+        raise PolicyConfigError(f"{where}: duplicate arm names")
+    r = p.get("reward", {})
+    weights = r.get("weights", {})
+    try:
+        reward = RewardSpec(
+            quality_weight=float(weights.get("quality", 0.6)),
+            cost_weight=float(weights.get("cost", 0.25)),
+            latency_weight=float(weights.get("latency", 0.15)),
+            feedback_weight=float(weights.get("feedback", 0.0)),
+            cost_scale_usd=float(r.get("cost_scale_usd", 0.02)),
+            latency_scale_ms=float(r.get("latency_scale_ms", 8000)),
+            error_reward=float(r.get("error_reward", 0.0)),
+            wait_seconds=float(r.get("wait_seconds", 30)),
+            default_reward=float(r.get("default_reward", 0.0)),
+        )
+    except ValueError as exc:
+        raise PolicyConfigError(f"{where}: reward: {exc}") from None
+    fallback = p.get("fallback_arm", names[0])
+    if fallback not in names:
+        raise PolicyConfigError(f"{where}: fallback_arm {fallback!r} is not one of its arms")
+    snap = p.get("snapshot", {})
+    config = PolicyConfig(
+        policy_id=pid,
+        algorithm=algorithm,
+        arms=arms,
+        hyperparameters=dict(p.get("hyperparameters", {})),
+        reward=reward,
+        max_explore_priority=int(p.get("guardrails", {}).get("max_explore_priority", 11)),
+        fallback_arm=fallback,
+        snapshot_every_updates=int(snap.get("every_updates", 100)),
+        snapshot_every_ms=int(snap.get("every_ms", 250)),
+        seed=int(p.get("seed", 0)),
+    )
+    try:
+        config.build()
+    except (TypeError, ValueError) as exc:
+        raise PolicyConfigError(f"{where}: bad hyperparameters: {exc}") from None
+    return config

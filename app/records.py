@@ -1,0 +1,452 @@
+"""Event records, one class per JSON Schema in ``schemas/``.
+
+Plain dataclasses rather than ``faust.Record``: the backtester, the SDK and the
+benchmarks use them without Faust, and parsing them by hand is several times
+faster than a generic validator on the decision hot path. ``tests/test_contracts.py``
+proves that each record and its schema accept and emit the same documents.
+
+Timestamps are epoch milliseconds (``*_at`` fields), UTC.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar, TypeVar
+
+import orjson
+
+SCHEMA_VERSION = 1
+MAX_EVENT_BYTES = 64 * 1024
+
+JSON = dict[str, Any]
+R = TypeVar("R", bound="Record")
+
+
+class InvalidEvent(ValueError):
+    """An event that cannot be accepted; ``code`` is its dead-letter reason code."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _fail(detail: str) -> InvalidEvent:
+    return InvalidEvent("schema_violation", detail)
+
+
+def _str(d: JSON, name: str, required: bool = True, max_len: int = 256) -> Any:
+    v = d.get(name)
+    if v is None:
+        if required:
+            raise _fail(f"'{name}' is required")
+        return None
+    if not isinstance(v, str) or not v or len(v) > max_len:
+        raise _fail(f"'{name}' must be a non-empty string of at most {max_len} characters")
+    return v
+
+
+def _int(d: JSON, name: str, lo: int, hi: int, required: bool = True) -> Any:
+    v = d.get(name)
+    if v is None:
+        if required:
+            raise _fail(f"'{name}' is required")
+        return None
+    if type(v) is not int or not lo <= v <= hi:
+        raise _fail(f"'{name}' must be an integer in [{lo}, {hi}]")
+    return v
+
+
+def _num(d: JSON, name: str, lo: float, hi: float, required: bool = False) -> Any:
+    v = d.get(name)
+    if v is None:
+        if required:
+            raise _fail(f"'{name}' is required")
+        return None
+    if type(v) not in (int, float) or not math.isfinite(v):
+        raise InvalidEvent("invalid_value", f"'{name}' must be a finite number")
+    if not lo <= v <= hi:
+        raise InvalidEvent("invalid_value", f"'{name}' must be in [{lo}, {hi}]")
+    return float(v)
+
+
+def _bool(d: JSON, name: str, default: bool | None = None) -> Any:
+    v = d.get(name, default)
+    if type(v) is not bool:
+        raise _fail(f"'{name}' must be a boolean")
+    return v
+
+
+def _str_list(d: JSON, name: str, required: bool = True, max_items: int = 64) -> Any:
+    v = d.get(name)
+    if v is None:
+        if required:
+            raise _fail(f"'{name}' is required")
+        return None
+    if (
+        not isinstance(v, list)
+        or not 1 <= len(v) <= max_items
+        or not all(isinstance(x, str) and x for x in v)
+        or len(set(v)) != len(v)
+    ):
+        raise _fail(f"'{name}' must be a list of 1..{max_items} distinct non-empty strings")
+    return v
+
+
+def _float_list(d: JSON, name: str, max_items: int = 1024) -> Any:
+    v = d.get(name)
+    if v is None:
+        return None
+    if (
+        not isinstance(v, list)
+        or len(v) > max_items
+        or not all(type(x) in (int, float) and math.isfinite(x) for x in v)
+    ):
+        raise _fail(f"'{name}' must be a list of at most {max_items} finite numbers")
+    return v
+
+
+def _dict(d: JSON, name: str, required: bool = False) -> Any:
+    v = d.get(name)
+    if v is None:
+        if required:
+            raise _fail(f"'{name}' is required")
+        return None
+    if not isinstance(v, dict):
+        raise _fail(f"'{name}' must be an object")
+    return v
+
+
+def _version(d: JSON) -> None:
+    v = d.get("schema_version")
+    if v != SCHEMA_VERSION:
+        raise _fail(f"'schema_version' must be {SCHEMA_VERSION}, got {v!r}")
+
+
+def decode(raw: bytes | None, max_bytes: int = MAX_EVENT_BYTES) -> JSON:
+    """Bytes → JSON object, or :class:`InvalidEvent` saying why not."""
+    if raw is None:
+        raise InvalidEvent("malformed_json", "empty message value")
+    if len(raw) > max_bytes:
+        raise InvalidEvent("oversize", f"{len(raw)} bytes exceeds the {max_bytes}-byte limit")
+    try:
+        d = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        # NaN / Infinity are not JSON, but some encoders emit them: name the real problem.
+        if _has_non_finite(raw):
+            raise InvalidEvent("invalid_value", "NaN or Infinity is not a valid number") from None
+        raise InvalidEvent("malformed_json", str(exc)) from None
+    if not isinstance(d, dict):
+        raise InvalidEvent("malformed_json", "event must be a JSON object")
+    return d
+
+
+def _has_non_finite(raw: bytes) -> bool:
+    try:
+        json.loads(raw)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(slots=True)
+class Record:
+    """Base: ``to_dict``/``dumps`` omit ``None`` so optional fields stay absent."""
+
+    schema_name: ClassVar[str] = ""
+
+    def to_dict(self) -> JSON:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    def dumps(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def loads(cls: type[R], raw: bytes | None, max_bytes: int = MAX_EVENT_BYTES) -> R:
+        return cls.from_dict(decode(raw, max_bytes))
+
+    @classmethod
+    def from_dict(cls: type[R], d: JSON) -> R:  # pragma: no cover - overridden
+        raise TypeError(cls.__name__)
+
+    @classmethod
+    def _check_extra(cls, d: JSON) -> None:
+        extra = set(d) - set(cls.field_names())
+        if extra:
+            raise _fail(f"unknown field(s) {sorted(extra)}")
+
+
+@dataclass(slots=True)
+class Request(Record):
+    """A request for a decision (``llmopt.requests.v1``, key ``tenant_id``)."""
+
+    schema_name: ClassVar[str] = "request"
+
+    request_id: str
+    tenant_id: str
+    task_type: str
+    created_at: int
+    input_tokens: int = 0
+    priority: int = 5
+    policy_id: str | None = None
+    candidates: list[str] | None = None
+    reply_to: str | None = None
+    metadata: JSON | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def from_dict(cls, d: JSON) -> Request:
+        _version(d)
+        cls._check_extra(d)
+        return cls(
+            request_id=_str(d, "request_id"),
+            tenant_id=_str(d, "tenant_id"),
+            task_type=_str(d, "task_type", max_len=64),
+            created_at=_int(d, "created_at", 0, 2**53),
+            input_tokens=_int(d, "input_tokens", 0, 10_000_000, required=False) or 0,
+            priority=_int(d, "priority", 0, 10, required=False) if "priority" in d else 5,
+            policy_id=_str(d, "policy_id", required=False),
+            candidates=_str_list(d, "candidates", required=False),
+            reply_to=_str(d, "reply_to", required=False, max_len=249),
+            metadata=_dict(d, "metadata"),
+        )
+
+
+@dataclass(slots=True)
+class Decision(Record):
+    """The arm chosen for a request, with everything off-policy evaluation needs
+    (``llmopt.decisions.v1``, key ``request_id``)."""
+
+    schema_name: ClassVar[str] = "decision"
+
+    decision_id: str
+    request_id: str
+    tenant_id: str
+    policy_id: str
+    policy_version: int
+    arm: str
+    model: str
+    parameters: JSON
+    available_arms: list[str]
+    propensity: float
+    scores: dict[str, float]
+    explored: bool
+    fallback: bool
+    requested_at: int
+    decided_at: int
+    features: list[float] | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def from_dict(cls, d: JSON) -> Decision:
+        _version(d)
+        cls._check_extra(d)
+        scores = _dict(d, "scores", required=True)
+        if not all(type(v) in (int, float) and math.isfinite(v) for v in scores.values()):
+            raise _fail("'scores' values must be finite numbers")
+        return cls(
+            decision_id=_str(d, "decision_id"),
+            request_id=_str(d, "request_id"),
+            tenant_id=_str(d, "tenant_id"),
+            policy_id=_str(d, "policy_id"),
+            policy_version=_int(d, "policy_version", 0, 2**53),
+            arm=_str(d, "arm"),
+            model=_str(d, "model"),
+            parameters=_dict(d, "parameters", required=True),
+            available_arms=_str_list(d, "available_arms"),
+            propensity=_num(d, "propensity", 0.0, 1.0, required=True),
+            scores=scores,
+            explored=_bool(d, "explored"),
+            fallback=_bool(d, "fallback"),
+            requested_at=_int(d, "requested_at", 0, 2**53),
+            decided_at=_int(d, "decided_at", 0, 2**53),
+            features=_float_list(d, "features"),
+        )
+
+
+@dataclass(slots=True)
+class Reward(Record):
+    """What happened after a decision (``llmopt.rewards.v1``, key ``request_id``).
+
+    Every component is optional; the policy's reward weights turn the present
+    ones into one scalar in [0, 1].
+    """
+
+    schema_name: ClassVar[str] = "reward"
+
+    request_id: str
+    sent_at: int
+    quality: float | None = None
+    cost_usd: float | None = None
+    latency_ms: float | None = None
+    error: bool | None = None
+    feedback: float | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def from_dict(cls, d: JSON) -> Reward:
+        _version(d)
+        cls._check_extra(d)
+        error = d.get("error")
+        if error is not None and type(error) is not bool:
+            raise _fail("'error' must be a boolean")
+        return cls(
+            request_id=_str(d, "request_id"),
+            sent_at=_int(d, "sent_at", 0, 2**53),
+            quality=_num(d, "quality", 0.0, 1.0),
+            cost_usd=_num(d, "cost_usd", 0.0, 1e6),
+            latency_ms=_num(d, "latency_ms", 0.0, 1e9),
+            error=error,
+            feedback=_num(d, "feedback", -1.0, 1.0),
+        )
+
+
+@dataclass(slots=True)
+class Outcome(Record):
+    """A decision joined with its reward, or with the default reward when none
+    came in time (``llmopt.outcomes.v1``, key ``policy_id``)."""
+
+    schema_name: ClassVar[str] = "outcome"
+
+    request_id: str
+    tenant_id: str
+    policy_id: str
+    policy_version: int
+    arm: str
+    available_arms: list[str]
+    propensity: float
+    explored: bool
+    reward: float
+    defaulted: bool
+    decided_at: int
+    outcome_at: int
+    components: JSON = field(default_factory=dict)
+    features: list[float] | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def from_dict(cls, d: JSON) -> Outcome:
+        _version(d)
+        cls._check_extra(d)
+        return cls(
+            request_id=_str(d, "request_id"),
+            tenant_id=_str(d, "tenant_id"),
+            policy_id=_str(d, "policy_id"),
+            policy_version=_int(d, "policy_version", 0, 2**53),
+            arm=_str(d, "arm"),
+            available_arms=_str_list(d, "available_arms"),
+            propensity=_num(d, "propensity", 0.0, 1.0, required=True),
+            explored=_bool(d, "explored"),
+            reward=_num(d, "reward", 0.0, 1.0, required=True),
+            defaulted=_bool(d, "defaulted"),
+            decided_at=_int(d, "decided_at", 0, 2**53),
+            outcome_at=_int(d, "outcome_at", 0, 2**53),
+            components=_dict(d, "components") or {},
+            features=_float_list(d, "features"),
+        )
+
+
+@dataclass(slots=True)
+class PolicySnapshot(Record):
+    """A policy's state at one version (``llmopt.policy-snapshots.v1``,
+    compacted, key ``policy_id``). ``state`` is the policy's own versioned
+    snapshot, base64-encoded; ``arm_stats`` is a readable summary."""
+
+    schema_name: ClassVar[str] = "policy_snapshot"
+
+    policy_id: str
+    version: int
+    algorithm: str
+    state: str
+    updates: int
+    arm_stats: dict[str, JSON]
+    created_at: int
+    schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def from_dict(cls, d: JSON) -> PolicySnapshot:
+        _version(d)
+        cls._check_extra(d)
+        return cls(
+            policy_id=_str(d, "policy_id"),
+            version=_int(d, "version", 0, 2**53),
+            algorithm=_str(d, "algorithm", max_len=64),
+            state=_str(d, "state", max_len=16 * 1024 * 1024),
+            updates=_int(d, "updates", 0, 2**53),
+            arm_stats=_dict(d, "arm_stats", required=True),
+            created_at=_int(d, "created_at", 0, 2**53),
+        )
+
+
+DEAD_LETTER_REASONS = (
+    "malformed_json",
+    "schema_violation",
+    "oversize",
+    "invalid_value",
+    "unknown_policy",
+    "unknown_arm",
+    "unknown_request",
+    "expired_request",
+    "duplicate_reward",
+)
+
+
+@dataclass(slots=True)
+class DeadLetter(Record):
+    """An event that could not be used, kept whole with where it came from
+    and why (``llmopt.dead-letter.v1``, key = the original key)."""
+
+    schema_name: ClassVar[str] = "dead_letter"
+
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    reason: str
+    detail: str
+    original_value_b64: str
+    failed_at: int
+    original_key_b64: str | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def from_dict(cls, d: JSON) -> DeadLetter:
+        _version(d)
+        cls._check_extra(d)
+        reason = _str(d, "reason", max_len=64)
+        if reason not in DEAD_LETTER_REASONS:
+            raise _fail(f"'reason' must be one of {DEAD_LETTER_REASONS}")
+        return cls(
+            source_topic=_str(d, "source_topic"),
+            source_partition=_int(d, "source_partition", -1, 2**31),
+            source_offset=_int(d, "source_offset", -1, 2**63),
+            reason=reason,
+            detail=_str(d, "detail", max_len=4096),
+            original_value_b64=d["original_value_b64"]
+            if isinstance(d.get("original_value_b64"), str)
+            else _str(d, "original_value_b64"),
+            failed_at=_int(d, "failed_at", 0, 2**53),
+            original_key_b64=d.get("original_key_b64")
+            if isinstance(d.get("original_key_b64"), str)
+            else _str(d, "original_key_b64", required=False),
+        )
+
+
+ALL_RECORDS: tuple[type[Record], ...] = (
+    Request,
+    Decision,
+    Reward,
+    Outcome,
+    PolicySnapshot,
+    DeadLetter,
+)

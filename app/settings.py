@@ -1,0 +1,98 @@
+"""One settings object, read from environment variables prefixed ``LLMOPT_``."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+PREFIX = "LLMOPT_"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every field can be set as ``LLMOPT_<FIELD>`` (upper case).
+
+    ``kafka_bootstrap`` empty means "no cluster configured": the CLI then runs
+    the embedded broker and switches on its profile (``embedded_broker``).
+    """
+
+    kafka_bootstrap: str = ""
+    embedded_broker: bool = False
+    app_id: str = "llmopt"
+    data_dir: Path = ROOT / "data"
+    policies_path: Path = ROOT / "config" / "policies.yaml"
+    topics_path: Path = ROOT / "topics.yaml"
+    simulator_path: Path = ROOT / "config" / "simulator.yaml"
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    worker_roles: str = "decide,join,learn"
+    log_level: str = "info"
+    log_format: str = "text"
+    max_event_bytes: int = 64 * 1024
+    # Decision hot path: how many requests one batch may hold and how long the
+    # fetch may wait to fill it. Small waits keep p99 low at modest rates.
+    decide_batch_max: int = 2000
+    decide_fetch_wait_ms: int = 2
+    producer_linger_ms: int = 1
+    join_timer_interval_seconds: float = 0.5
+    # Real-Kafka defaults; the embedded profile below overrides them.
+    session_timeout_seconds: float = 30.0
+    heartbeat_interval_seconds: float = 3.0
+    rebalance_timeout_seconds: float = 60.0
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        env = dict(os.environ if env is None else env)
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(PREFIX + f.name.upper())
+            if raw is None:
+                continue
+            values[f.name] = _parse(f.name, f.type, raw)
+        values.update(overrides)
+        return cls(**values)
+
+    @property
+    def bootstrap(self) -> str:
+        if not self.kafka_bootstrap:
+            raise RuntimeError(
+                "no Kafka cluster configured: set LLMOPT_KAFKA_BOOTSTRAP=host:port, "
+                "or use `llmopt run`, which starts the embedded broker"
+            )
+        return self.kafka_bootstrap
+
+    @property
+    def roles(self) -> set[str]:
+        return {r.strip() for r in self.worker_roles.split(",") if r.strip()}
+
+    def broker_profile(self) -> dict[str, Any]:
+        """Consumer-group timings; the embedded broker needs short ones
+        (its JoinGroup waits half the session timeout)."""
+        if self.embedded_broker:
+            return {"session_timeout": 6.0, "heartbeat_interval": 1.0, "rebalance_timeout": 10.0}
+        return {
+            "session_timeout": self.session_timeout_seconds,
+            "heartbeat_interval": self.heartbeat_interval_seconds,
+            "rebalance_timeout": self.rebalance_timeout_seconds,
+        }
+
+
+def _parse(name: str, typ: Any, raw: str) -> Any:
+    typ = str(typ)
+    try:
+        if typ == "bool":
+            if raw.lower() not in {"1", "0", "true", "false", "yes", "no"}:
+                raise ValueError(raw)
+            return raw.lower() in {"1", "true", "yes"}
+        if typ == "int":
+            return int(raw)
+        if typ == "float":
+            return float(raw)
+        if typ == "Path":
+            return Path(raw)
+        return raw
+    except ValueError:
+        raise ValueError(f"{PREFIX}{name.upper()}={raw!r} is not a valid {typ}") from None

@@ -1,0 +1,147 @@
+"""Drives the simulator against a running pipeline: produces requests at a
+rate, reads the decisions like a gateway would, answers each with the
+simulator's reward, and keeps the true regret."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from app.evaluation.simulator import TrafficSimulator
+from app.records import Request, now_ms
+from app.topics import TopicCatalog
+
+
+@dataclass
+class TrafficStats:
+    sent: int = 0
+    decided: int = 0
+    rewarded: int = 0
+    fallback: int = 0
+    reward_sum: float = 0.0
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=20_000))
+    recent_arms: deque[str] = field(default_factory=lambda: deque(maxlen=2_000))
+    started: float = field(default_factory=time.monotonic)
+
+    def shares(self) -> dict[str, float]:
+        n = len(self.recent_arms) or 1
+        return {a: c / n for a, c in Counter(self.recent_arms).most_common()}
+
+
+class TrafficDriver:
+    def __init__(
+        self, bootstrap: str, topics: TopicCatalog, simulator: TrafficSimulator,
+        rate_per_second: float, policy_id: str | None = None, max_requests: int | None = None,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.topics = topics
+        self.sim = simulator
+        self.rate = rate_per_second
+        self.policy_id = policy_id
+        self.max_requests = max_requests
+        self.stats = TrafficStats()
+        self._pending: dict[str, Request] = {}
+        self._stop = asyncio.Event()
+
+    async def run(self, duration_seconds: float | None = None) -> TrafficStats:
+        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=2)
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, fetch_max_wait_ms=20,
+                                         enable_auto_commit=False)
+        await self.producer.start()
+        await self.consumer.start()
+        try:
+            topic = self.topics.name("decisions")
+            parts = self.consumer.partitions_for_topic(topic) or set()
+            if not parts:
+                raise RuntimeError(f"topic {topic} is missing: run `llmopt topics apply`")
+            tps = [TopicPartition(topic, p) for p in sorted(parts)]
+            self.consumer.assign(tps)
+            await self.consumer.seek_to_end(*tps)
+            tasks = [asyncio.create_task(self._produce()), asyncio.create_task(self._consume())]
+            try:
+                await asyncio.wait_for(self._stop.wait(), duration_seconds)
+            except TimeoutError:
+                pass
+            self._stop.set()
+            for t in tasks:
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+        finally:
+            await self.consumer.stop()
+            await self.producer.stop()
+        return self.stats
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def _produce(self) -> None:
+        topic = self.topics.name("requests")
+        tick = 0.01
+        owed = 0.0
+        while not self._stop.is_set():
+            now = now_ms()
+            owed += self.rate * self.sim.rate_multiplier(now) * tick
+            while owed >= 1.0:
+                owed -= 1.0
+                if self.max_requests is not None and self.stats.sent >= self.max_requests:
+                    break
+                req = self.sim.next_request(now, policy_id=self.policy_id)
+                self._pending[req.request_id] = req
+                await self.producer.send(topic, req.dumps(), key=req.tenant_id.encode())
+                self.stats.sent += 1
+            await asyncio.sleep(tick)
+
+    async def _consume(self) -> None:
+        rewards = self.topics.name("rewards")
+        while not self._stop.is_set():
+            batch = await self.consumer.getmany(timeout_ms=100)
+            now = now_ms()
+            for msgs in batch.values():
+                for m in msgs:
+                    d = orjson.loads(m.value)
+                    req = self._pending.pop(d["request_id"], None)
+                    if req is None:
+                        continue  # someone else's traffic
+                    self._observe(req, d, now)
+                    reward = self.sim.outcome(req, d["arm"], now)
+                    await self.producer.send(rewards, reward.dumps(), key=m.key)
+                    self.stats.rewarded += 1
+                    self.stats.reward_sum += self.sim.reward_spec.scalar(
+                        reward.quality, reward.cost_usd, reward.latency_ms, reward.error
+                    )
+            if self.max_requests is not None and self.stats.decided >= self.max_requests:
+                self._stop.set()
+
+    def _observe(self, req: Request, decision: dict[str, Any], now: int) -> None:
+        self.stats.decided += 1
+        self.stats.fallback += decision.get("fallback", False)
+        self.stats.latencies_ms.append(now - req.created_at)
+        self.stats.recent_arms.append(decision["arm"])
+        self.sim.record_choice(req, decision["arm"], now)
+
+    def summary(self) -> dict[str, Any]:
+        s = self.stats
+        elapsed = max(1e-9, time.monotonic() - s.started)
+        lat = sorted(s.latencies_ms)
+        p = (lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] if lat else 0.0)
+        return {
+            "elapsed_s": round(elapsed, 1),
+            "sent": s.sent,
+            "decided": s.decided,
+            "decisions_per_s": round(s.decided / elapsed, 1),
+            "latency_p50_ms": p(0.5),
+            "latency_p99_ms": p(0.99),
+            "avg_reward": round(s.reward_sum / s.rewarded, 4) if s.rewarded else 0.0,
+            "true_regret": round(self.sim.regret, 2),
+            "mean_regret": round(self.sim.regret / max(1, self.sim.rounds), 4),
+            "arm_shares": {a: round(v, 3) for a, v in s.shares().items()},
+            "best_arm": self.sim.overall_best_arm(now_ms()),
+        }
