@@ -51,7 +51,6 @@ class SelectArm(Service):
         self.dead_letter_topic = t.name("dead_letter")
         self._pending_commits: asyncio.Queue[tuple[asyncio.Future[Any], dict[TopicPartition, int]]]
         self._pending_commits = asyncio.Queue(maxsize=64)
-        self.ready = asyncio.Event()
 
     async def on_start(self) -> None:
         s = self.rt.settings
@@ -133,10 +132,10 @@ class SelectArm(Service):
     # -- decisions -----------------------------------------------------------
     @Service.task
     async def _decide(self) -> None:
-        self.ready.set()
         limit = self.rt.settings.decide_batch_max
         while not self.should_stop:
             batch = await self.consumer.getmany(timeout_ms=100, max_records=limit)
+            self.rt.decide_ready = bool(self.consumer.assignment())
             if batch:
                 await self._decide_batch(batch)
 

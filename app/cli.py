@@ -51,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--drift", action="store_true", help="enable the scenario's scheduled drift")
+    run.add_argument("--daily-pattern", action="store_true",
+                     help="modulate the rate by the scenario's hour-of-day pattern")
     run.add_argument("--summary-every", type=float, default=5.0, metavar="SECONDS")
     run.set_defaults(func=cmd_run)
 
@@ -65,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--duration", type=float, default=60.0)
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--drift", action="store_true")
+    sim.add_argument("--daily-pattern", action="store_true")
     sim.add_argument("--summary-every", type=float, default=5.0, metavar="SECONDS")
     sim.set_defaults(func=cmd_simulate)
 
@@ -140,7 +143,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         asyncio.run(apply_topics(settings.bootstrap, TopicCatalog.load(settings.topics_path)))
         print(f"topics ready on {settings.bootstrap}; starting a worker "
               f"(metrics: http://{settings.web_host}:{settings.web_port}/metrics)", flush=True)
-        with _worker_process(settings):
+        with _worker_process(settings) as proc:
+            _wait_ready(settings, proc)
             asyncio.run(_simulate(settings, args))
     return 0
 
@@ -204,6 +208,25 @@ def _worker_process(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
                 proc.wait()
 
 
+def _wait_ready(settings: Settings, proc: subprocess.Popen[bytes], timeout: float = 90.0) -> None:
+    """Poll the worker's /health until it holds its partitions."""
+    import urllib.error
+    import urllib.request
+
+    url = f"http://{settings.web_host}:{settings.web_port}/health"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise CliError(f"the worker exited with {proc.returncode}; see {settings.data_dir}/worker.log")
+        with contextlib.suppress(urllib.error.URLError, OSError):
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    print("worker ready", flush=True)
+                    return
+        time.sleep(0.5)
+    raise CliError(f"the worker was not ready after {timeout:.0f}s; see {settings.data_dir}/worker.log")
+
+
 async def _simulate(settings: Settings, args: argparse.Namespace) -> None:
     from app.evaluation.simulator import ArmSpec, SimulatorConfig, TrafficSimulator
     from app.policies.config import PoliciesConfig
@@ -217,7 +240,7 @@ async def _simulate(settings: Settings, args: argparse.Namespace) -> None:
     arms = [ArmSpec(a.name, a.model, dict(a.parameters)) for a in pc.arms]
     sim = TrafficSimulator(config, arms, pc.reward, seed=args.seed)
     driver = TrafficDriver(settings.bootstrap, TopicCatalog.load(settings.topics_path), sim,
-                           args.rate)
+                           args.rate, daily_pattern=args.daily_pattern)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGINT, driver.stop)
     loop.add_signal_handler(signal.SIGTERM, driver.stop)

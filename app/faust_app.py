@@ -21,6 +21,7 @@ class Runtime:
     settings: Settings
     topics: TopicCatalog
     policies: PoliciesConfig
+    decide_ready: bool = False
 
 
 def faust_settings(settings: Settings) -> dict[str, Any]:
@@ -69,7 +70,12 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
-        return web.json({"status": "ok", "roles": sorted(settings.roles)})
+        """200 once every role of this worker holds partitions, 503 before."""
+        assigned = bool(app.consumer.assignment()) if app.consumer else False
+        ready = {"decide": runtime.decide_ready, "join": assigned, "learn": assigned}
+        ok = all(ready[r] for r in settings.roles)
+        body = {"status": "ready" if ok else "starting", "roles": {r: ready[r] for r in settings.roles}}
+        return web.json(body, status=200 if ok else 503)
 
     from agents import join_rewards, learn_from_outcomes, select_arm
 

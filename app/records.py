@@ -43,34 +43,41 @@ def _fail(detail: str) -> InvalidEvent:
 
 
 def _str(d: JSON, name: str, required: bool = True, max_len: int = 256) -> Any:
-    v = d.get(name)
-    if v is None:
+    if name not in d:
         if required:
             raise _fail(f"'{name}' is required")
         return None
+    v = d[name]
     if not isinstance(v, str) or not v or len(v) > max_len:
         raise _fail(f"'{name}' must be a non-empty string of at most {max_len} characters")
     return v
 
 
 def _int(d: JSON, name: str, lo: int, hi: int, required: bool = True) -> Any:
-    v = d.get(name)
-    if v is None:
+    if name not in d:
         if required:
             raise _fail(f"'{name}' is required")
         return None
+    v = d[name]
+    if type(v) is float and v.is_integer():
+        v = int(v)
     if type(v) is not int or not lo <= v <= hi:
         raise _fail(f"'{name}' must be an integer in [{lo}, {hi}]")
     return v
 
 
+def _finite(v: Any) -> bool:
+    """A JSON number that is not NaN/±inf; ints are not converted (no OverflowError)."""
+    return type(v) is int or (type(v) is float and math.isfinite(v))
+
+
 def _num(d: JSON, name: str, lo: float, hi: float, required: bool = False) -> Any:
-    v = d.get(name)
-    if v is None:
+    if name not in d:
         if required:
             raise _fail(f"'{name}' is required")
         return None
-    if type(v) not in (int, float) or not math.isfinite(v):
+    v = d[name]
+    if not _finite(v):
         raise InvalidEvent("invalid_value", f"'{name}' must be a finite number")
     if not lo <= v <= hi:
         raise InvalidEvent("invalid_value", f"'{name}' must be in [{lo}, {hi}]")
@@ -85,11 +92,11 @@ def _bool(d: JSON, name: str, default: bool | None = None) -> Any:
 
 
 def _str_list(d: JSON, name: str, required: bool = True, max_items: int = 64) -> Any:
-    v = d.get(name)
-    if v is None:
+    if name not in d:
         if required:
             raise _fail(f"'{name}' is required")
         return None
+    v = d[name]
     if (
         not isinstance(v, list)
         or not 1 <= len(v) <= max_items
@@ -101,24 +108,24 @@ def _str_list(d: JSON, name: str, required: bool = True, max_items: int = 64) ->
 
 
 def _float_list(d: JSON, name: str, max_items: int = 1024) -> Any:
-    v = d.get(name)
-    if v is None:
+    if name not in d:
         return None
+    v = d[name]
     if (
         not isinstance(v, list)
         or len(v) > max_items
-        or not all(type(x) in (int, float) and math.isfinite(x) for x in v)
+        or not all(_finite(x) for x in v)
     ):
         raise _fail(f"'{name}' must be a list of at most {max_items} finite numbers")
     return v
 
 
 def _dict(d: JSON, name: str, required: bool = False) -> Any:
-    v = d.get(name)
-    if v is None:
+    if name not in d:
         if required:
             raise _fail(f"'{name}' is required")
         return None
+    v = d[name]
     if not isinstance(v, dict):
         raise _fail(f"'{name}' must be an object")
     return v
@@ -126,7 +133,7 @@ def _dict(d: JSON, name: str, required: bool = False) -> Any:
 
 def _version(d: JSON) -> None:
     v = d.get("schema_version")
-    if v != SCHEMA_VERSION:
+    if type(v) is bool or v != SCHEMA_VERSION:
         raise _fail(f"'schema_version' must be {SCHEMA_VERSION}, got {v!r}")
 
 
@@ -149,11 +156,12 @@ def decode(raw: bytes | None, max_bytes: int = MAX_EVENT_BYTES) -> JSON:
 
 
 def _has_non_finite(raw: bytes) -> bool:
+    seen: list[str] = []
     try:
-        json.loads(raw)
+        json.loads(raw, parse_constant=seen.append)
     except ValueError:
         return False
-    return True
+    return bool(seen)
 
 
 @dataclass(slots=True)
@@ -253,7 +261,7 @@ class Decision(Record):
         _version(d)
         cls._check_extra(d)
         scores = _dict(d, "scores", required=True)
-        if not all(type(v) in (int, float) and math.isfinite(v) for v in scores.values()):
+        if not all(_finite(v) for v in scores.values()):
             raise _fail("'scores' values must be finite numbers")
         return cls(
             decision_id=_str(d, "decision_id"),
@@ -299,7 +307,7 @@ class Reward(Record):
         _version(d)
         cls._check_extra(d)
         error = d.get("error")
-        if error is not None and type(error) is not bool:
+        if "error" in d and type(error) is not bool:
             raise _fail("'error' must be a boolean")
         return cls(
             request_id=_str(d, "request_id"),
@@ -428,8 +436,8 @@ class DeadLetter(Record):
             raise _fail(f"'reason' must be one of {DEAD_LETTER_REASONS}")
         return cls(
             source_topic=_str(d, "source_topic"),
-            source_partition=_int(d, "source_partition", -1, 2**31),
-            source_offset=_int(d, "source_offset", -1, 2**63),
+            source_partition=_int(d, "source_partition", -1, 2**31 - 1),
+            source_offset=_int(d, "source_offset", -1, 2**63 - 1),
             reason=reason,
             detail=_str(d, "detail", max_len=4096),
             original_value_b64=d["original_value_b64"]

@@ -39,6 +39,7 @@ class TrafficDriver:
     def __init__(
         self, bootstrap: str, topics: TopicCatalog, simulator: TrafficSimulator,
         rate_per_second: float, policy_id: str | None = None, max_requests: int | None = None,
+        daily_pattern: bool = False,
     ) -> None:
         self.bootstrap = bootstrap
         self.topics = topics
@@ -46,6 +47,7 @@ class TrafficDriver:
         self.rate = rate_per_second
         self.policy_id = policy_id
         self.max_requests = max_requests
+        self.daily_pattern = daily_pattern
         self.stats = TrafficStats()
         self._pending: dict[str, Request] = {}
         self._stop = asyncio.Event()
@@ -84,11 +86,14 @@ class TrafficDriver:
 
     async def _produce(self) -> None:
         topic = self.topics.name("requests")
-        tick = 0.01
         owed = 0.0
+        last = time.monotonic()
         while not self._stop.is_set():
             now = now_ms()
-            owed += self.rate * self.sim.rate_multiplier(now) * tick
+            t = time.monotonic()
+            factor = self.sim.rate_multiplier(now) if self.daily_pattern else 1.0
+            owed += self.rate * factor * (t - last)
+            last = t
             while owed >= 1.0:
                 owed -= 1.0
                 if self.max_requests is not None and self.stats.sent >= self.max_requests:
@@ -97,7 +102,7 @@ class TrafficDriver:
                 self._pending[req.request_id] = req
                 await self.producer.send(topic, req.dumps(), key=req.tenant_id.encode())
                 self.stats.sent += 1
-            await asyncio.sleep(tick)
+            await asyncio.sleep(0.005)
 
     async def _consume(self) -> None:
         rewards = self.topics.name("rewards")
