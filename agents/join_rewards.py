@@ -62,8 +62,11 @@ def register(app: faust.App, runtime: Runtime) -> None:
     pending = app.Table(
         "join-pending", key_type=bytes, value_type=bytes, partitions=t["decisions"].partitions,
     )
-    max_wait = max(p.reward.wait_seconds for p in runtime.policies.policies.values())
-    joiner = Joiner(runtime.policies, orphan_hold_ms=int(max_wait * 1000))
+    joiner = Joiner(
+        runtime.policies,
+        orphan_hold_ms=int(runtime.settings.join_orphan_hold_seconds * 1000),
+        done_retention_ms=int(runtime.settings.join_done_retention_seconds * 1000),
+    )
     due = DueHeap()
     state = {"rebuild": True}
     max_bytes = runtime.settings.max_event_bytes
@@ -107,7 +110,8 @@ def register(app: faust.App, runtime: Runtime) -> None:
                 elif key is None:
                     raise InvalidEvent("schema_violation", "message has no key (the request id)")
                 elif msg.topic == decisions:
-                    step = joiner.on_decision(entry(key), parse_decision(msg.value), msg.partition, now)
+                    src = [msg.topic, msg.partition, msg.offset]
+                    step = joiner.on_decision(entry(key), parse_decision(msg.value), src, now)
                     await apply(key, step, msg)
                 else:
                     reward = Reward.from_dict(decode(msg.value, max_bytes))

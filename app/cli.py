@@ -86,7 +86,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
     from app.topics import TopicCatalog, TopicMismatch, apply_topics, check_topics
 
     settings = _configured()
-    catalog = TopicCatalog.load(settings.topics_path)
+    catalog = TopicCatalog.for_settings(settings)
     try:
         if args.action == "apply":
             created = asyncio.run(apply_topics(settings.bootstrap, catalog))
@@ -140,7 +140,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     with _cluster(settings) as settings:
         from app.topics import TopicCatalog, apply_topics
 
-        asyncio.run(apply_topics(settings.bootstrap, TopicCatalog.load(settings.topics_path)))
+        asyncio.run(apply_topics(settings.bootstrap, TopicCatalog.for_settings(settings)))
         print(f"topics ready on {settings.bootstrap}; starting a worker "
               f"(metrics: http://{settings.web_host}:{settings.web_port}/metrics)", flush=True)
         with _worker_process(settings) as proc:
@@ -239,7 +239,7 @@ async def _simulate(settings: Settings, args: argparse.Namespace) -> None:
     config = SimulatorConfig.from_yaml(settings.simulator_path).with_drift(args.drift)
     arms = [ArmSpec(a.name, a.model, dict(a.parameters)) for a in pc.arms]
     sim = TrafficSimulator(config, arms, pc.reward, seed=args.seed)
-    driver = TrafficDriver(settings.bootstrap, TopicCatalog.load(settings.topics_path), sim,
+    driver = TrafficDriver(settings.bootstrap, TopicCatalog.for_settings(settings), sim,
                            args.rate, daily_pattern=args.daily_pattern)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGINT, driver.stop)

@@ -57,7 +57,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
     settings = settings or Settings.from_env()
     runtime = Runtime(
         settings=settings,
-        topics=TopicCatalog.load(settings.topics_path),
+        topics=TopicCatalog.for_settings(settings),
         policies=PoliciesConfig.load(settings.policies_path),
     )
     app = faust.App(settings.app_id, **faust_settings(settings))

@@ -10,6 +10,12 @@ Entry states:
   concurrently), held until ``due``, then dead-lettered as ``unknown_request``;
 - ``done``: the outcome went out; kept until ``due`` so that later rewards
   are told apart as ``duplicate_reward`` or ``expired_request``.
+
+At-least-once: the entry and the outcome are separate writes, and a crash
+may keep the first and lose the second. The done entry therefore records the
+event that completed it and the outcome; when that same event (same topic,
+partition and offset) is delivered again, the outcome is sent again, and the
+learner, which dedupes by request id, applies it once.
 """
 
 from __future__ import annotations
@@ -56,13 +62,17 @@ class Joiner:
         pc = self.policies.get(policy_id)
         return int((pc.reward.wait_seconds if pc else 30.0) * 1000)
 
-    def on_decision(self, entry: JSON | None, decision: JSON, partition: int, now: int) -> Step:
+    def on_decision(self, entry: JSON | None, decision: JSON, source: list[Any], now: int) -> Step:
+        """``source``: [topic, partition, offset] of the decision event."""
         if entry is None:
             due = now + self._wait_ms(decision["policy_id"])
-            return Step({"s": "pending", "d": decision, "due": due, "p": partition}, "stored")
+            return Step({"s": "pending", "d": decision, "due": due, "p": source[1]}, "stored")
         if entry["s"] == "orphan":
             outcome = self._outcome(decision, Reward.from_dict(entry["r"]), now)
-            return Step(self._done(entry, now, "rewarded"), "joined", outcome=outcome)
+            return Step(self._done(entry, now, "rewarded", outcome, source), "joined",
+                        outcome=outcome)
+        if entry["s"] == "done" and entry.get("by") == source:
+            return Step(entry, "redelivered", outcome=entry["o"])
         return Step(entry, "duplicate_decision")
 
     def on_reward(
@@ -78,7 +88,10 @@ class Joiner:
         state = entry["s"]
         if state == "pending":
             outcome = self._outcome(entry["d"], reward, now)
-            return Step(self._done(entry, now, "rewarded"), "joined", outcome=outcome)
+            return Step(self._done(entry, now, "rewarded", outcome, source), "joined",
+                        outcome=outcome)
+        if state == "done" and entry.get("by") == source:
+            return Step(entry, "redelivered", outcome=entry["o"])
         if state == "done" and entry.get("how") == "defaulted":
             err = InvalidEvent("expired_request", "reward came after the wait time; "
                                "the default reward was already used")
@@ -96,15 +109,19 @@ class Joiner:
             pc = self.policies.get(d["policy_id"])
             default = pc.reward.default_reward if pc else 0.0
             outcome = _outcome_doc(d, default, {}, True, now)
-            return Step(self._done(entry, now, "defaulted"), "defaulted", outcome=outcome)
+            return Step(self._done(entry, now, "defaulted", outcome, None), "defaulted",
+                        outcome=outcome)
         if state == "orphan":
             err = InvalidEvent("unknown_request", "no decision for this request id arrived "
                                f"within {self.orphan_hold_ms} ms of its reward")
             return Step(None, "unknown_request", error=err, keep=False)
         return Step(None, "expired", keep=False)
 
-    def _done(self, entry: JSON, now: int, how: str) -> JSON:
-        return {"s": "done", "how": how, "due": now + self.done_retention_ms, "p": entry["p"]}
+    def _done(
+        self, entry: JSON, now: int, how: str, outcome: JSON, source: list[Any] | None
+    ) -> JSON:
+        return {"s": "done", "how": how, "due": now + self.done_retention_ms, "p": entry["p"],
+                "by": source, "o": outcome}
 
     def _outcome(self, decision: JSON, reward: Reward, now: int) -> JSON:
         pc = self.policies.get(decision["policy_id"])

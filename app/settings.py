@@ -22,6 +22,9 @@ class Settings:
     kafka_bootstrap: str = ""
     embedded_broker: bool = False
     app_id: str = "llmopt"
+    # Appended to every topic name (``llmopt.requests.v1.<namespace>``): isolates
+    # replays and test runs sharing a cluster.
+    topic_namespace: str = ""
     data_dir: Path = ROOT / "data"
     policies_path: Path = ROOT / "config" / "policies.yaml"
     topics_path: Path = ROOT / "topics.yaml"
@@ -38,6 +41,10 @@ class Settings:
     decide_fetch_wait_ms: int = 2
     producer_linger_ms: int = 1
     join_timer_interval_seconds: float = 0.5
+    # How long a reward may wait for its decision, and how long a finished
+    # request still recognises duplicate and late rewards.
+    join_orphan_hold_seconds: float = 30.0
+    join_done_retention_seconds: float = 3600.0
     # Real-Kafka defaults; the embedded profile below overrides them.
     session_timeout_seconds: float = 30.0
     heartbeat_interval_seconds: float = 3.0

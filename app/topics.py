@@ -42,7 +42,7 @@ class TopicCatalog:
         return self.topics[role].name
 
     @classmethod
-    def load(cls, path: Path | None = None) -> TopicCatalog:
+    def load(cls, path: Path | None = None, namespace: str = "") -> TopicCatalog:
         path = path or Settings().topics_path
         doc: dict[str, Any] = yaml.safe_load(Path(path).read_text())
         defaults = doc.get("defaults", {})
@@ -50,7 +50,7 @@ class TopicCatalog:
         for role, t in doc["topics"].items():
             spec = TopicSpec(
                 role=role,
-                name=t["name"],
+                name=t["name"] + (f".{namespace}" if namespace else ""),
                 key=t["key"],
                 partitions=int(t.get("partitions", defaults.get("partitions", 1))),
                 replication_factor=int(
@@ -70,6 +70,10 @@ class TopicCatalog:
             if unknown:
                 raise ValueError(f"join {agent!r} names unknown topics {unknown}")
         return cls(topics=topics, joins=joins)
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> TopicCatalog:
+        return cls.load(settings.topics_path, settings.topic_namespace)
 
 
 async def apply_topics(bootstrap: str, catalog: TopicCatalog) -> list[str]:

@@ -1,0 +1,163 @@
+"""Client SDK: ask for a decision and await it; report the reward.
+
+Each client reads its decisions from a reply topic of its own
+(``llmopt.replies-<client id>.v1``, named in the request's ``reply_to``), so a
+client never has to read every tenant's decisions.
+
+>>> # async with AsyncClient("127.0.0.1:9092") as c:          # doctest: +SKIP
+>>> #     d = await c.decide("tenant-a", "code", input_tokens=800)
+>>> #     await c.reward(d.request_id, quality=0.9, cost_usd=0.002, latency_ms=850)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import uuid
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from app.decider import Decider
+from app.policies.config import PoliciesConfig
+from app.records import Decision, InvalidEvent, Request, Reward, now_ms
+from app.settings import Settings
+from app.topics import TopicCatalog
+
+T = TypeVar("T")
+
+
+class AsyncClient:
+    def __init__(
+        self, bootstrap: str | None = None, *, settings: Settings | None = None,
+        client_id: str | None = None,
+    ) -> None:
+        self.settings = settings or Settings.from_env()
+        self.bootstrap = bootstrap or self.settings.bootstrap
+        self.client_id = client_id or uuid.uuid4().hex[:12]
+        self.reply_topic = f"llmopt.replies-{self.client_id}.v1"
+        self.topics = TopicCatalog.for_settings(self.settings)
+        self.policies = PoliciesConfig.load(self.settings.policies_path)
+        self._fallbacks = Decider(self.policies)
+        self._waiting: dict[str, asyncio.Future[Decision]] = {}
+        self._reader: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> AsyncClient:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            if self.reply_topic not in await admin.list_topics():
+                await admin.create_topics([NewTopic(self.reply_topic, 1, 1, topic_configs={
+                    "retention.ms": "3600000", "cleanup.policy": "delete"})])
+        finally:
+            await admin.close()
+        self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=0)
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, fetch_max_wait_ms=5,
+                                          enable_auto_commit=False)
+        await self._producer.start()
+        await self._consumer.start()
+        tp = TopicPartition(self.reply_topic, 0)
+        self._consumer.assign([tp])
+        self._consumer.seek(tp, 0)  # a new topic: everything in it is ours
+        self._reader = asyncio.create_task(self._read_replies())
+
+    async def stop(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        await self._consumer.stop()
+        await self._producer.stop()
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        with contextlib.suppress(Exception):
+            await admin.delete_topics([self.reply_topic])
+        await admin.close()
+
+    async def _read_replies(self) -> None:
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=200)
+            for msgs in batch.values():
+                for m in msgs:
+                    try:
+                        d = Decision.loads(m.value)
+                    except InvalidEvent:
+                        continue
+                    fut = self._waiting.pop(d.request_id, None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(d)
+
+    async def decide(
+        self, tenant_id: str, task_type: str, *, input_tokens: int = 0, priority: int = 5,
+        policy_id: str | None = None, candidates: list[str] | None = None,
+        metadata: dict[str, Any] | None = None, timeout: float = 1.0,
+    ) -> Decision:
+        """The decision for one request; after ``timeout`` seconds, the
+        policy's fallback arm with ``fallback=True``."""
+        req = Request(
+            request_id=uuid.uuid4().hex, tenant_id=tenant_id, task_type=task_type,
+            created_at=now_ms(), input_tokens=input_tokens, priority=priority,
+            policy_id=policy_id, candidates=candidates, reply_to=self.reply_topic,
+            metadata=metadata,
+        )
+        Request.from_dict(req.to_dict())  # the same checks the worker makes, before sending
+        fut: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        self._waiting[req.request_id] = fut
+        await self._producer.send(self.topics.name("requests"), req.dumps(),
+                                  key=tenant_id.encode())
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            self._waiting.pop(req.request_id, None)
+            return Decision.from_dict(self._fallbacks.fallback(req, now_ms()))
+
+    async def reward(
+        self, request_id: str, *, quality: float | None = None, cost_usd: float | None = None,
+        latency_ms: float | None = None, error: bool | None = None, feedback: float | None = None,
+    ) -> None:
+        r = Reward(request_id=request_id, sent_at=now_ms(), quality=quality, cost_usd=cost_usd,
+                   latency_ms=latency_ms, error=error, feedback=feedback)
+        Reward.from_dict(r.to_dict())  # reject NaN / out-of-range values here, with the reason
+        await self._producer.send_and_wait(self.topics.name("rewards"), r.dumps(),
+                                           key=request_id.encode())
+
+
+class Client:
+    """The same, for synchronous code: runs an event loop on a background thread."""
+
+    def __init__(self, bootstrap: str | None = None, **kwargs: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._async = AsyncClient(bootstrap, **kwargs)
+        self._call(self._async.start())
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def decide(self, tenant_id: str, task_type: str, **kwargs: Any) -> Decision:
+        return self._call(self._async.decide(tenant_id, task_type, **kwargs))
+
+    def reward(self, request_id: str, **kwargs: Any) -> None:
+        self._call(self._async.reward(request_id, **kwargs))
+
+    def close(self) -> None:
+        self._call(self._async.stop())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,73 @@
+"""Small aiokafka helpers for the integration tests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+
+async def produce(bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, bytes]]) -> int:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5,
+                                max_request_size=4 * 1024 * 1024)
+    await producer.start()
+    n = 0
+    try:
+        for key, value in messages:
+            await producer.send(topic, value, key=key)
+            n += 1
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return n
+
+
+class TopicReader:
+    """Reads a whole topic from offset 0, all partitions, without a group."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.bootstrap, self.topic = bootstrap, topic
+        self.messages: list[Any] = []
+
+    async def __aenter__(self) -> TopicReader:
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                                         fetch_max_wait_ms=50, max_partition_fetch_bytes=4 << 20)
+        await self.consumer.start()
+        parts = self.consumer.partitions_for_topic(self.topic) or set()
+        assert parts, f"topic {self.topic} does not exist"
+        tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
+        self.consumer.assign(tps)
+        for tp in tps:  # explicit 0: the embedded broker's EARLIEST is unreliable
+            self.consumer.seek(tp, 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.consumer.stop()
+
+    async def poll(self, timeout_ms: int = 200) -> list[Any]:
+        batch = await self.consumer.getmany(timeout_ms=timeout_ms)
+        new = [m for msgs in batch.values() for m in msgs]
+        self.messages.extend(new)
+        return new
+
+    async def until(self, done: Callable[[list[Any]], bool], timeout: float,
+                    what: str = "condition") -> list[Any]:
+        deadline = time.monotonic() + timeout
+        while not done(self.messages):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout}s waiting for {what} "
+                                     f"on {self.topic} ({len(self.messages)} messages read)")
+            await self.poll()
+        return self.messages
+
+    async def settle(self, quiet_seconds: float = 2.0) -> list[Any]:
+        """Read until nothing new arrives for ``quiet_seconds``."""
+        last = time.monotonic()
+        while time.monotonic() - last < quiet_seconds:
+            if await self.poll():
+                last = time.monotonic()
+            await asyncio.sleep(0)
+        return self.messages

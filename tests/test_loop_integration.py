@@ -1,0 +1,147 @@
+"""The closed loop on a real Kafka-protocol broker, with a real worker process:
+requests → decisions → rewards → outcomes → policy updates → snapshots."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from app.evaluation.simulator import TrafficSimulator
+from app.policies.config import PoliciesConfig
+from app.records import Decision, Outcome, PolicySnapshot, Request, now_ms
+from tests.conftest import TEST_POLICIES, Deployment
+from tests.kafka_io import TopicReader, produce
+
+
+def latest_snapshot(messages: list, policy_id: str = "default") -> PolicySnapshot | None:
+    snaps = [PolicySnapshot.loads(m.value, 1 << 24) for m in messages]
+    snaps = [s for s in snaps if s.policy_id == policy_id]
+    return max(snaps, key=lambda s: s.version) if snaps else None
+
+
+def test_2000_requests_get_2000_decisions_and_rewards_update_the_policy(
+    deployment: Deployment,
+) -> None:
+    deployment.start_worker()
+    asyncio.run(_closed_loop(deployment))
+
+
+async def _closed_loop(d: Deployment) -> None:
+    bs, t = d.broker.bootstrap, d.topics
+    sim = TrafficSimulator.default(seed=7)
+    requests = {r.request_id: r for r in (sim.next_request(now_ms()) for _ in range(2000))}
+    await produce(bs, t.name("requests"),
+                  ((r.tenant_id.encode(), r.dumps()) for r in requests.values()))
+
+    async with TopicReader(bs, t.name("decisions")) as reader:
+        await reader.until(lambda m: len(m) >= 2000, 90, "2000 decisions")
+        await reader.settle(2.0)
+    decisions = [Decision.loads(m.value) for m in reader.messages]
+    assert len(decisions) == 2000, "exactly one decision per request"
+    assert {x.request_id for x in decisions} == set(requests)
+    for m, x in zip(reader.messages, decisions, strict=True):
+        assert m.key == x.request_id.encode()
+        assert x.arm in x.available_arms and 0.0 < x.propensity <= 1.0
+        assert set(x.scores) == set(x.available_arms)
+        assert x.requested_at == requests[x.request_id].created_at <= x.decided_at
+
+    spec = PoliciesConfig.load(TEST_POLICIES).get("default").reward  # type: ignore[union-attr]
+    rewards = {x.request_id: sim.outcome(requests[x.request_id], x.arm, now_ms())
+               for x in decisions}
+    await produce(bs, t.name("rewards"),
+                  ((rid.encode(), r.dumps()) for rid, r in rewards.items()))
+
+    async with TopicReader(bs, t.name("outcomes")) as reader:
+        await reader.until(lambda m: len(m) >= 2000, 60, "2000 outcomes")
+        await reader.settle(1.0)
+    outcomes = [Outcome.loads(m.value) for m in reader.messages]
+    assert len(outcomes) == 2000 and {o.request_id for o in outcomes} == set(requests)
+    chosen = {x.request_id: x for x in decisions}
+    for o in outcomes:
+        r = rewards[o.request_id]
+        assert not o.defaulted
+        assert o.arm == chosen[o.request_id].arm
+        assert o.propensity == chosen[o.request_id].propensity
+        assert abs(o.reward - spec.scalar(r.quality, r.cost_usd, r.latency_ms, r.error)) < 1e-12
+
+    async with TopicReader(bs, t.name("policy_snapshots")) as reader:
+        await reader.until(
+            lambda m: (s := latest_snapshot(m)) is not None and s.updates >= 2000, 60,
+            "a snapshot with 2000 updates")
+        await reader.settle(1.0)
+    snap = latest_snapshot(reader.messages)
+    assert snap is not None and snap.updates == 2000
+    assert sum(s["pulls"] for s in snap.arm_stats.values()) == 2000
+    per_arm = {a: sum(1 for x in decisions if x.arm == a) for a in snap.arm_stats}
+    assert {a: int(s["pulls"]) for a, s in snap.arm_stats.items()} == per_arm
+
+
+def test_worker_killed_mid_stream_loses_nothing_and_applies_each_reward_once(
+    deployment: Deployment,
+) -> None:
+    first = deployment.start_worker()
+    asyncio.run(_kill_and_restart(deployment, first))
+
+
+async def _kill_and_restart(d: Deployment, first: object) -> None:
+    bs, t = d.broker.bootstrap, d.topics
+    total, kill_after, rate = 3000, 1000, 400.0
+    sim = TrafficSimulator.default(seed=11)
+    sent: dict[str, Request] = {}
+    rewarded: set[str] = set()
+    producer = AIOKafkaProducer(bootstrap_servers=bs, linger_ms=2)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bs, enable_auto_commit=False, fetch_max_wait_ms=20)
+    await producer.start()
+    await consumer.start()
+    tps = [TopicPartition(t.name("decisions"), p)
+           for p in sorted(consumer.partitions_for_topic(t.name("decisions")) or [])]
+    consumer.assign(tps)
+    for tp in tps:
+        consumer.seek(tp, 0)
+
+    async def send_requests() -> None:
+        start = time.monotonic()
+        while len(sent) < total:
+            due = min(total, int((time.monotonic() - start) * rate))
+            while len(sent) < due:
+                r = sim.next_request(now_ms())
+                sent[r.request_id] = r
+                await producer.send(t.name("requests"), r.dumps(), key=r.tenant_id.encode())
+            await asyncio.sleep(0.005)
+
+    sender = asyncio.create_task(send_requests())
+    killed = False
+    deadline = time.monotonic() + 180
+    try:
+        while len(rewarded) < total:
+            assert time.monotonic() < deadline, f"only {len(rewarded)}/{total} requests decided"
+            batch = await consumer.getmany(timeout_ms=200)
+            for msgs in batch.values():
+                for m in msgs:
+                    x = Decision.loads(m.value)
+                    if x.request_id in rewarded:
+                        continue  # a redelivered request decided twice: reward once
+                    rewarded.add(x.request_id)
+                    reward = sim.outcome(sent[x.request_id], x.arm, now_ms())
+                    await producer.send(t.name("rewards"), reward.dumps(), key=m.key)
+            if not killed and len(rewarded) >= kill_after:
+                d.workers[0].kill()
+                killed = True
+                await asyncio.to_thread(d.start_worker)
+        await sender
+    finally:
+        sender.cancel()
+        await producer.stop()
+        await consumer.stop()
+    assert killed and rewarded == set(sent)
+
+    async with TopicReader(bs, t.name("policy_snapshots")) as reader:
+        await reader.until(
+            lambda m: (s := latest_snapshot(m)) is not None and s.updates >= total, 90,
+            f"a snapshot with {total} updates")
+        await reader.settle(3.0)
+    snap = latest_snapshot(reader.messages)
+    assert snap is not None
+    assert snap.updates == len(rewarded), "each rewarded request applied exactly once"
