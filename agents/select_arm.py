@@ -144,6 +144,7 @@ class SelectArm(Service):
         max_bytes = self.rt.settings.max_event_bytes
         send = self.producer.send
         requests: list[Request] = []
+        sources: list[Any] = []
         futures: list[asyncio.Future[Any]] = []
         offsets: dict[TopicPartition, int] = {}
         for tp, msgs in batch.items():
@@ -151,13 +152,15 @@ class SelectArm(Service):
             for m in msgs:
                 try:
                     requests.append(Request.from_dict(decode(m.value, max_bytes)))
+                    sources.append(m)
                 except InvalidEvent as exc:
                     futures.append(await self._dead(m, exc))
         now = now_ms()
         tally: Tally[tuple[str, str]] = Tally()
-        for req, out in zip(requests, self.decider.decide(requests, now), strict=True):
+        decided = self.decider.decide(requests, now)
+        for req, m, out in zip(requests, sources, decided, strict=True):
             if isinstance(out, InvalidEvent):
-                futures.append(await self._dead_request(req, out))
+                futures.append(await self._dead(m, out))
                 continue
             value = orjson.dumps(out)
             key = req.request_id.encode()
@@ -193,12 +196,6 @@ class SelectArm(Service):
         metrics.EVENTS.labels(AGENT, "dead_letter").inc()
         doc = dead_letter(m.topic, m.partition, m.offset, m.key, m.value, exc)
         return await self.producer.send(self.dead_letter_topic, doc, key=m.key)
-
-    async def _dead_request(self, req: Request, exc: InvalidEvent) -> asyncio.Future[Any]:
-        metrics.DEAD_LETTERS.labels(AGENT, exc.code).inc()
-        metrics.EVENTS.labels(AGENT, "dead_letter").inc()
-        doc = dead_letter(self.requests_topic, -1, -1, req.tenant_id.encode(), req.dumps(), exc)
-        return await self.producer.send(self.dead_letter_topic, doc, key=req.tenant_id.encode())
 
 
 def register(app: faust.App, runtime: Runtime) -> None:

@@ -143,6 +143,11 @@ class Worker:
 
 @pytest.fixture
 def deployment(broker: Broker, tmp_path: Path) -> Iterator[Deployment]:
+    yield from deploy(broker, tmp_path)
+
+
+def deploy(broker: Broker, tmp_path: Path) -> Iterator[Deployment]:
+    """An isolated deployment: own topic namespace, app id and data directory."""
     ns = "t" + uuid.uuid4().hex[:8]
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLMOPT_")}
     env.update(
