@@ -54,13 +54,23 @@ class DueHeap:
 def register(app: faust.App, runtime: Runtime) -> None:
     t = runtime.topics
     decisions, rewards, ticks = t.name("decisions"), t.name("rewards"), t.name("reward_timeouts")
-    source = app.topic(decisions, rewards, ticks, key_type=bytes, value_type=bytes,
-                       key_serializer="raw", value_serializer="raw")
+    source = app.topic(
+        decisions,
+        rewards,
+        ticks,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
     ticks_topic = app.topic(ticks, key_serializer="raw", value_serializer="raw")
     outcomes = app.topic(t.name("outcomes"), key_serializer="raw", value_serializer="raw")
     dead = app.topic(t.name("dead_letter"), key_serializer="raw", value_serializer="raw")
     pending = app.Table(
-        "join-pending", key_type=bytes, value_type=bytes, partitions=t["decisions"].partitions,
+        "join-pending",
+        key_type=bytes,
+        value_type=bytes,
+        partitions=t["decisions"].partitions,
     )
     joiner = Joiner(
         runtime.policies,
@@ -84,14 +94,19 @@ def register(app: faust.App, runtime: Runtime) -> None:
             metrics.OUTCOMES.labels(o["policy_id"], kind).inc()
             metrics.OUTCOME_REWARD.labels(o["policy_id"]).inc(o["reward"])
         if step.error is not None:
-            await send_dead(msg, step.error)
+            if step.original is not None:
+                await send_dead(msg, step.error, step.original[1], step.original[0])
+            else:
+                await send_dead(msg, step.error)
         metrics.EVENTS.labels(AGENT, step.result).inc()
 
-    async def send_dead(msg: Any, err: InvalidEvent, value: bytes | None = None,
-                        src: list[Any] | None = None) -> None:
+    async def send_dead(
+        msg: Any, err: InvalidEvent, value: bytes | None = None, src: list[Any] | None = None
+    ) -> None:
         topic, partition, offset = src or (msg.topic, msg.partition, msg.offset)
-        doc = dead_letter(topic, partition, offset, msg.key,
-                          value if value is not None else msg.value, err)
+        doc = dead_letter(
+            topic, partition, offset, msg.key, value if value is not None else msg.value, err
+        )
         await dead.send(key=msg.key, value=doc)
         metrics.DEAD_LETTERS.labels(AGENT, err.code).inc()
 
@@ -126,21 +141,13 @@ def register(app: faust.App, runtime: Runtime) -> None:
 
     async def resolve_due(msg: Any, now: int) -> None:
         for key in due.pop_due(msg.partition, now):
-            current = entry(key)
-            step = joiner.on_due(current, now)
+            step = joiner.on_due(entry(key), now)
             if step.result == "not_due":
                 continue
-            if step.result == "unknown_request" and current is not None:
-                topic, partition, offset = current["src"]
-                await send_dead(msg, step.error, current["raw"].encode(),  # type: ignore[arg-type]
-                                [topic, partition, offset])
-                pending.pop(key, None)
-                metrics.EVENTS.labels(AGENT, step.result).inc()
-                continue
-            await apply(key, Step(step.entry, step.result, step.outcome, None, step.keep), msg)
+            await apply(key, step, msg)
         metrics.PENDING_DECISIONS.set(due.size())
 
-    @app.on_partitions_assigned.connect
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def _on_assigned(sender: Any, assigned: Any, **kw: Any) -> None:
         state["rebuild"] = True
 

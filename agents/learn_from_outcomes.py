@@ -27,14 +27,18 @@ AGENT = "learn_from_outcomes"
 
 def register(app: faust.App, runtime: Runtime) -> None:
     t = runtime.topics
-    source = app.topic(t.name("outcomes"), key_type=bytes, value_type=bytes,
-                       key_serializer="raw", value_serializer="raw")
+    source = app.topic(
+        t.name("outcomes"),
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
     snapshots = app.topic(t.name("policy_snapshots"), key_serializer="raw", value_serializer="raw")
     dead = app.topic(t.name("dead_letter"), key_serializer="raw", value_serializer="raw")
     partitions = t["outcomes"].partitions
     states = app.Table("policy-state", key_type=bytes, value_type=bytes, partitions=partitions)
-    applied = app.Table("applied-requests", key_type=bytes, value_type=bytes,
-                        partitions=partitions)
+    applied = app.Table("applied-requests", key_type=bytes, value_type=bytes, partitions=partitions)
     learner = Learner(runtime.policies)
 
     async def publish(pid: str, now: int) -> None:
@@ -52,8 +56,12 @@ def register(app: faust.App, runtime: Runtime) -> None:
                 if runtime.policies.policies.get(outcome.policy_id) is None:
                     raise InvalidEvent("unknown_policy", f"no policy {outcome.policy_id!r}")
             except InvalidEvent as exc:
-                await dead.send(key=msg.key, value=dead_letter(
-                    msg.topic, msg.partition, msg.offset, msg.key, msg.value, exc))
+                await dead.send(
+                    key=msg.key,
+                    value=dead_letter(
+                        msg.topic, msg.partition, msg.offset, msg.key, msg.value, exc
+                    ),
+                )
                 metrics.DEAD_LETTERS.labels(AGENT, exc.code).inc()
                 continue
             pid = outcome.policy_id

@@ -87,7 +87,9 @@ class SelectArm(Service):
         parts = self.snapshots.partitions_for_topic(self.snapshots_topic)
         if not parts:
             await self.snapshots.stop()
-            raise RuntimeError(f"topic {self.snapshots_topic} is missing: run `llmopt topics apply`")
+            raise RuntimeError(
+                f"topic {self.snapshots_topic} is missing: run `llmopt topics apply`"
+            )
         tps = [TopicPartition(self.snapshots_topic, p) for p in sorted(parts)]
         self.snapshots.assign(tps)
         for tp in tps:  # from offset 0: the embedded broker's EARLIEST lookup is unreliable

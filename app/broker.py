@@ -29,7 +29,9 @@ def wait_for_port(host: str, port: int, timeout: float) -> None:
                 return
         except OSError:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing accepted connections on {host}:{port} in {timeout}s")
+                raise TimeoutError(
+                    f"nothing accepted connections on {host}:{port} in {timeout}s"
+                ) from None
             time.sleep(0.02)
 
 

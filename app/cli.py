@@ -45,20 +45,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(metavar="COMMAND")
 
-    run = sub.add_parser("run", help="broker (embedded unless configured) + topics + worker + "
-                         "simulator, with a live summary; Ctrl-C stops all of it")
+    run = sub.add_parser(
+        "run",
+        help="broker (embedded unless configured) + topics + worker + "
+        "simulator, with a live summary; Ctrl-C stops all of it",
+    )
     run.add_argument("--rate", type=float, default=300.0, help="simulated requests per second")
     run.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--drift", action="store_true", help="enable the scenario's scheduled drift")
-    run.add_argument("--daily-pattern", action="store_true",
-                     help="modulate the rate by the scenario's hour-of-day pattern")
+    run.add_argument(
+        "--daily-pattern",
+        action="store_true",
+        help="modulate the rate by the scenario's hour-of-day pattern",
+    )
     run.add_argument("--summary-every", type=float, default=5.0, metavar="SECONDS")
     run.set_defaults(func=cmd_run)
 
     worker = sub.add_parser("worker", help="start a worker (join the consumer groups)")
-    worker.add_argument("--roles", default=None,
-                        help="comma-separated subset of decide,join,learn (default: all)")
+    worker.add_argument(
+        "--roles", default=None, help="comma-separated subset of decide,join,learn (default: all)"
+    )
     worker.add_argument("--web-port", type=int, default=None, help="port for /metrics, /health")
     worker.set_defaults(func=cmd_worker)
 
@@ -90,7 +97,8 @@ def cmd_topics(args: argparse.Namespace) -> int:
     try:
         if args.action == "apply":
             created = asyncio.run(apply_topics(settings.bootstrap, catalog))
-            print(f"created {len(created)} topic(s): {', '.join(created) or '-'}; all match topics.yaml")
+            names = ", ".join(created) or "-"
+            print(f"created {len(created)} topic(s): {names}; all match topics.yaml")
         else:
             asyncio.run(check_topics(settings.bootstrap, catalog))
             print(f"all {len(catalog.topics)} topics match topics.yaml")
@@ -141,8 +149,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         from app.topics import TopicCatalog, apply_topics
 
         asyncio.run(apply_topics(settings.bootstrap, TopicCatalog.for_settings(settings)))
-        print(f"topics ready on {settings.bootstrap}; starting a worker "
-              f"(metrics: http://{settings.web_host}:{settings.web_port}/metrics)", flush=True)
+        print(
+            f"topics ready on {settings.bootstrap}; starting a worker "
+            f"(metrics: http://{settings.web_host}:{settings.web_port}/metrics)",
+            flush=True,
+        )
         with _worker_process(settings) as proc:
             _wait_ready(settings, proc)
             asyncio.run(_simulate(settings, args))
@@ -153,8 +164,11 @@ def cmd_broker(args: argparse.Namespace) -> int:
     from app.broker import EmbeddedBroker
 
     with EmbeddedBroker(port=args.port) as broker:
-        print(f"embedded broker on {broker.bootstrap} (pid {broker.proc.pid if broker.proc else '?'});"
-              f" export LLMOPT_KAFKA_BOOTSTRAP={broker.bootstrap}", flush=True)
+        print(
+            f"embedded broker on {broker.bootstrap}; "
+            f"export LLMOPT_KAFKA_BOOTSTRAP={broker.bootstrap}",
+            flush=True,
+        )
         with contextlib.suppress(KeyboardInterrupt):
             while broker.proc is not None and broker.proc.poll() is None:
                 time.sleep(0.5)
@@ -165,9 +179,11 @@ def cmd_broker(args: argparse.Namespace) -> int:
 def _configured(**overrides: Any) -> Settings:
     settings = Settings.from_env(**overrides)
     if not settings.kafka_bootstrap:
-        raise CliError("no Kafka cluster configured: set LLMOPT_KAFKA_BOOTSTRAP=host:port "
-                       "(or use `llmopt run`, which starts the embedded broker, or "
-                       "`llmopt broker` to run one)")
+        raise CliError(
+            "no Kafka cluster configured: set LLMOPT_KAFKA_BOOTSTRAP=host:port "
+            "(or use `llmopt run`, which starts the embedded broker, or "
+            "`llmopt broker` to run one)"
+        )
     return settings
 
 
@@ -194,8 +210,12 @@ def _worker_process(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
     log = Path(settings.data_dir) / "worker.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], stdout=fh,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "worker"],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         yield proc
     finally:
@@ -217,14 +237,20 @@ def _wait_ready(settings: Settings, proc: subprocess.Popen[bytes], timeout: floa
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise CliError(f"the worker exited with {proc.returncode}; see {settings.data_dir}/worker.log")
-        with contextlib.suppress(urllib.error.URLError, OSError):
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                if resp.status == 200:
-                    print("worker ready", flush=True)
-                    return
+            raise CliError(
+                f"the worker exited with {proc.returncode}; see {settings.data_dir}/worker.log"
+            )
+        with (
+            contextlib.suppress(urllib.error.URLError, OSError),
+            urllib.request.urlopen(url, timeout=1) as resp,
+        ):
+            if resp.status == 200:
+                print("worker ready", flush=True)
+                return
         time.sleep(0.5)
-    raise CliError(f"the worker was not ready after {timeout:.0f}s; see {settings.data_dir}/worker.log")
+    raise CliError(
+        f"the worker was not ready after {timeout:.0f}s; see {settings.data_dir}/worker.log"
+    )
 
 
 async def _simulate(settings: Settings, args: argparse.Namespace) -> None:
@@ -239,8 +265,13 @@ async def _simulate(settings: Settings, args: argparse.Namespace) -> None:
     config = SimulatorConfig.from_yaml(settings.simulator_path).with_drift(args.drift)
     arms = [ArmSpec(a.name, a.model, dict(a.parameters)) for a in pc.arms]
     sim = TrafficSimulator(config, arms, pc.reward, seed=args.seed)
-    driver = TrafficDriver(settings.bootstrap, TopicCatalog.for_settings(settings), sim,
-                           args.rate, daily_pattern=args.daily_pattern)
+    driver = TrafficDriver(
+        settings.bootstrap,
+        TopicCatalog.for_settings(settings),
+        sim,
+        args.rate,
+        daily_pattern=args.daily_pattern,
+    )
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGINT, driver.stop)
     loop.add_signal_handler(signal.SIGTERM, driver.stop)

@@ -32,7 +32,10 @@ T = TypeVar("T")
 
 class AsyncClient:
     def __init__(
-        self, bootstrap: str | None = None, *, settings: Settings | None = None,
+        self,
+        bootstrap: str | None = None,
+        *,
+        settings: Settings | None = None,
         client_id: str | None = None,
     ) -> None:
         self.settings = settings or Settings.from_env()
@@ -57,13 +60,22 @@ class AsyncClient:
         await admin.start()
         try:
             if self.reply_topic not in await admin.list_topics():
-                await admin.create_topics([NewTopic(self.reply_topic, 1, 1, topic_configs={
-                    "retention.ms": "3600000", "cleanup.policy": "delete"})])
+                await admin.create_topics(
+                    [
+                        NewTopic(
+                            self.reply_topic,
+                            1,
+                            1,
+                            topic_configs={"retention.ms": "3600000", "cleanup.policy": "delete"},
+                        )
+                    ]
+                )
         finally:
             await admin.close()
         self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=0)
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, fetch_max_wait_ms=5,
-                                          enable_auto_commit=False)
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, fetch_max_wait_ms=5, enable_auto_commit=False
+        )
         await self._producer.start()
         await self._consumer.start()
         tp = TopicPartition(self.reply_topic, 0)
@@ -98,23 +110,35 @@ class AsyncClient:
                         fut.set_result(d)
 
     async def decide(
-        self, tenant_id: str, task_type: str, *, input_tokens: int = 0, priority: int = 5,
-        policy_id: str | None = None, candidates: list[str] | None = None,
-        metadata: dict[str, Any] | None = None, timeout: float = 1.0,
+        self,
+        tenant_id: str,
+        task_type: str,
+        *,
+        input_tokens: int = 0,
+        priority: int = 5,
+        policy_id: str | None = None,
+        candidates: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        timeout: float = 1.0,
     ) -> Decision:
         """The decision for one request; after ``timeout`` seconds, the
         policy's fallback arm with ``fallback=True``."""
         req = Request(
-            request_id=uuid.uuid4().hex, tenant_id=tenant_id, task_type=task_type,
-            created_at=now_ms(), input_tokens=input_tokens, priority=priority,
-            policy_id=policy_id, candidates=candidates, reply_to=self.reply_topic,
+            request_id=uuid.uuid4().hex,
+            tenant_id=tenant_id,
+            task_type=task_type,
+            created_at=now_ms(),
+            input_tokens=input_tokens,
+            priority=priority,
+            policy_id=policy_id,
+            candidates=candidates,
+            reply_to=self.reply_topic,
             metadata=metadata,
         )
         Request.from_dict(req.to_dict())  # the same checks the worker makes, before sending
         fut: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
         self._waiting[req.request_id] = fut
-        await self._producer.send(self.topics.name("requests"), req.dumps(),
-                                  key=tenant_id.encode())
+        await self._producer.send(self.topics.name("requests"), req.dumps(), key=tenant_id.encode())
         try:
             return await asyncio.wait_for(fut, timeout)
         except TimeoutError:
@@ -122,14 +146,28 @@ class AsyncClient:
             return Decision.from_dict(self._fallbacks.fallback(req, now_ms()))
 
     async def reward(
-        self, request_id: str, *, quality: float | None = None, cost_usd: float | None = None,
-        latency_ms: float | None = None, error: bool | None = None, feedback: float | None = None,
+        self,
+        request_id: str,
+        *,
+        quality: float | None = None,
+        cost_usd: float | None = None,
+        latency_ms: float | None = None,
+        error: bool | None = None,
+        feedback: float | None = None,
     ) -> None:
-        r = Reward(request_id=request_id, sent_at=now_ms(), quality=quality, cost_usd=cost_usd,
-                   latency_ms=latency_ms, error=error, feedback=feedback)
+        r = Reward(
+            request_id=request_id,
+            sent_at=now_ms(),
+            quality=quality,
+            cost_usd=cost_usd,
+            latency_ms=latency_ms,
+            error=error,
+            feedback=feedback,
+        )
         Reward.from_dict(r.to_dict())  # reject NaN / out-of-range values here, with the reason
-        await self._producer.send_and_wait(self.topics.name("rewards"), r.dumps(),
-                                           key=request_id.encode())
+        await self._producer.send_and_wait(
+            self.topics.name("rewards"), r.dumps(), key=request_id.encode()
+        )
 
 
 class Client:

@@ -8,7 +8,11 @@ from app.records import DeadLetter, InvalidEvent, now_ms
 
 
 def dead_letter(
-    topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
     error: InvalidEvent,
 ) -> bytes:
     return DeadLetter(

@@ -43,7 +43,12 @@ class _Live:
             scores = self.policy.scores(names)
             cum = np.cumsum(probs)
             cum /= cum[-1]
-            t = (cum, names, dict(zip(names, scores.round(6).tolist(), strict=True)), int(scores.argmax()))
+            t = (
+                cum,
+                names,
+                dict(zip(names, scores.round(6).tolist(), strict=True)),
+                int(scores.argmax()),
+            )
             self._tables[allowed] = t
         return t
 
@@ -93,8 +98,20 @@ class Decider:
         if pc is None:
             raise InvalidEvent("unknown_policy", f"no policy {request.policy_id!r}")
         arm = pc.arm(pc.fallback_arm)
-        return _decision(request, pc.policy_id, 0, arm.name, arm.model, arm.parameters,
-                         [arm.name], 1.0, {}, False, True, now_ms)
+        return _decision(
+            request,
+            pc.policy_id,
+            0,
+            arm.name,
+            arm.model,
+            arm.parameters,
+            [arm.name],
+            1.0,
+            {},
+            False,
+            True,
+            now_ms,
+        )
 
     def decide(self, requests: list[Request], now_ms: int) -> list[JSON | InvalidEvent]:
         out: list[JSON | InvalidEvent] = [None] * len(requests)  # type: ignore[list-item]
@@ -103,7 +120,9 @@ class Decider:
             pid = req.policy_id or self.config.default_policy
             live = self._live.get(pid)
             if live is None:
-                out[i] = InvalidEvent("unknown_policy", f"no policy {pid!r}; known: {sorted(self._live)}")
+                out[i] = InvalidEvent(
+                    "unknown_policy", f"no policy {pid!r}; known: {sorted(self._live)}"
+                )
                 continue
             if req.candidates is None:
                 allowed = tuple(live.config.arm_names)
@@ -126,18 +145,40 @@ class Decider:
                 chosen = picks.tolist()
             else:
                 chosen = [greedy] * len(members)
-            probs = {j: live.probability(allowed, j) for j in set(chosen)} if explore else {greedy: 1.0}
+            probs = (
+                {j: live.probability(allowed, j) for j in set(chosen)} if explore else {greedy: 1.0}
+            )
             for i, j in zip(members, chosen, strict=True):
                 arm = live.config.arm(names[j])
-                out[i] = _decision(requests[i], pid, live.version, arm.name, arm.model,
-                                   arm.parameters, names, probs[j], scores, j != greedy,
-                                   False, now_ms)
+                out[i] = _decision(
+                    requests[i],
+                    pid,
+                    live.version,
+                    arm.name,
+                    arm.model,
+                    arm.parameters,
+                    names,
+                    probs[j],
+                    scores,
+                    j != greedy,
+                    False,
+                    now_ms,
+                )
         return out
 
 
 def _decision(
-    req: Request, policy_id: str, version: int, arm: str, model: str, parameters: JSON,
-    available: list[str], propensity: float, scores: JSON, explored: bool, fallback: bool,
+    req: Request,
+    policy_id: str,
+    version: int,
+    arm: str,
+    model: str,
+    parameters: JSON,
+    available: list[str],
+    propensity: float,
+    scores: JSON,
+    explored: bool,
+    fallback: bool,
     now_ms: int,
 ) -> JSON:
     # Built as a plain dict: dataclass construction + asdict would cost more

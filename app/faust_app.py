@@ -61,7 +61,6 @@ def create_app(settings: Settings | None = None) -> faust.App:
         policies=PoliciesConfig.load(settings.policies_path),
     )
     app = faust.App(settings.app_id, **faust_settings(settings))
-    app.conf.llmopt = runtime  # type: ignore[attr-defined]
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
 
     @app.page("/metrics")
@@ -74,7 +73,10 @@ def create_app(settings: Settings | None = None) -> faust.App:
         assigned = bool(app.consumer.assignment()) if app.consumer else False
         ready = {"decide": runtime.decide_ready, "join": assigned, "learn": assigned}
         ok = all(ready[r] for r in settings.roles)
-        body = {"status": "ready" if ok else "starting", "roles": {r: ready[r] for r in settings.roles}}
+        body = {
+            "status": "ready" if ok else "starting",
+            "roles": {r: ready[r] for r in settings.roles},
+        }
         return web.json(body, status=200 if ok else 503)
 
     from agents import join_rewards, learn_from_outcomes, select_arm

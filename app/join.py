@@ -36,6 +36,8 @@ class Step:
     outcome: JSON | None = None
     error: InvalidEvent | None = None
     keep: bool = True  # False: delete the entry
+    # For a dead letter about an earlier event: its [topic, partition, offset] and bytes.
+    original: tuple[list[Any], bytes] | None = None
 
     @property
     def due(self) -> int | None:
@@ -51,7 +53,9 @@ class Joiner:
     """
 
     def __init__(
-        self, policies: PoliciesConfig, orphan_hold_ms: int = 30_000,
+        self,
+        policies: PoliciesConfig,
+        orphan_hold_ms: int = 30_000,
         done_retention_ms: int = 3_600_000,
     ) -> None:
         self.policies = policies
@@ -69,8 +73,9 @@ class Joiner:
             return Step({"s": "pending", "d": decision, "due": due, "p": source[1]}, "stored")
         if entry["s"] == "orphan":
             outcome = self._outcome(decision, Reward.from_dict(entry["r"]), now)
-            return Step(self._done(entry, now, "rewarded", outcome, source), "joined",
-                        outcome=outcome)
+            return Step(
+                self._done(entry, now, "rewarded", outcome, source), "joined", outcome=outcome
+            )
         if entry["s"] == "done" and entry.get("by") == source:
             return Step(entry, "redelivered", outcome=entry["o"])
         return Step(entry, "duplicate_decision")
@@ -80,23 +85,33 @@ class Joiner:
     ) -> Step:
         if entry is None:
             orphan = {
-                "s": "orphan", "r": reward.to_dict(), "src": source,
+                "s": "orphan",
+                "r": reward.to_dict(),
+                "src": source,
                 "raw": raw.decode("utf-8", "replace"),
-                "due": now + self.orphan_hold_ms, "p": source[1],
+                "due": now + self.orphan_hold_ms,
+                "p": source[1],
             }
             return Step(orphan, "held")
         state = entry["s"]
         if state == "pending":
             outcome = self._outcome(entry["d"], reward, now)
-            return Step(self._done(entry, now, "rewarded", outcome, source), "joined",
-                        outcome=outcome)
+            return Step(
+                self._done(entry, now, "rewarded", outcome, source), "joined", outcome=outcome
+            )
         if state == "done" and entry.get("by") == source:
             return Step(entry, "redelivered", outcome=entry["o"])
+        if state == "orphan" and entry.get("src") == source:
+            return Step(entry, "redelivered")  # the held reward itself, delivered again
         if state == "done" and entry.get("how") == "defaulted":
-            err = InvalidEvent("expired_request", "reward came after the wait time; "
-                               "the default reward was already used")
+            err = InvalidEvent(
+                "expired_request",
+                "reward came after the wait time; the default reward was already used",
+            )
             return Step(entry, "expired_request", error=err)
-        err = InvalidEvent("duplicate_reward", f"request {reward.request_id!r} already has a reward")
+        err = InvalidEvent(
+            "duplicate_reward", f"request {reward.request_id!r} already has a reward"
+        )
         return Step(entry, "duplicate_reward", error=err)
 
     def on_due(self, entry: JSON | None, now: int) -> Step:
@@ -109,30 +124,44 @@ class Joiner:
             pc = self.policies.get(d["policy_id"])
             default = pc.reward.default_reward if pc else 0.0
             outcome = _outcome_doc(d, default, {}, True, now)
-            return Step(self._done(entry, now, "defaulted", outcome, None), "defaulted",
-                        outcome=outcome)
+            return Step(
+                self._done(entry, now, "defaulted", outcome, None), "defaulted", outcome=outcome
+            )
         if state == "orphan":
-            err = InvalidEvent("unknown_request", "no decision for this request id arrived "
-                               f"within {self.orphan_hold_ms} ms of its reward")
-            return Step(None, "unknown_request", error=err, keep=False)
+            err = InvalidEvent(
+                "unknown_request",
+                "no decision for this request id arrived "
+                f"within {self.orphan_hold_ms} ms of its reward",
+            )
+            original = (entry["src"], entry["raw"].encode())
+            return Step(None, "unknown_request", error=err, keep=False, original=original)
         return Step(None, "expired", keep=False)
 
     def _done(
         self, entry: JSON, now: int, how: str, outcome: JSON, source: list[Any] | None
     ) -> JSON:
-        return {"s": "done", "how": how, "due": now + self.done_retention_ms, "p": entry["p"],
-                "by": source, "o": outcome}
+        return {
+            "s": "done",
+            "how": how,
+            "due": now + self.done_retention_ms,
+            "p": entry["p"],
+            "by": source,
+            "o": outcome,
+        }
 
     def _outcome(self, decision: JSON, reward: Reward, now: int) -> JSON:
         pc = self.policies.get(decision["policy_id"])
         components = {
-            k: v for k in ("quality", "cost_usd", "latency_ms", "error", "feedback")
+            k: v
+            for k in ("quality", "cost_usd", "latency_ms", "error", "feedback")
             if (v := getattr(reward, k)) is not None
         }
         scalar = (
-            pc.reward.scalar(reward.quality, reward.cost_usd, reward.latency_ms, reward.error,
-                             reward.feedback)
-            if pc else 0.0
+            pc.reward.scalar(
+                reward.quality, reward.cost_usd, reward.latency_ms, reward.error, reward.feedback
+            )
+            if pc
+            else 0.0
         )
         return _outcome_doc(decision, scalar, components, False, now)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-EVENTS = Counter(
-    "llmopt_events_total", "Events an agent consumed, by result.", ["agent", "result"]
-)
+EVENTS = Counter("llmopt_events_total", "Events an agent consumed, by result.", ["agent", "result"])
 DEAD_LETTERS = Counter(
-    "llmopt_dead_letters_total", "Events sent to the dead-letter topic, by reason.", ["agent", "reason"]
+    "llmopt_dead_letters_total",
+    "Events sent to the dead-letter topic, by reason.",
+    ["agent", "reason"],
 )
 DECISIONS = Counter(
     "llmopt_decisions_total", "Decisions made, by policy and arm.", ["policy_id", "arm"]
@@ -20,7 +20,8 @@ DECIDE_BATCH_SECONDS = Histogram(
     buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
 )
 DECIDE_BATCH_SIZE = Histogram(
-    "llmopt_decide_batch_size", "Requests per decision batch.",
+    "llmopt_decide_batch_size",
+    "Requests per decision batch.",
     buckets=(1, 2, 5, 10, 50, 100, 500, 1000, 2000, 5000),
 )
 OUTCOMES = Counter(
@@ -37,9 +38,7 @@ POLICY_UPDATES_SKIPPED = Counter(
     "Outcomes not applied: redelivered, duplicate or for a removed arm.",
     ["policy_id", "reason"],
 )
-SNAPSHOTS = Counter(
-    "llmopt_policy_snapshots_total", "Policy snapshots published.", ["policy_id"]
-)
+SNAPSHOTS = Counter("llmopt_policy_snapshots_total", "Policy snapshots published.", ["policy_id"])
 PENDING_DECISIONS = Gauge(
     "llmopt_join_pending_decisions", "Decisions waiting for a reward on this worker."
 )

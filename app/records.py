@@ -111,11 +111,7 @@ def _float_list(d: JSON, name: str, max_items: int = 1024) -> Any:
     if name not in d:
         return None
     v = d[name]
-    if (
-        not isinstance(v, list)
-        or len(v) > max_items
-        or not all(_finite(x) for x in v)
-    ):
+    if not isinstance(v, list) or len(v) > max_items or not all(_finite(x) for x in v):
         raise _fail(f"'{name}' must be a list of at most {max_items} finite numbers")
     return v
 

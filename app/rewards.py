@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +23,10 @@ class RewardSpec:
     default_reward: float = 0.0
 
     def __post_init__(self) -> None:
+        for f in fields(self):
+            if not math.isfinite(getattr(self, f.name)):
+                # NaN passes every comparison below and would silently score 0.
+                raise ValueError(f"{f.name} must be a finite number, got {getattr(self, f.name)}")
         weights = (self.quality_weight, self.cost_weight, self.latency_weight, self.feedback_weight)
         if min(weights) < 0 or sum(weights) <= 0:
             raise ValueError("reward weights must be non-negative and not all zero")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,8 @@ from typing import Any
 import yaml
 
 from app.settings import Settings
+
+_NAME = re.compile(r"llmopt\.[a-z0-9]+(?:-[a-z0-9]+)*\.v[1-9][0-9]*")
 
 
 class TopicMismatch(RuntimeError):
@@ -48,19 +51,22 @@ class TopicCatalog:
         defaults = doc.get("defaults", {})
         topics = {}
         for role, t in doc["topics"].items():
-            spec = TopicSpec(
-                role=role,
-                name=t["name"] + (f".{namespace}" if namespace else ""),
-                key=t["key"],
-                partitions=int(t.get("partitions", defaults.get("partitions", 1))),
-                replication_factor=int(
-                    t.get("replication_factor", defaults.get("replication_factor", 1))
-                ),
-                retention_ms=int(t["retention_ms"]),
-                cleanup_policy=t["cleanup_policy"],
-            )
-            if not spec.name.startswith("llmopt.") or ".v" not in spec.name:
-                raise ValueError(f"topic {spec.name!r} must be named llmopt.<entity>.v<N>")
+            try:
+                spec = TopicSpec(
+                    role=role,
+                    name=t["name"] + (f".{namespace}" if namespace else ""),
+                    key=t["key"],
+                    partitions=int(t.get("partitions", defaults.get("partitions", 1))),
+                    replication_factor=int(
+                        t.get("replication_factor", defaults.get("replication_factor", 1))
+                    ),
+                    retention_ms=int(t["retention_ms"]),
+                    cleanup_policy=t["cleanup_policy"],
+                )
+            except KeyError as exc:
+                raise ValueError(f"{path}: topic {role!r} has no {exc.args[0]!r}") from None
+            if not _NAME.fullmatch(t["name"]):
+                raise ValueError(f"topic {t['name']!r} must be named llmopt.<entity>.v<N>")
             if spec.cleanup_policy not in {"delete", "compact", "compact,delete"}:
                 raise ValueError(f"topic {spec.name!r}: bad cleanup_policy {spec.cleanup_policy!r}")
             topics[role] = spec
@@ -124,7 +130,9 @@ async def check_topics(bootstrap: str, catalog: TopicCatalog) -> None:
                     actual = {entry[0]: entry[1] for entry in resource[4]}
                     for key, want in t.configs.items():
                         if key in actual and actual[key] != want:
-                            problems.append(f"{t.name}: {key}={actual[key]}, topics.yaml says {want}")
+                            problems.append(
+                                f"{t.name}: {key}={actual[key]}, topics.yaml says {want}"
+                            )
     finally:
         await admin.close()
     if problems:

@@ -37,8 +37,13 @@ class TrafficStats:
 
 class TrafficDriver:
     def __init__(
-        self, bootstrap: str, topics: TopicCatalog, simulator: TrafficSimulator,
-        rate_per_second: float, policy_id: str | None = None, max_requests: int | None = None,
+        self,
+        bootstrap: str,
+        topics: TopicCatalog,
+        simulator: TrafficSimulator,
+        rate_per_second: float,
+        policy_id: str | None = None,
+        max_requests: int | None = None,
         daily_pattern: bool = False,
     ) -> None:
         self.bootstrap = bootstrap
@@ -54,8 +59,9 @@ class TrafficDriver:
 
     async def run(self, duration_seconds: float | None = None) -> TrafficStats:
         self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=2)
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, fetch_max_wait_ms=20,
-                                         enable_auto_commit=False)
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, fetch_max_wait_ms=20, enable_auto_commit=False
+        )
         await self.producer.start()
         await self.consumer.start()
         try:
@@ -67,10 +73,8 @@ class TrafficDriver:
             self.consumer.assign(tps)
             await self.consumer.seek_to_end(*tps)
             tasks = [asyncio.create_task(self._produce()), asyncio.create_task(self._consume())]
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), duration_seconds)
-            except TimeoutError:
-                pass
             self._stop.set()
             for t in tasks:
                 t.cancel()
@@ -136,7 +140,10 @@ class TrafficDriver:
         s = self.stats
         elapsed = max(1e-9, time.monotonic() - s.started)
         lat = sorted(s.latencies_ms)
-        p = (lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] if lat else 0.0)
+
+        def p(q):
+            return lat[min(len(lat) - 1, int(q * len(lat)))] if lat else 0.0
+
         return {
             "elapsed_s": round(elapsed, 1),
             "sent": s.sent,

@@ -95,8 +95,11 @@ class Worker:
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as fh:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "app.cli", "worker"], env=env, cwd=ROOT,
-                stdout=fh, stderr=subprocess.STDOUT,
+                [sys.executable, "-m", "app.cli", "worker"],
+                env=env,
+                cwd=ROOT,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
             )
 
     def wait_ready(self, timeout: float) -> None:

@@ -10,9 +10,12 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 
-async def produce(bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, bytes]]) -> int:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5,
-                                max_request_size=4 * 1024 * 1024)
+async def produce(
+    bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, bytes]]
+) -> int:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=5, max_request_size=4 * 1024 * 1024
+    )
     await producer.start()
     n = 0
     try:
@@ -33,8 +36,12 @@ class TopicReader:
         self.messages: list[Any] = []
 
     async def __aenter__(self) -> TopicReader:
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                         fetch_max_wait_ms=50, max_partition_fetch_bytes=4 << 20)
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=50,
+            max_partition_fetch_bytes=4 << 20,
+        )
         await self.consumer.start()
         parts = self.consumer.partitions_for_topic(self.topic) or set()
         assert parts, f"topic {self.topic} does not exist"
@@ -53,13 +60,16 @@ class TopicReader:
         self.messages.extend(new)
         return new
 
-    async def until(self, done: Callable[[list[Any]], bool], timeout: float,
-                    what: str = "condition") -> list[Any]:
+    async def until(
+        self, done: Callable[[list[Any]], bool], timeout: float, what: str = "condition"
+    ) -> list[Any]:
         deadline = time.monotonic() + timeout
         while not done(self.messages):
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout}s waiting for {what} "
-                                     f"on {self.topic} ({len(self.messages)} messages read)")
+                raise AssertionError(
+                    f"timed out after {timeout}s waiting for {what} "
+                    f"on {self.topic} ({len(self.messages)} messages read)"
+                )
             await self.poll()
         return self.messages
 

@@ -29,8 +29,12 @@ def dep(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[De
 
 
 def request(**overrides: Any) -> dict[str, Any]:
-    doc = Request(request_id=f"r-{now_ms()}-{id(overrides)}", tenant_id="tenant-bad",
-                  task_type="qa", created_at=now_ms()).to_dict()
+    doc = Request(
+        request_id=f"r-{now_ms()}-{id(overrides)}",
+        tenant_id="tenant-bad",
+        task_type="qa",
+        created_at=now_ms(),
+    ).to_dict()
     doc.update(overrides)
     return doc
 
@@ -41,11 +45,14 @@ def run(coro: Any) -> Any:
 
 async def dead_letter_for(d: Deployment, original: bytes, timeout: float = 30) -> DeadLetter:
     async with TopicReader(d.broker.bootstrap, d.topics.name("dead_letter")) as reader:
+
         def found(msgs: list[Any]) -> bool:
             return any(_original(m) == original for m in msgs)
+
         await reader.until(found, timeout, "the dead letter")
-        return next(DeadLetter.loads(m.value, 1 << 20) for m in reader.messages
-                    if _original(m) == original)
+        return next(
+            DeadLetter.loads(m.value, 1 << 20) for m in reader.messages if _original(m) == original
+        )
 
 
 def _original(m: Any) -> bytes:
@@ -54,20 +61,29 @@ def _original(m: Any) -> bytes:
 
 async def decision_for(d: Deployment, request_id: str, timeout: float = 30) -> Decision:
     async with TopicReader(d.broker.bootstrap, d.topics.name("decisions")) as reader:
-        await reader.until(lambda ms: any(m.key == request_id.encode() for m in ms), timeout,
-                           f"a decision for {request_id}")
-        return next(Decision.loads(m.value) for m in reader.messages
-                    if m.key == request_id.encode())
+        await reader.until(
+            lambda ms: any(m.key == request_id.encode() for m in ms),
+            timeout,
+            f"a decision for {request_id}",
+        )
+        return next(
+            Decision.loads(m.value) for m in reader.messages if m.key == request_id.encode()
+        )
 
 
 async def outcomes_for(d: Deployment, request_id: str, timeout: float = 30) -> list[Outcome]:
     async with TopicReader(d.broker.bootstrap, d.topics.name("outcomes")) as reader:
         await reader.until(
             lambda ms: any(orjson.loads(m.value)["request_id"] == request_id for m in ms),
-            timeout, f"an outcome for {request_id}")
+            timeout,
+            f"an outcome for {request_id}",
+        )
         await reader.settle(1.0)
-        return [o for o in (Outcome.loads(m.value) for m in reader.messages)
-                if o.request_id == request_id]
+        return [
+            o
+            for o in (Outcome.loads(m.value) for m in reader.messages)
+            if o.request_id == request_id
+        ]
 
 
 REQUEST_CASES = {
@@ -77,12 +93,14 @@ REQUEST_CASES = {
     "unknown_arm": orjson.dumps(request(candidates=["gpt-4o", "gpt-17"])),
     "oversize": orjson.dumps(request(metadata={"blob": "x" * 70_000})),
     "invalid_value": b'{"schema_version": 1, "request_id": "r-nan", "tenant_id": "t", '
-                     b'"task_type": "qa", "created_at": 1, "input_tokens": NaN}',
+    b'"task_type": "qa", "created_at": 1, "input_tokens": NaN}',
 }
 
 
 @pytest.mark.parametrize("reason", sorted(REQUEST_CASES))
-def test_bad_requests_are_dead_lettered_with_reason_and_source(dep: Deployment, reason: str) -> None:
+def test_bad_requests_are_dead_lettered_with_reason_and_source(
+    dep: Deployment, reason: str
+) -> None:
     raw = REQUEST_CASES[reason]
     run(produce(dep.broker.bootstrap, dep.topics.name("requests"), [(b"tenant-bad", raw)]))
     dl = run(dead_letter_for(dep, raw))
@@ -97,8 +115,9 @@ async def _decide(d: Deployment, policy_id: str | None = None) -> Decision:
     doc = request(request_id=f"ok-{now_ms()}-{policy_id}", policy_id=policy_id)
     if policy_id is None:
         del doc["policy_id"]
-    await produce(d.broker.bootstrap, d.topics.name("requests"),
-                  [(b"tenant-ok", orjson.dumps(doc))])
+    await produce(
+        d.broker.bootstrap, d.topics.name("requests"), [(b"tenant-ok", orjson.dumps(doc))]
+    )
     return await decision_for(d, doc["request_id"])
 
 
@@ -109,8 +128,13 @@ async def _reward(d: Deployment, request_id: str, raw: bytes) -> None:
 @pytest.mark.parametrize("value", [b"NaN", b"Infinity", b"-Infinity", b"1.5"])
 def test_non_finite_or_out_of_range_reward_is_dead_lettered(dep: Deployment, value: bytes) -> None:
     decision = run(_decide(dep))
-    raw = (b'{"schema_version": 1, "request_id": "' + decision.request_id.encode()
-           + b'", "sent_at": 1, "quality": ' + value + b"}")
+    raw = (
+        b'{"schema_version": 1, "request_id": "'
+        + decision.request_id.encode()
+        + b'", "sent_at": 1, "quality": '
+        + value
+        + b"}"
+    )
     run(_reward(dep, decision.request_id, raw))
     dl = run(dead_letter_for(dep, raw))
     assert dl.reason == "invalid_value"
@@ -152,8 +176,16 @@ def test_worker_survives_and_counts_every_dead_letter(dep: Deployment) -> None:
     run(_decide(dep))
     assert dep.workers[0].alive()
     text = dep.workers[0].metrics()
-    for reason in ("malformed_json", "schema_violation", "unknown_policy", "unknown_arm",
-                   "oversize", "invalid_value"):
+    for reason in (
+        "malformed_json",
+        "schema_violation",
+        "unknown_policy",
+        "unknown_arm",
+        "oversize",
+        "invalid_value",
+    ):
         assert f'llmopt_dead_letters_total{{agent="select_arm",reason="{reason}"}}' in text, reason
     for reason in ("invalid_value", "unknown_request", "duplicate_reward", "expired_request"):
-        assert f'llmopt_dead_letters_total{{agent="join_rewards",reason="{reason}"}}' in text, reason
+        assert f'llmopt_dead_letters_total{{agent="join_rewards",reason="{reason}"}}' in text, (
+            reason
+        )

@@ -32,8 +32,9 @@ async def _closed_loop(d: Deployment) -> None:
     bs, t = d.broker.bootstrap, d.topics
     sim = TrafficSimulator.default(seed=7)
     requests = {r.request_id: r for r in (sim.next_request(now_ms()) for _ in range(2000))}
-    await produce(bs, t.name("requests"),
-                  ((r.tenant_id.encode(), r.dumps()) for r in requests.values()))
+    await produce(
+        bs, t.name("requests"), ((r.tenant_id.encode(), r.dumps()) for r in requests.values())
+    )
 
     async with TopicReader(bs, t.name("decisions")) as reader:
         await reader.until(lambda m: len(m) >= 2000, 90, "2000 decisions")
@@ -48,10 +49,10 @@ async def _closed_loop(d: Deployment) -> None:
         assert x.requested_at == requests[x.request_id].created_at <= x.decided_at
 
     spec = PoliciesConfig.load(TEST_POLICIES).get("default").reward  # type: ignore[union-attr]
-    rewards = {x.request_id: sim.outcome(requests[x.request_id], x.arm, now_ms())
-               for x in decisions}
-    await produce(bs, t.name("rewards"),
-                  ((rid.encode(), r.dumps()) for rid, r in rewards.items()))
+    rewards = {
+        x.request_id: sim.outcome(requests[x.request_id], x.arm, now_ms()) for x in decisions
+    }
+    await produce(bs, t.name("rewards"), ((rid.encode(), r.dumps()) for rid, r in rewards.items()))
 
     async with TopicReader(bs, t.name("outcomes")) as reader:
         await reader.until(lambda m: len(m) >= 2000, 60, "2000 outcomes")
@@ -68,8 +69,10 @@ async def _closed_loop(d: Deployment) -> None:
 
     async with TopicReader(bs, t.name("policy_snapshots")) as reader:
         await reader.until(
-            lambda m: (s := latest_snapshot(m)) is not None and s.updates >= 2000, 60,
-            "a snapshot with 2000 updates")
+            lambda m: (s := latest_snapshot(m)) is not None and s.updates >= 2000,
+            60,
+            "a snapshot with 2000 updates",
+        )
         await reader.settle(1.0)
     snap = latest_snapshot(reader.messages)
     assert snap is not None and snap.updates == 2000
@@ -92,11 +95,15 @@ async def _kill_and_restart(d: Deployment, first: object) -> None:
     sent: dict[str, Request] = {}
     rewarded: set[str] = set()
     producer = AIOKafkaProducer(bootstrap_servers=bs, linger_ms=2)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bs, enable_auto_commit=False, fetch_max_wait_ms=20)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bs, enable_auto_commit=False, fetch_max_wait_ms=20
+    )
     await producer.start()
     await consumer.start()
-    tps = [TopicPartition(t.name("decisions"), p)
-           for p in sorted(consumer.partitions_for_topic(t.name("decisions")) or [])]
+    tps = [
+        TopicPartition(t.name("decisions"), p)
+        for p in sorted(consumer.partitions_for_topic(t.name("decisions")) or [])
+    ]
     consumer.assign(tps)
     for tp in tps:
         consumer.seek(tp, 0)
@@ -139,8 +146,10 @@ async def _kill_and_restart(d: Deployment, first: object) -> None:
 
     async with TopicReader(bs, t.name("policy_snapshots")) as reader:
         await reader.until(
-            lambda m: (s := latest_snapshot(m)) is not None and s.updates >= total, 90,
-            f"a snapshot with {total} updates")
+            lambda m: (s := latest_snapshot(m)) is not None and s.updates >= total,
+            90,
+            f"a snapshot with {total} updates",
+        )
         await reader.settle(3.0)
     snap = latest_snapshot(reader.messages)
     assert snap is not None

@@ -75,7 +75,11 @@ class Policy(abc.ABC):
             return np.arange(len(self._arms))
         if not allowed:
             raise PolicyError("the allowed arm set is empty")
-        return np.fromiter((self.index_of(a) for a in allowed), dtype=np.intp, count=len(allowed))
+        idx = np.fromiter((self.index_of(a) for a in allowed), dtype=np.intp, count=len(allowed))
+        if len(set(allowed)) != len(allowed):
+            # A repeated arm would split its probability between its copies.
+            raise PolicyError(f"the allowed arms repeat a name: {list(allowed)}")
+        return idx
 
     def add_arm(self, arm: str, prior_from: str | None = None) -> None:
         if arm in self._index:
@@ -118,7 +122,10 @@ class Policy(abc.ABC):
         greedy = int(np.argmax(scores))
         if explore:
             probs = self.probabilities(names)
-            choice = int(np.searchsorted(np.cumsum(probs), self._rng.random() * probs.sum()))
+            # side="right" over the cumulative sum itself: an arm of probability 0
+            # (an empty interval) can never be chosen, not even at u == 0.
+            cum = np.cumsum(probs)
+            choice = int(np.searchsorted(cum, self._rng.random() * cum[-1], side="right"))
             choice = min(choice, len(names) - 1)
         else:
             probs = np.zeros(len(names))
@@ -195,9 +202,7 @@ class Policy(abc.ABC):
         except orjson.JSONDecodeError as exc:
             raise SnapshotError(f"snapshot is not valid JSON: {exc}") from None
         if doc.get("algorithm") != cls.algorithm:
-            raise SnapshotError(
-                f"snapshot holds {doc.get('algorithm')!r}, not {cls.algorithm!r}"
-            )
+            raise SnapshotError(f"snapshot holds {doc.get('algorithm')!r}, not {cls.algorithm!r}")
         if doc.get("format") != cls.snapshot_format:
             raise SnapshotError(
                 f"snapshot format {doc.get('format')!r} is not {cls.snapshot_format} "

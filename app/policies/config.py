@@ -59,12 +59,14 @@ class PolicyConfig:
         """A policy from a snapshot, reconciled with the configured arms:
         arms added in the config start from the prior, removed ones are dropped."""
         policy = ALGORITHMS[self.algorithm].restore(state)
-        for arm in policy.arms:
-            if arm not in self.arm_names:
-                policy.remove_arm(arm)
+        # Add before removing: a config that replaced every arm would otherwise
+        # try to remove the snapshot's last arm.
         for arm in self.arm_names:
             if arm not in policy.arms:
                 policy.add_arm(arm)
+        for arm in policy.arms:
+            if arm not in self.arm_names:
+                policy.remove_arm(arm)
         return policy
 
 
@@ -99,13 +101,17 @@ def _policy(pid: str, p: dict[str, Any], source: str) -> PolicyConfig:
     where = f"{source}: policy {pid!r}"
     algorithm = p.get("algorithm")
     if algorithm not in ALGORITHMS:
-        raise PolicyConfigError(f"{where}: unknown algorithm {algorithm!r}; known: {sorted(ALGORITHMS)}")
+        raise PolicyConfigError(
+            f"{where}: unknown algorithm {algorithm!r}; known: {sorted(ALGORITHMS)}"
+        )
     raw_arms = p.get("arms") or []
     if not raw_arms:
         raise PolicyConfigError(f"{where}: needs at least one arm")
     try:
         arms = tuple(
-            Arm(name=str(a["name"]), model=str(a["model"]), parameters=dict(a.get("parameters", {})))
+            Arm(
+                name=str(a["name"]), model=str(a["model"]), parameters=dict(a.get("parameters", {}))
+            )
             for a in raw_arms
         )
     except (KeyError, TypeError) as exc:

@@ -97,7 +97,9 @@ class ThompsonSampling(Policy):
         # A generator seeded by the state keeps the estimate deterministic and
         # independent of how many selections came before.
         rng = np.random.default_rng([self.seed or 0, int(self._pulls.sum() * 1000) % 2**32])
-        draws = rng.beta(self._alpha[idx], self._beta[idx], size=(self.propensity_samples, len(idx)))
+        draws = rng.beta(
+            self._alpha[idx], self._beta[idx], size=(self.propensity_samples, len(idx))
+        )
         wins = np.bincount(draws.argmax(axis=1), minlength=len(idx))
         return wins / self.propensity_samples
 
@@ -125,7 +127,9 @@ class ThompsonSampling(Policy):
         return {
             arm: {
                 "pulls": float(self._pulls[i]),
-                "mean_reward": float(self._reward_sum[i] / self._pulls[i]) if self._pulls[i] else 0.0,
+                "mean_reward": float(self._reward_sum[i] / self._pulls[i])
+                if self._pulls[i]
+                else 0.0,
                 "posterior_mean": float(means[i]),
                 "alpha": float(self._alpha[i]),
                 "beta": float(self._beta[i]),
