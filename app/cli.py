@@ -28,6 +28,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    for name in Settings.unknown_variables():
+        print(f"llmopt: warning: {name} is not a setting and is ignored", file=sys.stderr)
     try:
         return int(args.func(args) or 0)
     except CliError as exc:

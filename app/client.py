@@ -4,9 +4,11 @@ Each client reads its decisions from a reply topic of its own
 (``llmopt.replies-<client id>.v1``, named in the request's ``reply_to``), so a
 client never has to read every tenant's decisions.
 
->>> # async with AsyncClient("127.0.0.1:9092") as c:          # doctest: +SKIP
->>> #     d = await c.decide("tenant-a", "code", input_tokens=800)
->>> #     await c.reward(d.request_id, quality=0.9, cost_usd=0.002, latency_ms=850)
+Example (a running worker is needed)::
+
+    async with AsyncClient("127.0.0.1:9092") as c:
+        d = await c.decide("tenant-a", "code", input_tokens=800)
+        await c.reward(d.request_id, quality=0.9, cost_usd=0.002, latency_ms=850)
 """
 
 from __future__ import annotations

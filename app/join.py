@@ -76,7 +76,7 @@ class Joiner:
             return Step(
                 self._done(entry, now, "rewarded", outcome, source), "joined", outcome=outcome
             )
-        if entry["s"] == "done" and entry.get("by") == source:
+        if entry["s"] == "done" and source in entry["by"]:
             return Step(entry, "redelivered", outcome=entry["o"])
         return Step(entry, "duplicate_decision")
 
@@ -99,7 +99,7 @@ class Joiner:
             return Step(
                 self._done(entry, now, "rewarded", outcome, source), "joined", outcome=outcome
             )
-        if state == "done" and entry.get("by") == source:
+        if state == "done" and source in entry["by"]:
             return Step(entry, "redelivered", outcome=entry["o"])
         if state == "orphan" and entry.get("src") == source:
             return Step(entry, "redelivered")  # the held reward itself, delivered again
@@ -140,12 +140,15 @@ class Joiner:
     def _done(
         self, entry: JSON, now: int, how: str, outcome: JSON, source: list[Any] | None
     ) -> JSON:
+        # "by": every event that went into the outcome (the completing one and
+        # a held reward), so that a redelivery of any of them is recognised.
+        by = [src for src in (source, entry.get("src")) if src is not None]
         return {
             "s": "done",
             "how": how,
             "due": now + self.done_retention_ms,
             "p": entry["p"],
-            "by": source,
+            "by": by,
             "o": outcome,
         }
 

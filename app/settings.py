@@ -62,6 +62,18 @@ class Settings:
         values.update(overrides)
         return cls(**values)
 
+    @classmethod
+    def unknown_variables(cls, env: dict[str, str] | None = None) -> list[str]:
+        """``LLMOPT_*`` variables that set nothing (misspelt, say).
+        ``LLMOPT_TEST_*`` belong to the test suite."""
+        env = dict(os.environ if env is None else env)
+        known = {PREFIX + f.name.upper() for f in fields(cls)}
+        return sorted(
+            k
+            for k in env
+            if k.startswith(PREFIX) and k not in known and not k.startswith(PREFIX + "TEST_")
+        )
+
     @property
     def bootstrap(self) -> str:
         if not self.kafka_bootstrap:

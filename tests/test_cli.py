@@ -67,3 +67,12 @@ def test_topics_apply_is_idempotent_and_check_reports_mismatches(
     err = capsys.readouterr().err
     assert "4 partitions, topics.yaml says 8" in err
     assert "retention.ms=-1, topics.yaml says 1000" in err
+
+
+def test_misspelt_settings_are_warned_about(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("LLMOPT_KAFKA_BOOTSTRP", "x:1")
+    monkeypatch.delenv("LLMOPT_KAFKA_BOOTSTRAP", raising=False)
+    main(["topics", "check"])
+    assert "LLMOPT_KAFKA_BOOTSTRP is not a setting" in capsys.readouterr().err

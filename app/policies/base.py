@@ -172,6 +172,20 @@ class Policy(abc.ABC):
     @abc.abstractmethod
     def _params(self) -> dict[str, Any]: ...
 
+    def set_params(self, **params: Any) -> None:
+        """Change hyperparameters of a live policy (e.g. a restored one whose
+        config changed); learned state is kept."""
+        known = self._params()
+        unknown = set(params) - set(known)
+        if unknown:
+            raise PolicyError(f"{self.algorithm} has no hyperparameter(s) {sorted(unknown)}")
+        for name, value in params.items():
+            setattr(self, name, value)
+        self._params_changed()
+
+    def _params_changed(self) -> None:
+        """Hook: drop whatever was derived from the old hyperparameters."""
+
     @abc.abstractmethod
     def _get_state(self) -> dict[str, Any]: ...
 

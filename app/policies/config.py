@@ -56,9 +56,11 @@ class PolicyConfig:
         return ALGORITHMS[self.algorithm](self.arm_names, seed=self.seed, **self.hyperparameters)
 
     def restore(self, state: bytes) -> Policy:
-        """A policy from a snapshot, reconciled with the configured arms:
-        arms added in the config start from the prior, removed ones are dropped."""
+        """A policy from a snapshot, reconciled with the config: its
+        hyperparameters apply, arms added start from the prior, removed ones
+        are dropped."""
         policy = ALGORITHMS[self.algorithm].restore(state)
+        policy.set_params(**self.hyperparameters)
         # Add before removing: a config that replaced every arm would otherwise
         # try to remove the snapshot's last arm.
         for arm in self.arm_names:

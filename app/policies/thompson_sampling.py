@@ -72,6 +72,9 @@ class ThompsonSampling(Policy):
         self._reward_sum = np.append(self._reward_sum, 0.0)
         self._cache.clear()
 
+    def _params_changed(self) -> None:
+        self._cache.clear()
+
     def _shrink(self, index: int) -> None:
         for name in ("_alpha", "_beta", "_pulls", "_reward_sum"):
             setattr(self, name, np.delete(getattr(self, name), index))
@@ -88,6 +91,7 @@ class ThompsonSampling(Policy):
         cached = self._cache.get(key)
         if cached is None:
             cached = self._win_probabilities(idx)
+            cached.flags.writeable = False  # shared with every caller
             self._cache[key] = cached
         return cached
 

@@ -1,0 +1,122 @@
+"""Settings.from_env: one prefix, typed parsing, errors that name the variable,
+and the consumer-group timing profiles."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from app.settings import PREFIX, ROOT, Settings
+
+
+def test_prefix_is_llmopt() -> None:
+    assert PREFIX == "LLMOPT_"
+
+
+def test_empty_environment_gives_the_defaults() -> None:
+    s = Settings.from_env({})
+    assert s == Settings()
+    assert s.kafka_bootstrap == "" and s.embedded_broker is False
+    assert s.policies_path == ROOT / "config" / "policies.yaml"
+    assert s.topics_path == ROOT / "topics.yaml"
+
+
+def test_from_env_reads_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLMOPT_APP_ID", "from-process-env")
+    assert Settings.from_env().app_id == "from-process-env"
+
+
+def test_values_are_parsed_by_type() -> None:
+    s = Settings.from_env({
+        "LLMOPT_KAFKA_BOOTSTRAP": "kafka-1:9092,kafka-2:9092",
+        "LLMOPT_WEB_PORT": "7070",
+        "LLMOPT_JOIN_ORPHAN_HOLD_SECONDS": "2.5",
+        "LLMOPT_EMBEDDED_BROKER": "yes",
+        "LLMOPT_DATA_DIR": "/tmp/llmopt-data",
+        "LLMOPT_TOPIC_NAMESPACE": "replay1",
+    })
+    assert s.kafka_bootstrap == "kafka-1:9092,kafka-2:9092"
+    assert s.web_port == 7070 and type(s.web_port) is int
+    assert s.join_orphan_hold_seconds == 2.5 and type(s.join_orphan_hold_seconds) is float
+    assert s.embedded_broker is True
+    assert s.data_dir == Path("/tmp/llmopt-data") and isinstance(s.data_dir, Path)
+    assert s.topic_namespace == "replay1"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("1", True), ("true", True), ("TRUE", True), ("Yes", True),
+     ("0", False), ("false", False), ("no", False)],
+)
+def test_booleans(raw: str, expected: bool) -> None:
+    assert Settings.from_env({"LLMOPT_EMBEDDED_BROKER": raw}).embedded_broker is expected
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "typ"),
+    [
+        ("LLMOPT_WEB_PORT", "66x", "int"),
+        ("LLMOPT_WEB_PORT", "6.5", "int"),
+        ("LLMOPT_DECIDE_BATCH_MAX", "", "int"),
+        ("LLMOPT_SESSION_TIMEOUT_SECONDS", "thirty", "float"),
+        ("LLMOPT_EMBEDDED_BROKER", "maybe", "bool"),
+        ("LLMOPT_EMBEDDED_BROKER", "", "bool"),
+    ],
+)
+def test_bad_values_name_the_variable(name: str, raw: str, typ: str) -> None:
+    with pytest.raises(ValueError) as info:
+        Settings.from_env({name: raw})
+    text = str(info.value)
+    assert name in text and repr(raw) in text and typ in text, text
+
+
+def test_other_variables_are_ignored() -> None:
+    s = Settings.from_env({"WEB_PORT": "1", "llmopt_web_port": "2", "LLMOPT_": "3"})
+    assert s.web_port == 6066
+
+
+def test_overrides_win_over_the_environment() -> None:
+    s = Settings.from_env({"LLMOPT_APP_ID": "env"}, app_id="override")
+    assert s.app_id == "override"
+
+
+def test_every_field_can_be_set_from_the_environment() -> None:
+    samples = {"bool": "1", "int": "42", "float": "0.25", "Path": "/x/y", "str": "v"}
+    env = {PREFIX + f.name.upper(): samples[str(f.type)] for f in fields(Settings)}
+    s = Settings.from_env(env)
+    for f in fields(Settings):
+        value = getattr(s, f.name)
+        assert value != getattr(Settings(), f.name), f.name
+        assert value == {"bool": True, "int": 42, "float": 0.25, "Path": Path("/x/y"),
+                         "str": "v"}[str(f.type)]
+
+
+def test_bootstrap_without_a_cluster_says_what_to_do() -> None:
+    with pytest.raises(RuntimeError, match="LLMOPT_KAFKA_BOOTSTRAP"):
+        _ = Settings().bootstrap
+    assert Settings(kafka_bootstrap="h:1").bootstrap == "h:1"
+
+
+def test_roles() -> None:
+    assert Settings().roles == {"decide", "join", "learn"}
+    assert Settings(worker_roles=" join, ,learn ").roles == {"join", "learn"}
+
+
+def test_embedded_profile_has_short_group_timings() -> None:
+    s = Settings.from_env({"LLMOPT_EMBEDDED_BROKER": "1", "LLMOPT_SESSION_TIMEOUT_SECONDS": "99"})
+    assert s.broker_profile() == {
+        "session_timeout": 6.0, "heartbeat_interval": 1.0, "rebalance_timeout": 10.0,
+    }
+
+
+def test_real_kafka_profile_uses_the_settings() -> None:
+    assert Settings.from_env({}).broker_profile() == {
+        "session_timeout": 30.0, "heartbeat_interval": 3.0, "rebalance_timeout": 60.0,
+    }
+    s = Settings.from_env({"LLMOPT_SESSION_TIMEOUT_SECONDS": "45",
+                           "LLMOPT_HEARTBEAT_INTERVAL_SECONDS": "5"})
+    assert s.broker_profile() == {
+        "session_timeout": 45.0, "heartbeat_interval": 5.0, "rebalance_timeout": 60.0,
+    }
