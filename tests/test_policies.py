@@ -30,13 +30,19 @@ ARMS = ["a", "b", "c", "d", "e"]
 # Bernoulli success rates the generic tests play against (spread, so that a
 # trained policy has unequal, non-degenerate probabilities).
 MEANS = {"a": 0.8, "b": 0.6, "c": 0.5, "d": 0.3, "e": 0.2}
-# Hyperparameters that only make the generic tests faster; a policy that is
-# not listed is tested with its defaults.
-FAST: dict[str, dict[str, Any]] = {"thompson_sampling": {"propensity_samples": 2000}}
 
 
 def make(cls: type[Policy], seed: int, arms: list[str] = ARMS) -> Policy:
-    return cls(arms, seed=seed, **FAST.get(cls.algorithm, {}))
+    """A policy with its ``example_params``: small settings that keep these tests fast."""
+    return cls(arms, seed=seed, **cls.example_params)
+
+
+def ctx(policy: Policy) -> np.ndarray | None:
+    """The context the generic tests decide in: fixed, so that a contextual
+    policy's probabilities are comparable between calls."""
+    if not policy.contextual:
+        return None
+    return np.linspace(0.2, 1.0, policy.context_dim)  # type: ignore[attr-defined]
 
 
 @pytest.fixture(params=sorted(ALGORITHMS), ids=str)
@@ -44,16 +50,14 @@ def algorithm(request: pytest.FixtureRequest) -> type[Policy]:
     return ALGORITHMS[request.param]
 
 
-def play(
-    policy: Policy, rounds: int, seed: int, allowed: list[str] | None = None
-) -> list[str]:
+def play(policy: Policy, rounds: int, seed: int, allowed: list[str] | None = None) -> list[str]:
     """Select, then reward the choice from ``MEANS``; returns the choices."""
     rng = np.random.default_rng(seed)
     choices = []
     for _ in range(rounds):
-        arm = policy.select(allowed=allowed).arm
+        arm = policy.select(ctx(policy), allowed=allowed).arm
         choices.append(arm)
-        policy.update(arm, float(rng.random() < MEANS.get(arm, 0.5)))
+        policy.update(arm, float(rng.random() < MEANS.get(arm, 0.5)), ctx(policy))
     return choices
 
 
@@ -87,37 +91,37 @@ def test_probabilities_are_a_distribution_for_every_arm_subset(
     policy = make(algorithm, 3) if fresh else trained(algorithm, seed=3)
     for size in range(1, len(ARMS) + 1):
         for subset in itertools.combinations(ARMS, size):
-            p = policy.probabilities(list(subset))
+            p = policy.probabilities(list(subset), ctx(policy))
             assert p.shape == (size,), subset
             assert np.all(p >= 0.0) and np.all(p <= 1.0), (subset, p)
             assert float(p.sum()) == pytest.approx(1.0, abs=1e-9), (subset, p)
-    assert policy.probabilities().shape == (len(ARMS),)
-    assert float(policy.probabilities().sum()) == pytest.approx(1.0, abs=1e-9)
+    assert policy.probabilities(None, ctx(policy)).shape == (len(ARMS),)
+    assert float(policy.probabilities(None, ctx(policy)).sum()) == pytest.approx(1.0, abs=1e-9)
 
 
 def test_select_logs_the_probability_of_its_choice(algorithm: type[Policy]) -> None:
     policy = trained(algorithm, seed=5)
     for allowed in (None, ["b", "d"], ["e", "a", "c"], ["c"]):
         names = list(allowed) if allowed is not None else ARMS
-        probs = policy.probabilities(allowed)
+        probs = policy.probabilities(allowed, ctx(policy))
         for _ in range(30):
-            s = policy.select(allowed=allowed)
+            s = policy.select(ctx(policy), allowed=allowed)
             assert s.arm in names
             assert s.propensity == pytest.approx(float(probs[names.index(s.arm)]), abs=1e-12)
             assert s.propensity > 0.0, "an arm the policy gave probability 0 was chosen"
             assert s.probabilities == pytest.approx(dict(zip(names, probs.tolist(), strict=True)))
             assert set(s.scores) == set(names)
-    only = policy.select(allowed=["c"])
+    only = policy.select(ctx(policy), allowed=["c"])
     assert (only.arm, only.propensity) == ("c", 1.0)
 
 
 def test_choices_follow_the_logged_probabilities(algorithm: type[Policy]) -> None:
     policy = trained(algorithm, seed=7, rounds=25)
     n = 6000
-    probs = policy.probabilities()
+    probs = policy.probabilities(None, ctx(policy))
     counts = {arm: 0 for arm in ARMS}
     for _ in range(n):
-        counts[policy.select().arm] += 1
+        counts[policy.select(ctx(policy)).arm] += 1
     expected = probs * n
     observed = np.array([counts[a] for a in ARMS], dtype=float)
     assert np.all(observed[expected == 0] == 0), "an arm of probability 0 was chosen"
@@ -136,7 +140,9 @@ def test_snapshot_restore_gives_identical_choices_and_stats(algorithm: type[Poli
     assert restored.arms == original.arms
     assert restored.stats() == original.stats()
     assert restored.snapshot() == data
-    np.testing.assert_array_equal(restored.probabilities(), original.probabilities())
+    np.testing.assert_array_equal(
+        restored.probabilities(None, ctx(restored)), original.probabilities(None, ctx(original))
+    )
     assert play(restored, 40, seed=99) == play(original, 40, seed=99)
     assert restored.stats() == original.stats()
     assert restored.snapshot() == original.snapshot()
@@ -154,10 +160,10 @@ def test_unknown_arm_is_named(algorithm: type[Policy]) -> None:
     policy = trained(algorithm, seed=2)
     before = policy.snapshot()
     calls: list[Any] = [
-        lambda: policy.update("gpt-5-turbo", 0.5),
-        lambda: policy.select(allowed=["a", "gpt-5-turbo"]),
-        lambda: policy.probabilities(["gpt-5-turbo"]),
-        lambda: policy.scores(["b", "gpt-5-turbo"]),
+        lambda: policy.update("gpt-5-turbo", 0.5, ctx(policy)),
+        lambda: policy.select(ctx(policy), allowed=["a", "gpt-5-turbo"]),
+        lambda: policy.probabilities(["gpt-5-turbo"], ctx(policy)),
+        lambda: policy.scores(["b", "gpt-5-turbo"], ctx(policy)),
         lambda: policy.remove_arm("gpt-5-turbo"),
         lambda: policy.add_arm("z", prior_from="gpt-5-turbo"),
     ]
@@ -171,26 +177,24 @@ def test_unknown_arm_is_named(algorithm: type[Policy]) -> None:
 
 
 @pytest.mark.parametrize("reward", [math.nan, math.inf, -math.inf, "0.5", None])
-def test_non_finite_or_non_numeric_reward_is_refused(
-    algorithm: type[Policy], reward: Any
-) -> None:
+def test_non_finite_or_non_numeric_reward_is_refused(algorithm: type[Policy], reward: Any) -> None:
     policy = trained(algorithm, seed=4)
     before = policy.snapshot()
     with pytest.raises(InvalidRewardError):
-        policy.update("a", reward)
+        policy.update("a", reward, ctx(policy))
     assert policy.snapshot() == before
 
 
 def test_allowed_set_must_be_non_empty_and_distinct(algorithm: type[Policy]) -> None:
     policy = make(algorithm, 0)
     with pytest.raises(PolicyError, match="empty"):
-        policy.select(allowed=[])
+        policy.select(ctx(policy), allowed=[])
     # A repeated arm would split its probability between the copies and log
     # half the real propensity.
     with pytest.raises(PolicyError, match="repeat"):
-        policy.select(allowed=["a", "a"])
+        policy.select(ctx(policy), allowed=["a", "a"])
     with pytest.raises(PolicyError, match="repeat"):
-        policy.probabilities(["b", "c", "b"])
+        policy.probabilities(["b", "c", "b"], ctx(policy))
 
 
 def _tampered(data: bytes, **changes: Any) -> bytes:
@@ -234,11 +238,11 @@ def test_add_arm_at_runtime(algorithm: type[Policy]) -> None:
     assert set(policy.stats()) == {*ARMS, "f"}
     assert policy.stats()["f"]["pulls"] == 0
     assert {a: policy.stats()[a] for a in ARMS} == before
-    p = policy.probabilities()
+    p = policy.probabilities(None, ctx(policy))
     assert p.shape == (6,) and float(p.sum()) == pytest.approx(1.0)
-    only = policy.select(allowed=["f"])
+    only = policy.select(ctx(policy), allowed=["f"])
     assert (only.arm, only.propensity) == ("f", 1.0)
-    policy.update("f", 1.0)
+    policy.update("f", 1.0, ctx(policy))
     assert policy.stats()["f"]["pulls"] == 1
     with pytest.raises(PolicyError, match="already exists"):
         policy.add_arm("f")
@@ -248,8 +252,10 @@ def test_add_arm_with_prior_from_copies_what_was_learnt(algorithm: type[Policy])
     policy = trained(algorithm, seed=9, rounds=80)
     policy.add_arm("a-clone", prior_from="a")
     policy.add_arm("e-clone", prior_from="e")
-    np.testing.assert_allclose(policy.scores(["a-clone", "e-clone"]), policy.scores(["a", "e"]))
-    assert policy.scores(["a-clone"])[0] != policy.scores(["e-clone"])[0]
+    np.testing.assert_allclose(
+        policy.scores(["a-clone", "e-clone"], ctx(policy)), policy.scores(["a", "e"], ctx(policy))
+    )
+    assert policy.scores(["a-clone"], ctx(policy))[0] != policy.scores(["e-clone"], ctx(policy))[0]
 
 
 def test_remove_arm_at_runtime(algorithm: type[Policy]) -> None:
@@ -258,16 +264,16 @@ def test_remove_arm_at_runtime(algorithm: type[Policy]) -> None:
     policy.remove_arm("b")
     assert policy.arms == ["a", "c", "d", "e"]
     assert policy.stats() == {a: s for a, s in before.items() if a != "b"}
-    assert policy.probabilities().shape == (4,)
+    assert policy.probabilities(None, ctx(policy)).shape == (4,)
     assert "b" not in play(policy, 50, seed=3)
     with pytest.raises(UnknownArmError, match="'b'"):
-        policy.update("b", 1.0)
+        policy.update("b", 1.0, ctx(policy))
     for arm in ["a", "c", "d"]:
         policy.remove_arm(arm)
     assert policy.arms == ["e"]
     with pytest.raises(PolicyError, match="last arm"):
         policy.remove_arm("e")
-    assert policy.select().arm == "e"
+    assert policy.select(ctx(policy)).arm == "e"
     # The survivors round-trip through a snapshot.
     assert algorithm.restore(policy.snapshot()).arms == ["e"]
 
@@ -275,7 +281,7 @@ def test_remove_arm_at_runtime(algorithm: type[Policy]) -> None:
 def test_explain_mentions_the_chosen_arm(algorithm: type[Policy]) -> None:
     policy = trained(algorithm, seed=12)
     for allowed in (None, ["d", "e"]):
-        s = policy.select(allowed=allowed)
+        s = policy.select(ctx(policy), allowed=allowed)
         text = policy.explain(s)
         assert repr(s.arm) in text.splitlines()[0]
         assert algorithm.algorithm in text
@@ -287,9 +293,9 @@ def test_without_exploration_the_greedy_arm_is_certain(algorithm: type[Policy]) 
     policy = trained(algorithm, seed=13, rounds=120)
     for allowed in (None, ["c", "d", "e"], ["e", "b"]):
         names = list(allowed) if allowed is not None else ARMS
-        greedy = names[int(np.argmax(policy.scores(allowed)))]
+        greedy = names[int(np.argmax(policy.scores(allowed, ctx(policy))))]
         for _ in range(5):
-            s = policy.select(allowed=allowed, explore=False)
+            s = policy.select(ctx(policy), allowed=allowed, explore=False)
             assert s.arm == greedy
             assert s.propensity == 1.0
             assert s.explored is False
@@ -300,7 +306,7 @@ def test_selection_alone_does_not_learn(algorithm: type[Policy]) -> None:
     policy = trained(algorithm, seed=14)
     stats = policy.stats()
     for _ in range(50):
-        policy.select()
+        policy.select(ctx(policy))
     assert policy.stats() == stats
 
 

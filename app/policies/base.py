@@ -29,6 +29,10 @@ class SnapshotError(PolicyError):
     pass
 
 
+class ContextError(PolicyError):
+    """A context of the wrong shape, or with non-finite values."""
+
+
 @dataclass(slots=True)
 class Selection:
     """What a policy chose: the arm, the probability it had of choosing it,
@@ -48,6 +52,11 @@ class Policy(abc.ABC):
 
     algorithm: ClassVar[str]
     snapshot_format: ClassVar[int] = 1
+    # Contextual policies take ``context_dim`` and need a context of that
+    # length in select/update; the others ignore any context.
+    contextual: ClassVar[bool] = False
+    # Small, fast hyperparameters for the generic contract tests.
+    example_params: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, arms: Sequence[str], seed: int | None = None) -> None:
         if not arms:
@@ -106,22 +115,41 @@ class Policy(abc.ABC):
         """Drop the state of the arm at ``index``."""
 
     # -- decisions -----------------------------------------------------------
+    def check_context(self, context: Any) -> np.ndarray | None:
+        """The context as a float vector of ``context_dim`` (contextual
+        policies), or ``None`` (the others, which ignore it)."""
+        if not self.contextual:
+            return None
+        dim = getattr(self, "context_dim", None)
+        if context is None:
+            raise ContextError(f"{self.algorithm} needs a context of length {dim}")
+        x = np.asarray(context, dtype=float)
+        if x.shape != (dim,):
+            raise ContextError(
+                f"{self.algorithm} needs a context of length {dim}, got shape {x.shape}"
+            )
+        if not np.isfinite(x).all():
+            raise ContextError("context values must be finite")
+        return x
+
     @abc.abstractmethod
-    def probabilities(self, allowed: Sequence[str] | None = None) -> np.ndarray:
+    def probabilities(
+        self, allowed: Sequence[str] | None = None, context: Any = None
+    ) -> np.ndarray:
         """The probability of choosing each allowed arm (in ``allowed`` order)."""
 
     @abc.abstractmethod
-    def scores(self, allowed: Sequence[str] | None = None) -> np.ndarray:
+    def scores(self, allowed: Sequence[str] | None = None, context: Any = None) -> np.ndarray:
         """The policy's value estimate of each allowed arm."""
 
     def select(
         self, context: Any = None, allowed: Sequence[str] | None = None, explore: bool = True
     ) -> Selection:
         names = list(allowed) if allowed is not None else self._arms
-        scores = self.scores(names)
+        scores = self.scores(names, context)
         greedy = int(np.argmax(scores))
         if explore:
-            probs = self.probabilities(names)
+            probs = self.probabilities(names, context)
             # side="right" over the cumulative sum itself: an arm of probability 0
             # (an empty interval) can never be chosen, not even at u == 0.
             cum = np.cumsum(probs)

@@ -9,10 +9,10 @@ from typing import Any
 import yaml
 
 from app.policies.base import Policy
-from app.policies.thompson_sampling import ThompsonSampling
+from app.policies.registry import algorithms
 from app.rewards import RewardSpec
 
-ALGORITHMS: dict[str, type[Policy]] = {ThompsonSampling.algorithm: ThompsonSampling}
+ALGORITHMS: dict[str, type[Policy]] = algorithms()
 
 
 class PolicyConfigError(ValueError):

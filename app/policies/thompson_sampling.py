@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -35,6 +35,7 @@ class ThompsonSampling(Policy):
     """
 
     algorithm = "thompson_sampling"
+    example_params: ClassVar[dict[str, Any]] = {"propensity_samples": 2000}
 
     def __init__(
         self,
@@ -80,12 +81,14 @@ class ThompsonSampling(Policy):
             setattr(self, name, np.delete(getattr(self, name), index))
         self._cache.clear()
 
-    def scores(self, allowed: Sequence[str] | None = None) -> np.ndarray:
+    def scores(self, allowed: Sequence[str] | None = None, context: Any = None) -> np.ndarray:
         idx = self.allowed_indices(allowed)
         a, b = self._alpha[idx], self._beta[idx]
         return a / (a + b)
 
-    def probabilities(self, allowed: Sequence[str] | None = None) -> np.ndarray:
+    def probabilities(
+        self, allowed: Sequence[str] | None = None, context: Any = None
+    ) -> np.ndarray:
         idx = self.allowed_indices(allowed)
         key = tuple(idx.tolist())
         cached = self._cache.get(key)
