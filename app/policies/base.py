@@ -211,7 +211,7 @@ class Policy(abc.ABC):
             setattr(self, name, value)
         self._params_changed()
 
-    def _params_changed(self) -> None:
+    def _params_changed(self) -> None:  # noqa: B027 - an optional hook
         """Hook: drop whatever was derived from the old hyperparameters."""
 
     @abc.abstractmethod
