@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from app.features.request_vector import RequestVectorizer
 from app.policies.base import Policy
 from app.policies.config import PoliciesConfig, PolicyConfig
 from app.records import InvalidEvent, PolicySnapshot, Request
@@ -72,6 +73,7 @@ class Decider:
 
     def __init__(self, config: PoliciesConfig, seed: int | None = None) -> None:
         self.config = config
+        self.vectorizer = RequestVectorizer()
         self._rng = np.random.default_rng(seed)
         self._live: dict[str, _Live] = {
             pid: _Live(pc, pc.build()) for pid, pc in config.policies.items()
@@ -138,6 +140,9 @@ class Decider:
 
         for (pid, allowed, explore), members in groups.items():
             live = self._live[pid]
+            if live.policy.contextual:
+                self._decide_contextual(live, allowed, explore, members, requests, out, now_ms)
+                continue
             cum, names, scores, greedy = live.table(allowed)
             if explore:
                 picks = np.searchsorted(cum, self._rng.random(len(members)), side="right")
@@ -165,6 +170,40 @@ class Decider:
                     now_ms,
                 )
         return out
+
+    def _decide_contextual(
+        self,
+        live: _Live,
+        allowed: tuple[str, ...],
+        explore: bool,
+        members: list[int],
+        requests: list[Request],
+        out: list[JSON | InvalidEvent],
+        now_ms: int,
+    ) -> None:
+        """Per-request choices from the request's feature vector, which the
+        decision logs (the learner updates with it)."""
+        names = list(allowed)
+        for i in members:
+            row = self.vectorizer.row(requests[i])
+            s = live.policy.select(np.asarray(row), names, explore)
+            arm = live.config.arm(s.arm)
+            doc = _decision(
+                requests[i],
+                live.config.policy_id,
+                live.version,
+                arm.name,
+                arm.model,
+                arm.parameters,
+                names,
+                s.propensity,
+                {a: round(v, 6) for a, v in s.scores.items()},
+                s.explored,
+                False,
+                now_ms,
+            )
+            doc["features"] = row
+            out[i] = doc
 
 
 def _decision(

@@ -15,7 +15,7 @@ import base64
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.policies.base import Policy
+from app.policies.base import Policy, PolicyError
 from app.policies.config import PoliciesConfig, PolicyConfig
 from app.records import Outcome, PolicySnapshot
 
@@ -57,14 +57,19 @@ class Learner:
         return offset <= last
 
     def apply(self, outcome: Outcome, partition: int, offset: int) -> str:
-        """Apply one outcome; returns ``applied``, ``redelivered`` or ``removed_arm``."""
+        """Apply one outcome; returns ``applied``, ``redelivered``,
+        ``removed_arm`` or ``rejected`` (the policy refused it, e.g. a
+        contextual policy given an outcome without features)."""
         live = self._live[outcome.policy_id]
         if offset <= live.offsets.get(str(partition), -1):
             return "redelivered"
         live.offsets[str(partition)] = offset
         if outcome.arm not in live.policy.arms:
             return "removed_arm"
-        live.policy.update(outcome.arm, outcome.reward, outcome.features)
+        try:
+            live.policy.update(outcome.arm, outcome.reward, outcome.features)
+        except PolicyError:
+            return "rejected"
         live.updates += 1
         return "applied"
 

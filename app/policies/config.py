@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from app.features.request_vector import RequestVectorizer
 from app.policies.base import Policy
 from app.policies.registry import algorithms
 from app.rewards import RewardSpec
@@ -54,6 +55,10 @@ class PolicyConfig:
     def build(self) -> Policy:
         """A fresh policy in its prior state."""
         return ALGORITHMS[self.algorithm](self.arm_names, seed=self.seed, **self.hyperparameters)
+
+    @property
+    def contextual(self) -> bool:
+        return ALGORITHMS[self.algorithm].contextual
 
     def restore(self, state: bytes) -> Policy:
         """A policy from a snapshot, reconciled with the config: its
@@ -141,11 +146,20 @@ def _policy(pid: str, p: dict[str, Any], source: str) -> PolicyConfig:
     if fallback not in names:
         raise PolicyConfigError(f"{where}: fallback_arm {fallback!r} is not one of its arms")
     snap = p.get("snapshot", {})
+    hyperparameters = dict(p.get("hyperparameters", {}))
+    if ALGORITHMS[algorithm].contextual:
+        # Contextual policies see the request's engineered feature vector.
+        dim = hyperparameters.setdefault("context_dim", RequestVectorizer.dim)
+        if dim != RequestVectorizer.dim:
+            raise PolicyConfigError(
+                f"{where}: context_dim {dim} differs from the request vector's "
+                f"{RequestVectorizer.dim} features"
+            )
     config = PolicyConfig(
         policy_id=pid,
         algorithm=algorithm,
         arms=arms,
-        hyperparameters=dict(p.get("hyperparameters", {})),
+        hyperparameters=hyperparameters,
         reward=reward,
         max_explore_priority=int(p.get("guardrails", {}).get("max_explore_priority", 11)),
         fallback_arm=fallback,
