@@ -67,7 +67,9 @@ class Learner:
         if outcome.arm not in live.policy.arms:
             return "removed_arm"
         try:
-            live.policy.update(outcome.arm, outcome.reward, outcome.features)
+            live.policy.update(
+                outcome.arm, outcome.reward, outcome.features, propensity=outcome.propensity
+            )
         except PolicyError:
             return "rejected"
         live.updates += 1

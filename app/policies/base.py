@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import abc
 import math
+from bisect import bisect_right
+from itertools import accumulate
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -67,6 +69,8 @@ class Policy(abc.ABC):
         self._arms: list[str] = list(arms)
         self._index = {a: i for i, a in enumerate(self._arms)}
         self._rng = np.random.default_rng(seed)
+        # The logged propensity of the outcome being learnt from, during update().
+        self._logged_propensity: float | None = None
 
     # -- arms ---------------------------------------------------------------
     @property
@@ -145,34 +149,48 @@ class Policy(abc.ABC):
     def select(
         self, context: Any = None, allowed: Sequence[str] | None = None, explore: bool = True
     ) -> Selection:
+        # Plain lists over the few arms: numpy's per-call overhead would
+        # dominate (a round is a few µs).
         names = list(allowed) if allowed is not None else self._arms
-        scores = self.scores(names, context)
-        greedy = int(np.argmax(scores))
+        scores = self.scores(names, context).tolist()
+        greedy = max(range(len(names)), key=scores.__getitem__)
         if explore:
-            probs = self.probabilities(names, context)
-            # side="right" over the cumulative sum itself: an arm of probability 0
+            probs = self.probabilities(names, context).tolist()
+            # bisect_right over the cumulative sums: an arm of probability 0
             # (an empty interval) can never be chosen, not even at u == 0.
-            cum = np.cumsum(probs)
-            choice = int(np.searchsorted(cum, self._rng.random() * cum[-1], side="right"))
-            choice = min(choice, len(names) - 1)
+            cum = list(accumulate(probs))
+            choice = min(bisect_right(cum, self._rng.random() * cum[-1]), len(names) - 1)
         else:
-            probs = np.zeros(len(names))
+            probs = [0.0] * len(names)
             probs[greedy] = 1.0
             choice = greedy
         return Selection(
             arm=names[choice],
-            propensity=float(probs[choice]),
-            scores=dict(zip(names, scores.tolist(), strict=True)),
+            propensity=probs[choice],
+            scores=dict(zip(names, scores, strict=True)),
             explored=choice != greedy,
-            probabilities=dict(zip(names, probs.tolist(), strict=True)),
+            probabilities=dict(zip(names, probs, strict=True)),
         )
 
     # -- learning ------------------------------------------------------------
-    def update(self, arm: str, reward: float, context: Any = None) -> None:
+    def update(
+        self, arm: str, reward: float, context: Any = None, *, propensity: float | None = None
+    ) -> None:
+        """Learn from a reward. ``propensity``, when known, is the logged
+        probability the arm was chosen with; importance-weighted learners
+        (Exp3) use it, the others ignore it."""
         i = self.index_of(arm)
         if not isinstance(reward, int | float) or not math.isfinite(reward):
             raise InvalidRewardError(f"reward must be a finite number, got {reward!r}")
-        self._update(i, float(reward), context)
+        if propensity is not None and not (
+            isinstance(propensity, int | float) and 0.0 < propensity <= 1.0
+        ):
+            raise PolicyError(f"propensity must be in (0, 1], got {propensity!r}")
+        self._logged_propensity = propensity
+        try:
+            self._update(i, float(reward), context)
+        finally:
+            self._logged_propensity = None
 
     @abc.abstractmethod
     def _update(self, index: int, reward: float, context: Any) -> None: ...
@@ -207,6 +225,9 @@ class Policy(abc.ABC):
         unknown = set(params) - set(known)
         if unknown:
             raise PolicyError(f"{self.algorithm} has no hyperparameter(s) {sorted(unknown)}")
+        # Validate by construction before touching the live policy.
+        extra = {"context_dim": self.context_dim} if self.contextual else {}  # type: ignore[attr-defined]
+        type(self)(self._arms, seed=self.seed, **{**extra, **known, **params})
         for name, value in params.items():
             setattr(self, name, value)
         self._params_changed()
