@@ -23,47 +23,75 @@ MAX_EXPLORE_PRIORITY = 8
 
 
 def config(arms: list[str] = ARMS) -> PoliciesConfig:
-    return PoliciesConfig.from_dict({
-        "default_policy": "p",
-        "policies": {
-            "p": {
-                "algorithm": "thompson_sampling",
-                "hyperparameters": {"propensity_samples": 4000},
-                "guardrails": {"max_explore_priority": MAX_EXPLORE_PRIORITY},
-                "fallback_arm": "small",
-                "arms": [{"name": a, "model": f"model-{a}", "parameters": {"temperature": 0.1}}
-                         for a in arms],
+    return PoliciesConfig.from_dict(
+        {
+            "default_policy": "p",
+            "policies": {
+                "p": {
+                    "algorithm": "thompson_sampling",
+                    "hyperparameters": {"propensity_samples": 4000},
+                    "guardrails": {"max_explore_priority": MAX_EXPLORE_PRIORITY},
+                    "fallback_arm": "small",
+                    "arms": [
+                        {"name": a, "model": f"model-{a}", "parameters": {"temperature": 0.1}}
+                        for a in arms
+                    ],
+                },
+                "q": {
+                    "algorithm": "thompson_sampling",
+                    "hyperparameters": {"propensity_samples": 1000},
+                    "arms": [{"name": "left", "model": "l"}, {"name": "right", "model": "r"}],
+                },
             },
-            "q": {
-                "algorithm": "thompson_sampling",
-                "hyperparameters": {"propensity_samples": 1000},
-                "arms": [{"name": "left", "model": "l"}, {"name": "right", "model": "r"}],
-            },
-        },
-    })
+        }
+    )
 
 
 def request(i: int = 0, **kw: Any) -> Request:
-    return Request(request_id=f"req-{i}", tenant_id=f"tenant-{i % 3}", task_type="qa",
-                   created_at=T0 - 10, **kw)
+    return Request(
+        request_id=f"req-{i}", tenant_id=f"tenant-{i % 3}", task_type="qa", created_at=T0 - 10, **kw
+    )
 
 
 # (arm, reward) outcomes that leave unequal, non-degenerate probabilities.
-HISTORY = [("big", 1.0), ("big", 1.0), ("big", 1.0), ("big", 0.0), ("small", 1.0),
-           ("small", 1.0), ("small", 0.0), ("small", 0.0), ("mid", 1.0), ("mid", 0.0),
-           ("mid", 0.0), ("tiny", 0.0), ("tiny", 0.0), ("tiny", 0.0)]
+HISTORY = [
+    ("big", 1.0),
+    ("big", 1.0),
+    ("big", 1.0),
+    ("big", 0.0),
+    ("small", 1.0),
+    ("small", 1.0),
+    ("small", 0.0),
+    ("small", 0.0),
+    ("mid", 1.0),
+    ("mid", 0.0),
+    ("mid", 0.0),
+    ("tiny", 0.0),
+    ("tiny", 0.0),
+    ("tiny", 0.0),
+]
 
 
-def snapshot_after(history: list[tuple[str, float]], cfg: PoliciesConfig | None = None,
-                   policy_id: str = "p") -> PolicySnapshot:
+def snapshot_after(
+    history: list[tuple[str, float]], cfg: PoliciesConfig | None = None, policy_id: str = "p"
+) -> PolicySnapshot:
     """The snapshot the learner publishes after ``history``."""
     learner = Learner(cfg or config())
     learner.load(policy_id, None, T0)
     for offset, (arm, r) in enumerate(history):
         outcome = Outcome(
-            request_id=f"h{offset}", tenant_id="t", policy_id=policy_id, policy_version=0,
-            arm=arm, available_arms=ARMS, propensity=0.25, explored=False, reward=r,
-            defaulted=False, decided_at=T0, outcome_at=T0,
+            request_id=f"h{offset}",
+            tenant_id="t",
+            policy_id=policy_id,
+            policy_version=0,
+            arm=arm,
+            available_arms=ARMS,
+            propensity=0.25,
+            explored=False,
+            reward=r,
+            defaulted=False,
+            decided_at=T0,
+            outcome_at=T0,
         )
         assert learner.apply(outcome, 0, offset) == "applied"
     return learner.snapshot(policy_id, T0)
@@ -96,8 +124,11 @@ def decide_ok(decider: Decider, requests: list[Request]) -> list[dict[str, Any]]
 def test_decisions_are_valid_documents(decider: Decider, snap: PolicySnapshot) -> None:
     cfg = config()
     requests = [
-        request(0), request(1, policy_id="p", priority=9), request(2, policy_id="q"),
-        request(3, candidates=["tiny", "mid"]), request(4, priority=0),
+        request(0),
+        request(1, policy_id="p", priority=9),
+        request(2, policy_id="q"),
+        request(3, candidates=["tiny", "mid"]),
+        request(4, priority=0),
     ]
     for req, doc in zip(requests, decide_ok(decider, requests), strict=True):
         d = Decision.from_dict(doc)
@@ -184,8 +215,12 @@ def test_candidates_are_honoured(decider: Decider) -> None:
 
 
 def test_unknown_policy_and_unknown_arm_are_invalid_events(decider: Decider) -> None:
-    requests = [request(0, policy_id="nope"), request(1),
-                request(2, candidates=["big", "gpt-9"]), request(3, policy_id="q")]
+    requests = [
+        request(0, policy_id="nope"),
+        request(1),
+        request(2, candidates=["big", "gpt-9"]),
+        request(3, policy_id="q"),
+    ]
     out = decider.decide(requests, T0)
     assert isinstance(out[0], InvalidEvent) and out[0].code == "unknown_policy"
     assert "'nope'" in out[0].detail
@@ -204,32 +239,32 @@ def test_high_priority_gets_the_greedy_arm(
     for candidates in (None, ["tiny", "mid", "small"]):
         available = candidates or ARMS
         greedy = available[int(np.argmax(ref.scores(available)))]
-        docs = decide_ok(decider, [request(i, priority=priority, candidates=candidates)
-                                   for i in range(200)])
+        docs = decide_ok(
+            decider, [request(i, priority=priority, candidates=candidates) for i in range(200)]
+        )
         for d in docs:
             assert (d["arm"], d["propensity"], d["explored"]) == (greedy, 1.0, False)
             Decision.from_dict(d)
 
 
 def test_below_the_guardrail_the_policy_explores(decider: Decider) -> None:
-    docs = decide_ok(decider, [request(i, priority=MAX_EXPLORE_PRIORITY - 1)
-                               for i in range(300)])
+    docs = decide_ok(decider, [request(i, priority=MAX_EXPLORE_PRIORITY - 1) for i in range(300)])
     assert len({d["arm"] for d in docs}) > 1
     assert any(d["explored"] for d in docs) and all(d["propensity"] < 1.0 for d in docs)
 
 
 def test_policy_without_guardrail_explores_at_top_priority() -> None:
     d = Decider(config(), seed=3)
-    assert d.apply_snapshot(snapshot_after([("left", 1.0), ("right", 0.0)] * 2,
-                                           policy_id="q"))
+    assert d.apply_snapshot(snapshot_after([("left", 1.0), ("right", 0.0)] * 2, policy_id="q"))
     docs = decide_ok(d, [request(i, policy_id="q", priority=10) for i in range(400)])
     assert {x["arm"] for x in docs} == {"left", "right"}
 
 
 def test_mixed_batch_keeps_each_request_in_its_group(decider: Decider) -> None:
-    requests = [request(i, priority=10 if i % 2 else 1,
-                        candidates=["tiny", "mid"] if i % 3 == 0 else None)
-                for i in range(600)]
+    requests = [
+        request(i, priority=10 if i % 2 else 1, candidates=["tiny", "mid"] if i % 3 == 0 else None)
+        for i in range(600)
+    ]
     docs = decide_ok(decider, requests)
     for req, d in zip(requests, docs, strict=True):
         assert d["request_id"] == req.request_id
@@ -282,8 +317,13 @@ def test_snapshot_with_other_arms_is_reconciled_with_the_config() -> None:
 def test_deciding_never_changes_the_policy_state(decider: Decider) -> None:
     policy = decider._live["p"].policy  # the state the learner's snapshot gave it
     before = policy.snapshot()
-    decide_ok(decider, [request(i, priority=i % 11, candidates=[["big", "mid"], None][i % 2])
-                        for i in range(2000)])
+    decide_ok(
+        decider,
+        [
+            request(i, priority=i % 11, candidates=[["big", "mid"], None][i % 2])
+            for i in range(2000)
+        ],
+    )
     decider.fallback(request(), T0)
     assert policy.snapshot() == before
     assert decider._live["p"].policy is policy
@@ -326,3 +366,71 @@ def test_an_arm_of_probability_zero_is_never_chosen() -> None:
     d._rng = Zeros()  # type: ignore[assignment]
     docs = decide_ok(d, [request(i, candidates=["tiny", "big"]) for i in range(10)])
     assert {(x["arm"], x["propensity"]) for x in docs} == {("big", 1.0)}
+
+
+def test_contextual_policy_decides_from_the_request_vector_and_learns_from_it() -> None:
+    """LinUCB end to end without a broker: decisions log the feature vector,
+    outcomes carry it back, the learner's snapshot changes the decisions."""
+    from app.features import FEATURE_NAMES, RequestVectorizer
+    from app.learner import Learner
+    from app.records import Outcome
+
+    cfg = PoliciesConfig.from_dict(
+        {
+            "policies": {
+                "ctx": {
+                    "algorithm": "lin_ucb",
+                    "hyperparameters": {"alpha": 0.1},
+                    "arms": [{"name": "coder", "model": "m1"}, {"name": "writer", "model": "m2"}],
+                }
+            }
+        }
+    )
+    decider, learner = Decider(cfg, seed=3), Learner(cfg)
+    learner.load("ctx", None, now=0)
+    vec = RequestVectorizer()
+
+    def requests(n: int, offset: int = 0) -> list[Request]:
+        tasks = ["code", "creative"]
+        return [
+            Request(
+                request_id=f"r{offset + i}",
+                tenant_id="t",
+                task_type=tasks[i % 2],
+                created_at=1_764_000_000_000 + i,
+                input_tokens=100 + i,
+            )
+            for i in range(n)
+        ]
+
+    first = decider.decide(requests(400), now_ms=1)
+    for i, doc in enumerate(first):
+        assert isinstance(doc, dict) and len(doc["features"]) == len(FEATURE_NAMES)
+        Decision.from_dict(doc)
+        # "coder" is right for code, "writer" for creative.
+        good = {"code": "coder", "creative": "writer"}[requests(400)[i].task_type]
+        reward = 1.0 if doc["arm"] == good else 0.0
+        outcome = Outcome(
+            request_id=doc["request_id"],
+            tenant_id="t",
+            policy_id="ctx",
+            policy_version=0,
+            arm=doc["arm"],
+            available_arms=doc["available_arms"],
+            propensity=doc["propensity"],
+            explored=doc["explored"],
+            reward=reward,
+            defaulted=False,
+            decided_at=1,
+            outcome_at=2,
+            features=doc["features"],
+        )
+        assert learner.apply(outcome, partition=0, offset=i) == "applied"
+    assert decider.apply_snapshot(learner.snapshot("ctx", now=3))
+    later = decider.decide(requests(200, offset=1000), now_ms=4)
+    right = sum(
+        d["arm"] == {"code": "coder", "creative": "writer"}[r.task_type]
+        for d, r in zip(later, requests(200, offset=1000), strict=True)
+    )
+    assert right >= 190, right
+    assert later[0]["features"] == vec.row(requests(1, offset=1000)[0])

@@ -16,8 +16,16 @@ load_arms
 Scenario parts
 --------------
 DriftEvent, LengthSpec, ModelSpec, ParameterEffect, TenantSpec
+
+Multi-step environments (reinforcement learning)
+------------------------------------------------
+Environment, run_episode, average_return
+    A dependency-free, gym-like environment contract.
+LLMWorkflowEnv
+    Episodes of one request: call models, escalate or retry, accept.
 """
 
+from app.evaluation.environment import Environment, average_return, run_episode
 from app.evaluation.simulator import (
     TASK_TYPES,
     ArmSpec,
@@ -30,16 +38,21 @@ from app.evaluation.simulator import (
     TrafficSimulator,
     load_arms,
 )
+from app.evaluation.workflow_env import LLMWorkflowEnv
 
 __all__ = [
     "TASK_TYPES",
     "ArmSpec",
     "DriftEvent",
+    "Environment",
+    "LLMWorkflowEnv",
     "LengthSpec",
     "ModelSpec",
     "ParameterEffect",
     "SimulatorConfig",
     "TenantSpec",
     "TrafficSimulator",
+    "average_return",
     "load_arms",
+    "run_episode",
 ]

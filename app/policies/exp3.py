@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from app.policies._bandit_base import BanditPolicy
-from app.policies.base import InvalidRewardError, PolicyError
+from app.policies.base import InvalidRewardError
 
 _RESUM_EVERY = 1024  # updates between exact recomputations of the weight total
 
