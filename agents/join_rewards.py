@@ -77,6 +77,7 @@ def register(app: faust.App, runtime: Runtime) -> None:
         orphan_hold_ms=int(runtime.settings.join_orphan_hold_seconds * 1000),
         done_retention_ms=int(runtime.settings.join_done_retention_seconds * 1000),
     )
+    runtime.on_policies_changed.append(joiner.reconfigure)
     due = DueHeap()
     state = {"rebuild": True}
     max_bytes = runtime.settings.max_event_bytes

@@ -40,6 +40,7 @@ def register(app: faust.App, runtime: Runtime) -> None:
     states = app.Table("policy-state", key_type=bytes, value_type=bytes, partitions=partitions)
     applied = app.Table("applied-requests", key_type=bytes, value_type=bytes, partitions=partitions)
     learner = Learner(runtime.policies)
+    runtime.on_policies_changed.append(learner.reconfigure)
 
     async def publish(pid: str, now: int) -> None:
         snap = learner.snapshot(pid, now)
@@ -53,7 +54,7 @@ def register(app: faust.App, runtime: Runtime) -> None:
             now = now_ms()
             try:
                 outcome = Outcome.loads(msg.value, runtime.settings.max_event_bytes)
-                if runtime.policies.policies.get(outcome.policy_id) is None:
+                if learner.config.policies.get(outcome.policy_id) is None:
                     raise InvalidEvent("unknown_policy", f"no policy {outcome.policy_id!r}")
             except InvalidEvent as exc:
                 await dead.send(

@@ -44,6 +44,7 @@ class SelectArm(Service):
         super().__init__(**kwargs)
         self.rt = runtime
         self.decider = Decider(runtime.policies)
+        runtime.on_policies_changed.append(self.decider.reconfigure)
         t = runtime.topics
         self.requests_topic = t.name("requests")
         self.decisions_topic = t.name("decisions")

@@ -90,6 +90,20 @@ class Decider:
         self._live[snap.policy_id] = _Live(live.config, policy, snap.version)
         return True
 
+    def reconfigure(self, config: PoliciesConfig) -> None:
+        """Take a changed policies config without a restart. Same algorithm:
+        the learned state carries over (arms and hyperparameters reconciled);
+        a switched algorithm decides from its prior until the learner's first
+        snapshot of it, whose version is higher."""
+        live = {}
+        for pid, pc in config.policies.items():
+            old = self._live.get(pid)
+            if old is not None and old.config.algorithm == pc.algorithm:
+                live[pid] = _Live(pc, pc.restore(old.policy.snapshot()), old.version)
+            else:
+                live[pid] = _Live(pc, pc.build(), old.version if old else 0)
+        self.config, self._live = config, live
+
     def version(self, policy_id: str) -> int:
         return self._live[policy_id].version
 

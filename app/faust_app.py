@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.policies.config import PoliciesConfig
+from app import metrics
+from app.policies.config import PoliciesConfig, PolicyConfigError
 from app.settings import Settings
 from app.topics import TopicCatalog
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -22,6 +27,30 @@ class Runtime:
     topics: TopicCatalog
     policies: PoliciesConfig
     decide_ready: bool = False
+    # Called with the new config when the policies file changes.
+    on_policies_changed: list[Callable[[PoliciesConfig], None]] = field(default_factory=list)
+    _policies_mtime: float = 0.0
+
+    def reload_policies(self) -> bool:
+        """Re-read the policies file if it changed; a broken file is logged
+        and the running config kept."""
+        path = self.settings.policies_path
+        try:
+            mtime = os.stat(path).st_mtime
+            if mtime == self._policies_mtime:
+                return False
+            self._policies_mtime = mtime
+            config = PoliciesConfig.load(path)
+        except (OSError, PolicyConfigError) as exc:
+            log.error("policies file not reloaded, keeping the running config: %s", exc)
+            metrics.CONFIG_RELOADS.labels("error").inc()
+            return False
+        self.policies = config
+        for listener in self.on_policies_changed:
+            listener(config)
+        log.info("policies reloaded from %s", path)
+        metrics.CONFIG_RELOADS.labels("ok").inc()
+        return True
 
 
 def faust_settings(settings: Settings) -> dict[str, Any]:
@@ -59,6 +88,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
         settings=settings,
         topics=TopicCatalog.for_settings(settings),
         policies=PoliciesConfig.load(settings.policies_path),
+        _policies_mtime=os.stat(settings.policies_path).st_mtime,
     )
     app = faust.App(settings.app_id, **faust_settings(settings))
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
@@ -80,6 +110,10 @@ def create_app(settings: Settings | None = None) -> faust.App:
         return web.json(body, status=200 if ok else 503)
 
     from agents import join_rewards, learn_from_outcomes, select_arm
+
+    @app.timer(settings.policies_reload_seconds)
+    async def reload_policies() -> None:
+        runtime.reload_policies()
 
     roles = settings.roles
     if "decide" in roles:

@@ -62,6 +62,10 @@ class Joiner:
         self.orphan_hold_ms = orphan_hold_ms
         self.done_retention_ms = done_retention_ms
 
+    def reconfigure(self, policies: PoliciesConfig) -> None:
+        """New reward weights and waits apply to requests joined from now on."""
+        self.policies = policies
+
     def _wait_ms(self, policy_id: str) -> int:
         pc = self.policies.get(policy_id)
         return int((pc.reward.wait_seconds if pc else 30.0) * 1000)

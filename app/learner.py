@@ -28,8 +28,11 @@ class _Learning:
     policy: Policy
     updates: int = 0
     offsets: dict[str, int] = field(default_factory=dict)
-    published_updates: int = 0
+    published_version: int = 0
     published_at: int = 0
+    # Counts every update the policy id ever had, across algorithm switches:
+    # snapshot versions must keep rising for the deciders to take them.
+    version: int = 0
 
 
 class Learner:
@@ -43,14 +46,37 @@ class Learner:
     def load(self, policy_id: str, state: JSON | None, now: int) -> None:
         """Bring a policy into memory from its stored state (or its prior)."""
         pc = self.config.policies[policy_id]
-        if state is None or state.get("algorithm") != pc.algorithm:
-            # No state yet, or the algorithm was switched in the config: start afresh.
+        if state is None:
             self._live[policy_id] = _Learning(pc, pc.build(), published_at=now)
+            return
+        version = int(state["version"] if "version" in state else state["updates"])
+        offsets = dict(state["offsets"])
+        if state.get("algorithm") != pc.algorithm:
+            # The algorithm was switched in the config: start afresh, but keep
+            # the offsets (exactly-once) and the version (monotonic snapshots).
+            self._live[policy_id] = _Learning(pc, pc.build(), 0, offsets, -1, now, version)
             return
         policy = pc.restore(base64.b64decode(state["policy"]))
         self._live[policy_id] = _Learning(
-            pc, policy, state["updates"], dict(state["offsets"]), state["updates"], now
+            pc, policy, state["updates"], offsets, version, now, version
         )
+
+    def reconfigure(self, config: PoliciesConfig) -> None:
+        """Take a changed policies config without a restart: a switched
+        algorithm starts from its prior, other changes (arms,
+        hyperparameters) apply to the learned state. A snapshot is due at once."""
+        self.config = config
+        for pid, live in list(self._live.items()):
+            pc = config.policies.get(pid)
+            if pc is None:
+                del self._live[pid]
+                continue
+            if pc.algorithm != live.config.algorithm:
+                live.policy, live.updates = pc.build(), 0
+            else:
+                live.policy = pc.restore(live.policy.snapshot())
+            live.config = pc
+            live.published_version = -1
 
     def seen(self, policy_id: str, partition: int, offset: int) -> bool:
         last = self._live[policy_id].offsets.get(str(partition), -1)
@@ -73,6 +99,7 @@ class Learner:
         except PolicyError:
             return "rejected"
         live.updates += 1
+        live.version += 1
         return "applied"
 
     def mark(self, policy_id: str, partition: int, offset: int) -> None:
@@ -86,17 +113,19 @@ class Learner:
             "algorithm": live.config.algorithm,
             "policy": base64.b64encode(live.policy.snapshot()).decode(),
             "updates": live.updates,
+            "version": live.version,
             "offsets": live.offsets,
         }
 
     def due_snapshots(self, now: int, force: bool = False) -> list[str]:
         due = []
         for pid, live in self._live.items():
-            fresh = live.updates - live.published_updates
+            fresh = live.version - live.published_version
             if fresh <= 0 and not force:
                 continue
             if (
                 force
+                or live.published_version < 0  # after a config change: at once
                 or fresh >= live.config.snapshot_every_updates
                 or now - live.published_at >= live.config.snapshot_every_ms
             ):
@@ -104,13 +133,14 @@ class Learner:
         return due
 
     def snapshot(self, policy_id: str, now: int) -> PolicySnapshot:
-        """The snapshot to publish; its version is the number of updates applied."""
+        """The snapshot to publish; its version counts every update the
+        policy id had (the number of updates, unless the algorithm was switched)."""
         live = self._live[policy_id]
-        live.published_updates = live.updates
+        live.published_version = live.version
         live.published_at = now
         return PolicySnapshot(
             policy_id=policy_id,
-            version=live.updates,
+            version=live.version,
             algorithm=live.config.algorithm,
             state=base64.b64encode(live.policy.snapshot()).decode(),
             updates=live.updates,

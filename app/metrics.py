@@ -45,3 +45,6 @@ PENDING_DECISIONS = Gauge(
 POLICY_VERSION = Gauge(
     "llmopt_decider_policy_version", "Snapshot version each policy decides from.", ["policy_id"]
 )
+CONFIG_RELOADS = Counter(
+    "llmopt_config_reloads_total", "Policies file reloads, by result.", ["result"]
+)

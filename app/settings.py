@@ -41,6 +41,8 @@ class Settings:
     decide_fetch_wait_ms: int = 2
     producer_linger_ms: int = 1
     join_timer_interval_seconds: float = 0.5
+    # How often a worker checks the policies file for changes (no restart needed).
+    policies_reload_seconds: float = 2.0
     # How long a reward may wait for its decision, and how long a finished
     # request still recognises duplicate and late rewards.
     join_orphan_hold_seconds: float = 30.0

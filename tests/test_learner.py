@@ -22,27 +22,41 @@ EVERY_MS = 1_000
 
 def config(arms: tuple[str, ...] = ("big", "small", "mid")) -> PoliciesConfig:
     arm_list = [{"name": a, "model": a} for a in arms]
-    return PoliciesConfig.from_dict({
-        "default_policy": "p",
-        "policies": {
-            "p": {
-                "algorithm": "thompson_sampling",
-                "hyperparameters": {"propensity_samples": 1000},
-                "snapshot": {"every_updates": EVERY_UPDATES, "every_ms": EVERY_MS},
-                "seed": 5,
-                "arms": arm_list,
+    return PoliciesConfig.from_dict(
+        {
+            "default_policy": "p",
+            "policies": {
+                "p": {
+                    "algorithm": "thompson_sampling",
+                    "hyperparameters": {"propensity_samples": 1000},
+                    "snapshot": {"every_updates": EVERY_UPDATES, "every_ms": EVERY_MS},
+                    "seed": 5,
+                    "arms": arm_list,
+                },
+                "q": {
+                    "algorithm": "thompson_sampling",
+                    "arms": arm_list,
+                    "hyperparameters": {"propensity_samples": 1000},
+                },
             },
-            "q": {"algorithm": "thompson_sampling", "arms": arm_list,
-                  "hyperparameters": {"propensity_samples": 1000}},
-        },
-    })
+        }
+    )
 
 
 def outcome(arm: str = "big", reward: float = 1.0, policy_id: str = "p", n: int = 0) -> Outcome:
     return Outcome(
-        request_id=f"r{n}", tenant_id="acme", policy_id=policy_id, policy_version=0, arm=arm,
-        available_arms=["big", "small", "mid"], propensity=0.5, explored=False, reward=reward,
-        defaulted=False, decided_at=T0, outcome_at=T0 + 1,
+        request_id=f"r{n}",
+        tenant_id="acme",
+        policy_id=policy_id,
+        policy_version=0,
+        arm=arm,
+        available_arms=["big", "small", "mid"],
+        propensity=0.5,
+        explored=False,
+        reward=reward,
+        defaulted=False,
+        decided_at=T0,
+        outcome_at=T0 + 1,
     )
 
 
@@ -207,11 +221,34 @@ def test_state_of_another_algorithm_gives_a_fresh_policy(learner: Learner) -> No
     switched = Learner(config())
     switched.load("p", state, T0)
     after = switched.state("p")
-    assert after["updates"] == 0 and after["offsets"] == {}
+    assert after["updates"] == 0 and after["offsets"] == {"0": 6}
     assert all(s["pulls"] == 0 for s in policy_of(after).stats().values())
-    # Old offsets are forgotten with the old state: the next outcome is applied.
-    assert switched.apply(outcome(), 0, 3) == "applied"
-    assert switched.snapshot("p", T0).version == 1
+    # Offsets survive the switch (an old outcome redelivered is still not
+    # applied twice) and versions keep rising, so deciders take the snapshot.
+    assert switched.apply(outcome(), 0, 3) == "redelivered"
+    assert switched.apply(outcome(), 0, 7) == "applied"
+    assert switched.snapshot("p", T0).version == 8
+
+
+def test_reconfigure_switches_algorithm_and_keeps_versions_rising(learner: Learner) -> None:
+    from app.policies.config import PoliciesConfig
+
+    feed(learner, 5)
+    before = learner.snapshot("p", T0)
+    doc = {
+        "policies": {
+            "p": {
+                "algorithm": "ucb1",
+                "arms": [{"name": a, "model": a} for a in policy_of(learner.state("p")).arms],
+            }
+        }
+    }
+    learner.reconfigure(PoliciesConfig.from_dict(doc))
+    assert learner.due_snapshots(T0) == ["p"], "a switch is published at once"
+    snap = learner.snapshot("p", T0)
+    assert snap.algorithm == "ucb1" and snap.version >= before.version
+    assert learner.apply(outcome(), 0, 5) == "applied"
+    assert learner.snapshot("p", T0).version == before.version + 1
 
 
 def test_policies_are_kept_apart(learner: Learner) -> None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
+
+import yaml
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -154,3 +157,62 @@ async def _kill_and_restart(d: Deployment, first: object) -> None:
     snap = latest_snapshot(reader.messages)
     assert snap is not None
     assert snap.updates == len(rewarded), "each rewarded request applied exactly once"
+
+
+def test_switching_a_policys_algorithm_in_the_config_takes_effect_without_restart(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    policies = tmp_path / "policies.yaml"
+    doc = yaml.safe_load(TEST_POLICIES.read_text())
+    policies.write_text(yaml.safe_dump(doc))
+    deployment.env.update(LLMOPT_POLICIES_PATH=str(policies), LLMOPT_POLICIES_RELOAD_SECONDS="0.5")
+    worker = deployment.start_worker()
+    asyncio.run(_switch_algorithm(deployment, policies, doc))
+    assert worker.alive(), "the switch needed no restart"
+    assert 'llmopt_config_reloads_total{result="ok"} 1.0' in worker.metrics()
+
+
+async def _switch_algorithm(d: Deployment, path: Path, doc: dict) -> None:
+    bs, t = d.broker.bootstrap, d.topics
+    sim = TrafficSimulator.default(seed=3)
+
+    async def round_trip(n: int) -> list[Decision]:
+        reqs = {r.request_id: r for r in (sim.next_request(now_ms()) for _ in range(n))}
+        await produce(
+            bs, t.name("requests"), ((r.tenant_id.encode(), r.dumps()) for r in reqs.values())
+        )
+        async with TopicReader(bs, t.name("decisions")) as reader:
+            await reader.until(
+                lambda ms: len({m.key for m in ms} & {k.encode() for k in reqs}) >= n,
+                60,
+                f"{n} decisions",
+            )
+        got = [
+            x for x in (Decision.loads(m.value) for m in reader.messages) if x.request_id in reqs
+        ]
+        await produce(
+            bs,
+            t.name("rewards"),
+            (
+                (x.request_id.encode(), sim.outcome(reqs[x.request_id], x.arm, now_ms()).dumps())
+                for x in got
+            ),
+        )
+        return got
+
+    before = await round_trip(200)
+    assert sum(x.propensity == 1.0 for x in before) < 20, "Thompson sampling explores"
+
+    doc["policies"]["default"]["algorithm"] = "ucb1"
+    doc["policies"]["default"]["hyperparameters"] = {}
+    path.write_text(yaml.safe_dump(doc))
+
+    async with TopicReader(bs, t.name("policy_snapshots")) as reader:
+        await reader.until(
+            lambda ms: (s := latest_snapshot(ms)) is not None and s.algorithm == "ucb1",
+            30,
+            "a ucb1 snapshot",
+        )
+    after = await round_trip(200)
+    # UCB1 is deterministic: once the deciders switched, every propensity is 1.
+    assert sum(x.propensity == 1.0 for x in after[-100:]) >= 95
