@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import yaml
-
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from app.evaluation.simulator import TrafficSimulator
