@@ -18,6 +18,7 @@ import numpy as np
 from app.features.request_vector import RequestVectorizer
 from app.policies.base import Policy
 from app.policies.config import PoliciesConfig, PolicyConfig
+from app.policies.guardrails import ArmEstimates, GuardrailError, Guardrails
 from app.records import InvalidEvent, PolicySnapshot, Request
 
 JSON = dict[str, Any]
@@ -31,6 +32,7 @@ class _Live:
     config: PolicyConfig
     policy: Policy
     version: int = 0
+    guardrails: Guardrails = field(default_factory=Guardrails)
     _tables: dict[tuple[str, ...], tuple[np.ndarray, list[str], JSON, int]] = field(
         default_factory=dict
     )
@@ -76,7 +78,8 @@ class Decider:
         self.vectorizer = RequestVectorizer()
         self._rng = np.random.default_rng(seed)
         self._live: dict[str, _Live] = {
-            pid: _Live(pc, pc.build()) for pid, pc in config.policies.items()
+            pid: _Live(pc, pc.build(), 0, pc.build_guardrails())
+            for pid, pc in config.policies.items()
         }
 
     def apply_snapshot(self, snap: PolicySnapshot) -> bool:
@@ -87,7 +90,9 @@ class Decider:
         if snap.algorithm != live.config.algorithm:
             return False  # written before an algorithm switch; the learner will catch up
         policy = live.config.restore(base64.b64decode(snap.state))
-        self._live[snap.policy_id] = _Live(live.config, policy, snap.version)
+        guardrails = live.guardrails  # budgets carry over; estimates come from the learner
+        guardrails.estimates = ArmEstimates.from_arm_stats(snap.arm_stats)
+        self._live[snap.policy_id] = _Live(live.config, policy, snap.version, guardrails)
         return True
 
     def reconfigure(self, config: PoliciesConfig) -> None:
@@ -98,10 +103,13 @@ class Decider:
         live = {}
         for pid, pc in config.policies.items():
             old = self._live.get(pid)
+            guardrails = pc.build_guardrails()
+            if old is not None:
+                guardrails.estimates = old.guardrails.estimates
             if old is not None and old.config.algorithm == pc.algorithm:
-                live[pid] = _Live(pc, pc.restore(old.policy.snapshot()), old.version)
+                live[pid] = _Live(pc, pc.restore(old.policy.snapshot()), old.version, guardrails)
             else:
-                live[pid] = _Live(pc, pc.build(), old.version if old else 0)
+                live[pid] = _Live(pc, pc.build(), old.version if old else 0, guardrails)
         self.config, self._live = config, live
 
     def version(self, policy_id: str) -> int:
@@ -132,6 +140,7 @@ class Decider:
     def decide(self, requests: list[Request], now_ms: int) -> list[JSON | InvalidEvent]:
         out: list[JSON | InvalidEvent] = [None] * len(requests)  # type: ignore[list-item]
         groups: dict[tuple[str, tuple[str, ...], bool], list[int]] = defaultdict(list)
+        guarded: list[tuple[_Live, tuple[str, ...], int]] = []
         for i, req in enumerate(requests):
             pid = req.policy_id or self.config.default_policy
             live = self._live.get(pid)
@@ -150,6 +159,10 @@ class Decider:
                     )
                     continue
                 allowed = tuple(req.candidates)
+            meta = req.metadata or {}
+            if live.guardrails.per_request or "max_cost_usd" in meta or "max_latency_ms" in meta:
+                guarded.append((live, allowed, i))
+                continue
             groups[(pid, allowed, req.priority < live.config.max_explore_priority)].append(i)
 
         for (pid, allowed, explore), members in groups.items():
@@ -183,7 +196,46 @@ class Decider:
                     False,
                     now_ms,
                 )
+        for live, allowed, i in guarded:
+            out[i] = self._decide_guarded(live, allowed, requests[i], now_ms)
         return out
+
+    def _decide_guarded(
+        self, live: _Live, allowed: tuple[str, ...], req: Request, now_ms: int
+    ) -> JSON | InvalidEvent:
+        """One request through the policy's guardrails (budgets, warm-up,
+        cost/latency limits): per request, off the vectorised path."""
+        row = self.vectorizer.row(req) if live.policy.contextual else None
+        try:
+            g = live.guardrails.choose(
+                live.policy,
+                None if row is None else np.asarray(row),
+                list(allowed),
+                req.metadata or {},
+                req.tenant_id,
+                req.priority,
+                now_ms,
+            )
+        except GuardrailError as exc:
+            return InvalidEvent("invalid_value", str(exc))
+        arm = live.config.arm(g.arm)
+        doc = _decision(
+            req,
+            live.config.policy_id,
+            live.version,
+            arm.name,
+            arm.model,
+            arm.parameters,
+            list(g.allowed),  # the arms the propensity refers to
+            g.propensity,
+            {a: round(v, 6) for a, v in g.selection.scores.items()},
+            g.explored,
+            g.flagged,
+            now_ms,
+        )
+        if row is not None:
+            doc["features"] = row
+        return doc
 
     def _decide_contextual(
         self,

@@ -17,6 +17,7 @@ from typing import Any
 
 from app.policies.base import Policy, PolicyError
 from app.policies.config import PoliciesConfig, PolicyConfig
+from app.policies.guardrails import ArmEstimates
 from app.records import Outcome, PolicySnapshot
 
 JSON = dict[str, Any]
@@ -33,6 +34,8 @@ class _Learning:
     # Counts every update the policy id ever had, across algorithm switches:
     # snapshot versions must keep rising for the deciders to take them.
     version: int = 0
+    # Per-arm cost and latency, for the deciders' request constraints.
+    estimates: ArmEstimates = field(default_factory=ArmEstimates)
 
 
 class Learner:
@@ -51,14 +54,17 @@ class Learner:
             return
         version = int(state["version"] if "version" in state else state["updates"])
         offsets = dict(state["offsets"])
+        estimates = ArmEstimates.from_dict(state.get("estimates") or {})
         if state.get("algorithm") != pc.algorithm:
             # The algorithm was switched in the config: start afresh, but keep
             # the offsets (exactly-once) and the version (monotonic snapshots).
-            self._live[policy_id] = _Learning(pc, pc.build(), 0, offsets, -1, now, version)
+            self._live[policy_id] = _Learning(
+                pc, pc.build(), 0, offsets, -1, now, version, estimates
+            )
             return
         policy = pc.restore(base64.b64decode(state["policy"]))
         self._live[policy_id] = _Learning(
-            pc, policy, state["updates"], offsets, version, now, version
+            pc, policy, state["updates"], offsets, version, now, version, estimates
         )
 
     def reconfigure(self, config: PoliciesConfig) -> None:
@@ -92,6 +98,7 @@ class Learner:
         live.offsets[str(partition)] = offset
         if outcome.arm not in live.policy.arms:
             return "removed_arm"
+        live.estimates.observe(outcome.arm, outcome.components)
         try:
             live.policy.update(
                 outcome.arm, outcome.reward, outcome.features, propensity=outcome.propensity
@@ -115,6 +122,7 @@ class Learner:
             "updates": live.updates,
             "version": live.version,
             "offsets": live.offsets,
+            "estimates": live.estimates.to_dict(),
         }
 
     def due_snapshots(self, now: int, force: bool = False) -> list[str]:
@@ -144,6 +152,9 @@ class Learner:
             algorithm=live.config.algorithm,
             state=base64.b64encode(live.policy.snapshot()).decode(),
             updates=live.updates,
-            arm_stats=live.policy.stats(),
+            arm_stats={
+                arm: {**stats, **live.estimates.arm_stats().get(arm, {})}
+                for arm, stats in live.policy.stats().items()
+            },
             created_at=now,
         )

@@ -434,3 +434,68 @@ def test_contextual_policy_decides_from_the_request_vector_and_learns_from_it() 
     )
     assert right >= 190, right
     assert later[0]["features"] == vec.row(requests(1, offset=1000)[0])
+
+
+def test_guardrails_act_in_the_decider_with_estimates_from_snapshots() -> None:
+    from app.learner import Learner
+    from app.records import Outcome
+
+    cfg = PoliciesConfig.from_dict(
+        {
+            "policies": {
+                "g": {
+                    "algorithm": "thompson_sampling",
+                    "hyperparameters": {"propensity_samples": 1000},
+                    "guardrails": {"min_pulls": 2},
+                    "arms": [{"name": "cheap", "model": "m1"}, {"name": "pricey", "model": "m2"}],
+                }
+            }
+        }
+    )
+    decider, learner = Decider(cfg, seed=1), Learner(cfg)
+    learner.load("g", None, now=0)
+    req = Request(request_id="w0", tenant_id="t", task_type="qa", created_at=0)
+    warm = decider.decide([req], now_ms=1)[0]
+    assert isinstance(warm, dict) and warm["propensity"] == 0.5, "warm-up: uniform, exact"
+    for n, (arm, cost) in enumerate([("cheap", 0.001), ("pricey", 0.05)] * 2):
+        learner.apply(
+            Outcome(
+                request_id=f"o{n}",
+                tenant_id="t",
+                policy_id="g",
+                policy_version=0,
+                arm=arm,
+                available_arms=["cheap", "pricey"],
+                propensity=0.5,
+                explored=False,
+                reward=0.5,
+                defaulted=False,
+                decided_at=0,
+                outcome_at=1,
+                components={"cost_usd": cost},
+            ),
+            0,
+            n,
+        )
+    assert decider.apply_snapshot(learner.snapshot("g", now=2))
+    limited = Request(
+        request_id="c1",
+        tenant_id="t",
+        task_type="qa",
+        created_at=0,
+        metadata={"max_cost_usd": 0.01},
+    )
+    doc = decider.decide([limited], now_ms=3)[0]
+    assert isinstance(doc, dict)
+    assert doc["arm"] == "cheap" and doc["available_arms"] == ["cheap"]
+    assert doc["propensity"] == 1.0
+    Decision.from_dict(doc)
+    impossible = Request(
+        request_id="c2",
+        tenant_id="t",
+        task_type="qa",
+        created_at=0,
+        metadata={"max_cost_usd": 0.0001},
+    )
+    flagged = decider.decide([impossible], now_ms=4)[0]
+    assert isinstance(flagged, dict) and flagged["arm"] == "cheap" and flagged["fallback"]

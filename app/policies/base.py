@@ -60,6 +60,12 @@ class Policy(abc.ABC):
     # Small, fast hyperparameters for the generic contract tests.
     example_params: ClassVar[dict[str, Any]] = {}
 
+    @classmethod
+    def contextual_for(cls, hyperparameters: dict[str, Any]) -> bool:
+        """Whether a policy built with these hyperparameters needs a context
+        (a meta-policy's answer depends on its candidates)."""
+        return cls.contextual
+
     def __init__(self, arms: Sequence[str], seed: int | None = None) -> None:
         if not arms:
             raise PolicyError("a policy needs at least one arm")

@@ -10,6 +10,7 @@ import yaml
 
 from app.features.request_vector import RequestVectorizer
 from app.policies.base import Policy
+from app.policies.guardrails import GuardrailError, Guardrails, reconcile_arms
 from app.policies.registry import algorithms
 from app.rewards import RewardSpec
 
@@ -41,6 +42,7 @@ class PolicyConfig:
     snapshot_every_updates: int = 100
     snapshot_every_ms: int = 250
     seed: int = 0
+    guardrails: dict[str, Any] = field(default_factory=dict)  # validated at load
 
     @property
     def arm_names(self) -> list[str]:
@@ -58,7 +60,10 @@ class PolicyConfig:
 
     @property
     def contextual(self) -> bool:
-        return ALGORITHMS[self.algorithm].contextual
+        return ALGORITHMS[self.algorithm].contextual_for(self.hyperparameters)
+
+    def build_guardrails(self) -> Guardrails:
+        return Guardrails.from_config(self.guardrails, seed=self.seed)
 
     def restore(self, state: bytes) -> Policy:
         """A policy from a snapshot, reconciled with the config: its
@@ -66,14 +71,7 @@ class PolicyConfig:
         are dropped."""
         policy = ALGORITHMS[self.algorithm].restore(state)
         policy.set_params(**self.hyperparameters)
-        # Add before removing: a config that replaced every arm would otherwise
-        # try to remove the snapshot's last arm.
-        for arm in self.arm_names:
-            if arm not in policy.arms:
-                policy.add_arm(arm)
-        for arm in policy.arms:
-            if arm not in self.arm_names:
-                policy.remove_arm(arm)
+        reconcile_arms(policy, self.arm_names, self.guardrails.get("prior_from", {}))
         return policy
 
 
@@ -147,7 +145,7 @@ def _policy(pid: str, p: dict[str, Any], source: str) -> PolicyConfig:
         raise PolicyConfigError(f"{where}: fallback_arm {fallback!r} is not one of its arms")
     snap = p.get("snapshot", {})
     hyperparameters = dict(p.get("hyperparameters", {}))
-    if ALGORITHMS[algorithm].contextual:
+    if ALGORITHMS[algorithm].contextual_for(hyperparameters):
         # Contextual policies see the request's engineered feature vector.
         dim = hyperparameters.setdefault("context_dim", RequestVectorizer.dim)
         if dim != RequestVectorizer.dim:
@@ -155,13 +153,22 @@ def _policy(pid: str, p: dict[str, Any], source: str) -> PolicyConfig:
                 f"{where}: context_dim {dim} differs from the request vector's "
                 f"{RequestVectorizer.dim} features"
             )
+    raw_guardrails = dict(p.get("guardrails") or {})
+    try:
+        guardrails = Guardrails.from_config(raw_guardrails)
+    except GuardrailError as exc:
+        raise PolicyConfigError(f"{where}: guardrails: {exc}") from None
+    stray = [a for a in guardrails.prior_from if a not in names]
+    if stray:
+        raise PolicyConfigError(f"{where}: guardrails.prior_from names unconfigured arms {stray}")
     config = PolicyConfig(
         policy_id=pid,
         algorithm=algorithm,
         arms=arms,
         hyperparameters=hyperparameters,
         reward=reward,
-        max_explore_priority=int(p.get("guardrails", {}).get("max_explore_priority", 11)),
+        max_explore_priority=guardrails.max_explore_priority,
+        guardrails=raw_guardrails,
         fallback_arm=fallback,
         snapshot_every_updates=int(snap.get("every_updates", 100)),
         snapshot_every_ms=int(snap.get("every_ms", 250)),

@@ -13,7 +13,7 @@ from functools import cache
 
 from app.policies.base import Policy
 
-_NOT_POLICIES = {"base", "config", "registry"}
+_NOT_POLICIES = {"base", "config", "guardrails", "registry"}
 
 
 @cache
