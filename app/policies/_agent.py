@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from app.policies.base import InvalidRewardError, Policy, PolicyError
+from app.policies._contextual import ValuePolicy
+from app.policies.base import InvalidRewardError, PolicyError
 
 
 def epsilon_greedy(values: np.ndarray, epsilon: float) -> np.ndarray:
@@ -44,26 +45,23 @@ def linear_decay(start: float, end: float, steps: int, t: int) -> float:
     return start + (end - start) * t / steps
 
 
-class Agent(Policy):
+class Agent(ValuePolicy):
     """A contextual policy that learns from transitions. Subclasses implement
-    ``_values`` (a score per arm for one state), ``probabilities``,
+    ``_compute_values`` (a score per arm for one state), ``probabilities``,
     ``_observe``, ``_grow_model``, ``_shrink_model``, ``_get_model_state``,
     ``_set_model_state`` and ``_params``."""
 
-    contextual = True
     # Hyperparameters that shape the learned state: they cannot change live.
     _structural: tuple[str, ...] = ("context_dim",)
 
     def __init__(self, arms: Sequence[str], seed: int | None, context_dim: int) -> None:
         super().__init__(arms, seed)
-        if not isinstance(context_dim, int) or context_dim < 1:
-            raise ValueError(f"context_dim must be a positive integer, got {context_dim!r}")
         self.context_dim = context_dim
+        self._check_context_dim()
         k = len(self._arms)
         self._pulls = np.zeros(k)
         self._reward_sum = np.zeros(k)
         self._learned = 0  # transitions learned from (update + observe)
-        self._cache: tuple[bytes, np.ndarray] | None = None
         # Independent streams for the agent's own randomness (initialisation,
         # replay sampling); the base class's ``_rng`` only draws selections.
         self._seeds = np.random.SeedSequence(seed).spawn(2)
@@ -80,28 +78,6 @@ class Agent(Policy):
             changed = sorted(n for n in built if built[n] != now[n])
             raise PolicyError(f"{self.algorithm}: {changed} cannot change on a live policy")
         self._cache = None
-
-    def _context(self, context: Any) -> np.ndarray:
-        x = self.check_context(context)
-        assert x is not None  # contextual
-        return x
-
-    # -- decisions --------------------------------------------------------------------------
-    @abc.abstractmethod
-    def _compute_values(self, x: np.ndarray) -> np.ndarray:
-        """A score per arm (all arms) for the state ``x``."""
-
-    def _values(self, x: np.ndarray) -> np.ndarray:
-        key = x.tobytes()
-        if self._cache is None or self._cache[0] != key:
-            values = np.asarray(self._compute_values(x), dtype=np.float64)
-            values.flags.writeable = False
-            self._cache = (key, values)
-        return self._cache[1]
-
-    def scores(self, allowed: Sequence[str] | None = None, context: Any = None) -> np.ndarray:
-        idx = self.allowed_indices(allowed)
-        return self._values(self._context(context))[idx]
 
     # -- learning ---------------------------------------------------------------------------
     def observe(self, state: Any, arm: str, reward: float, next_state: Any, done: bool) -> None:
@@ -122,11 +98,15 @@ class Agent(Policy):
         self._learn(x, index, reward, x, True)
 
     def _learn(self, s: np.ndarray, i: int, r: float, s2: np.ndarray, done: bool) -> None:
+        self._count(i, r)
+        self._cache = None
+        self._observe(s, i, r, s2, done)
+
+    def _count(self, i: int, r: float) -> None:
+        """Count a transition learned from: a pull of arm ``i`` for reward ``r``."""
         self._pulls[i] += 1
         self._reward_sum[i] += r
         self._learned += 1
-        self._cache = None
-        self._observe(s, i, r, s2, done)
 
     @abc.abstractmethod
     def _observe(self, s: np.ndarray, i: int, r: float, s2: np.ndarray, done: bool) -> None: ...
@@ -149,17 +129,6 @@ class Agent(Policy):
 
     @abc.abstractmethod
     def _shrink_model(self, index: int) -> None: ...
-
-    def stats(self) -> dict[str, dict[str, float]]:
-        return {
-            arm: {
-                "pulls": float(self._pulls[i]),
-                "mean_reward": float(self._reward_sum[i] / self._pulls[i])
-                if self._pulls[i]
-                else 0.0,
-            }
-            for i, arm in enumerate(self._arms)
-        }
 
     # -- persistence ------------------------------------------------------------------------
     def _get_state(self) -> dict[str, Any]:

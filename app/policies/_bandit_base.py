@@ -6,7 +6,9 @@ scores and probabilities of each allowed set until the state changes (so
 repeated selections between updates cost a dictionary lookup), and does the
 bookkeeping the contract asks for: add/remove arms, snapshot state, stats.
 ``IndexPolicy`` adds what the deterministic UCB family shares: untried arms
-first, then the highest index, ties broken by a seeded per-arm priority.
+first, then the highest index, ties broken by a seeded per-arm priority;
+``MeanIndexPolicy`` what the ones indexed on sample means (UCB1, UCB-V,
+UCB1-Tuned) share.
 """
 
 from __future__ import annotations
@@ -258,3 +260,28 @@ class IndexPolicy(BanditPolicy):
     def _set_extra_state(self, state: dict[str, Any]) -> None:
         self._salt = state["salt"]
         self._priority = self._priorities()
+
+
+class MeanIndexPolicy(IndexPolicy):
+    """An index policy on each arm's sample mean: ``_welford`` keeps the count
+    ``_n`` and mean ``_mean`` (and ``_m2`` when the class sets ``_keeps_m2``,
+    whose variance ``stats`` then reports); the scores are the means."""
+
+    _learned: ClassVar[tuple[str, ...]] = ("_n", "_mean")
+
+    def _counts(self) -> np.ndarray:
+        return self._n
+
+    def _scores(self, idx: np.ndarray) -> np.ndarray:
+        return self._mean[idx]
+
+    def _update(self, index: int, reward: float, context: Any) -> None:
+        self._welford(index, reward)
+        self._record(index, reward)
+
+    def _arm_stats(self, index: int) -> dict[str, float]:
+        n = float(self._n[index])
+        stats = {"value": float(self._mean[index]), "count": n}
+        if self._keeps_m2:
+            stats["variance"] = float(self._m2[index]) / n if n else 0.0
+        return stats

@@ -1,7 +1,8 @@
 """Torch plumbing of the neural agents: networks initialised from a private
 generator (never the global one), an output layer that grows and shrinks with
 the arms (and the Adam moments with it), and exact JSON-able snapshots of
-weights, optimiser state and generator state.
+weights, optimiser state and generator state. :class:`TorchAgent` puts these
+together for the agents trained by Adam (DQN, REINFORCE, actor-critic).
 
 PyTorch is the optional ``torch`` extra: without it the agent modules still
 import (so the registry lists them) and constructing one raises ImportError.
@@ -9,12 +10,14 @@ import (so the registry lists them) and constructing one raises ImportError.
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
+from app.policies._agent import Agent
 from app.policies._codec import decode_array, encode_array
 
 try:
@@ -77,7 +80,7 @@ def out_width(in_dim: int, hidden: Sequence[int]) -> int:
 
 
 # -- arms: one output row each -----------------------------------------------------------------
-RowOp = Callable[[torch.Tensor], torch.Tensor]
+RowOp = Callable[["torch.Tensor"], "torch.Tensor"]
 
 
 def grow_rows(source: int | None, fresh: torch.Tensor | None = None) -> RowOp:
@@ -212,3 +215,83 @@ def drop_ops(index: int) -> Resize:
     """Row operations removing the arm at ``index``."""
     op = drop_row(index)
     return (op, op), op
+
+
+class TorchAgent(Agent):
+    """An :class:`~app.policies._agent.Agent` whose networks are trained by one
+    Adam optimiser (``_optimizer``, which subclasses create) and initialised
+    from a private generator (``_gen``). It checks ``gamma`` and keeps the
+    hyperparameters these agents share, takes clipped gradient steps, grows
+    and shrinks the output layer with the arms (subclasses say how in
+    ``_resize``), and snapshots networks, Adam's state and the generator."""
+
+    _structural: tuple[str, ...] = ("context_dim", "hidden")
+    _optimizer: torch.optim.Optimizer
+
+    def __init__(
+        self,
+        arms: Sequence[str],
+        seed: int | None,
+        context_dim: int,
+        hidden: Sequence[int],
+        learning_rate: float,
+        gamma: float,
+        max_grad_norm: float,
+    ) -> None:
+        require_torch(type(self).__name__)
+        super().__init__(arms, seed, context_dim)
+        if not 0.0 <= gamma <= 1.0:
+            raise ValueError("gamma must be in [0, 1]")
+        self.hidden = tuple(int(h) for h in hidden)
+        self.learning_rate = learning_rate
+        self.gamma = gamma
+        self.max_grad_norm = max_grad_norm
+        self._gen = generator(self._seeds[0])
+
+    def _params_changed(self) -> None:
+        self.hidden = tuple(int(h) for h in self.hidden)
+        super()._params_changed()
+        set_lr(self._optimizer, self.learning_rate)
+
+    # -- learning ---------------------------------------------------------------------------
+    def _step(self, loss: torch.Tensor, net: nn.Module) -> None:
+        """One Adam step down ``loss``, the gradient of ``net``'s parameters
+        clipped to norm ``max_grad_norm``."""
+        self._optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), self.max_grad_norm)
+        self._optimizer.step()
+
+    # -- arms -------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def _resize(self, ops: tuple[RowOp, RowOp], moment_op: RowOp) -> None:
+        """Apply ``ops`` to the weight rows and bias of the output layer (one
+        row per arm) and ``moment_op`` to Adam's moments of them."""
+
+    def _resize_moments(self, net: nn.Module, output: nn.Module, moment_op: RowOp) -> None:
+        """Rebuild Adam over ``net``'s parameters, passing the moments of its
+        (resized) ``output`` layer through ``moment_op``."""
+        params = list(net.parameters())
+        resized = {id(p) for p in output.parameters()}
+        ops = {i: moment_op for i, p in enumerate(params) if id(p) in resized}
+        self._optimizer = rebuild_adam(self._optimizer, params, ops)
+
+    def _grow_model(self, prior_from: int | None) -> None:
+        self._resize(*grow_ops(prior_from, out_width(self.context_dim, self.hidden), self._gen))
+
+    def _shrink_model(self, index: int) -> None:
+        self._resize(*drop_ops(index))
+
+    # -- persistence ------------------------------------------------------------------------
+    def _torch_state(self, networks: dict[str, nn.Module]) -> dict[str, Any]:
+        """The weights of ``networks`` (by name), Adam's state and the generator."""
+        return {name: module_state(net) for name, net in networks.items()} | {
+            "optimizer": optimizer_state(self._optimizer),
+            "generator": generator_state(self._gen),
+        }
+
+    def _load_torch_state(self, state: dict[str, Any], networks: dict[str, nn.Module]) -> None:
+        for name, net in networks.items():
+            load_module_state(net, state[name])
+        load_optimizer_state(self._optimizer, state["optimizer"])
+        set_generator_state(self._gen, state["generator"])

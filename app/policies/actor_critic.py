@@ -8,13 +8,13 @@ from typing import Any, ClassVar
 import numpy as np
 
 from app.policies import _nn
-from app.policies._agent import Agent, softmax
+from app.policies._agent import softmax
 
 if _nn.TORCH_AVAILABLE:  # else constructing the agent raises ImportError
     import torch
 
 
-class ActorCritic(Agent):
+class ActorCritic(_nn.TorchAgent):
     """One-step advantage actor-critic (A2C without the parallel workers).
 
     A shared MLP trunk feeds a policy head (one logit per arm) and a value
@@ -53,7 +53,6 @@ class ActorCritic(Agent):
         "hidden": (8,),
         "learning_rate": 0.02,
     }
-    _structural = ("context_dim", "hidden")
 
     def __init__(
         self,
@@ -67,22 +66,14 @@ class ActorCritic(Agent):
         entropy_coef: float = 0.01,
         max_grad_norm: float = 1.0,
     ) -> None:
-        _nn.require_torch("ActorCritic")
-        super().__init__(arms, seed, context_dim)
-        if not 0.0 <= gamma <= 1.0:
-            raise ValueError("gamma must be in [0, 1]")
+        super().__init__(arms, seed, context_dim, hidden, learning_rate, gamma, max_grad_norm)
         if learning_rate <= 0 or max_grad_norm <= 0 or value_coef <= 0 or entropy_coef < 0:
             raise ValueError(
                 "learning_rate, max_grad_norm and value_coef must be positive, "
                 "entropy_coef non-negative"
             )
-        self.hidden = tuple(int(h) for h in hidden)
-        self.learning_rate = learning_rate
-        self.gamma = gamma
         self.value_coef = value_coef
         self.entropy_coef = entropy_coef
-        self.max_grad_norm = max_grad_norm
-        self._gen = _nn.generator(self._seeds[0])
         width = _nn.out_width(context_dim, self.hidden)
         self._net = torch.nn.ModuleDict(
             {
@@ -130,28 +121,12 @@ class ActorCritic(Agent):
         loss = (
             -delta.detach() * logp[i] + self.value_coef * delta.pow(2) - self.entropy_coef * entropy
         )
-        self._optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self._net.parameters(), self.max_grad_norm)
-        self._optimizer.step()
+        self._step(loss, self._net)
 
     # -- arms -------------------------------------------------------------------------------
     def _resize(self, ops: tuple[_nn.RowOp, _nn.RowOp], moment_op: _nn.RowOp) -> None:
         self._net["policy"] = _nn.resize_linear(self._net["policy"], *ops)
-        params = list(self._net.parameters())
-        # ModuleDict keeps insertion order: trunk, policy (weight, bias), value (weight, bias).
-        k = len(params)
-        self._optimizer = _nn.rebuild_adam(
-            self._optimizer, params, {k - 4: moment_op, k - 3: moment_op}
-        )
-
-    def _grow_model(self, prior_from: int | None) -> None:
-        self._resize(
-            *_nn.grow_ops(prior_from, _nn.out_width(self.context_dim, self.hidden), self._gen)
-        )
-
-    def _shrink_model(self, index: int) -> None:
-        self._resize(*_nn.drop_ops(index))
+        self._resize_moments(self._net, self._net["policy"], moment_op)
 
     # -- persistence ------------------------------------------------------------------------
     def _params(self) -> dict[str, Any]:
@@ -165,19 +140,8 @@ class ActorCritic(Agent):
             "max_grad_norm": self.max_grad_norm,
         }
 
-    def _params_changed(self) -> None:
-        self.hidden = tuple(int(h) for h in self.hidden)
-        super()._params_changed()
-        _nn.set_lr(self._optimizer, self.learning_rate)
-
     def _get_model_state(self) -> dict[str, Any]:
-        return {
-            "net": _nn.module_state(self._net),
-            "optimizer": _nn.optimizer_state(self._optimizer),
-            "generator": _nn.generator_state(self._gen),
-        }
+        return self._torch_state({"net": self._net})
 
     def _set_model_state(self, state: dict[str, Any]) -> None:
-        _nn.load_module_state(self._net, state["net"])
-        _nn.load_optimizer_state(self._optimizer, state["optimizer"])
-        _nn.set_generator_state(self._gen, state["generator"])
+        self._load_torch_state(state, {"net": self._net})

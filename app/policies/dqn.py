@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from app.policies import _nn
-from app.policies._agent import Agent, epsilon_greedy, linear_decay
+from app.policies._agent import epsilon_greedy, linear_decay
 from app.policies.replay_buffer import ReplayBuffer
 
 if _nn.TORCH_AVAILABLE:  # else constructing the agent raises ImportError
@@ -17,7 +17,7 @@ if _nn.TORCH_AVAILABLE:  # else constructing the agent raises ImportError
     import torch.nn.functional as F
 
 
-class DQN(Agent):
+class DQN(_nn.TorchAgent):
     """DQN: an MLP maps the state (the context) to one Q-value per arm.
 
     Learning (Mnih et al. 2015): every transition goes to a
@@ -99,10 +99,7 @@ class DQN(Agent):
         max_grad_norm: float = 10.0,
         snapshot_buffer_max: int = 10_000,
     ) -> None:
-        _nn.require_torch("DQN")
-        super().__init__(arms, seed, context_dim)
-        if not 0.0 <= gamma <= 1.0:
-            raise ValueError("gamma must be in [0, 1]")
+        super().__init__(arms, seed, context_dim, hidden, learning_rate, gamma, max_grad_norm)
         for name, eps in (("epsilon", epsilon), ("epsilon_start", epsilon_start)):
             if not 0.0 <= eps <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]")
@@ -118,9 +115,6 @@ class DQN(Agent):
                 raise ValueError(f"{name} must be at least 1")
         if learning_rate <= 0 or max_grad_norm <= 0:
             raise ValueError("learning_rate and max_grad_norm must be positive")
-        self.hidden = tuple(int(h) for h in hidden)
-        self.learning_rate = learning_rate
-        self.gamma = gamma
         self.epsilon = epsilon
         self.epsilon_start = epsilon_start
         self.epsilon_decay_steps = epsilon_decay_steps
@@ -131,10 +125,8 @@ class DQN(Agent):
         self.target_update = target_update
         self.tau = tau
         self.double = double
-        self.max_grad_norm = max_grad_norm
         self.snapshot_buffer_max = snapshot_buffer_max
 
-        self._gen = _nn.generator(self._seeds[0])
         self._q = _nn.mlp(context_dim, self.hidden, len(self._arms), self._gen)
         self._target = _nn.mlp(context_dim, self.hidden, len(self._arms), self._gen)
         self._target.load_state_dict(self._q.state_dict())
@@ -182,10 +174,7 @@ class DQN(Agent):
                 v_next = q_next.max(1).values
             y = r + self.gamma * (~d).float() * v_next
         loss = F.smooth_l1_loss(q, y)
-        self._optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self._q.parameters(), self.max_grad_norm)
-        self._optimizer.step()
+        self._step(loss, self._q)
         self._train_steps += 1
         if self.tau > 0.0:
             with torch.no_grad():
@@ -205,19 +194,10 @@ class DQN(Agent):
         self._q[n] = _nn.resize_linear(self._q[n], *ops)
         self._target[n] = _nn.resize_linear(self._target[n], *ops)
         self._target.requires_grad_(False)
-        params = list(self._q.parameters())
-        k = len(params)
-        self._optimizer = _nn.rebuild_adam(
-            self._optimizer, params, {k - 2: moment_op, k - 1: moment_op}
-        )
-
-    def _grow_model(self, prior_from: int | None) -> None:
-        self._resize(
-            *_nn.grow_ops(prior_from, _nn.out_width(self.context_dim, self.hidden), self._gen)
-        )
+        self._resize_moments(self._q, self._q[n], moment_op)
 
     def _shrink_model(self, index: int) -> None:
-        self._resize(*_nn.drop_ops(index))
+        super()._shrink_model(index)
         self._buffer.remove_action(index)
 
     # -- persistence ------------------------------------------------------------------------
@@ -241,25 +221,13 @@ class DQN(Agent):
             "snapshot_buffer_max": self.snapshot_buffer_max,
         }
 
-    def _params_changed(self) -> None:
-        self.hidden = tuple(int(h) for h in self.hidden)
-        super()._params_changed()
-        _nn.set_lr(self._optimizer, self.learning_rate)
-
     def _get_model_state(self) -> dict[str, Any]:
-        return {
-            "q": _nn.module_state(self._q),
-            "target": _nn.module_state(self._target),
-            "optimizer": _nn.optimizer_state(self._optimizer),
-            "generator": _nn.generator_state(self._gen),
+        return self._torch_state({"q": self._q, "target": self._target}) | {
             "buffer": self._buffer.to_dict(max_items=self.snapshot_buffer_max),
             "train_steps": self._train_steps,
         }
 
     def _set_model_state(self, state: dict[str, Any]) -> None:
-        _nn.load_module_state(self._q, state["q"])
-        _nn.load_module_state(self._target, state["target"])
-        _nn.load_optimizer_state(self._optimizer, state["optimizer"])
-        _nn.set_generator_state(self._gen, state["generator"])
+        self._load_torch_state(state, {"q": self._q, "target": self._target})
         self._buffer.load_dict(state["buffer"])
         self._train_steps = int(state["train_steps"])

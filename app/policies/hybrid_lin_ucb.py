@@ -8,10 +8,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from app.policies.base import Policy, PolicyError, SnapshotError
+from app.policies._contextual import ValuePolicy, ridge_figures, share_best
+from app.policies.base import SnapshotError
 
 
-class HybridLinUCB(Policy):
+class HybridLinUCB(ValuePolicy):
     """Hybrid LinUCB (Li et al., 2010, Algorithm 2).
 
     The context is split in two: its first ``shared_dim`` values are the
@@ -49,7 +50,6 @@ class HybridLinUCB(Policy):
     """
 
     algorithm = "hybrid_lin_ucb"
-    contextual = True
     example_params: ClassVar[dict[str, Any]] = {"context_dim": 3, "shared_dim": 1, "alpha": 0.5}
 
     def __init__(
@@ -82,7 +82,6 @@ class HybridLinUCB(Policy):
         self._beta = np.zeros(m)
         self._pulls = np.zeros(k)
         self._reward_sum = np.zeros(k)
-        self._scored: tuple[bytes, np.ndarray] | None = None
 
     _PER_ARM = ("_ainv", "_B", "_b", "_C", "_theta", "_pulls", "_reward_sum")
 
@@ -100,16 +99,10 @@ class HybridLinUCB(Policy):
             raise ValueError(f"ridge must be positive, got {self.ridge}")
 
     def _params_changed(self) -> None:
-        learnt = (self._b0.shape[0] + self._b.shape[1], self._b0.shape[0])
-        if (self.context_dim, self.shared_dim) != learnt:
-            wanted = (self.context_dim, self.shared_dim)
-            self.context_dim, self.shared_dim = learnt
-            raise PolicyError(
-                f"{self.algorithm}: (context_dim, shared_dim) cannot change on a live policy "
-                f"({learnt} → {wanted}); start a fresh one"
-            )
+        m = self._b0.shape[0]
+        self._keep_fixed({"context_dim": m + self._b.shape[1], "shared_dim": m})
         self._check_params()
-        self._scored = None
+        self._cache = None
 
     def _params(self) -> dict[str, Any]:
         return {
@@ -133,49 +126,35 @@ class HybridLinUCB(Policy):
             setattr(self, name, np.concatenate([getattr(self, name), value[None]]))
         self._pulls = np.append(self._pulls, 0.0)
         self._reward_sum = np.append(self._reward_sum, 0.0)
-        self._scored = None
+        self._cache = None
 
     def _shrink(self, index: int) -> None:
         for name in self._PER_ARM:
             setattr(self, name, np.delete(getattr(self, name), index, axis=0))
-        self._scored = None
+        self._cache = None
 
     # -- decisions -------------------------------------------------------------
-    def _split(self, context: Any) -> tuple[np.ndarray, np.ndarray]:
-        c = self.check_context(context)
-        assert c is not None
+    def _split(self, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return c[: self.shared_dim], c[self.shared_dim :]
 
-    def _all_scores(self, context: Any) -> np.ndarray:
-        """Every arm's score for ``context`` (cached until the state changes)."""
-        z, x = self._split(context)
-        key = z.tobytes() + x.tobytes()
-        if self._scored is not None and self._scored[0] == key:
-            return self._scored[1]
+    def _compute_values(self, c: np.ndarray) -> np.ndarray:
+        """Every arm's score for the context ``c`` (cached until the state changes)."""
+        z, x = self._split(c)
         w = np.einsum("kdm,d->km", self._C, x)  # B_kᵀA_k⁻¹x
         gap = z - w
         s = ((gap @ self._A0inv) * gap).sum(axis=1)
         s += (self._ainv @ x) @ x
         mean = z @ self._beta + self._theta @ x
-        scores = mean + self.alpha * np.sqrt(np.maximum(s, 0.0))
-        scores.flags.writeable = False
-        self._scored = (key, scores)
-        return scores
-
-    def scores(self, allowed: Sequence[str] | None = None, context: Any = None) -> np.ndarray:
-        idx = self.allowed_indices(allowed)
-        return self._all_scores(context)[idx]
+        return mean + self.alpha * np.sqrt(np.maximum(s, 0.0))
 
     def probabilities(
         self, allowed: Sequence[str] | None = None, context: Any = None
     ) -> np.ndarray:
-        s = self.scores(allowed, context)
-        tied = s == s.max()
-        return tied / np.count_nonzero(tied)
+        return share_best(self.scores(allowed, context))
 
     # -- learning --------------------------------------------------------------
     def _update(self, index: int, reward: float, context: Any) -> None:
-        z, x = self._split(context)
+        z, x = self._split(self._context(context))
         B, b, C = self._B[index], self._b[index], self._C[index]
         A0 = self._A0 + B.T @ C
         b0 = self._b0 + C.T @ b
@@ -195,7 +174,7 @@ class HybridLinUCB(Policy):
         self._theta = np.einsum("kij,kj->ki", self._ainv, rhs)
         self._pulls[index] += 1
         self._reward_sum[index] += reward
-        self._scored = None
+        self._cache = None
 
     # -- inspection and persistence ----------------------------------------------
     def shared_coefficients(self) -> np.ndarray:
@@ -206,20 +185,8 @@ class HybridLinUCB(Policy):
         """Each arm's own coefficients ``θ_k`` on the per-arm features (a copy)."""
         return {arm: self._theta[i].copy() for i, arm in enumerate(self._arms)}
 
-    def stats(self) -> dict[str, dict[str, float]]:
-        traces = np.trace(self._ainv, axis1=1, axis2=2)
-        norms = np.linalg.norm(self._theta, axis=1)
-        return {
-            arm: {
-                "pulls": float(self._pulls[i]),
-                "mean_reward": float(self._reward_sum[i] / self._pulls[i])
-                if self._pulls[i]
-                else 0.0,
-                "theta_norm": float(norms[i]),
-                "uncertainty": float(traces[i]),
-            }
-            for i, arm in enumerate(self._arms)
-        }
+    def _figures(self) -> dict[str, np.ndarray]:
+        return ridge_figures(self._ainv, self._theta)
 
     def _get_state(self) -> dict[str, Any]:
         state = {name.lstrip("_"): getattr(self, name) for name in self._PER_ARM}
@@ -253,4 +220,4 @@ class HybridLinUCB(Policy):
                     f"expected {shape}"
                 )
             setattr(self, name, value)
-        self._scored = None
+        self._cache = None

@@ -8,12 +8,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from app.policies.base import ContextError, Policy, PolicyError, Selection, SnapshotError
+from app.policies._contextual import ContextualPolicy, load_ridge, ridge_figures, share_best
+from app.policies.base import ContextError, Selection
 
 _F64 = np.dtype(np.float64)
 
 
-class LinUCB(Policy):
+class LinUCB(ContextualPolicy):
     """Disjoint LinUCB (Li et al., 2010) with ridge-regularised per-arm models.
 
     Each arm ``k`` keeps a ridge regression of the reward on the context
@@ -50,7 +51,6 @@ class LinUCB(Policy):
     """
 
     algorithm = "lin_ucb"
-    contextual = True
     example_params: ClassVar[dict[str, Any]] = {"context_dim": 3, "alpha": 0.5}
 
     def __init__(
@@ -77,21 +77,14 @@ class LinUCB(Policy):
 
     # -- hyperparameters -----------------------------------------------------
     def _check_params(self) -> None:
-        if not isinstance(self.context_dim, int) or self.context_dim < 1:
-            raise ValueError(f"context_dim must be a positive integer, got {self.context_dim!r}")
+        self._check_context_dim()
         if not self.alpha >= 0.0:
             raise ValueError(f"alpha must be non-negative, got {self.alpha}")
         if not self.ridge > 0.0:
             raise ValueError(f"ridge must be positive, got {self.ridge}")
 
     def _params_changed(self) -> None:
-        learnt = self._model.shape[2]
-        if self.context_dim != learnt:
-            wanted, self.context_dim = self.context_dim, learnt
-            raise PolicyError(
-                f"{self.algorithm}: context_dim cannot change on a live policy "
-                f"({learnt} → {wanted}); start a fresh one"
-            )
+        self._keep_fixed({"context_dim": self._model.shape[2]})
         self._check_params()  # ridge applies to arms added from now on
         self._stale()
 
@@ -175,8 +168,7 @@ class LinUCB(Policy):
         """
         x = self._fast(context)
         if x is None:
-            x = self.check_context(context)
-            assert x is not None
+            x = self._context(context)
         d = self.context_dim
         proj, quad, score = self._proj, self._quad, self._score
         np.matmul(self._model, x, out=proj)
@@ -195,9 +187,7 @@ class LinUCB(Policy):
     def probabilities(
         self, allowed: Sequence[str] | None = None, context: Any = None
     ) -> np.ndarray:
-        s = self.scores(allowed, context)
-        tied = s == s.max()
-        return tied / np.count_nonzero(tied)
+        return share_best(self.scores(allowed, context))
 
     def select(
         self, context: Any = None, allowed: Sequence[str] | None = None, explore: bool = True
@@ -271,8 +261,7 @@ class LinUCB(Policy):
     def _update(self, index: int, reward: float, context: Any) -> None:
         x = self._fast(context)
         if x is None:
-            x = self.check_context(context)
-            assert x is not None
+            x = self._context(context)
         d = self.context_dim
         if self._proj_key is not None and self._proj_key == x.tobytes():
             u = self._proj[index, :d]  # A⁻¹x from the select that preceded
@@ -301,19 +290,8 @@ class LinUCB(Policy):
         """Each arm's ridge estimate ``θ`` (a copy)."""
         return {arm: self._theta[i].copy() for i, arm in enumerate(self._arms)}
 
-    def stats(self) -> dict[str, dict[str, float]]:
-        traces = np.trace(self._ainv, axis1=1, axis2=2)
-        norms = np.linalg.norm(self._theta, axis=1)
-        return {
-            arm: {
-                "pulls": self._pulls[i],
-                "mean_reward": self._reward_sum[i] / self._pulls[i] if self._pulls[i] else 0.0,
-                "theta_norm": float(norms[i]),
-                # Shrinks as the arm's data covers more directions of the context.
-                "uncertainty": float(traces[i]),
-            }
-            for i, arm in enumerate(self._arms)
-        }
+    def _figures(self) -> dict[str, np.ndarray]:
+        return ridge_figures(self._ainv, self._theta)
 
     def _get_state(self) -> dict[str, Any]:
         return {
@@ -324,14 +302,7 @@ class LinUCB(Policy):
         }
 
     def _set_state(self, state: dict[str, Any]) -> None:
-        k, d = len(self._arms), self.context_dim
-        ainv = np.asarray(state["a_inv"], dtype=float)
-        theta = np.asarray(state["theta"], dtype=float)
-        if ainv.shape != (k, d, d) or theta.shape != (k, d):
-            raise SnapshotError(
-                f"{self.algorithm} snapshot holds A⁻¹ {ainv.shape} and θ {theta.shape}, "
-                f"expected {(k, d, d)} and {(k, d)}"
-            )
+        ainv, theta = load_ridge(state, len(self._arms), self.context_dim, self.algorithm)
         self._model = np.concatenate([ainv, theta[:, None, :]], axis=1)
         self._pulls = [float(v) for v in state["pulls"]]
         self._reward_sum = [float(v) for v in state["reward_sum"]]

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from app.policies.base import Policy, PolicyError, SnapshotError
+from app.policies._contextual import ContextualPolicy, load_ridge, ridge_figures
 
 
 @cache
@@ -22,7 +22,7 @@ def _normal_quantiles(n: int) -> np.ndarray:
     return q
 
 
-class LinearThompson(Policy):
+class LinearThompson(ContextualPolicy):
     """Linear Thompson sampling (Agrawal & Goyal, 2013) with disjoint arms.
 
     Each arm keeps a ridge regression ``θ_k = A_k⁻¹ b_k`` (``A_k⁻¹`` by
@@ -56,7 +56,6 @@ class LinearThompson(Policy):
     """
 
     algorithm = "linear_thompson"
-    contextual = True
     example_params: ClassVar[dict[str, Any]] = {"context_dim": 3, "propensity_samples": 1000}
     _CACHE_SIZE = 64
 
@@ -89,8 +88,7 @@ class LinearThompson(Policy):
         self._shifts: np.ndarray | None = None
 
     def _check_params(self) -> None:
-        if not isinstance(self.context_dim, int) or self.context_dim < 1:
-            raise ValueError(f"context_dim must be a positive integer, got {self.context_dim!r}")
+        self._check_context_dim()
         if not self.v >= 0.0:
             raise ValueError(f"v must be non-negative, got {self.v}")
         if not self.ridge > 0.0:
@@ -99,13 +97,7 @@ class LinearThompson(Policy):
             raise ValueError("propensity_samples must be an integer of at least 100")
 
     def _params_changed(self) -> None:
-        learnt = self._theta.shape[1]
-        if self.context_dim != learnt:
-            wanted, self.context_dim = self.context_dim, learnt
-            raise PolicyError(
-                f"{self.algorithm}: context_dim cannot change on a live policy "
-                f"({learnt} → {wanted}); start a fresh one"
-            )
+        self._keep_fixed({"context_dim": self._theta.shape[1]})
         self._check_params()
         self._forget()
 
@@ -148,16 +140,14 @@ class LinearThompson(Policy):
         return mean, self.v * np.sqrt(np.maximum(quad, 0.0))
 
     def scores(self, allowed: Sequence[str] | None = None, context: Any = None) -> np.ndarray:
-        x = self.check_context(context)
-        assert x is not None
+        x = self._context(context)
         idx = self.allowed_indices(allowed)
         return self._theta[idx] @ x
 
     def probabilities(
         self, allowed: Sequence[str] | None = None, context: Any = None
     ) -> np.ndarray:
-        x = self.check_context(context)
-        assert x is not None
+        x = self._context(context)
         idx = self.allowed_indices(allowed)
         key = (x.tobytes(), tuple(idx.tolist()))
         cached = self._cache.get(key)
@@ -218,8 +208,7 @@ class LinearThompson(Policy):
 
     # -- learning --------------------------------------------------------------
     def _update(self, index: int, reward: float, context: Any) -> None:
-        x = self.check_context(context)
-        assert x is not None
+        x = self._context(context)
         ainv = self._ainv[index]
         u = ainv @ x
         root = np.sqrt(1.0 + u @ x)
@@ -236,20 +225,8 @@ class LinearThompson(Policy):
         """Each arm's posterior mean ``θ`` (a copy)."""
         return {arm: self._theta[i].copy() for i, arm in enumerate(self._arms)}
 
-    def stats(self) -> dict[str, dict[str, float]]:
-        traces = np.trace(self._ainv, axis1=1, axis2=2)
-        norms = np.linalg.norm(self._theta, axis=1)
-        return {
-            arm: {
-                "pulls": float(self._pulls[i]),
-                "mean_reward": float(self._reward_sum[i] / self._pulls[i])
-                if self._pulls[i]
-                else 0.0,
-                "theta_norm": float(norms[i]),
-                "uncertainty": float(traces[i]),
-            }
-            for i, arm in enumerate(self._arms)
-        }
+    def _figures(self) -> dict[str, np.ndarray]:
+        return ridge_figures(self._ainv, self._theta)
 
     def _get_state(self) -> dict[str, Any]:
         return {
@@ -264,13 +241,7 @@ class LinearThompson(Policy):
 
     def _set_state(self, state: dict[str, Any]) -> None:
         k, d = len(self._arms), self.context_dim
-        ainv = np.asarray(state["a_inv"], dtype=float)
-        theta = np.asarray(state["theta"], dtype=float)
-        if ainv.shape != (k, d, d) or theta.shape != (k, d):
-            raise SnapshotError(
-                f"{self.algorithm} snapshot holds A⁻¹ {ainv.shape} and θ {theta.shape}, "
-                f"expected {(k, d, d)} and {(k, d)}"
-            )
+        ainv, theta = load_ridge(state, k, d, self.algorithm)
         self._ainv = ainv.reshape(k, d, d)
         self._theta = theta.reshape(k, d)
         self._pulls = np.asarray(state["pulls"], dtype=float)

@@ -7,14 +7,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from app.policies.base import Policy, PolicyError, SnapshotError
+from app.policies import _nn
+from app.policies._contextual import ValuePolicy
+from app.policies.base import SnapshotError
 
-try:  # PyTorch is the optional ``torch`` extra: without it this module still
-    import torch  # imports (the registry lists the policy) and constructing raises.
-except ModuleNotFoundError as exc:  # pragma: no cover - installed in CI
-    _TORCH_MISSING: ModuleNotFoundError | None = exc
-else:
-    _TORCH_MISSING = None
+# PyTorch is the optional ``torch`` extra: without it this module still
+# imports (the registry lists the policy) and constructing raises.
+if _nn.TORCH_AVAILABLE:
+    import torch
 
 _EXPLORATIONS = ("epsilon", "softmax")
 _OPTIMIZERS = ("adam", "sgd")
@@ -51,7 +51,7 @@ def _make_net(
     return torch.nn.Sequential(layers[0], torch.nn.ReLU(), layers[1], torch.nn.ReLU(), layers[2])
 
 
-class NeuralArmValue(Policy):
+class NeuralArmValue(ValuePolicy):
     """A two-hidden-layer MLP predicts every arm's reward from the context.
 
     After each reward, one optimiser step (Adam or SGD, rate ``lr``) on the
@@ -83,7 +83,6 @@ class NeuralArmValue(Policy):
     """
 
     algorithm = "neural_arm_value"
-    contextual = True
     example_params: ClassVar[dict[str, Any]] = {"context_dim": 3, "hidden": 8, "epsilon": 0.2}
 
     def __init__(
@@ -99,10 +98,7 @@ class NeuralArmValue(Policy):
         temperature: float = 0.1,
     ) -> None:
         super().__init__(arms, seed)
-        if _TORCH_MISSING is not None:
-            raise ImportError(
-                f"{type(self).__name__} needs PyTorch: pip install 'llm-auto-optimizer[torch]'"
-            ) from _TORCH_MISSING
+        _nn.require_torch(type(self).__name__)
         self.context_dim = context_dim
         self.hidden = hidden
         self.lr = lr
@@ -111,19 +107,16 @@ class NeuralArmValue(Policy):
         self.epsilon = epsilon
         self.temperature = temperature
         self._check_params()
-        torch_seed = int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0] >> 1)
-        generator = torch.Generator().manual_seed(torch_seed)
+        generator = _nn.generator(np.random.SeedSequence(seed))
         self._net = _make_net(context_dim, hidden, len(self._arms), generator)
         self._shape = (context_dim, hidden)
         self._opt = self._make_optimizer()
         self._pulls = np.zeros(len(self._arms))
         self._reward_sum = np.zeros(len(self._arms))
-        self._values: tuple[bytes, np.ndarray] | None = None
 
     # -- hyperparameters -------------------------------------------------------
     def _check_params(self) -> None:
-        if not isinstance(self.context_dim, int) or self.context_dim < 1:
-            raise ValueError(f"context_dim must be a positive integer, got {self.context_dim!r}")
+        self._check_context_dim()
         if not isinstance(self.hidden, int) or self.hidden < 1:
             raise ValueError(f"hidden must be a positive integer, got {self.hidden!r}")
         if not self.lr > 0.0:
@@ -140,19 +133,12 @@ class NeuralArmValue(Policy):
             raise ValueError(f"temperature must be positive, got {self.temperature}")
 
     def _params_changed(self) -> None:
-        if (self.context_dim, self.hidden) != self._shape:
-            wanted = (self.context_dim, self.hidden)
-            self.context_dim, self.hidden = self._shape
-            raise PolicyError(
-                f"{self.algorithm}: (context_dim, hidden) cannot change on a live policy "
-                f"({self._shape} → {wanted}); start a fresh one"
-            )
+        self._keep_fixed({"context_dim": self._shape[0], "hidden": self._shape[1]})
         self._check_params()
         if self.optimizer != self._opt_name:
             self._opt = self._make_optimizer()  # a new optimiser starts without moments
-        for group in self._opt.param_groups:
-            group["lr"] = self.lr
-        self._values = None
+        _nn.set_lr(self._opt, self.lr)
+        self._cache = None
 
     def _params(self) -> dict[str, Any]:
         return {
@@ -194,7 +180,7 @@ class NeuralArmValue(Policy):
                         for k, v in state.items()
                     }
                 self._opt.state[p_new] = state
-        self._values = None
+        self._cache = None
 
     def _grow(self, prior_from: int | None) -> None:
         def add_row(t: torch.Tensor) -> torch.Tensor:
@@ -211,22 +197,10 @@ class NeuralArmValue(Policy):
         self._reward_sum = np.delete(self._reward_sum, index)
 
     # -- decisions -------------------------------------------------------------
-    def _all_values(self, context: Any) -> np.ndarray:
+    def _compute_values(self, x: np.ndarray) -> np.ndarray:
         """Every arm's predicted value (cached for the last context)."""
-        x = self.check_context(context)
-        assert x is not None
-        key = x.tobytes()
-        if self._values is not None and self._values[0] == key:
-            return self._values[1]
         with torch.no_grad():
-            values = self._net(torch.from_numpy(x)).numpy().copy()
-        values.flags.writeable = False
-        self._values = (key, values)
-        return values
-
-    def scores(self, allowed: Sequence[str] | None = None, context: Any = None) -> np.ndarray:
-        idx = self.allowed_indices(allowed)
-        return self._all_values(context)[idx]
+            return self._net(torch.from_numpy(x)).numpy().copy()
 
     def probabilities(
         self, allowed: Sequence[str] | None = None, context: Any = None
@@ -240,8 +214,7 @@ class NeuralArmValue(Policy):
 
     # -- learning --------------------------------------------------------------
     def _update(self, index: int, reward: float, context: Any) -> None:
-        x = self.check_context(context)
-        assert x is not None
+        x = self._context(context)
         self._opt.zero_grad(set_to_none=True)
         predicted = self._net(torch.from_numpy(x))[index]
         loss = (predicted - reward) ** 2
@@ -249,20 +222,9 @@ class NeuralArmValue(Policy):
         self._opt.step()
         self._pulls[index] += 1
         self._reward_sum[index] += reward
-        self._values = None
+        self._cache = None
 
-    # -- inspection and persistence ----------------------------------------------
-    def stats(self) -> dict[str, dict[str, float]]:
-        return {
-            arm: {
-                "pulls": float(self._pulls[i]),
-                "mean_reward": float(self._reward_sum[i] / self._pulls[i])
-                if self._pulls[i]
-                else 0.0,
-            }
-            for i, arm in enumerate(self._arms)
-        }
-
+    # -- persistence ---------------------------------------------------------------
     def _get_state(self) -> dict[str, Any]:
         params = list(self._net.parameters())
         return {
@@ -296,4 +258,4 @@ class NeuralArmValue(Policy):
                 self._opt.state[p] = {name: _decode(doc) for name, doc in moments.items()}
         self._pulls = np.asarray(state["pulls"], dtype=float)
         self._reward_sum = np.asarray(state["reward_sum"], dtype=float)
-        self._values = None
+        self._cache = None

@@ -8,14 +8,14 @@ from typing import Any, ClassVar
 import numpy as np
 
 from app.policies import _nn
-from app.policies._agent import Agent, softmax
+from app.policies._agent import softmax
 from app.policies._codec import decode_array, encode_array
 
 if _nn.TORCH_AVAILABLE:  # else constructing the agent raises ImportError
     import torch
 
 
-class Reinforce(Agent):
+class Reinforce(_nn.TorchAgent):
     """REINFORCE with a baseline (Williams 1992).
 
     An MLP maps the state (the context) to one logit per arm; the policy is
@@ -57,7 +57,6 @@ class Reinforce(Agent):
         "hidden": (8,),
         "learning_rate": 0.05,
     }
-    _structural = ("context_dim", "hidden")
 
     def __init__(
         self,
@@ -71,23 +70,15 @@ class Reinforce(Agent):
         entropy_coef: float = 0.01,
         max_grad_norm: float = 10.0,
     ) -> None:
-        _nn.require_torch("Reinforce")
-        super().__init__(arms, seed, context_dim)
-        if not 0.0 <= gamma <= 1.0:
-            raise ValueError("gamma must be in [0, 1]")
+        super().__init__(arms, seed, context_dim, hidden, learning_rate, gamma, max_grad_norm)
         if not 0.0 < baseline_rate <= 1.0:
             raise ValueError("baseline_rate must be in (0, 1]")
         if learning_rate <= 0 or max_grad_norm <= 0 or entropy_coef < 0:
             raise ValueError(
                 "learning_rate and max_grad_norm must be positive, entropy_coef non-negative"
             )
-        self.hidden = tuple(int(h) for h in hidden)
-        self.learning_rate = learning_rate
-        self.gamma = gamma
         self.baseline_rate = baseline_rate
         self.entropy_coef = entropy_coef
-        self.max_grad_norm = max_grad_norm
-        self._gen = _nn.generator(self._seeds[0])
         self._net = _nn.mlp(context_dim, self.hidden, len(self._arms), self._gen)
         self._optimizer = torch.optim.Adam(self._net.parameters(), lr=learning_rate)
         self._baseline = 0.0
@@ -117,9 +108,7 @@ class Reinforce(Agent):
 
     def _update(self, index: int, reward: float, context: Any) -> None:
         x = self._context(context)
-        self._pulls[index] += 1
-        self._reward_sum[index] += reward
-        self._learned += 1
+        self._count(index, reward)
         self._learn_episode([x.astype(np.float32)], [index], [reward])
 
     def end_episode(self) -> None:
@@ -149,29 +138,17 @@ class Reinforce(Agent):
         chosen = logp.gather(1, torch.as_tensor(actions).unsqueeze(1)).squeeze(1)
         entropy = -(logp.exp() * logp).sum(1).mean()
         loss = -(advantages * chosen).sum() - self.entropy_coef * entropy
-        self._optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self._net.parameters(), self.max_grad_norm)
-        self._optimizer.step()
+        self._step(loss, self._net)
         self._cache = None
 
     # -- arms -------------------------------------------------------------------------------
     def _resize(self, ops: tuple[_nn.RowOp, _nn.RowOp], moment_op: _nn.RowOp) -> None:
         n = len(self._net) - 1
         self._net[n] = _nn.resize_linear(self._net[n], *ops)
-        params = list(self._net.parameters())
-        k = len(params)
-        self._optimizer = _nn.rebuild_adam(
-            self._optimizer, params, {k - 2: moment_op, k - 1: moment_op}
-        )
-
-    def _grow_model(self, prior_from: int | None) -> None:
-        self._resize(
-            *_nn.grow_ops(prior_from, _nn.out_width(self.context_dim, self.hidden), self._gen)
-        )
+        self._resize_moments(self._net, self._net[n], moment_op)
 
     def _shrink_model(self, index: int) -> None:
-        self._resize(*_nn.drop_ops(index))
+        super()._shrink_model(index)
         keep = [j for j, a in enumerate(self._ep_actions) if a != index]
         self._ep_states = [self._ep_states[j] for j in keep]
         self._ep_rewards = [self._ep_rewards[j] for j in keep]
@@ -189,17 +166,9 @@ class Reinforce(Agent):
             "max_grad_norm": self.max_grad_norm,
         }
 
-    def _params_changed(self) -> None:
-        self.hidden = tuple(int(h) for h in self.hidden)
-        super()._params_changed()
-        _nn.set_lr(self._optimizer, self.learning_rate)
-
     def _get_model_state(self) -> dict[str, Any]:
         states = np.stack(self._ep_states) if self._ep_states else np.zeros((0, self.context_dim))
-        return {
-            "net": _nn.module_state(self._net),
-            "optimizer": _nn.optimizer_state(self._optimizer),
-            "generator": _nn.generator_state(self._gen),
+        return self._torch_state({"net": self._net}) | {
             "baseline": self._baseline,
             "episodes": self._episodes,
             "episode": {
@@ -210,9 +179,7 @@ class Reinforce(Agent):
         }
 
     def _set_model_state(self, state: dict[str, Any]) -> None:
-        _nn.load_module_state(self._net, state["net"])
-        _nn.load_optimizer_state(self._optimizer, state["optimizer"])
-        _nn.set_generator_state(self._gen, state["generator"])
+        self._load_torch_state(state, {"net": self._net})
         self._baseline = float(state["baseline"])
         self._episodes = int(state["episodes"])
         ep = state["episode"]

@@ -86,7 +86,10 @@ class ReplayBuffer:
         ``(states, actions, rewards, next_states, dones)``."""
         if self._size == 0:
             raise ValueError("cannot sample from an empty replay buffer")
-        idx = self._rng.integers(0, self._size, size=batch_size)
+        return self._at(self._rng.integers(0, self._size, size=batch_size))
+
+    def _at(self, idx: np.ndarray) -> Batch:
+        """The transitions at physical indices ``idx`` (copies)."""
         return (
             self._states[idx],
             self._actions[idx],
@@ -103,14 +106,7 @@ class ReplayBuffer:
 
     def transitions(self) -> Batch:
         """Every stored transition, oldest first (copies)."""
-        idx = self._order()
-        return (
-            self._states[idx],
-            self._actions[idx],
-            self._rewards[idx],
-            self._next_states[idx],
-            self._dones[idx],
-        )
+        return self._at(self._order())
 
     def _refill(self, batch: Batch) -> None:
         """Replace the contents by ``batch`` (oldest first, at most ``capacity``)."""

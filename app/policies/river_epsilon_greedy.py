@@ -12,7 +12,8 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 from river import linear_model, preprocessing, tree
 
-from app.policies.base import Policy, PolicyError, SnapshotError
+from app.policies._contextual import ValuePolicy
+from app.policies.base import SnapshotError
 
 
 class Regressor(Protocol):
@@ -69,7 +70,7 @@ def _load(text: str) -> Regressor:
     return _RiverUnpickler(io.BytesIO(base64.b64decode(text))).load()
 
 
-class RiverEpsilonGreedy(Policy):
+class RiverEpsilonGreedy(ValuePolicy):
     """ε-greedy over per-arm river regressors of the reward on the context.
 
     Each arm has its own online regressor (``model`` names one of
@@ -100,7 +101,6 @@ class RiverEpsilonGreedy(Policy):
     """
 
     algorithm = "river_epsilon_greedy"
-    contextual = True
     example_params: ClassVar[dict[str, Any]] = {"context_dim": 3, "epsilon": 0.2}
 
     def __init__(
@@ -121,29 +121,22 @@ class RiverEpsilonGreedy(Policy):
         self._models = [MODELS[model]() for _ in self._arms]
         self._pulls = np.zeros(len(self._arms))
         self._reward_sum = np.zeros(len(self._arms))
-        self._predicted: tuple[bytes, np.ndarray] | None = None
 
     def _check_params(self) -> None:
-        if not isinstance(self.context_dim, int) or self.context_dim < 1:
-            raise ValueError(f"context_dim must be a positive integer, got {self.context_dim!r}")
+        self._check_context_dim()
         if not 0.0 <= self.epsilon <= 1.0:
             raise ValueError(f"epsilon must be in [0, 1], got {self.epsilon}")
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {sorted(MODELS)}, got {self.model!r}")
 
     def _params_changed(self) -> None:
-        if self.context_dim != self._context_dim:
-            wanted, self.context_dim = self.context_dim, self._context_dim
-            raise PolicyError(
-                f"{self.algorithm}: context_dim cannot change on a live policy "
-                f"({self._context_dim} → {wanted}); start a fresh one"
-            )
+        self._keep_fixed({"context_dim": self._context_dim})
         self._check_params()
         if self.model != self._model_name:
             # Another kind of regressor learns from scratch; the counts stay.
             self._model_name = self.model
             self._models = [MODELS[self.model]() for _ in self._arms]
-        self._predicted = None
+        self._cache = None
 
     def _params(self) -> dict[str, Any]:
         return {"context_dim": self.context_dim, "epsilon": self.epsilon, "model": self.model}
@@ -158,31 +151,19 @@ class RiverEpsilonGreedy(Policy):
         self._models.append(new)
         self._pulls = np.append(self._pulls, 0.0)
         self._reward_sum = np.append(self._reward_sum, 0.0)
-        self._predicted = None
+        self._cache = None
 
     def _shrink(self, index: int) -> None:
         del self._models[index]
         self._pulls = np.delete(self._pulls, index)
         self._reward_sum = np.delete(self._reward_sum, index)
-        self._predicted = None
+        self._cache = None
 
     # -- decisions -------------------------------------------------------------
-    def _predictions(self, context: Any) -> np.ndarray:
+    def _compute_values(self, x: np.ndarray) -> np.ndarray:
         """Every arm's predicted reward (cached for the last context)."""
-        x = self.check_context(context)
-        assert x is not None
-        key = x.tobytes()
-        if self._predicted is not None and self._predicted[0] == key:
-            return self._predicted[1]
         features = dict(enumerate(x.tolist()))
-        values = np.array([float(m.predict_one(features) or 0.0) for m in self._models])
-        values.flags.writeable = False
-        self._predicted = (key, values)
-        return values
-
-    def scores(self, allowed: Sequence[str] | None = None, context: Any = None) -> np.ndarray:
-        idx = self.allowed_indices(allowed)
-        return self._predictions(context)[idx]
+        return np.array([float(m.predict_one(features) or 0.0) for m in self._models])
 
     def probabilities(
         self, allowed: Sequence[str] | None = None, context: Any = None
@@ -193,25 +174,13 @@ class RiverEpsilonGreedy(Policy):
 
     # -- learning --------------------------------------------------------------
     def _update(self, index: int, reward: float, context: Any) -> None:
-        x = self.check_context(context)
-        assert x is not None
+        x = self._context(context)
         self._models[index].learn_one(dict(enumerate(x.tolist())), reward)
         self._pulls[index] += 1
         self._reward_sum[index] += reward
-        self._predicted = None
+        self._cache = None
 
-    # -- inspection and persistence ----------------------------------------------
-    def stats(self) -> dict[str, dict[str, float]]:
-        return {
-            arm: {
-                "pulls": float(self._pulls[i]),
-                "mean_reward": float(self._reward_sum[i] / self._pulls[i])
-                if self._pulls[i]
-                else 0.0,
-            }
-            for i, arm in enumerate(self._arms)
-        }
-
+    # -- persistence ---------------------------------------------------------------
     def _get_state(self) -> dict[str, Any]:
         return {
             "models": [_dump(m) for m in self._models],
@@ -235,4 +204,4 @@ class RiverEpsilonGreedy(Policy):
             ) from None
         self._pulls = np.asarray(state["pulls"], dtype=float)
         self._reward_sum = np.asarray(state["reward_sum"], dtype=float)
-        self._predicted = None
+        self._cache = None

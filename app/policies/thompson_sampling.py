@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from app.policies._stats import arm_stats
 from app.policies.base import InvalidRewardError, Policy
 
 
@@ -130,19 +131,14 @@ class ThompsonSampling(Policy):
         self._cache.clear()
 
     def stats(self) -> dict[str, dict[str, float]]:
-        means = self._alpha / (self._alpha + self._beta)
-        return {
-            arm: {
-                "pulls": float(self._pulls[i]),
-                "mean_reward": float(self._reward_sum[i] / self._pulls[i])
-                if self._pulls[i]
-                else 0.0,
-                "posterior_mean": float(means[i]),
-                "alpha": float(self._alpha[i]),
-                "beta": float(self._beta[i]),
-            }
-            for i, arm in enumerate(self._arms)
-        }
+        return arm_stats(
+            self._arms,
+            self._pulls,
+            self._reward_sum,
+            posterior_mean=self._alpha / (self._alpha + self._beta),
+            alpha=self._alpha,
+            beta=self._beta,
+        )
 
     def _params(self) -> dict[str, Any]:
         return {

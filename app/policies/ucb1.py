@@ -8,11 +8,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from app.policies._bandit_base import IndexPolicy
+from app.policies._bandit_base import MeanIndexPolicy
 from app.policies.base import InvalidRewardError
 
 
-class UCB1(IndexPolicy):
+class UCB1(MeanIndexPolicy):
     """UCB1: play each arm once, then the arm of highest
     mean + c·sqrt(ln t / n) (t updates in all, n of the arm; c = √2 is the
     paper's). Rewards must be in [0, 1].
@@ -34,7 +34,6 @@ class UCB1(IndexPolicy):
 
     algorithm = "ucb1"
     example_params: ClassVar[dict[str, Any]] = {}
-    _learned = ("_n", "_mean")
 
     def __init__(
         self, arms: Sequence[str], seed: int | None = None, c: float = math.sqrt(2)
@@ -47,26 +46,16 @@ class UCB1(IndexPolicy):
         if not (self.c >= 0.0 and math.isfinite(self.c)):
             raise ValueError(f"c must be finite and >= 0, got {self.c}")
 
-    def _counts(self) -> np.ndarray:
-        return self._n
-
     def _ucb(self, idx: np.ndarray, counts: list[float]) -> list[float]:
         log_t, c, sqrt = math.log(max(self._t, 1)), self.c, math.sqrt
         return [
             m + c * sqrt(log_t / n) for m, n in zip(self._mean[idx].tolist(), counts, strict=True)
         ]
 
-    def _scores(self, idx: np.ndarray) -> np.ndarray:
-        return self._mean[idx]
-
     def _update(self, index: int, reward: float, context: Any) -> None:
         if not 0.0 <= reward <= 1.0:
             raise InvalidRewardError(f"UCB1 needs rewards in [0, 1], got {reward}")
-        self._welford(index, reward)
-        self._record(index, reward)
-
-    def _arm_stats(self, index: int) -> dict[str, float]:
-        return {"value": float(self._mean[index]), "count": float(self._n[index])}
+        super()._update(index, reward, context)
 
     def _params(self) -> dict[str, Any]:
         return {"c": self.c}

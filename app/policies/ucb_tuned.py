@@ -8,10 +8,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from app.policies._bandit_base import IndexPolicy
+from app.policies._bandit_base import MeanIndexPolicy
 
 
-class UCBTuned(IndexPolicy):
+class UCBTuned(MeanIndexPolicy):
     """UCB1-Tuned: play each arm once, then the arm of highest
     mean + sqrt(ln t / n · min(R²/4, V + R²·sqrt(2 ln t / n))), V the arm's
     empirical variance and R = ``reward_range`` (R²/4 bounds the variance of
@@ -46,9 +46,6 @@ class UCBTuned(IndexPolicy):
         if not (self.reward_range > 0.0 and math.isfinite(self.reward_range)):
             raise ValueError(f"reward_range must be positive, got {self.reward_range}")
 
-    def _counts(self) -> np.ndarray:
-        return self._n
-
     def _ucb(self, idx: np.ndarray, counts: list[float]) -> list[float]:
         log_t = math.log(max(self._t, 1))
         r2 = self.reward_range**2
@@ -59,21 +56,6 @@ class UCBTuned(IndexPolicy):
                 self._mean[idx].tolist(), self._m2[idx].tolist(), counts, strict=True
             )
         ]
-
-    def _scores(self, idx: np.ndarray) -> np.ndarray:
-        return self._mean[idx]
-
-    def _update(self, index: int, reward: float, context: Any) -> None:
-        self._welford(index, reward)
-        self._record(index, reward)
-
-    def _arm_stats(self, index: int) -> dict[str, float]:
-        n = float(self._n[index])
-        return {
-            "value": float(self._mean[index]),
-            "count": n,
-            "variance": float(self._m2[index]) / n if n else 0.0,
-        }
 
     def _params(self) -> dict[str, Any]:
         return {"reward_range": self.reward_range}

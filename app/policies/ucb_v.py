@@ -8,10 +8,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from app.policies._bandit_base import IndexPolicy
+from app.policies._bandit_base import MeanIndexPolicy
 
 
-class UCBV(IndexPolicy):
+class UCBV(MeanIndexPolicy):
     """UCB-V: play each arm once, then the arm of highest
     mean + sqrt(2·V·E / n) + c·3·b·E / n with E = ζ·ln t (V the arm's empirical
     variance, n its count, b = ``reward_range``, t updates in all). A
@@ -59,9 +59,6 @@ class UCBV(IndexPolicy):
         if not (self.reward_range > 0.0 and math.isfinite(self.reward_range)):
             raise ValueError(f"reward_range must be positive, got {self.reward_range}")
 
-    def _counts(self) -> np.ndarray:
-        return self._n
-
     def _ucb(self, idx: np.ndarray, counts: list[float]) -> list[float]:
         e = self.zeta * math.log(max(self._t, 1))
         b = 3.0 * self.c * self.reward_range * e
@@ -72,21 +69,6 @@ class UCBV(IndexPolicy):
                 self._mean[idx].tolist(), self._m2[idx].tolist(), counts, strict=True
             )
         ]
-
-    def _scores(self, idx: np.ndarray) -> np.ndarray:
-        return self._mean[idx]
-
-    def _update(self, index: int, reward: float, context: Any) -> None:
-        self._welford(index, reward)
-        self._record(index, reward)
-
-    def _arm_stats(self, index: int) -> dict[str, float]:
-        n = float(self._n[index])
-        return {
-            "value": float(self._mean[index]),
-            "count": n,
-            "variance": float(self._m2[index]) / n if n else 0.0,
-        }
 
     def _params(self) -> dict[str, Any]:
         return {"c": self.c, "zeta": self.zeta, "reward_range": self.reward_range}
