@@ -131,12 +131,23 @@ def run_worker(settings: Settings) -> None:
     from app.faust_app import create_app
     from app.policies.config import PolicyConfigError
 
+    _one_torch_thread()
     try:
         app = create_app(settings)
     except PolicyConfigError as exc:
         raise CliError(str(exc)) from None
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()
+
+
+def _one_torch_thread() -> None:
+    """Torch's default thread pool makes small-network steps ~10x slower on a
+    few cores shared with the broker and the event loop."""
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(1)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
