@@ -250,6 +250,32 @@ class Decider:
         """Per-request choices from the request's feature vector, which the
         decision logs (the learner updates with it)."""
         names = list(allowed)
+        select_batch = getattr(live.policy, "select_batch", None)
+        if select_batch is not None and explore:
+            # One vectorised pass over the whole group (LinUCB).
+            rows = [self.vectorizer.row(requests[i]) for i in members]
+            picks, props, scores = select_batch(np.asarray(rows), names)
+            greedy = scores.argmax(axis=1)
+            for n, i in enumerate(members):
+                j = int(picks[n])
+                arm = live.config.arm(names[j])
+                doc = _decision(
+                    requests[i],
+                    live.config.policy_id,
+                    live.version,
+                    arm.name,
+                    arm.model,
+                    arm.parameters,
+                    names,
+                    float(props[n]),
+                    dict(zip(names, scores[n].round(6).tolist(), strict=True)),
+                    j != int(greedy[n]),
+                    False,
+                    now_ms,
+                )
+                doc["features"] = rows[n]
+                out[i] = doc
+            return
         for i in members:
             row = self.vectorizer.row(requests[i])
             s = live.policy.select(np.asarray(row), names, explore)
