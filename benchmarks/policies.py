@@ -61,6 +61,7 @@ import orjson
 
 from app.policies.lin_ucb import LinUCB
 from app.policies.registry import algorithms
+from benchmarks.common import git_commit
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -88,32 +89,6 @@ def log(msg: str) -> None:
 
 
 # --------------------------------------------------------------------- machine
-def git_commit(root: Path = ROOT) -> str | None:
-    """HEAD's commit id, read from .git without running git."""
-    gitdir = root / ".git"
-    try:
-        if gitdir.is_file():  # a worktree: "gitdir: <path>"
-            gitdir = Path(gitdir.read_text().split(":", 1)[1].strip())
-        head = (gitdir / "HEAD").read_text().strip()
-        if not head.startswith("ref:"):
-            return head
-        ref = head.split(":", 1)[1].strip()
-        common = gitdir
-        if (gitdir / "commondir").exists():
-            common = (gitdir / (gitdir / "commondir").read_text().strip()).resolve()
-        for base in (gitdir, common):
-            if (base / ref).exists():
-                return (base / ref).read_text().strip()
-        for base in (gitdir, common):
-            packed = base / "packed-refs"
-            if packed.exists():
-                for line in packed.read_text().splitlines():
-                    parts = line.split()
-                    if len(parts) == 2 and parts[1] == ref:
-                        return parts[0]
-    except OSError:
-        pass
-    return None
 
 
 def _version(dist: str) -> str | None:
