@@ -1089,6 +1089,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="run only policies whose 'lib: label' contains this (repeatable)",
     )
     ap.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        help="skip policies whose 'lib: label' contains this (repeatable)",
+    )
+    ap.add_argument(
         "--budget",
         type=float,
         default=300.0,
@@ -1125,6 +1131,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.only:
         specs = [
             s for s in specs if any(o.lower() in f"{s.lib}: {s.label}".lower() for o in args.only)
+        ]
+    if args.exclude:
+        specs = [
+            s
+            for s in specs
+            if not any(e.lower() in f"{s.lib}: {s.label}".lower() for e in args.exclude)
         ]
     info = machine_info()
     commit = git_commit()
