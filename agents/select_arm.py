@@ -33,6 +33,7 @@ from app import metrics
 from app.dead_letter import dead_letter
 from app.decider import Decider
 from app.faust_app import Runtime
+from app.partitioning import partitions_for
 from app.records import InvalidEvent, PolicySnapshot, Request, decode, now_ms
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ class SelectArm(Service):
             client_id=f"{s.app_id}-select-arm",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            fetch_max_wait_ms=s.decide_fetch_wait_ms,
+            fetch_max_wait_ms=s.decide_fetch_wait,
             max_poll_records=s.decide_batch_max,
             max_partition_fetch_bytes=4 * 1024 * 1024,
             session_timeout_ms=int(profile["session_timeout"] * 1000),
@@ -84,6 +85,7 @@ class SelectArm(Service):
             fetch_max_wait_ms=50,
         )
         await self.producer.start()
+        self._decision_partitions = len(await self.producer.partitions_for(self.decisions_topic))
         await self.snapshots.start()
         parts = self.snapshots.partitions_for_topic(self.snapshots_topic)
         if not parts:
@@ -161,22 +163,49 @@ class SelectArm(Service):
         now = now_ms()
         tally: Tally[tuple[str, str]] = Tally()
         decided = self.decider.decide(requests, now)
+        keys: list[bytes] = []
+        values: list[bytes] = []
         for req, m, out in zip(requests, sources, decided, strict=True):
             if isinstance(out, InvalidEvent):
                 futures.append(await self._dead(m, out))
                 continue
             value = orjson.dumps(out)
             key = req.request_id.encode()
-            futures.append(await send(self.decisions_topic, value, key=key))
+            keys.append(key)
+            values.append(value)
             if req.reply_to:
                 futures.append(await send(req.reply_to, value, key=key))
             tally[(out["policy_id"], out["arm"])] += 1
+        futures += await self._send_decisions(keys, values, now)
         for (pid, arm), n in tally.items():
             metrics.DECISIONS.labels(pid, arm).inc(n)
         metrics.EVENTS.labels(AGENT, "ok").inc(sum(tally.values()))
         metrics.DECIDE_BATCH_SIZE.observe(len(requests))
         metrics.DECIDE_BATCH_SECONDS.observe(time.perf_counter() - started)
         await self._pending_commits.put((asyncio.gather(*futures), offsets))
+
+    async def _send_decisions(
+        self, keys: list[bytes], values: list[bytes], ts: int
+    ) -> list[asyncio.Future[Any]]:
+        """One BatchBuilder per partition, one future per batch: producer.send()
+        costs a future, a gather callback and a pure-Python murmur2 per record.
+        Partitions are Kafka's default (murmur2 of the key), as send() picks."""
+        topic, producer = self.decisions_topic, self.producer
+        futures: list[asyncio.Future[Any]] = []
+        builders: dict[int, Any] = {}
+        for key, value, p in zip(
+            keys, values, partitions_for(keys, self._decision_partitions), strict=True
+        ):
+            b = builders.get(p)
+            if b is None:
+                b = builders[p] = producer.create_batch()
+            if b.append(key=key, value=value, timestamp=ts) is None:  # full
+                futures.append(await producer.send_batch(b, topic, partition=p))
+                b = builders[p] = producer.create_batch()
+                b.append(key=key, value=value, timestamp=ts)
+        for p, b in builders.items():
+            futures.append(await producer.send_batch(b, topic, partition=p))
+        return futures
 
     @Service.task
     async def _commit(self) -> None:

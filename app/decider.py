@@ -180,8 +180,9 @@ class Decider:
             probs = (
                 {j: live.probability(allowed, j) for j in set(chosen)} if explore else {greedy: 1.0}
             )
+            arms = [live.config.arm(name) for name in names]
             for i, j in zip(members, chosen, strict=True):
-                arm = live.config.arm(names[j])
+                arm = arms[j]
                 out[i] = _decision(
                     requests[i],
                     pid,

@@ -160,6 +160,9 @@ def _has_non_finite(raw: bytes) -> bool:
     return bool(seen)
 
 
+_FIELD_SETS: dict[type, frozenset[str]] = {}
+
+
 @dataclass(slots=True)
 class Record:
     """Base: ``to_dict``/``dumps`` omit ``None`` so optional fields stay absent."""
@@ -186,7 +189,12 @@ class Record:
 
     @classmethod
     def _check_extra(cls, d: JSON) -> None:
-        extra = set(d) - set(cls.field_names())
+        allowed = _FIELD_SETS.get(cls)
+        if allowed is None:
+            allowed = _FIELD_SETS[cls] = frozenset(cls.field_names())
+        if d.keys() <= allowed:
+            return
+        extra = set(d) - allowed
         if extra:
             raise _fail(f"unknown field(s) {sorted(extra)}")
 

@@ -38,7 +38,10 @@ class Settings:
     # Decision hot path: how many requests one batch may hold and how long the
     # fetch may wait to fill it. Small waits keep p99 low at modest rates.
     decide_batch_max: int = 2000
-    decide_fetch_wait_ms: int = 2
+    # -1: the broker profile's choice (2 ms on Kafka; 20 ms on the embedded
+    # broker, whose fetch cost grows with a partition's history until a 2 ms
+    # fetch returns nothing and the consumer stalls).
+    decide_fetch_wait_ms: int = -1
     producer_linger_ms: int = 1
     join_timer_interval_seconds: float = 0.5
     # How often a worker checks the policies file for changes (no restart needed).
@@ -88,6 +91,12 @@ class Settings:
     @property
     def roles(self) -> set[str]:
         return {r.strip() for r in self.worker_roles.split(",") if r.strip()}
+
+    @property
+    def decide_fetch_wait(self) -> int:
+        if self.decide_fetch_wait_ms >= 0:
+            return self.decide_fetch_wait_ms
+        return 20 if self.embedded_broker else 2
 
     def broker_profile(self) -> dict[str, Any]:
         """Consumer-group timings; the embedded broker needs short ones

@@ -763,17 +763,28 @@ async def latency_step(config: str, proc: Processor, meter: Meter, bootstrap: st
     last_recv = 0
     first_recv = None
     lost = 0
+    by_second: dict[int, list[float]] = {}
+    t0 = send_ns[0] if send_ns else 0
     for k, s in zip(ids, send_ns, strict=True):
         r = recv.get(k)
         if r is None:
             lost += 1
             continue
         lat.append((r - s) / 1e6)
+        by_second.setdefault((s - t0) // 1_000_000_000, []).append(lat[-1])
         inbound.append(produced[k] - s / 1e6)
         last_recv = max(last_recv, r)
         first_recv = r if first_recv is None else min(first_recv, r)
     lat.sort()
     inbound.sort()
+    # The embedded broker's fetch cost grows with the batches a partition
+    # holds, so latency drifts up during a step: per second of send time.
+    seconds = []
+    for sec in sorted(by_second):
+        xs = sorted(by_second[sec])
+        seconds.append({"second": sec, "n": len(xs), "p50": r2(percentile(xs, 50)),
+                        "p99": r2(percentile(xs, 99))})
+    first = sorted(x for sec in (0, 1) for x in by_second.get(sec, []))
     n = len(ids)
     send_span = (send_ns[-1] - send_ns[0]) / 1e9 if n > 1 else 0.0
     recv_span = (last_recv - first_recv) / 1e9 if first_recv and last_recv > first_recv else 0.0
@@ -791,6 +802,10 @@ async def latency_step(config: str, proc: Processor, meter: Meter, bootstrap: st
             "max": r2(lat[-1] if lat else math.nan),
             "mean": r2(sum(lat) / len(lat)) if lat else None,
         },
+        # the first 2 s of the step, before the broker's per-fetch cost has grown
+        "first_2s_latency_ms": {"p50": r2(percentile(first, 50)),
+                                "p99": r2(percentile(first, 99))},
+        "latency_by_second": seconds,
         # send → the processor's produce() of the output (Kafka CreateTime, 1 ms resolution)
         "to_processor_send_ms": {"p50": r2(percentile(inbound, 50)),
                                  "p99": r2(percentile(inbound, 99))},
@@ -941,6 +956,14 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                     "value": p99,
                     "pass": bool(p99 is not None and p99 <= TARGET_P99_MS and step["lost"] == 0),
                 })
+                early = step["first_2s_latency_ms"]["p99"]
+                targets.append({
+                    "config": cfg,
+                    "target": "  same, first 2 s only (informational)",
+                    "value": early,
+                    "pass": bool(early is not None and early <= TARGET_P99_MS),
+                    "informational": True,
+                })
     return targets
 
 
@@ -1005,10 +1028,11 @@ def render(results: dict[str, Any]) -> str:
         f"Latency, request sent -> output received, {p['duration_s']:g} s per offered rate "
         f"(driver process, bursts every {p['burst_ms']:g} ms; meter in this process)",
     ]
-    widths = [20, 8, 8, 8, 7, 7, 7, 8, 6, 7, 6, 6, 6, 6, 9]
+    widths = [20, 8, 8, 8, 7, 7, 7, 8, 6, 7, 7, 7, 6, 6, 6, 6, 9]
     out.append(_row(list(zip(
         ["config", "offered", "sent/s", "out/s", "p50 ms", "p95", "p99", "max", "lost",
-         "->proc", "proc", "broker", "driver", "other", "join lag"], widths, strict=True))))
+         "->proc", "2s p50", "2s p99", "proc", "broker", "driver", "other", "join lag"],
+        widths, strict=True))))
     for cfg, r in results["configs"].items():
         lat = r.get("latency")
         if not lat:
@@ -1019,17 +1043,22 @@ def render(results: dict[str, Any]) -> str:
                 LABELS[cfg], fmt(st["offered_per_s"]), fmt(st["achieved_per_s"]),
                 fmt(st["received_per_s"]), fmt(lt["p50"], ".2f"), fmt(lt["p95"], ".2f"),
                 fmt(lt["p99"], ".2f"), fmt(lt["max"], ".1f"), str(st["lost"]),
-                fmt(st["to_processor_send_ms"]["p50"], ".1f"), fmt(c.get("processor"), ".2f"),
+                fmt(st["to_processor_send_ms"]["p50"], ".1f"),
+                fmt(st["first_2s_latency_ms"]["p50"], ".2f"),
+                fmt(st["first_2s_latency_ms"]["p99"], ".2f"), fmt(c.get("processor"), ".2f"),
                 fmt(c.get("broker"), ".2f"), fmt(c.get("driver"), ".2f"),
                 fmt(c.get("other"), ".2f"), fmt(st.get("join_backlog_at_end")),
             ]
             out.append(_row(list(zip(cells, widths, strict=True))))
     out.append("  ->proc: p50 ms from send to the processor's produce() of the output (Kafka "
-               "CreateTime, 1 ms resolution); proc..other: CPU cores during the step; join lag: "
-               "decisions join_rewards had not committed at the end")
+               "CreateTime, 1 ms resolution); 2s p50/p99: over the first 2 s of sends (the "
+               "broker's fetch cost grows during a step); proc..other: CPU cores during the "
+               "step; join lag: decisions join_rewards had not committed at the end")
     out += ["", "Targets"]
     for t in results["targets"]:
         verdict = {True: "PASS", False: "FAIL", None: "n/a "}[t["pass"]]
+        if t.get("informational"):
+            verdict = verdict.lower()
         val = fmt(t["value"], ".2f")
         out.append(f"  {verdict}  {LABELS[t['config']]:<20} {t['target']:<42} measured {val}")
     if results.get("errors"):
@@ -1211,7 +1240,8 @@ def main(argv: list[str] | None = None) -> int:
     results["machine"]["loadavg_end"] = list(os.getloadavg())
     results["wall_seconds"] = round(time.monotonic() - started, 1)
     results["targets"] = evaluate_targets(results)
-    verdicts = [t["pass"] for t in results["targets"] if t["pass"] is not None]
+    verdicts = [t["pass"] for t in results["targets"]
+                if t["pass"] is not None and not t.get("informational")]
     results["pass"] = (all(verdicts) and not results["errors"]) if verdicts else None
     if args.profile_dir is not None:
         for cfg in args.config_list:

@@ -120,3 +120,11 @@ def test_real_kafka_profile_uses_the_settings() -> None:
     assert s.broker_profile() == {
         "session_timeout": 45.0, "heartbeat_interval": 5.0, "rebalance_timeout": 60.0,
     }
+
+
+def test_decide_fetch_wait_follows_the_broker_profile_unless_set() -> None:
+    from app.settings import Settings
+
+    assert Settings(embedded_broker=True).decide_fetch_wait == 20
+    assert Settings(embedded_broker=False).decide_fetch_wait == 2
+    assert Settings.from_env({"LLMOPT_DECIDE_FETCH_WAIT_MS": "5"}).decide_fetch_wait == 5
