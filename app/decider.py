@@ -206,7 +206,10 @@ class Decider:
     ) -> JSON | InvalidEvent:
         """One request through the policy's guardrails (budgets, warm-up,
         cost/latency limits): per request, off the vectorised path."""
-        row = self.vectorizer.row(req) if live.policy.contextual else None
+        try:
+            row = self.context_row(live.config, req) if live.policy.contextual else None
+        except InvalidEvent as exc:
+            return exc
         try:
             g = live.guardrails.choose(
                 live.policy,
@@ -251,10 +254,14 @@ class Decider:
         """Per-request choices from the request's feature vector, which the
         decision logs (the learner updates with it)."""
         names = list(allowed)
+        if live.config.context != "request":
+            members = self._with_context(live.config, members, requests, out)
+            if not members:
+                return
         select_batch = getattr(live.policy, "select_batch", None)
         if select_batch is not None and explore:
             # One vectorised pass over the whole group (LinUCB).
-            rows = [self.vectorizer.row(requests[i]) for i in members]
+            rows = [self.context_row(live.config, requests[i]) for i in members]
             picks, props, scores = select_batch(np.asarray(rows), names)
             greedy = scores.argmax(axis=1)
             for n, i in enumerate(members):
@@ -278,7 +285,7 @@ class Decider:
                 out[i] = doc
             return
         for i in members:
-            row = self.vectorizer.row(requests[i])
+            row = self.context_row(live.config, requests[i])
             s = live.policy.select(np.asarray(row), names, explore)
             arm = live.config.arm(s.arm)
             doc = _decision(
@@ -299,6 +306,42 @@ class Decider:
             out[i] = doc
 
 
+    def context_row(self, config: PolicyConfig, req: Request) -> list[float]:
+        """What a contextual policy decides on: the request's engineered
+        vector, or the state its workflow carries (``context: workflow``)."""
+        if config.context == "request":
+            return self.vectorizer.row(req)
+        state = (req.workflow or {}).get("state")
+        dim = config.hyperparameters["context_dim"]
+        if state is None or len(state) != dim:
+            got = "none" if state is None else f"{len(state)} numbers"
+            raise InvalidEvent(
+                "invalid_value",
+                f"policy {config.policy_id!r} decides on workflow.state, {dim} numbers; "
+                f"the request has {got}",
+            )
+        return [float(v) for v in state]
+
+    def _with_context(
+        self,
+        config: PolicyConfig,
+        members: list[int],
+        requests: list[Request],
+        out: list[JSON | InvalidEvent],
+    ) -> list[int]:
+        """The members whose request carries the context the policy needs;
+        the others get their error."""
+        ok = []
+        for i in members:
+            try:
+                self.context_row(config, requests[i])
+            except InvalidEvent as exc:
+                out[i] = exc
+                continue
+            ok.append(i)
+        return ok
+
+
 def _decision(
     req: Request,
     policy_id: str,
@@ -315,7 +358,7 @@ def _decision(
 ) -> JSON:
     # Built as a plain dict: dataclass construction + asdict would cost more
     # than the whole selection on this path. Keys mirror records.Decision.
-    return {
+    doc = {
         "decision_id": f"d-{req.request_id}",
         "request_id": req.request_id,
         "tenant_id": req.tenant_id,
@@ -333,3 +376,8 @@ def _decision(
         "decided_at": now_ms,
         "schema_version": 1,
     }
+    if req.workflow is not None:
+        # The episode's id and step travel with the decision to the learner;
+        # the state itself is the decision's feature vector.
+        doc["workflow"] = {k: v for k, v in req.workflow.items() if k != "state"}
+    return doc

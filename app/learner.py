@@ -12,9 +12,11 @@ is applied once.
 from __future__ import annotations
 
 import base64
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.episodes import Episodes, Transition
 from app.policies.base import Policy, PolicyError
 from app.policies.config import PoliciesConfig, PolicyConfig
 from app.policies.guardrails import ArmEstimates
@@ -36,6 +38,16 @@ class _Learning:
     version: int = 0
     # Per-arm cost and latency, for the deciders' request constraints.
     estimates: ArmEstimates = field(default_factory=ArmEstimates)
+    # Open multi-step workflows (RL policies only).
+    episodes: Episodes | None = None
+
+    def __post_init__(self) -> None:
+        if self.episodes is None and hasattr(self.policy, "observe"):
+            self.episodes = Episodes(
+                self.config.terminal_arms,
+                self.config.episode_timeout_ms,
+                monte_carlo=bool(getattr(self.policy, "monte_carlo", False)),
+            )
 
 
 class Learner:
@@ -63,9 +75,10 @@ class Learner:
             )
             return
         policy = pc.restore(base64.b64decode(state["policy"]))
-        self._live[policy_id] = _Learning(
-            pc, policy, state["updates"], offsets, version, now, version, estimates
-        )
+        live = _Learning(pc, policy, state["updates"], offsets, version, now, version, estimates)
+        if live.episodes is not None:
+            live.episodes.load(state.get("episodes") or {})
+        self._live[policy_id] = live
 
     def reconfigure(self, config: PoliciesConfig) -> None:
         """Take a changed policies config without a restart: a switched
@@ -79,9 +92,14 @@ class Learner:
                 continue
             if pc.algorithm != live.config.algorithm:
                 live.policy, live.updates = pc.build(), 0
+                live.episodes = None
             else:
                 live.policy = pc.restore(live.policy.snapshot())
             live.config = pc
+            if live.episodes is not None:
+                live.episodes.terminal_arms = frozenset(pc.terminal_arms)
+                live.episodes.timeout_ms = pc.episode_timeout_ms
+            live.__post_init__()
             live.published_version = -1
 
     def seen(self, policy_id: str, partition: int, offset: int) -> bool:
@@ -99,6 +117,17 @@ class Learner:
         if outcome.arm not in live.policy.arms:
             return "removed_arm"
         live.estimates.observe(outcome.arm, outcome.components)
+        if live.episodes is not None:
+            expired = live.episodes.expire(outcome.outcome_at)
+            if expired:
+                self._observe(live, expired)
+            if outcome.workflow is not None and outcome.features is not None:
+                if len(outcome.features) != getattr(live.policy, "context_dim", -1):
+                    return "rejected"
+                self._observe(live, live.episodes.add(outcome))
+                live.updates += 1
+                live.version += 1
+                return "applied"
         try:
             live.policy.update(
                 outcome.arm, outcome.reward, outcome.features, propensity=outcome.propensity
@@ -108,6 +137,18 @@ class Learner:
         live.updates += 1
         live.version += 1
         return "applied"
+
+    @staticmethod
+    def _observe(live: _Learning, transitions: list[Transition]) -> None:
+        """Learn from workflow transitions (one whose arm was removed since is dropped)."""
+        observe = live.policy.observe  # type: ignore[attr-defined]
+        for t in transitions:
+            with contextlib.suppress(PolicyError):
+                observe(t.state, t.arm, t.reward, t.next_state, t.done)
+
+    def open_workflows(self, policy_id: str) -> int:
+        episodes = self._live[policy_id].episodes
+        return 0 if episodes is None else episodes.open_count
 
     def mark(self, policy_id: str, partition: int, offset: int) -> None:
         """Record an offset as handled without applying it (e.g. a duplicate)."""
@@ -123,7 +164,7 @@ class Learner:
             "version": live.version,
             "offsets": live.offsets,
             "estimates": live.estimates.to_dict(),
-        }
+        } | ({"episodes": live.episodes.to_dict()} if live.episodes is not None else {})
 
     def due_snapshots(self, now: int, force: bool = False) -> list[str]:
         due = []

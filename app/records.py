@@ -127,6 +127,27 @@ def _dict(d: JSON, name: str, required: bool = False) -> Any:
     return v
 
 
+_WORKFLOW_KEYS = frozenset({"id", "step", "state", "final"})
+
+
+def _workflow(d: JSON) -> Any:
+    """The optional ``workflow`` object: which multi-step episode a request
+    (and its decision and outcome) belongs to, for RL policies."""
+    w = _dict(d, "workflow")
+    if w is None:
+        return None
+    extra = w.keys() - _WORKFLOW_KEYS
+    if extra:
+        raise _fail(f"'workflow' has unknown field(s) {sorted(extra)}")
+    out: JSON = {"id": _str(w, "id"), "step": _int(w, "step", 0, 10_000)}
+    if "state" in w:
+        state = _float_list(w, "state", max_items=256)
+        out["state"] = state
+    if "final" in w:
+        out["final"] = _bool(w, "final")
+    return out
+
+
 def _version(d: JSON) -> None:
     v = d.get("schema_version")
     if type(v) is bool or v != SCHEMA_VERSION:
@@ -215,6 +236,7 @@ class Request(Record):
     candidates: list[str] | None = None
     reply_to: str | None = None
     metadata: JSON | None = None
+    workflow: JSON | None = None
     schema_version: int = SCHEMA_VERSION
 
     @classmethod
@@ -232,6 +254,7 @@ class Request(Record):
             candidates=_str_list(d, "candidates", required=False),
             reply_to=_str(d, "reply_to", required=False, max_len=249),
             metadata=_dict(d, "metadata"),
+            workflow=_workflow(d) if "workflow" in d else None,
         )
 
 
@@ -258,6 +281,7 @@ class Decision(Record):
     requested_at: int
     decided_at: int
     features: list[float] | None = None
+    workflow: JSON | None = None
     schema_version: int = SCHEMA_VERSION
 
     @classmethod
@@ -284,6 +308,7 @@ class Decision(Record):
             requested_at=_int(d, "requested_at", 0, 2**53),
             decided_at=_int(d, "decided_at", 0, 2**53),
             features=_float_list(d, "features"),
+            workflow=_workflow(d) if "workflow" in d else None,
         )
 
 
@@ -345,6 +370,7 @@ class Outcome(Record):
     outcome_at: int
     components: JSON = field(default_factory=dict)
     features: list[float] | None = None
+    workflow: JSON | None = None
     schema_version: int = SCHEMA_VERSION
 
     @classmethod
@@ -366,6 +392,7 @@ class Outcome(Record):
             outcome_at=_int(d, "outcome_at", 0, 2**53),
             components=_dict(d, "components") or {},
             features=_float_list(d, "features"),
+            workflow=_workflow(d) if "workflow" in d else None,
         )
 
 

@@ -462,6 +462,7 @@ def test_gaussian_thompson_propensity_matches_the_exact_win_probability(seed: in
     gt = GaussianThompson(["x", "y"], seed=seed, propensity_samples=samples)
     feed(gt, "x", [0.4, 0.9, 0.6, 0.2])
     feed(gt, "y", [0.5, 0.3, 0.45])
+    gt.refresh()
     loc, scale, df = gt.posterior()
     # P(X > Y) = ∫ pdf_x · cdf_y, on a fine grid wide enough for both tails.
     grid = np.linspace(-20, 20, 400_001)

@@ -61,6 +61,7 @@ EXAMPLES: dict[type[Record], dict[str, Any]] = {
         "candidates": ["gpt-4o-mini/t0.2", "claude-haiku/t0"],
         "reply_to": "acme.decisions",
         "metadata": {"user": "u-42", "tags": ["beta"], "score": 0.5},
+        "workflow": {"id": "wf-9", "step": 1, "state": [0.5, 0, 1], "final": False},
     },
     Decision: {
         "schema_version": 1,
@@ -80,6 +81,7 @@ EXAMPLES: dict[type[Record], dict[str, Any]] = {
         "requested_at": T0,
         "decided_at": T0 + 3,
         "features": [0.5, 1, -2.25],
+        "workflow": {"id": "wf-9", "step": 1},
     },
     Reward: {
         "schema_version": 1,
@@ -107,6 +109,7 @@ EXAMPLES: dict[type[Record], dict[str, Any]] = {
         "outcome_at": T0 + 2_100,
         "components": {"quality": 0.8, "cost_usd": 0.0012},
         "features": [0.5, 1, -2.25],
+        "workflow": {"id": "wf-9", "step": 1, "final": True},
     },
     PolicySnapshot: {
         "schema_version": 1,
@@ -162,6 +165,13 @@ MUTATIONS: dict[type[Record], list[tuple[str, dict[str, Any]]]] = {
         ("65 candidates", {"candidates": [f"arm-{i}" for i in range(65)]}),
         ("reply_to too long", {"reply_to": "t" * 250}),
         ("metadata an array", {"metadata": ["a"]}),
+        ("workflow without an id", {"workflow": {"step": 0}}),
+        ("workflow without a step", {"workflow": {"id": "w"}}),
+        ("workflow step negative", {"workflow": {"id": "w", "step": -1}}),
+        ("workflow with an unknown field", {"workflow": {"id": "w", "step": 0, "x": 1}}),
+        ("workflow state with a string", {"workflow": {"id": "w", "step": 0, "state": ["a"]}}),
+        ("workflow final a string", {"workflow": {"id": "w", "step": 0, "final": "yes"}}),
+        ("workflow a string", {"workflow": "w"}),
     ],
     Decision: [
         ("decision_id too long", {"decision_id": LONG}),
@@ -188,6 +198,7 @@ MUTATIONS: dict[type[Record], list[tuple[str, dict[str, Any]]]] = {
         ("features with a boolean", {"features": [True]}),
         ("features nested", {"features": [[0.5]]}),
         ("1025 features", {"features": [0.0] * 1025}),
+        ("workflow id empty", {"workflow": {"id": "", "step": 0}}),
     ],
     Reward: [
         ("request_id empty", {"request_id": ""}),

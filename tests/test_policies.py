@@ -426,9 +426,71 @@ def test_ts_propensity_estimate_matches_the_exact_win_probability(
             ts.update(arm, 0.0)
     s = ts.stats()
     assert (s["x"]["alpha"], s["x"]["beta"], s["y"]["alpha"], s["y"]["beta"]) == posteriors
+    ts.refresh()  # the estimate of the current posterior, not of the last refresh's
     exact = exact_win_probability(a1, b1, a2, b2)
     estimate = float(ts.probabilities()[0])
     assert abs(estimate - exact) < 4 * 0.5 / math.sqrt(samples), (estimate, exact)
+
+
+def _feed_bernoulli(ts: ThompsonSampling, rounds: int, seed: int) -> list[list[float]]:
+    """Play ``rounds`` of two Bernoulli arms; the probabilities before each."""
+    rng = np.random.default_rng(seed)
+    seen = []
+    for _ in range(rounds):
+        seen.append(ts.probabilities().tolist())
+        arm = ts.select().arm
+        ts.update(arm, float(rng.random() < (0.6 if arm == "x" else 0.5)))
+    return seen
+
+
+@pytest.mark.parametrize("fraction", [0.05, 0.2])
+def test_ts_decides_on_a_posterior_at_most_a_fraction_of_its_evidence_old(
+    fraction: float,
+) -> None:
+    """Lazily refreshed win probabilities are exactly those an eager policy
+    (``refresh_fraction=0``) had a few rewards earlier, never more than
+    ``fraction`` of the evidence behind."""
+    rounds = 1500
+    lazy = ThompsonSampling(["x", "y"], seed=3, propensity_samples=2000, refresh_fraction=fraction)
+    # The eager twin replays the lazy one's choices, so both see the same rewards.
+    eager = ThompsonSampling(["x", "y"], seed=3, propensity_samples=2000, refresh_fraction=0.0)
+    rng = np.random.default_rng(9)
+    eager_history: list[list[float]] = []
+    distinct: set[tuple[float, ...]] = set()
+    for i in range(rounds):
+        eager_history.append(eager.probabilities().tolist())
+        probs = lazy.probabilities().tolist()
+        matches = [j for j in range(i + 1) if eager_history[j] == probs]
+        assert matches and i - max(matches) <= max(1, int(fraction * i)), (i, matches[-3:])
+        distinct.add(tuple(probs))
+        arm = lazy.select().arm
+        reward = float(rng.random() < (0.55 if arm == "x" else 0.5))
+        lazy.update(arm, reward)
+        eager.update(arm, reward)
+    assert lazy.stats() == eager.stats()
+    # One refresh per reward for the first 1/fraction rewards, then one each
+    # time the evidence grows by the fraction: ~log(rounds)/log(1 + fraction).
+    assert len(distinct) <= 1 / fraction + np.log(rounds) / np.log1p(fraction) + 2, len(distinct)
+
+
+def test_ts_refresh_state_survives_a_snapshot() -> None:
+    ts = ThompsonSampling(["x", "y"], seed=5, propensity_samples=500)
+    _feed_bernoulli(ts, 437, seed=1)
+    twin = ThompsonSampling.restore(ts.snapshot())
+    assert _feed_bernoulli(ts, 300, seed=2) == _feed_bernoulli(twin, 300, seed=2)  # type: ignore[arg-type]
+
+
+def test_ts_any_change_but_a_reward_refreshes_at_once() -> None:
+    ts = ThompsonSampling(["x", "y"], seed=5, propensity_samples=2000)
+    for _ in range(400):
+        ts.update("x", 1.0)
+        ts.update("y", 1.0)
+    ts.update("y", 0.0)  # 1 reward of 800: not yet a refresh
+    assert 0.4 < ts.probabilities()[0] < 0.6
+    ts.reset_arm("x")
+    assert ts.probabilities()[0] < 0.01  # Beta(1, 1) against Beta(401, 2)
+    ts.add_arm("z", prior_from="y")
+    assert len(ts.probabilities()) == 3
 
 
 BERNOULLI = [0.85, 0.75, 0.65, 0.6, 0.5]

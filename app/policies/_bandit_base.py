@@ -85,6 +85,10 @@ class BanditPolicy(Policy):
         self._pulls[index] += 1.0
         self._reward_sum[index] += reward
         self._t += 1
+        self._after_update()
+
+    def _after_update(self) -> None:
+        """Hook: what a reward invalidates (by default every cached answer)."""
         self._changed()
 
     def _welford(self, index: int, reward: float) -> float:

@@ -17,6 +17,9 @@ from app.rewards import RewardSpec
 ALGORITHMS: dict[str, type[Policy]] = algorithms()
 
 
+CONTEXTS = ("request", "workflow")
+
+
 class PolicyConfigError(ValueError):
     pass
 
@@ -43,6 +46,13 @@ class PolicyConfig:
     snapshot_every_ms: int = 250
     seed: int = 0
     guardrails: dict[str, Any] = field(default_factory=dict)  # validated at load
+    # What a contextual policy decides on: "request" (the request's engineered
+    # vector) or "workflow" (the state vector the request's workflow carries).
+    context: str = "request"
+    # Multi-step episodes (RL policies): arms whose outcome ends the episode,
+    # and how long an episode may wait for its next step before it is closed.
+    terminal_arms: tuple[str, ...] = ()
+    episode_timeout_ms: int = 600_000
 
     @property
     def arm_names(self) -> list[str]:
@@ -145,7 +155,17 @@ def _policy(pid: str, p: dict[str, Any], source: str) -> PolicyConfig:
         raise PolicyConfigError(f"{where}: fallback_arm {fallback!r} is not one of its arms")
     snap = p.get("snapshot", {})
     hyperparameters = dict(p.get("hyperparameters", {}))
-    if ALGORITHMS[algorithm].contextual_for(hyperparameters):
+    context = p.get("context", "request")
+    if context not in CONTEXTS:
+        raise PolicyConfigError(f"{where}: context must be one of {CONTEXTS}, got {context!r}")
+    contextual = ALGORITHMS[algorithm].contextual_for(hyperparameters)
+    if context == "workflow":
+        if not contextual or "context_dim" not in hyperparameters:
+            raise PolicyConfigError(
+                f"{where}: context: workflow needs a contextual algorithm and its "
+                "hyperparameters.context_dim (the length of the workflow state)"
+            )
+    elif contextual:
         # Contextual policies see the request's engineered feature vector.
         dim = hyperparameters.setdefault("context_dim", RequestVectorizer.dim)
         if dim != RequestVectorizer.dim:
@@ -153,6 +173,14 @@ def _policy(pid: str, p: dict[str, Any], source: str) -> PolicyConfig:
                 f"{where}: context_dim {dim} differs from the request vector's "
                 f"{RequestVectorizer.dim} features"
             )
+    episode = dict(p.get("episode") or {})
+    terminal = tuple(str(a) for a in episode.get("terminal_arms", ()))
+    stray_terminal = [a for a in terminal if a not in names]
+    if stray_terminal:
+        raise PolicyConfigError(f"{where}: episode.terminal_arms {stray_terminal} are not arms")
+    timeout_s = float(episode.get("timeout_seconds", 600))
+    if not timeout_s > 0:
+        raise PolicyConfigError(f"{where}: episode.timeout_seconds must be positive")
     raw_guardrails = dict(p.get("guardrails") or {})
     try:
         guardrails = Guardrails.from_config(raw_guardrails)
@@ -173,6 +201,9 @@ def _policy(pid: str, p: dict[str, Any], source: str) -> PolicyConfig:
         snapshot_every_updates=int(snap.get("every_updates", 100)),
         snapshot_every_ms=int(snap.get("every_ms", 250)),
         seed=int(p.get("seed", 0)),
+        context=context,
+        terminal_arms=terminal,
+        episode_timeout_ms=int(timeout_s * 1000),
     )
     try:
         config.build()

@@ -8,10 +8,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from app.policies._bandit_base import BanditPolicy
+from app.policies._posterior_sampling import PosteriorSampling
 
 
-class GaussianThompson(BanditPolicy):
+class GaussianThompson(PosteriorSampling):
     """Thompson sampling with a Normal-Inverse-Gamma posterior per arm
     (rewards Normal, mean and variance unknown). After n rewards of mean x̄
     and sum of squared deviations M: κ = κ0 + n, m = (κ0·m0 + n·x̄)/κ,
@@ -19,9 +19,9 @@ class GaussianThompson(BanditPolicy):
     Student-t with 2α degrees of freedom, location m and scale sqrt(β/(ακ)).
 
     Propensities are the posterior win probabilities, estimated as in
-    ``ThompsonSampling``: ``propensity_samples`` vectorised draws from a
-    generator seeded by the state, cached until the next update (standard
-    error ≤ 0.5/sqrt(propensity_samples)). Any finite reward is accepted.
+    ``ThompsonSampling``: ``propensity_samples`` vectorised draws (standard
+    error ≤ 0.5/sqrt(propensity_samples)), refreshed as ``refresh_fraction``
+    says (see ``_posterior_sampling``). Any finite reward is accepted.
 
     >>> gt = GaussianThompson(["a", "b"], seed=1, propensity_samples=4000)
     >>> for i in range(100):
@@ -35,6 +35,7 @@ class GaussianThompson(BanditPolicy):
     """
 
     algorithm = "gaussian_thompson"
+    snapshot_format = 2  # 2: the decision posterior is part of the state
     example_params: ClassVar[dict[str, Any]] = {"propensity_samples": 2000}
     _learned = ("_n", "_mean", "_m2")
     _keeps_m2 = True
@@ -48,6 +49,7 @@ class GaussianThompson(BanditPolicy):
         prior_alpha: float = 1.0,
         prior_beta: float = 0.1,
         propensity_samples: int = 20_000,
+        refresh_fraction: float = 0.1,
     ) -> None:
         super().__init__(arms, seed)
         self.prior_mean = prior_mean
@@ -55,7 +57,9 @@ class GaussianThompson(BanditPolicy):
         self.prior_alpha = prior_alpha
         self.prior_beta = prior_beta
         self.propensity_samples = propensity_samples
+        self.refresh_fraction = refresh_fraction
         self._allocate()
+        self._freeze()
 
     def _check(self) -> None:
         if not math.isfinite(self.prior_mean):
@@ -64,34 +68,37 @@ class GaussianThompson(BanditPolicy):
             value = getattr(self, name)
             if not (value > 0.0 and math.isfinite(value)):
                 raise ValueError(f"{name} must be positive, got {value}")
-        if self.propensity_samples < 100:
-            raise ValueError("propensity_samples must be at least 100")
+        self._check_sampling()
 
     def posterior(self, idx: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
         """(location, scale, degrees of freedom) of each arm's posterior mean."""
+        return self._posterior({"_n": self._n, "_mean": self._mean, "_m2": self._m2}, idx)
+
+    def _posterior(
+        self, arrays: dict[str, np.ndarray], idx: np.ndarray | None
+    ) -> tuple[np.ndarray, ...]:
         if idx is None:
             idx = self._all
-        n, xbar = self._n[idx], self._mean[idx]
+        n, xbar = arrays["_n"][idx], arrays["_mean"][idx]
         k0, m0 = self.prior_kappa, self.prior_mean
         kappa = k0 + n
         alpha = self.prior_alpha + n / 2.0
-        beta = self.prior_beta + self._m2[idx] / 2.0 + k0 * n * (xbar - m0) ** 2 / (2.0 * kappa)
+        shift = k0 * n * (xbar - m0) ** 2 / (2.0 * kappa)
+        beta = self.prior_beta + arrays["_m2"][idx] / 2.0 + shift
         loc = (k0 * m0 + n * xbar) / kappa
         return loc, np.sqrt(beta / (alpha * kappa)), 2.0 * alpha
 
     def _scores(self, idx: np.ndarray) -> np.ndarray:
         return self.posterior(idx)[0]
 
-    def _probabilities(self, idx: np.ndarray) -> np.ndarray:
-        if len(idx) == 1:
-            return np.ones(1)
-        # A generator seeded by the state keeps the estimate deterministic and
-        # independent of how many selections came before.
-        rng = np.random.default_rng([self.seed or 0, self._t % 2**32])
-        loc, scale, df = self.posterior(idx)
-        draws = loc + scale * rng.standard_t(df, size=(self.propensity_samples, len(idx)))
-        wins = np.bincount(draws.argmax(axis=1), minlength=len(idx))
-        return wins / self.propensity_samples
+    def _evidence(self) -> float:
+        return float(self._n.sum())
+
+    def _draw(
+        self, posterior: dict[str, np.ndarray], idx: np.ndarray, rng: np.random.Generator
+    ) -> np.ndarray:
+        loc, scale, df = self._posterior(posterior, idx)
+        return loc + scale * rng.standard_t(df, size=(self.propensity_samples, len(idx)))
 
     def _update(self, index: int, reward: float, context: Any) -> None:
         self._welford(index, reward)
@@ -114,4 +121,5 @@ class GaussianThompson(BanditPolicy):
             "prior_alpha": self.prior_alpha,
             "prior_beta": self.prior_beta,
             "propensity_samples": self.propensity_samples,
+            "refresh_fraction": self.refresh_fraction,
         }

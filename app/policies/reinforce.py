@@ -51,6 +51,7 @@ class Reinforce(_nn.TorchAgent):
     True
     """
 
+    monte_carlo = True  # learns from whole episodes (app/episodes.py hands them over)
     algorithm = "reinforce"
     example_params: ClassVar[dict[str, Any]] = {
         "context_dim": 3,
