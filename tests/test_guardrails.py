@@ -370,9 +370,10 @@ def test_reconcile_copies_the_similar_arms_state_into_the_new_arm() -> None:
 
 def test_reconcile_prior_transfer_gives_the_new_arm_the_sources_scores() -> None:
     before = trained_ts(rounds=60)
-    source_score = float(before.scores(["a"])[0])
+    source_alpha = before.stats()["a"]["alpha"]
     reconcile_arms(before, [*ARMS, "a-v2"], {"a-v2": "a"})
-    assert float(before.scores(["a-v2"])[0]) == source_score
+    assert before.stats()["a-v2"]["alpha"] == source_alpha
+    assert float(before.scores(["a-v2"])[0]) == float(before.scores(["a"])[0])
     # Chains: a new arm may copy another new arm, added first.
     chained = trained_ts(rounds=10)
     r = reconcile_arms(chained, ["a", "x2", "x1"], {"x2": "x1", "x1": "b"})

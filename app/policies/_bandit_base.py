@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import abc
 import hashlib
+from bisect import bisect_right
 from collections.abc import Sequence
+from itertools import accumulate
 from typing import Any, ClassVar
 
 import numpy as np
 
-from app.policies.base import Policy
+from app.policies.base import Policy, Selection
 
 _CACHE_LIMIT = 256  # allowed sets remembered per state; beyond it the cache starts afresh
 
@@ -51,6 +53,8 @@ class BanditPolicy(Policy):
         self._all = np.arange(len(self._arms))
         self._score_cache: dict[tuple[str, ...] | None, np.ndarray] = {}
         self._prob_cache: dict[tuple[str, ...] | None, np.ndarray] = {}
+        # Per allowed set: (names, scores, probabilities, cumulative, greedy), as lists.
+        self._select_cache: dict[tuple[str, ...] | None, tuple[Any, ...]] = {}
 
     # -- hooks ---------------------------------------------------------------------------------
     @abc.abstractmethod
@@ -109,6 +113,8 @@ class BanditPolicy(Policy):
             self._score_cache.clear()
         if self._prob_cache:
             self._prob_cache.clear()
+        if self._select_cache:
+            self._select_cache.clear()
 
     def _params_changed(self) -> None:
         self._check()
@@ -172,6 +178,36 @@ class BanditPolicy(Policy):
                 self._prob_cache.clear()
             self._prob_cache[key] = cached
         return cached
+
+    def select(
+        self, context: Any = None, allowed: Sequence[str] | None = None, explore: bool = True
+    ) -> Selection:
+        # The base class's selection, from lists cached with the scores and
+        # probabilities: between changes of state a round is a lookup, one
+        # uniform draw and a bisection (the same draw, so the same choices).
+        if not explore:
+            return super().select(context, allowed, explore)
+        key = None if allowed is None or allowed is self._arms else tuple(allowed)
+        t = self._select_cache.get(key)
+        if t is None:
+            names = list(allowed) if allowed is not None else list(self._arms)
+            scores = self.scores(names).tolist()
+            probs = self.probabilities(names).tolist()
+            greedy = max(range(len(names)), key=scores.__getitem__)
+            t = (names, scores, probs, list(accumulate(probs)), greedy)
+            if len(self._select_cache) >= _CACHE_LIMIT:
+                self._select_cache.clear()
+            self._select_cache[key] = t
+        names, scores, probs, cum, greedy = t
+        # bisect_right: an arm of probability 0 (an empty interval) is never chosen.
+        choice = min(bisect_right(cum, self._rng.random() * cum[-1]), len(names) - 1)
+        return Selection(
+            arm=names[choice],
+            propensity=probs[choice],
+            scores=dict(zip(names, scores, strict=True)),
+            explored=choice != greedy,
+            probabilities=dict(zip(names, probs, strict=True)),
+        )
 
     # -- reporting -----------------------------------------------------------------------------
     def _arm_stats(self, index: int) -> dict[str, float]:

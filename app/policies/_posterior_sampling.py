@@ -30,6 +30,8 @@ from app.policies._bandit_base import BanditPolicy
 
 class PosteriorSampling(BanditPolicy):
     """Thompson sampling over per-arm posteriors held in ``_learned`` arrays.
+    Scores (the posterior means) and probabilities are the decision
+    posterior's; ``stats()`` reports the current one.
 
     Subclasses draw from the posterior of given arrays (``_draw``) and say
     how many rewards' worth of evidence the current posterior holds
@@ -70,10 +72,10 @@ class PosteriorSampling(BanditPolicy):
         self._freeze()
 
     def _after_update(self) -> None:
+        # Scores and probabilities both come from the decision posterior, so
+        # until it is refreshed nothing cached is out of date.
         if self._t >= self._stale_at:
             self._changed()
-        elif self._score_cache:
-            self._score_cache.clear()
 
     def refresh(self) -> None:
         """Recompute the win probabilities from the current posterior now."""

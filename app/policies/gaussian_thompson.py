@@ -89,7 +89,7 @@ class GaussianThompson(PosteriorSampling):
         return loc, np.sqrt(beta / (alpha * kappa)), 2.0 * alpha
 
     def _scores(self, idx: np.ndarray) -> np.ndarray:
-        return self.posterior(idx)[0]
+        return self._posterior(self._frozen, idx)[0]
 
     def _evidence(self) -> float:
         return float(self._n.sum())

@@ -79,7 +79,7 @@ class ThompsonSampling(PosteriorSampling):
         return rng.beta(a, b, size=(self.propensity_samples, len(idx)))
 
     def _scores(self, idx: np.ndarray) -> np.ndarray:
-        a, b = self._alpha[idx], self._beta[idx]
+        a, b = self._frozen["_alpha"][idx], self._frozen["_beta"][idx]
         return a / (a + b)
 
     def _update(self, index: int, reward: float, context: Any) -> None:
