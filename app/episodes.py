@@ -39,7 +39,12 @@ class Transition:
 
 
 class Episodes:
-    """The open steps of one policy's workflows.
+    """The open workflows of one policy.
+
+    Steps may arrive out of order (their rewards come back at different
+    times, through different partitions of the join): a step's transition goes
+    out once the step after it has been seen, whatever came first, and an
+    episode is forgotten once every step up to its last has been seen.
 
     >>> ep = Episodes(terminal_arms=("accept",), timeout_ms=60_000)
     >>> def outcome(step, arm, reward, state, at):
@@ -47,10 +52,10 @@ class Episodes:
     ...         policy_version=0, arm=arm, available_arms=[arm], propensity=1.0,
     ...         explored=False, reward=reward, defaulted=False, decided_at=at,
     ...         outcome_at=at, features=state, workflow={"id": "w", "step": step})
+    >>> ep.add(outcome(1, "accept", 0.9, [1.0], 2))  # the last step's reward came first
+    [Transition(state=[1.0], arm='accept', reward=0.9, next_state=[1.0], done=True)]
     >>> ep.add(outcome(0, "cheap", 0.2, [0.0], 1))
-    []
-    >>> [(t.arm, t.next_state, t.done) for t in ep.add(outcome(1, "accept", 0.9, [1.0], 2))]
-    [('cheap', [1.0], False), ('accept', [1.0], True)]
+    [Transition(state=[0.0], arm='cheap', reward=0.2, next_state=[1.0], done=False)]
     >>> ep.open_count
     0
     """
@@ -66,9 +71,10 @@ class Episodes:
         self.timeout_ms = timeout_ms
         self.monte_carlo = monte_carlo
         self.max_open = max_open
-        # workflow id → (last step number, last outcome time, the steps not yet
-        # handed out: one for TD agents, the whole episode for Monte-Carlo ones)
-        self._open: dict[str, tuple[int, int, list[JSON]]] = {}
+        # workflow id → {"at": last outcome time, "last": the final step or None,
+        # "states": {step: state} seen, "steps": {step: [s, a, r]} not handed out}
+        # (JSON-shaped: it is saved with the learner's state).
+        self._open: dict[str, JSON] = {}
 
     @property
     def open_count(self) -> int:
@@ -78,60 +84,86 @@ class Episodes:
         """Take one outcome with a workflow and features; the transitions it completes."""
         wf = outcome.workflow
         assert wf is not None and outcome.features is not None
-        wid, step = wf["id"], int(wf["step"])
-        state = list(outcome.features)
+        wid, step = wf["id"], str(int(wf["step"]))
         out: list[Transition] = []
-        held = self._open.pop(wid, None)
-        pending: list[JSON] = []
-        if held is not None:
-            last_step, _, pending = held
-            if step <= last_step:  # the workflow started over: close what was open
-                out += _close(pending)
-                pending = []
-            elif self.monte_carlo:
-                pending[-1]["next"] = state
-            else:
-                out.append(_transition(pending[-1], state, False))
-                pending = []
-        pending.append({"s": state, "a": outcome.arm, "r": outcome.reward})
+        ep = self._open.pop(wid, None)
+        if ep is not None and step in ep["states"]:  # the workflow id started over
+            out += _close(ep)
+            ep = None
+        if ep is None:
+            ep = {"at": 0, "last": None, "states": {}, "steps": {}}
+        state = list(outcome.features)
+        ep["at"] = max(ep["at"], outcome.outcome_at)
+        ep["states"][step] = state
+        ep["steps"][step] = [state, outcome.arm, outcome.reward]
         if wf.get("final") or outcome.arm in self.terminal_arms:
-            out += _close(pending)
-        else:
-            self._open[wid] = (step, outcome.outcome_at, pending)
-            if len(self._open) > self.max_open:  # dicts keep insertion order: oldest first
-                oldest = next(iter(self._open))
-                out += _close(self._open.pop(oldest)[2])
+            ep["last"] = int(step)
+        out += self._ready(ep)
+        if _complete(ep):
+            return out
+        self._open[wid] = ep  # re-inserted: the dict stays ordered by last arrival
+        if len(self._open) > self.max_open:
+            out += _close(self._open.pop(next(iter(self._open))))
+        return out
+
+    def _ready(self, ep: JSON) -> list[Transition]:
+        """The transitions whose next state is known (TD), or the whole
+        episode once complete (Monte-Carlo)."""
+        if self.monte_carlo:
+            return _close(ep) if _all_seen(ep) else []
+        out = []
+        for step in sorted(ep["steps"], key=int):
+            nxt = ep["states"].get(str(int(step) + 1))
+            if nxt is not None:
+                out.append(_transition(ep["steps"].pop(step), nxt, False))
+            elif ep["last"] == int(step):
+                s = ep["steps"].pop(step)
+                out.append(_transition(s, s[0], True))
         return out
 
     def expire(self, now_ms: int) -> list[Transition]:
-        """Close the episodes whose next step is overdue (their last step is terminal)."""
+        """Close the episodes that waited too long for a step: what they hold
+        is handed out, the last step terminal."""
         out: list[Transition] = []
         cutoff = now_ms - self.timeout_ms
-        # Steps re-enter the dict when they arrive, so it is ordered by arrival:
-        # the overdue ones are at the front.
+        # Ordered by last arrival: the overdue ones are at the front.
         while self._open:
-            wid, (_, at, pending) = next(iter(self._open.items()))
-            if at >= cutoff:
+            wid, ep = next(iter(self._open.items()))
+            if ep["at"] >= cutoff:
                 break
             del self._open[wid]
-            out += _close(pending)
+            out += _close(ep)
         return out
 
     def to_dict(self) -> JSON:
-        return {wid: [step, at, pending] for wid, (step, at, pending) in self._open.items()}
+        return dict(self._open)
 
     def load(self, doc: JSON) -> None:
-        self._open = {wid: (int(v[0]), int(v[1]), list(v[2])) for wid, v in doc.items()}
+        self._open = dict(doc)
 
 
-def _transition(step: JSON, next_state: list[float], done: bool) -> Transition:
-    return Transition(step["s"], step["a"], float(step["r"]), next_state, done)
+def _all_seen(ep: JSON) -> bool:
+    """Every step up to the last one has been seen."""
+    return ep["last"] is not None and len(ep["states"]) >= ep["last"] + 1
 
 
-def _close(pending: list[JSON]) -> list[Transition]:
-    """An episode's remaining steps, the last one terminal."""
-    out = [_transition(p, p["next"], False) for p in pending[:-1]]
-    if pending:
-        last = pending[-1]
-        out.append(_transition(last, last["s"], True))
+def _complete(ep: JSON) -> bool:
+    """Every step seen and handed out."""
+    return _all_seen(ep) and not ep["steps"]
+
+
+def _transition(step: list[Any], next_state: list[float], done: bool) -> Transition:
+    return Transition(step[0], step[1], float(step[2]), next_state, done)
+
+
+def _close(ep: JSON) -> list[Transition]:
+    """Hand out an episode's remaining steps in order, each linked to the
+    next state seen, the last one terminal."""
+    steps = sorted(ep["steps"].items(), key=lambda kv: int(kv[0]))
+    ep["steps"] = {}
+    out = []
+    for n, (step, s) in enumerate(steps):
+        nxt = ep["states"].get(str(int(step) + 1))
+        last = n == len(steps) - 1
+        out.append(_transition(s, s[0] if last or nxt is None else nxt, last))
     return out

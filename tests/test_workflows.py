@@ -104,6 +104,27 @@ def test_final_flag_ends_the_episode_and_a_restart_closes_the_old_one() -> None:
     assert ep.open_count == 1
 
 
+@pytest.mark.parametrize("monte_carlo", [False, True])
+def test_steps_arriving_out_of_order_are_linked_all_the_same(monte_carlo: bool) -> None:
+    """Rewards come back through different partitions of the join, so a
+    workflow's outcomes can arrive in any order."""
+    ep = Episodes(monte_carlo=monte_carlo)
+    s0, s1, s2 = [0.0, 0.0], [1.0, 0.0], [1.0, 1.0]
+    got = ep.add(outcome("w", 2, "stop", 0.9, s2, final=True))
+    got += ep.add(outcome("w", 0, "go", 0.1, s0))
+    assert ep.open_count == 1
+    got += ep.add(outcome("w", 1, "go", 0.2, s1))
+    expected = [
+        Transition(s0, "go", 0.1, s1, False),
+        Transition(s1, "go", 0.2, s2, False),
+        Transition(s2, "stop", 0.9, s2, True),
+    ]
+    assert sorted(map(repr, got)) == sorted(map(repr, expected))
+    if monte_carlo:  # a whole episode, in order
+        assert [t.state for t in got] == [s0, s1, s2]
+    assert ep.open_count == 0
+
+
 def test_overdue_episodes_expire_oldest_first() -> None:
     ep = Episodes(timeout_ms=1_000)
     ep.add(outcome("old", 0, "go", 0.1, [0.0, 0.0], at=T0))
@@ -168,9 +189,7 @@ def test_the_decider_decides_on_the_workflow_state_and_logs_the_workflow() -> No
         policy_id="wf",
         workflow={"id": "w1", "step": 1, "state": [1.0, 0.0]},
     )
-    missing = Request(
-        request_id="r2", tenant_id="t", task_type="qa", created_at=T0, policy_id="wf"
-    )
+    missing = Request(request_id="r2", tenant_id="t", task_type="qa", created_at=T0, policy_id="wf")
     doc, err = decider.decide([req, missing], now_ms=T0)
     assert isinstance(doc, dict) and isinstance(err, InvalidEvent)
     assert doc["features"] == [1.0, 0.0]
