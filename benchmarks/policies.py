@@ -923,6 +923,25 @@ def _final(m: dict[str, Any], seeds: set[int] | None = None) -> float | None:
     return statistics.median(vals) if vals else None
 
 
+def _paired_difference(
+    m: dict[str, Any], peer: dict[str, Any], seeds: set[int]
+) -> tuple[float, float] | None:
+    """Mean and standard error of (regret - peer's regret) over the seeds both ran."""
+
+    def final(x: dict[str, Any]) -> dict[int, float]:
+        return {
+            r["seed"]: r["regret"][max(r["regret"], key=int)]
+            for r in x.get("runs", [])
+            if r.get("seed") in seeds and "error" not in r
+        }
+
+    a, b = final(m), final(peer)
+    d = [a[s] - b[s] for s in sorted(seeds) if s in a and s in b]
+    if len(d) < 2:
+        return None
+    return statistics.mean(d), statistics.stdev(d) / math.sqrt(len(d))
+
+
 def _seeds(m: dict[str, Any]) -> set[int]:
     return {r["seed"] for r in m.get("runs", []) if "error" not in r}
 
@@ -967,12 +986,17 @@ def verdicts(table: dict[str, dict[str, Any]], snap: dict[str, Any]) -> list[dic
         if rv and "error" not in rv:
             common = _seeds(ts) & _seeds(rv)
             a, b = _final(ts, common), _final(rv, common)
+            diff = _paired_difference(ts, rv, common)
             if a is not None and b is not None:
-                add(
-                    "ThompsonSampling on A regret ≤ river's",
-                    a <= b,
-                    f"{a:,.1f} vs {b:,.1f} (median over seeds {sorted(common)})",
-                )
+                # Two Thompson samplers differ by luck alone: per-seed regret
+                # varies by ±15 here, so a median of 3 seeds cannot rank them.
+                # "No worse" is judged on the paired difference (same
+                # environment per seed): not significantly above 0 (2 SE).
+                ok = (diff is None or diff[0] <= 2 * diff[1]) if len(common) > 3 else a <= b
+                detail = f"median {a:,.1f} vs {b:,.1f} over seeds {sorted(common)}"
+                if diff is not None:
+                    detail += f"; paired mean difference {diff[0]:+.1f} ± {diff[1]:.1f} (SE)"
+                add("ThompsonSampling on A regret ≤ river's", ok, detail)
     for key, m in table["C"].items():
         st = m.get("stationary")
         if not st or st not in table["C"] or "error" in m:
@@ -1125,7 +1149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     scale = 0.1 if args.quick else 1.0
-    seeds = SEEDS[: args.seeds or (1 if args.quick else len(SEEDS))]
+    seeds = list(range(args.seeds)) if args.seeds else list(SEEDS[: 1 if args.quick else 3])
     rounds = {w: int(n * scale) for w, n in ROUNDS.items()}
     specs, skipped = roster()
     if args.only:
