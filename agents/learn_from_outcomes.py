@@ -5,6 +5,14 @@ serially. Its state lives in a RocksDB table keyed by policy id, together
 with the offset of the last outcome applied per source partition (see
 :mod:`app.learner`); a second table remembers applied request ids. Snapshots
 go to the compacted snapshots topic every N updates or T milliseconds.
+
+The same agent reads ``llmopt.drift.v1`` (keyed by policy id and
+co-partitioned with the outcomes, topics.yaml ``joins``): a drift on an arm
+reaches the partition that owns the policy, is applied in the same serial
+stream as the outcomes — the policy state keeps a single writer — and the
+adaptation (config/drift.yaml ``adaptation``) goes back to the drift topic as
+an event of kind ``adaptation``, followed at once by a snapshot. Other kinds
+(anomalies, input drift, adaptations) are read and passed over.
 """
 
 from __future__ import annotations
@@ -17,9 +25,10 @@ import orjson
 
 from app import metrics
 from app.dead_letter import dead_letter
+from app.drift.config import DriftConfig
 from app.faust_app import Runtime
 from app.learner import Learner
-from app.records import InvalidEvent, Outcome, now_ms
+from app.records import DriftEvent, InvalidEvent, Outcome, now_ms
 
 log = logging.getLogger(__name__)
 AGENT = "learn_from_outcomes"
@@ -27,8 +36,10 @@ AGENT = "learn_from_outcomes"
 
 def register(app: faust.App, runtime: Runtime) -> None:
     t = runtime.topics
+    drift_name = t.name("drift")
     source = app.topic(
         t.name("outcomes"),
+        drift_name,
         key_type=bytes,
         value_type=bytes,
         key_serializer="raw",
@@ -41,6 +52,40 @@ def register(app: faust.App, runtime: Runtime) -> None:
     applied = app.Table("applied-requests", key_type=bytes, value_type=bytes, partitions=partitions)
     learner = Learner(runtime.policies)
     runtime.on_policies_changed.append(learner.reconfigure)
+    drift_config = DriftConfig.load(runtime.settings.drift_path)
+    drift = app.topic(drift_name, key_serializer="raw", value_serializer="raw")
+
+    async def adapt(msg: Any, now: int) -> None:
+        """Apply a drift event to the policy it names (see the module docstring)."""
+        try:
+            event = DriftEvent.loads(msg.value, runtime.settings.max_event_bytes)
+        except InvalidEvent as exc:
+            await dead.send(
+                key=msg.key,
+                value=dead_letter(msg.topic, msg.partition, msg.offset, msg.key, msg.value, exc),
+            )
+            metrics.DEAD_LETTERS.labels(AGENT, exc.code).inc()
+            return
+        pid = event.policy_id
+        if event.kind != "drift" or learner.config.policies.get(pid) is None:
+            metrics.EVENTS.labels(AGENT, f"drift_{event.kind}_skipped").inc()
+            return
+        if not learner.known(pid):
+            raw = states.get(pid.encode())
+            learner.load(pid, orjson.loads(raw) if raw is not None else None, now)
+        spec = drift_config.adaptation_for(pid)
+        done = learner.adapt(event, spec, msg.partition, msg.offset, now)
+        metrics.EVENTS.labels(AGENT, "drift_adapted" if done else "drift_ignored").inc()
+        if done is None:
+            return
+        # State (with the drift's offset) first, then the event: a crash in
+        # between keeps the adaptation and loses only its announcement.
+        states[pid.encode()] = orjson.dumps(learner.state(pid))
+        await drift.send(key=pid.encode(), value=done.dumps())
+        metrics.ADAPTATIONS.labels(pid, done.applied or "none").inc()
+        log.info("adapted %s/%s after %s drift: %s", pid, done.arm, done.signal, done.detail)
+        for due in learner.due_snapshots(now):
+            await publish(due, now)
 
     async def publish(pid: str, now: int) -> None:
         snap = learner.snapshot(pid, now)
@@ -52,6 +97,9 @@ def register(app: faust.App, runtime: Runtime) -> None:
         async for event in stream.events():
             msg = event.message
             now = now_ms()
+            if msg.topic == drift_name:
+                await adapt(msg, now)
+                continue
             try:
                 outcome = Outcome.loads(msg.value, runtime.settings.max_event_bytes)
                 if learner.config.policies.get(outcome.policy_id) is None:

@@ -44,7 +44,7 @@ class SelectArm(Service):
     def __init__(self, runtime: Runtime, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.rt = runtime
-        self.decider = Decider(runtime.policies)
+        self.decider = Decider(runtime.policies, extractor=runtime.feature_extractor)
         runtime.on_policies_changed.append(self.decider.reconfigure)
         t = runtime.topics
         self.requests_topic = t.name("requests")
@@ -53,6 +53,8 @@ class SelectArm(Service):
         self.dead_letter_topic = t.name("dead_letter")
         self._pending_commits: asyncio.Queue[tuple[asyncio.Future[Any], dict[TopicPartition, int]]]
         self._pending_commits = asyncio.Queue(maxsize=64)
+        self._lag: dict[TopicPartition, int] = {}
+        self._latency_phase = 0
 
     async def on_start(self) -> None:
         s = self.rt.settings
@@ -181,8 +183,20 @@ class SelectArm(Service):
             metrics.DECISIONS.labels(pid, arm).inc(n)
         metrics.EVENTS.labels(AGENT, "ok").inc(sum(tally.values()))
         metrics.DECIDE_BATCH_SIZE.observe(len(requests))
-        metrics.DECIDE_BATCH_SECONDS.observe(time.perf_counter() - started)
+        self._observe_latency(requests, now)
+        elapsed = time.perf_counter() - started
+        metrics.DECIDE_BATCH_SECONDS.observe(elapsed)
+        metrics.AGENT_PROCESSING_SECONDS.labels(AGENT).observe(elapsed)
         await self._pending_commits.put((asyncio.gather(*futures), offsets))
+
+    def _observe_latency(self, requests: list[Request], now: int) -> None:
+        """Request creation → decision for one request in every
+        DECISION_LATENCY_SAMPLE_EVERY, counted across batches."""
+        every = metrics.DECISION_LATENCY_SAMPLE_EVERY
+        observe = metrics.DECISION_LATENCY_SECONDS.observe
+        for req in requests[self._latency_phase :: every]:
+            observe(max(0, now - req.created_at) / 1000)
+        self._latency_phase = (self._latency_phase - len(requests)) % every
 
     async def _send_decisions(
         self, keys: list[bytes], values: list[bytes], ts: int
@@ -222,6 +236,16 @@ class SelectArm(Service):
                 await self.consumer.commit(latest)
             except Exception as exc:  # a rebalance took the partitions: their new owner redoes them
                 log.warning("offset commit failed (will be redone by the new owner): %s", exc)
+            self._record_lag(latest)
+
+    def _record_lag(self, committed: dict[TopicPartition, int]) -> None:
+        assigned = self.consumer.assignment()
+        for tp, offset in committed.items():
+            high = self.consumer.highwater(tp)
+            if high is not None:
+                self._lag[tp] = high - offset
+        lag = sum(v for tp, v in self._lag.items() if tp in assigned)
+        metrics.set_consumer_lag(AGENT, {"requests": lag})
 
     async def _dead(self, m: Any, exc: InvalidEvent) -> asyncio.Future[Any]:
         metrics.DEAD_LETTERS.labels(AGENT, exc.code).inc()

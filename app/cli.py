@@ -66,7 +66,10 @@ def _parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="start a worker (join the consumer groups)")
     worker.add_argument(
-        "--roles", default=None, help="comma-separated subset of decide,join,learn (default: all)"
+        "--roles",
+        default=None,
+        help="comma-separated subset of decide,join,learn,features,archive "
+        "(default: decide,join,learn)",
     )
     worker.add_argument("--web-port", type=int, default=None, help="port for /metrics, /health")
     worker.set_defaults(func=cmd_worker)
@@ -80,6 +83,19 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--summary-every", type=float, default=5.0, metavar="SECONDS")
     sim.set_defaults(func=cmd_simulate)
 
+    mon = sub.add_parser(
+        "monitor", help="live figures in the terminal, read from the metrics topic"
+    )
+    mon.add_argument("--interval", type=float, default=2.0, help="seconds between redraws")
+    mon.add_argument(
+        "--once",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="read for this many seconds, print one frame and exit",
+    )
+    mon.set_defaults(func=cmd_monitor)
+
     topics = sub.add_parser("topics", help="create or check the topics of topics.yaml")
     topics.add_argument("action", choices=["apply", "check"])
     topics.set_defaults(func=cmd_topics)
@@ -87,6 +103,10 @@ def _parser() -> argparse.ArgumentParser:
     broker = sub.add_parser("broker", help="run the embedded broker in the foreground")
     broker.add_argument("--port", type=int, default=None)
     broker.set_defaults(func=cmd_broker)
+
+    from app.backtest_cli import add_commands as add_backtest_commands
+
+    add_backtest_commands(sub)
     return p
 
 
@@ -118,9 +138,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.web_port:
         overrides["web_port"] = args.web_port
     settings = _configured(**overrides)
-    unknown = settings.roles - {"decide", "join", "learn"}
+    unknown = settings.roles - {"decide", "join", "learn", "features", "archive"}
     if unknown or not settings.roles:
-        raise CliError(f"--roles takes a subset of decide,join,learn, got {args.roles!r}")
+        raise CliError(
+            "--roles takes a subset of decide,join,learn,features,archive, "
+            f"got {args.roles or settings.worker_roles!r}"
+        )
     run_worker(settings)
     return 0
 
@@ -164,12 +187,31 @@ def cmd_run(args: argparse.Namespace) -> int:
         asyncio.run(apply_topics(settings.bootstrap, TopicCatalog.for_settings(settings)))
         print(
             f"topics ready on {settings.bootstrap}; starting a worker "
-            f"(metrics: http://{settings.web_host}:{settings.web_port}/metrics)",
+            f"(metrics: http://{settings.web_host}:{settings.web_port}/metrics, "
+            f"dashboard: http://{settings.web_host}:{settings.web_port}/dashboard)",
             flush=True,
         )
         with _worker_process(settings) as proc:
             _wait_ready(settings, proc)
             asyncio.run(_simulate(settings, args))
+    return 0
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from app.monitor import MonitorError, run_monitor
+
+    settings = _configured()
+    if args.interval <= 0 or (args.once is not None and args.once < 0):
+        raise CliError("--interval must be positive and --once not negative")
+    try:
+        view = asyncio.run(run_monitor(settings, args.interval, args.once))
+    except MonitorError as exc:
+        raise CliError(str(exc)) from None
+    if args.once is not None and not view["points"]:
+        raise CliError(
+            f"no metrics read in {args.once:g}s: is a worker running against "
+            f"{settings.bootstrap} (LLMOPT_METRICS_PUBLISH_SECONDS > 0)?"
+        )
     return 0
 
 

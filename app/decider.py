@@ -17,7 +17,7 @@ import numpy as np
 
 from app.features.request_vector import RequestVectorizer
 from app.policies.base import Policy
-from app.policies.config import PoliciesConfig, PolicyConfig
+from app.policies.config import PoliciesConfig, PolicyConfig, PolicyConfigError
 from app.policies.guardrails import ArmEstimates, GuardrailError, Guardrails
 from app.records import InvalidEvent, PolicySnapshot, Request
 
@@ -73,9 +73,15 @@ class Decider:
     (True, 0, ['a', 'b'])
     """
 
-    def __init__(self, config: PoliciesConfig, seed: int | None = None) -> None:
+    def __init__(
+        self, config: PoliciesConfig, seed: int | None = None, extractor: Any = None
+    ) -> None:
         self.config = config
-        self.vectorizer = RequestVectorizer()
+        # A FeatureExtractor (app.features.extraction), when a feature spec is
+        # configured: it makes the policy vector and logs the spec's features.
+        self.extractor = extractor
+        self.vectorizer = extractor if extractor is not None else RequestVectorizer()
+        self._check_dimensions(config)
         self._rng = np.random.default_rng(seed)
         self._live: dict[str, _Live] = {
             pid: _Live(pc, pc.build(), 0, pc.build_guardrails())
@@ -100,6 +106,7 @@ class Decider:
         the learned state carries over (arms and hyperparameters reconciled);
         a switched algorithm decides from its prior until the learner's first
         snapshot of it, whose version is higher."""
+        self._check_dimensions(config)
         live = {}
         for pid, pc in config.policies.items():
             old = self._live.get(pid)
@@ -111,6 +118,9 @@ class Decider:
             else:
                 live[pid] = _Live(pc, pc.build(), old.version if old else 0, guardrails)
         self.config, self._live = config, live
+
+    def _check_dimensions(self, config: PoliciesConfig) -> None:
+        check_dimensions(config, self.vectorizer.dim)
 
     def version(self, policy_id: str) -> int:
         return self._live[policy_id].version
@@ -199,6 +209,8 @@ class Decider:
                 )
         for live, allowed, i in guarded:
             out[i] = self._decide_guarded(live, allowed, requests[i], now_ms)
+        if self.extractor is not None:
+            self.extractor.annotate(requests, out)
         return out
 
     def _decide_guarded(
@@ -305,7 +317,6 @@ class Decider:
             doc["features"] = row
             out[i] = doc
 
-
     def context_row(self, config: PolicyConfig, req: Request) -> list[float]:
         """What a contextual policy decides on: the request's engineered
         vector, or the state its workflow carries (``context: workflow``)."""
@@ -340,6 +351,21 @@ class Decider:
                 continue
             ok.append(i)
         return ok
+
+
+def check_dimensions(config: PoliciesConfig, request_dim: int) -> None:
+    """Raise ``PolicyConfigError`` if a contextual policy deciding on the
+    request's vector expects another length than the decider makes."""
+    for pc in config.policies.values():
+        if pc.context != "request" or not pc.contextual:
+            continue
+        dim = pc.hyperparameters.get("context_dim")
+        if dim != request_dim:
+            raise PolicyConfigError(
+                f"policy {pc.policy_id!r}: context_dim {dim} differs from the request "
+                f"vector's {request_dim} features (13 engineered, plus the feature "
+                "spec's columns when it sets policy_vector: true)"
+            )
 
 
 def _decision(

@@ -12,6 +12,8 @@ import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app import metrics
+from app.decider import check_dimensions
+from app.features.request_vector import RequestVectorizer
 from app.policies.config import PoliciesConfig, PolicyConfigError
 from app.settings import Settings
 from app.topics import TopicCatalog
@@ -27,6 +29,11 @@ class Runtime:
     topics: TopicCatalog
     policies: PoliciesConfig
     decide_ready: bool = False
+    # Features (app/features): the spec (or None), the windowed feature store
+    # this worker keeps, and the extractor select_arm decides with (or None).
+    feature_spec: Any = None
+    feature_store: Any = None
+    feature_extractor: Any = None
     # Called with the new config when the policies file changes.
     on_policies_changed: list[Callable[[PoliciesConfig], None]] = field(default_factory=list)
     _policies_mtime: float = 0.0
@@ -41,6 +48,7 @@ class Runtime:
                 return False
             self._policies_mtime = mtime
             config = PoliciesConfig.load(path)
+            check_dimensions(config, getattr(self.feature_extractor, "dim", RequestVectorizer.dim))
         except (OSError, PolicyConfigError) as exc:
             log.error("policies file not reloaded, keeping the running config: %s", exc)
             metrics.CONFIG_RELOADS.labels("error").inc()
@@ -92,6 +100,16 @@ def create_app(settings: Settings | None = None) -> faust.App:
     )
     app = faust.App(settings.app_id, **faust_settings(settings))
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    # Ops view: per-agent processing time, logged errors (see app/metrics.py).
+    from app.agent_sensor import AgentSensor
+    from app.error_log_counter import ErrorLogCounter
+
+    app.sensors.add(AgentSensor())
+
+    @app.task
+    async def count_logged_errors() -> None:
+        # Here, not earlier: the worker's logging setup clears the root logger's handlers.
+        ErrorLogCounter.install()
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
@@ -102,6 +120,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
         """200 once every role of this worker holds partitions, 503 before."""
         assigned = bool(app.consumer.assignment()) if app.consumer else False
         ready = {"decide": runtime.decide_ready, "join": assigned, "learn": assigned}
+        ready.update(features=assigned, archive=assigned)
         ok = all(ready[r] for r in settings.roles)
         body = {
             "status": "ready" if ok else "starting",
@@ -115,6 +134,20 @@ def create_app(settings: Settings | None = None) -> faust.App:
     async def reload_policies() -> None:
         runtime.reload_policies()
 
+    from agents import (
+        aggregate_features,
+        archive_outcomes,
+        featurize_outcomes,
+        featurize_requests,
+        serve_features,
+    )
+    from app.features.runtime import build_features
+
+    runtime.feature_spec, runtime.feature_store, runtime.feature_extractor = build_features(
+        settings
+    )
+    serve_features.register(app, runtime)  # GET /features, /features/history
+
     roles = settings.roles
     if "decide" in roles:
         select_arm.register(app, runtime)
@@ -122,4 +155,20 @@ def create_app(settings: Settings | None = None) -> faust.App:
         join_rewards.register(app, runtime)
     if "learn" in roles:
         learn_from_outcomes.register(app, runtime)
+        # Beside the learner: same outcome partitions, drifts back to their owner.
+        from agents import detect_drift
+
+        detect_drift.register(app, runtime)
+    if "features" in roles:
+        featurize_requests.register(app, runtime)
+        featurize_outcomes.register(app, runtime)
+        aggregate_features.register(app, runtime)
+    if "archive" in roles:
+        archive_outcomes.register(app, runtime)
+    from agents import follow_metrics, publish_metrics
+
+    if settings.metrics_publish_seconds > 0:
+        publish_metrics.register(app, runtime)
+    if settings.dashboard_history_points > 0:
+        follow_metrics.register(app, runtime)
     return app

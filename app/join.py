@@ -192,6 +192,8 @@ def _outcome_doc(d: JSON, reward: float, components: JSON, defaulted: bool, now:
     }
     if d.get("features") is not None:
         doc["features"] = d["features"]
+    if d.get("spec_features") is not None:
+        doc["spec_features"] = d["spec_features"]
     if d.get("workflow") is not None:
         doc["workflow"] = d["workflow"]
     return doc

@@ -16,11 +16,13 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.drift.adaptation import adapt
+from app.drift.config import AdaptationSpec
 from app.episodes import Episodes, Transition
 from app.policies.base import Policy, PolicyError
 from app.policies.config import PoliciesConfig, PolicyConfig
 from app.policies.guardrails import ArmEstimates
-from app.records import Outcome, PolicySnapshot
+from app.records import DriftEvent, Outcome, PolicySnapshot
 
 JSON = dict[str, Any]
 
@@ -149,6 +151,50 @@ class Learner:
     def open_workflows(self, policy_id: str) -> int:
         episodes = self._live[policy_id].episodes
         return 0 if episodes is None else episodes.open_count
+
+    def adapt(
+        self, drift: DriftEvent, spec: AdaptationSpec, partition: int, offset: int, now: int
+    ) -> DriftEvent | None:
+        """Adapt a policy to a drift on one of its arms, as ``spec`` says, and
+        return the adaptation event; ``None`` when there is nothing to do (not
+        a drift, a signal ``spec`` does not act on, an arm the policy no longer
+        has, action ``none``) or it was done already (``partition``/``offset``
+        of the drift event, kept beside the outcome offsets, make a
+        redelivered drift a no-op). An adaptation counts as an update: the
+        version rises and a snapshot is due at once, so the deciders follow."""
+        live = self._live[drift.policy_id]
+        source = f"drift:{partition}"
+        if offset <= live.offsets.get(source, -1):
+            return None
+        live.offsets[source] = offset
+        arm = drift.arm
+        if (
+            drift.kind != "drift"
+            or arm is None
+            or drift.signal not in spec.signals
+            or spec.action == "none"
+            or arm not in live.policy.arms
+        ):
+            return None
+        done = adapt(live.policy, arm, spec.action, spec.factor)
+        live.version += 1
+        live.published_version = -1
+        return DriftEvent(
+            event_id=f"{drift.event_id[:240]}-adapted",
+            kind="adaptation",
+            policy_id=drift.policy_id,
+            arm=arm,
+            signal=drift.signal,
+            detector=drift.detector,
+            observed_at=drift.observed_at,
+            created_at=now,
+            action=spec.action,
+            applied=done.applied,
+            factor=spec.factor if spec.action in ("discount", "explore") else None,
+            cause_id=drift.event_id,
+            policy_version=live.version,
+            detail=done.detail,
+        )
 
     def mark(self, policy_id: str, partition: int, offset: int) -> None:
         """Record an offset as handled without applying it (e.g. a duplicate)."""

@@ -48,3 +48,87 @@ POLICY_VERSION = Gauge(
 CONFIG_RELOADS = Counter(
     "llmopt_config_reloads_total", "Policies file reloads, by result.", ["result"]
 )
+
+# -- every agent: processing time, errors, lag; the ops view ----------------------------
+AGENT_PROCESSING_SECONDS = Histogram(
+    "llmopt_agent_processing_seconds",
+    "Time an agent spends on one event (Faust agents) or one batch (select_arm).",
+    ["agent"],
+    buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0),
+)
+ERRORS = Counter(
+    "llmopt_errors_total",
+    "Errors logged, by logger (agents, faust, aiokafka, ...): crashes, failed commits and sends.",
+    ["logger"],
+)
+CONSUMER_LAG = Gauge(
+    "llmopt_consumer_lag_messages",
+    "Messages not yet committed by this worker's consumer, summed over its partitions "
+    "(high-water mark minus committed offset).",
+    ["consumer", "topic"],
+)
+# Request created_at → decision enqueued. One request in DECISION_LATENCY_SAMPLE_EVERY
+# is observed: a histogram observation costs ~1 µs, a few % of the decision itself.
+DECISION_LATENCY_SAMPLE_EVERY = 8
+DECISION_LATENCY_SECONDS = Histogram(
+    "llmopt_decision_latency_seconds",
+    f"Request creation to decision, one request in {DECISION_LATENCY_SAMPLE_EVERY} sampled.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+METRICS_SNAPSHOTS = Counter(
+    "llmopt_metrics_snapshots_total", "Metric snapshots published to the metrics topic."
+)
+DASHBOARD_EVENTS = Counter(
+    "llmopt_dashboard_events_total",
+    "Events read from the metrics, drift and alert topics for the dashboard, by result.",
+    ["topic", "result"],
+)
+
+
+def set_consumer_lag(consumer: str, lag_by_topic: dict[str, int]) -> None:
+    """Set the lag gauges of one consumer, one value per topic role."""
+    for topic, lag in lag_by_topic.items():
+        CONSUMER_LAG.labels(consumer, topic).set(max(0, lag))
+
+
+# -- features (app/features, agents/featurize_*, agents/aggregate_features) --------------
+FEATURE_DEFAULTS = Counter(
+    "llmopt_feature_defaults_total",
+    "Spec feature values replaced by the spec's default, by reason.",
+    ["spec", "feature", "reason"],
+)
+# "count" is exposed as ..._values: a gauge must not end in _count (promtool).
+FEATURE_SUMMARY = {
+    stat: Gauge(
+        f"llmopt_feature_{'values' if stat == 'count' else stat}",
+        f"{stat} of each extracted feature column over the last summary interval.",
+        ["spec", "feature"],
+    )
+    for stat in ("count", "mean", "std", "min", "max")
+}
+FEATURE_OBSERVATIONS = Counter(
+    "llmopt_feature_observations_total",
+    "Observations applied to the windowed feature tables, by result.",
+    ["result"],
+)
+FEATURE_ENTITIES = Gauge(
+    "llmopt_feature_entities", "Entities with windowed features held by this worker."
+)
+
+
+# -- drift (app/drift, agents/detect_drift, the learner's adaptations) -------------------
+DRIFT_EVENTS = Counter(
+    "llmopt_drift_events_total",
+    "Drift, input-drift and anomaly events sent, by policy, kind and signal.",
+    ["policy_id", "kind", "signal"],
+)
+ALERTS = Counter(
+    "llmopt_alerts_total",
+    "Alert state changes sent, by policy, rule and status (firing, resolved).",
+    ["policy_id", "rule", "status"],
+)
+ADAPTATIONS = Counter(
+    "llmopt_adaptations_total",
+    "Policy adaptations to a drift, by policy and what was applied.",
+    ["policy_id", "applied"],
+)

@@ -116,6 +116,21 @@ def _float_list(d: JSON, name: str, max_items: int = 1024) -> Any:
     return v
 
 
+def _spec_features(d: JSON) -> Any:
+    """The feature spec's lineage (name, version, content hash) and its values."""
+    v = _dict(d, "spec_features")
+    if v is None:
+        return None
+    if set(v) != {"name", "version", "hash", "values"}:
+        raise _fail("'spec_features' must have exactly name, version, hash and values")
+    _str(v, "name")
+    _int(v, "version", 1, 2**31 - 1)
+    _str(v, "hash", max_len=64)
+    if _float_list(v, "values") is None:
+        raise _fail("'spec_features.values' is required")
+    return v
+
+
 def _dict(d: JSON, name: str, required: bool = False) -> Any:
     if name not in d:
         if required:
@@ -281,6 +296,7 @@ class Decision(Record):
     requested_at: int
     decided_at: int
     features: list[float] | None = None
+    spec_features: JSON | None = None
     workflow: JSON | None = None
     schema_version: int = SCHEMA_VERSION
 
@@ -308,6 +324,7 @@ class Decision(Record):
             requested_at=_int(d, "requested_at", 0, 2**53),
             decided_at=_int(d, "decided_at", 0, 2**53),
             features=_float_list(d, "features"),
+            spec_features=_spec_features(d),
             workflow=_workflow(d) if "workflow" in d else None,
         )
 
@@ -370,6 +387,7 @@ class Outcome(Record):
     outcome_at: int
     components: JSON = field(default_factory=dict)
     features: list[float] | None = None
+    spec_features: JSON | None = None
     workflow: JSON | None = None
     schema_version: int = SCHEMA_VERSION
 
@@ -392,6 +410,7 @@ class Outcome(Record):
             outcome_at=_int(d, "outcome_at", 0, 2**53),
             components=_dict(d, "components") or {},
             features=_float_list(d, "features"),
+            spec_features=_spec_features(d),
             workflow=_workflow(d) if "workflow" in d else None,
         )
 
@@ -481,6 +500,200 @@ class DeadLetter(Record):
         )
 
 
+METRICS_SOURCES = ("worker", "simulator")
+MAX_METRIC_SAMPLES = 20_000
+
+
+def _samples(d: JSON) -> list[JSON]:
+    v = d.get("samples")
+    if not isinstance(v, list) or len(v) > MAX_METRIC_SAMPLES:
+        raise _fail(f"'samples' must be a list of at most {MAX_METRIC_SAMPLES} samples")
+    for s in v:
+        if not isinstance(s, dict) or s.keys() != {"name", "labels", "value"}:
+            raise _fail("each sample must be an object of exactly name, labels and value")
+        _str(s, "name", max_len=200)
+        labels = s["labels"]
+        if not isinstance(labels, dict) or not all(
+            isinstance(x, str) and len(x) <= 256 for x in labels.values()
+        ):
+            raise _fail("sample 'labels' must map names to strings of at most 256 characters")
+        if not _finite(s["value"]):
+            raise InvalidEvent("invalid_value", "sample 'value' must be a finite number")
+    return v
+
+
+@dataclass(slots=True)
+class MetricsSnapshot(Record):
+    """One process's Prometheus metrics at one moment, under their Prometheus
+    names (``llmopt.metrics.v1``, key ``worker_id``)."""
+
+    schema_name: ClassVar[str] = "metrics"
+
+    snapshot_id: str
+    source: str
+    worker_id: str
+    created_at: int
+    interval_ms: int
+    samples: list[JSON]
+    schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def from_dict(cls, d: JSON) -> MetricsSnapshot:
+        _version(d)
+        cls._check_extra(d)
+        if d.get("source") not in METRICS_SOURCES or type(d.get("source")) is not str:
+            raise _fail(f"'source' must be one of {METRICS_SOURCES}")
+        return cls(
+            snapshot_id=_str(d, "snapshot_id"),
+            source=d["source"],
+            worker_id=_str(d, "worker_id"),
+            created_at=_int(d, "created_at", 0, 2**53),
+            interval_ms=_int(d, "interval_ms", 1, 86_400_000),
+            samples=_samples(d),
+        )
+
+
+DRIFT_KINDS = ("drift", "input_drift", "anomaly", "adaptation")
+DIRECTIONS = ("up", "down")
+ADAPTATION_ACTIONS = ("reset", "discount", "explore", "none")
+
+
+def _real(d: JSON, name: str, required: bool = False) -> Any:
+    """Any finite JSON number, kept as parsed (an int beyond 2**53 stays exact)."""
+    if name not in d:
+        if required:
+            raise _fail(f"'{name}' is required")
+        return None
+    v = d[name]
+    if not _finite(v):
+        raise InvalidEvent("invalid_value", f"'{name}' must be a finite number")
+    return v
+
+
+def _choice(d: JSON, name: str, allowed: tuple[str, ...], required: bool = True) -> Any:
+    if name not in d and not required:
+        return None
+    v = d.get(name)
+    if type(v) is not str or v not in allowed:
+        raise _fail(f"'{name}' must be one of {allowed}")
+    return v
+
+
+@dataclass(slots=True)
+class DriftEvent(Record):
+    """A drift, input drift or anomaly seen on a (policy, arm, signal) stream,
+    or the learner's adaptation to a drift (``llmopt.drift.v1``, key
+    ``policy_id``, co-partitioned with the outcomes)."""
+
+    schema_name: ClassVar[str] = "drift"
+
+    event_id: str
+    kind: str
+    policy_id: str
+    signal: str
+    detector: str
+    observed_at: int
+    created_at: int
+    arm: str | None = None
+    samples: int | None = None
+    value: float | None = None
+    score: float | None = None
+    threshold: float | None = None
+    mean_before: float | None = None
+    mean_after: float | None = None
+    direction: str | None = None
+    action: str | None = None
+    applied: str | None = None
+    factor: float | None = None
+    cause_id: str | None = None
+    policy_version: int | None = None
+    detail: str | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def from_dict(cls, d: JSON) -> DriftEvent:
+        _version(d)
+        cls._check_extra(d)
+        return cls(
+            event_id=_str(d, "event_id"),
+            kind=_choice(d, "kind", DRIFT_KINDS),
+            policy_id=_str(d, "policy_id"),
+            signal=_str(d, "signal", max_len=64),
+            detector=_str(d, "detector", max_len=64),
+            observed_at=_int(d, "observed_at", 0, 2**53),
+            created_at=_int(d, "created_at", 0, 2**53),
+            arm=_str(d, "arm", required=False),
+            samples=_int(d, "samples", 0, 2**53, required=False),
+            value=_real(d, "value"),
+            score=_real(d, "score"),
+            threshold=_real(d, "threshold"),
+            mean_before=_real(d, "mean_before"),
+            mean_after=_real(d, "mean_after"),
+            direction=_choice(d, "direction", DIRECTIONS, required=False),
+            action=_choice(d, "action", ADAPTATION_ACTIONS, required=False),
+            applied=_str(d, "applied", required=False, max_len=64),
+            factor=_num(d, "factor", 0.0, 1.0),
+            cause_id=_str(d, "cause_id", required=False),
+            policy_version=_int(d, "policy_version", 0, 2**53, required=False),
+            detail=_str(d, "detail", required=False, max_len=1024),
+        )
+
+
+ALERT_STATUSES = ("firing", "resolved")
+ALERT_SEVERITIES = ("info", "warning", "critical")
+ALERT_COMPARISONS = (">", ">=", "<", "<=")
+
+
+@dataclass(slots=True)
+class AlertEvent(Record):
+    """An alert rule's state change for a policy (or one of its arms):
+    ``firing``, then ``resolved`` under the same ``alert_id``
+    (``llmopt.alerts.v1``, key ``policy_id``)."""
+
+    schema_name: ClassVar[str] = "alert"
+
+    alert_id: str
+    rule: str
+    status: str
+    severity: str
+    policy_id: str
+    metric: str
+    comparison: str
+    threshold: float
+    value: float
+    window_seconds: float
+    samples: int
+    started_at: int
+    created_at: int
+    arm: str | None = None
+    resolved_at: int | None = None
+    summary: str | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def from_dict(cls, d: JSON) -> AlertEvent:
+        _version(d)
+        cls._check_extra(d)
+        return cls(
+            alert_id=_str(d, "alert_id"),
+            rule=_str(d, "rule", max_len=128),
+            status=_choice(d, "status", ALERT_STATUSES),
+            severity=_choice(d, "severity", ALERT_SEVERITIES),
+            policy_id=_str(d, "policy_id"),
+            metric=_str(d, "metric", max_len=64),
+            comparison=_choice(d, "comparison", ALERT_COMPARISONS),
+            threshold=_real(d, "threshold", required=True),
+            value=_real(d, "value", required=True),
+            window_seconds=_num(d, "window_seconds", 0.0, 2_592_000.0, required=True),
+            samples=_int(d, "samples", 0, 2**53),
+            started_at=_int(d, "started_at", 0, 2**53),
+            created_at=_int(d, "created_at", 0, 2**53),
+            arm=_str(d, "arm", required=False),
+            resolved_at=_int(d, "resolved_at", 0, 2**53, required=False),
+            summary=_str(d, "summary", required=False, max_len=1024),
+        )
+
+
 ALL_RECORDS: tuple[type[Record], ...] = (
     Request,
     Decision,
@@ -488,4 +701,7 @@ ALL_RECORDS: tuple[type[Record], ...] = (
     Outcome,
     PolicySnapshot,
     DeadLetter,
+    MetricsSnapshot,
+    DriftEvent,
+    AlertEvent,
 )

@@ -29,9 +29,18 @@ class Settings:
     policies_path: Path = ROOT / "config" / "policies.yaml"
     topics_path: Path = ROOT / "topics.yaml"
     simulator_path: Path = ROOT / "config" / "simulator.yaml"
+    # Drift/anomaly detectors, alert rules and adaptation per policy (read at start).
+    drift_path: Path = ROOT / "config" / "drift.yaml"
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     worker_roles: str = "decide,join,learn"
+    # Features (docs/features.md): a YAML feature spec (empty: none, decisions
+    # keep the 13 engineered features); where archive_outcomes writes Parquet
+    # (empty: <data_dir>/archive), and how often / how many rows per flush.
+    feature_spec_path: str = ""
+    archive_dir: str = ""
+    archive_flush_seconds: float = 5.0
+    archive_batch_max: int = 20000
     log_level: str = "info"
     log_format: str = "text"
     max_event_bytes: int = 64 * 1024
@@ -50,6 +59,11 @@ class Settings:
     # request still recognises duplicate and late rewards.
     join_orphan_hold_seconds: float = 30.0
     join_done_retention_seconds: float = 3600.0
+    # Ops view: how often a worker publishes its metrics to the metrics topic
+    # (0: never), and how many points of history (one per publishing interval)
+    # it keeps from that topic to serve /dashboard (0: no dashboard).
+    metrics_publish_seconds: float = 2.0
+    dashboard_history_points: int = 300
     # Real-Kafka defaults; the embedded profile below overrides them.
     session_timeout_seconds: float = 30.0
     heartbeat_interval_seconds: float = 3.0

@@ -18,6 +18,39 @@ from app.evaluation.simulator import TrafficSimulator
 from app.records import Request, now_ms
 from app.topics import TopicCatalog
 
+METRICS_EVERY_SECONDS = 2.0
+
+
+class SimulatorMetrics:
+    """What only the simulator knows (the true regret), as Prometheus metrics
+    in a registry of their own, published to the metrics topic like a worker's."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.decisions = Counter(
+            "llmopt_simulator_decisions_total", "Decisions the simulator received.", registry=r
+        )
+        self.regret = Counter(
+            "llmopt_simulator_true_regret_total",
+            "True regret of those decisions: best expected reward minus the chosen arm's.",
+            registry=r,
+        )
+        self.reward = Counter(
+            "llmopt_simulator_reward_total", "Sum of the scalar rewards sent back.", registry=r
+        )
+        self.best_arm = Gauge(
+            "llmopt_simulator_best_arm", "1 for the best arm by ground truth.", ["arm"], registry=r
+        )
+        self.latency = Histogram(
+            "llmopt_simulator_decision_latency_seconds",
+            "Request sent to decision received, as the gateway sees it.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=r,
+        )
+
 
 @dataclass
 class TrafficStats:
@@ -54,6 +87,7 @@ class TrafficDriver:
         self.max_requests = max_requests
         self.daily_pattern = daily_pattern
         self.stats = TrafficStats()
+        self.metrics = SimulatorMetrics()
         self._pending: dict[str, Request] = {}
         self._stop = asyncio.Event()
 
@@ -73,6 +107,8 @@ class TrafficDriver:
             self.consumer.assign(tps)
             await self.consumer.seek_to_end(*tps)
             tasks = [asyncio.create_task(self._produce()), asyncio.create_task(self._consume())]
+            if "metrics" in self.topics.topics:
+                tasks.append(asyncio.create_task(self._publish_metrics()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), duration_seconds)
             self._stop.set()
@@ -123,9 +159,11 @@ class TrafficDriver:
                     reward = self.sim.outcome(req, d["arm"], now)
                     await self.producer.send(rewards, reward.dumps(), key=m.key)
                     self.stats.rewarded += 1
-                    self.stats.reward_sum += self.sim.reward_spec.scalar(
+                    scalar = self.sim.reward_spec.scalar(
                         reward.quality, reward.cost_usd, reward.latency_ms, reward.error
                     )
+                    self.stats.reward_sum += scalar
+                    self.metrics.reward.inc(scalar)
             if self.max_requests is not None and self.stats.decided >= self.max_requests:
                 self._stop.set()
 
@@ -134,7 +172,35 @@ class TrafficDriver:
         self.stats.fallback += decision.get("fallback", False)
         self.stats.latencies_ms.append(now - req.created_at)
         self.stats.recent_arms.append(decision["arm"])
-        self.sim.record_choice(req, decision["arm"], now)
+        regret = self.sim.record_choice(req, decision["arm"], now)
+        self.metrics.decisions.inc()
+        self.metrics.regret.inc(max(0.0, regret))
+        self.metrics.latency.observe(max(0, now - req.created_at) / 1000)
+
+    async def _publish_metrics(self) -> None:
+        """The simulator's figures to the metrics topic, for the dashboard."""
+        from app.metrics_snapshot import build_snapshot, process_id
+
+        topic = self.topics.name("metrics")
+        source_id = "simulator:" + process_id()
+        best = None
+        while not self._stop.is_set():
+            now = now_ms()
+            arm = self.sim.overall_best_arm(now)
+            if arm != best:
+                if best is not None:
+                    self.metrics.best_arm.labels(best).set(0)
+                self.metrics.best_arm.labels(arm).set(1)
+                best = arm
+            snap = build_snapshot(
+                self.metrics.registry,
+                "simulator",
+                source_id,
+                now,
+                int(METRICS_EVERY_SECONDS * 1000),
+            )
+            await self.producer.send(topic, snap.dumps(), key=source_id.encode())
+            await asyncio.sleep(METRICS_EVERY_SECONDS)
 
     def summary(self) -> dict[str, Any]:
         s = self.stats

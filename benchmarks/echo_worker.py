@@ -41,8 +41,14 @@ REBALANCE_TIMEOUT_MS = 10000
 
 
 class Echo:
-    def __init__(self, bootstrap: str, input_topic: str, output_topic: str, group: str,
-                 ready_file: Path | None) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        input_topic: str,
+        output_topic: str,
+        group: str,
+        ready_file: Path | None,
+    ) -> None:
         self.bootstrap = bootstrap
         self.input_topic = input_topic
         self.output_topic = output_topic
@@ -130,8 +136,11 @@ class Echo:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.echo_worker", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.echo_worker",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--bootstrap", required=True)
     p.add_argument("--input", required=True, help="topic to consume (request JSON)")
     p.add_argument("--output", required=True, help="topic to produce the echoes to")

@@ -1,5 +1,7 @@
 """Structural checks for docker-compose.kafka.yml (no Docker engine required)."""
 
+import json
+import re
 from pathlib import Path
 
 import yaml
@@ -37,10 +39,7 @@ def test_kafka_runs_single_node_kraft_without_zookeeper():
     assert {"broker", "controller"} <= set(env["KAFKA_PROCESS_ROLES"].split(","))
     voter_id, _, voter_addr = env["KAFKA_CONTROLLER_QUORUM_VOTERS"].partition("@")
     assert voter_id == env["KAFKA_NODE_ID"] and voter_addr
-    assert (
-        env["KAFKA_CONTROLLER_LISTENER_NAMES"]
-        in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"]
-    )
+    assert env["KAFKA_CONTROLLER_LISTENER_NAMES"] in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"]
     assert env.get("CLUSTER_ID")
     assert "zookeeper" not in yaml.safe_dump(compose).lower()
 
@@ -52,9 +51,7 @@ def test_kafka_advertises_localhost_9092_for_host_clients():
     advertised = dict(
         entry.split("://", 1) for entry in env["KAFKA_ADVERTISED_LISTENERS"].split(",")
     )
-    host_listeners = [
-        name for name, addr in advertised.items() if addr == "localhost:9092"
-    ]
+    host_listeners = [name for name, addr in advertised.items() if addr == "localhost:9092"]
     assert host_listeners, "no listener advertised as localhost:9092"
     assert f"{host_listeners[0]}://" in env["KAFKA_LISTENERS"]
     assert env["KAFKA_INTER_BROKER_LISTENER_NAME"] in advertised
@@ -92,3 +89,50 @@ def test_prometheus_scrapes_worker_metrics_port():
     targets = [t for sc in worker["static_configs"] for t in sc["targets"]]
     assert targets and all(t.rsplit(":", 1)[1] == str(WORKER_WEB_PORT) for t in targets)
     assert worker.get("metrics_path", "/metrics") == "/metrics"
+
+
+def _grafana_mounts() -> dict[str, Path]:
+    grafana = load_compose()["services"]["grafana"]
+    return {v.split(":")[1]: REPO / v.split(":")[0] for v in grafana["volumes"]}
+
+
+def test_grafana_provisions_the_prometheus_datasource_and_the_dashboard():
+    mounts = _grafana_mounts()
+    provisioning = mounts["/etc/grafana/provisioning"]
+    datasources = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())
+    (ds,) = datasources["datasources"]
+    assert ds["type"] == "prometheus" and ds["url"] == "http://prometheus:9090"
+
+    providers = yaml.safe_load((provisioning / "dashboards" / "llmopt.yml").read_text())
+    (provider,) = providers["providers"]
+    folder = provider["options"]["path"].rstrip("/")
+    dashboards = {target: src for target, src in mounts.items() if target.startswith(folder + "/")}
+    assert dashboards, f"nothing mounted under {folder}"
+    for src in dashboards.values():
+        dashboard = json.loads(src.read_text())
+        assert dashboard["uid"] and dashboard["title"] and dashboard["panels"]
+        uids = {p["datasource"]["uid"] for p in dashboard["panels"]}
+        uids |= {t["datasource"]["uid"] for p in dashboard["panels"] for t in p["targets"]}
+        assert uids == {ds["uid"]}
+
+
+def test_grafana_dashboard_queries_only_metrics_the_worker_exposes():
+    """Every llmopt_* series a panel queries is in a worker's exposition."""
+    from prometheus_client import REGISTRY, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.test_metrics import exercise_every_metric
+
+    exercise_every_metric()
+    exposed = {
+        s.name
+        for f in text_string_to_metric_families(generate_latest(REGISTRY).decode())
+        for s in f.samples
+    }
+    dashboard = json.loads((REPO / "deploy" / "grafana" / "dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    queried = {name for e in exprs for name in re.findall(r"\bllmopt_[a-z0-9_]+", e)}
+    assert len(queried) >= 8
+    assert queried <= exposed, sorted(queried - exposed)
+    panels = {p["title"] for p in dashboard["panels"]}
+    assert {"Decisions / s", "Arm shares per policy", "Consumer lag"} <= panels

@@ -24,23 +24,31 @@ REW_SRC = ["llmopt.rewards.v1", 3, 17]
 
 def policies() -> PoliciesConfig:
     arms = [{"name": "big", "model": "gpt-4o"}, {"name": "small", "model": "gpt-4o-mini"}]
-    return PoliciesConfig.from_dict({
-        "default_policy": "p",
-        "policies": {
-            "p": {
-                "algorithm": "thompson_sampling",
-                "hyperparameters": {"propensity_samples": 1000},
-                "reward": {
-                    "weights": {"quality": 0.5, "cost": 0.3, "latency": 0.2},
-                    "cost_scale_usd": 0.01, "latency_scale_ms": 4000,
-                    "error_reward": 0.05, "wait_seconds": WAIT_MS / 1000, "default_reward": 0.25,
+    return PoliciesConfig.from_dict(
+        {
+            "default_policy": "p",
+            "policies": {
+                "p": {
+                    "algorithm": "thompson_sampling",
+                    "hyperparameters": {"propensity_samples": 1000},
+                    "reward": {
+                        "weights": {"quality": 0.5, "cost": 0.3, "latency": 0.2},
+                        "cost_scale_usd": 0.01,
+                        "latency_scale_ms": 4000,
+                        "error_reward": 0.05,
+                        "wait_seconds": WAIT_MS / 1000,
+                        "default_reward": 0.25,
+                    },
+                    "arms": arms,
                 },
-                "arms": arms,
+                "q": {
+                    "algorithm": "thompson_sampling",
+                    "arms": arms,
+                    "reward": {"wait_seconds": 10, "default_reward": 0.0},
+                },
             },
-            "q": {"algorithm": "thompson_sampling", "arms": arms,
-                  "reward": {"wait_seconds": 10, "default_reward": 0.0}},
-        },
-    })
+        }
+    )
 
 
 @pytest.fixture
@@ -50,11 +58,22 @@ def joiner() -> Joiner:
 
 def decision(rid: str = "r1", policy_id: str = "p", **extra: Any) -> dict[str, Any]:
     doc = {
-        "decision_id": f"d-{rid}", "request_id": rid, "tenant_id": "acme",
-        "policy_id": policy_id, "policy_version": 7, "arm": "big", "model": "gpt-4o",
-        "parameters": {"temperature": 0.3}, "available_arms": ["big", "small"],
-        "propensity": 0.625, "scores": {"big": 0.7, "small": 0.4}, "explored": False,
-        "fallback": False, "requested_at": T0 - 5, "decided_at": T0, "schema_version": 1,
+        "decision_id": f"d-{rid}",
+        "request_id": rid,
+        "tenant_id": "acme",
+        "policy_id": policy_id,
+        "policy_version": 7,
+        "arm": "big",
+        "model": "gpt-4o",
+        "parameters": {"temperature": 0.3},
+        "available_arms": ["big", "small"],
+        "propensity": 0.625,
+        "scores": {"big": 0.7, "small": 0.4},
+        "explored": False,
+        "fallback": False,
+        "requested_at": T0 - 5,
+        "decided_at": T0,
+        "schema_version": 1,
     }
     doc.update(extra)
     return Decision.from_dict(doc).to_dict()  # valid by construction
@@ -104,8 +123,17 @@ def test_decision_then_reward_gives_one_outcome(joiner: Joiner) -> None:
     assert o["components"] == {"quality": 0.9, "cost_usd": 0.004, "latency_ms": 1000.0}
     assert o["defaulted"] is False and o["outcome_at"] == T0 + 500
     d = decision()
-    for k in ("request_id", "tenant_id", "policy_id", "policy_version", "arm",
-              "available_arms", "propensity", "explored", "decided_at"):
+    for k in (
+        "request_id",
+        "tenant_id",
+        "policy_id",
+        "policy_version",
+        "arm",
+        "available_arms",
+        "propensity",
+        "explored",
+        "decided_at",
+    ):
         assert o[k] == d[k], k
     assert "features" not in o
     valid_outcome(o)

@@ -56,9 +56,11 @@ def with_change(path: str, value: Any) -> dict[str, Any]:
     return doc
 
 
-@pytest.mark.parametrize("path", [REPO / "config" / "policies.yaml",
-                                  REPO / "tests" / "fixtures" / "policies.yaml"],
-                         ids=["config", "fixtures"])
+@pytest.mark.parametrize(
+    "path",
+    [REPO / "config" / "policies.yaml", REPO / "tests" / "fixtures" / "policies.yaml"],
+    ids=["config", "fixtures"],
+)
 def test_shipped_policy_files_load(path: Path) -> None:
     cfg = PoliciesConfig.load(path)
     assert cfg.default_policy in cfg.policies
@@ -92,7 +94,10 @@ def test_fields_are_read() -> None:
     assert pc.max_explore_priority == 7 and pc.fallback_arm == "small"
     assert (pc.snapshot_every_updates, pc.snapshot_every_ms, pc.seed) == (10, 500, 3)
     assert (pc.reward.quality_weight, pc.reward.cost_weight, pc.reward.latency_weight) == (
-        0.5, 0.3, 0.2)
+        0.5,
+        0.3,
+        0.2,
+    )
     assert pc.hyperparameters == {"propensity_samples": 1000}
     with pytest.raises(KeyError):
         pc.arm("missing")
@@ -146,8 +151,7 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize(("path", "value", "message"), BAD,
-                         ids=[f"{p}={v!r}" for p, v, _ in BAD])
+@pytest.mark.parametrize(("path", "value", "message"), BAD, ids=[f"{p}={v!r}" for p, v, _ in BAD])
 def test_bad_policy_is_refused_naming_it(path: str, value: Any, message: str) -> None:
     with pytest.raises(PolicyConfigError) as info:
         PoliciesConfig.from_dict(with_change(path, value), source="policies.yaml")
@@ -212,3 +216,10 @@ def test_restore_refuses_a_snapshot_of_another_algorithm() -> None:
     data = pc.build().snapshot().replace(b'"thompson_sampling"', b'"ucb1"')
     with pytest.raises(PolicyError, match="ucb1"):
         pc.restore(data)
+
+
+def test_a_file_that_is_not_yaml_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "policies.yaml"
+    path.write_text("policies: [unclosed\n")
+    with pytest.raises(PolicyConfigError, match="not valid YAML"):
+        PoliciesConfig.load(path)

@@ -11,8 +11,14 @@ import pytest
 from app.rewards import RewardSpec
 
 SPEC = RewardSpec(
-    quality_weight=0.5, cost_weight=0.3, latency_weight=0.2, feedback_weight=0.0,
-    cost_scale_usd=0.02, latency_scale_ms=8000.0, error_reward=0.1, default_reward=0.4,
+    quality_weight=0.5,
+    cost_weight=0.3,
+    latency_weight=0.2,
+    feedback_weight=0.0,
+    cost_scale_usd=0.02,
+    latency_scale_ms=8000.0,
+    error_reward=0.1,
+    default_reward=0.4,
 )
 
 
@@ -52,9 +58,9 @@ def test_an_error_gives_the_error_reward_whatever_else() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "expected"),
     [
-        ({"cost_usd": 5.0}, 0.0),          # far over the cost scale: term floors at 0
+        ({"cost_usd": 5.0}, 0.0),  # far over the cost scale: term floors at 0
         ({"latency_ms": 1e9}, 0.0),
-        ({"quality": 1.7}, 1.0),           # out-of-range inputs are clipped at the end
+        ({"quality": 1.7}, 1.0),  # out-of-range inputs are clipped at the end
         ({"quality": -0.3}, 0.0),
         ({"cost_usd": -0.02}, 1.0),
     ],

@@ -29,14 +29,16 @@ def test_from_env_reads_the_process_environment(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_values_are_parsed_by_type() -> None:
-    s = Settings.from_env({
-        "LLMOPT_KAFKA_BOOTSTRAP": "kafka-1:9092,kafka-2:9092",
-        "LLMOPT_WEB_PORT": "7070",
-        "LLMOPT_JOIN_ORPHAN_HOLD_SECONDS": "2.5",
-        "LLMOPT_EMBEDDED_BROKER": "yes",
-        "LLMOPT_DATA_DIR": "/tmp/llmopt-data",
-        "LLMOPT_TOPIC_NAMESPACE": "replay1",
-    })
+    s = Settings.from_env(
+        {
+            "LLMOPT_KAFKA_BOOTSTRAP": "kafka-1:9092,kafka-2:9092",
+            "LLMOPT_WEB_PORT": "7070",
+            "LLMOPT_JOIN_ORPHAN_HOLD_SECONDS": "2.5",
+            "LLMOPT_EMBEDDED_BROKER": "yes",
+            "LLMOPT_DATA_DIR": "/tmp/llmopt-data",
+            "LLMOPT_TOPIC_NAMESPACE": "replay1",
+        }
+    )
     assert s.kafka_bootstrap == "kafka-1:9092,kafka-2:9092"
     assert s.web_port == 7070 and type(s.web_port) is int
     assert s.join_orphan_hold_seconds == 2.5 and type(s.join_orphan_hold_seconds) is float
@@ -47,8 +49,15 @@ def test_values_are_parsed_by_type() -> None:
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [("1", True), ("true", True), ("TRUE", True), ("Yes", True),
-     ("0", False), ("false", False), ("no", False)],
+    [
+        ("1", True),
+        ("true", True),
+        ("TRUE", True),
+        ("Yes", True),
+        ("0", False),
+        ("false", False),
+        ("no", False),
+    ],
 )
 def test_booleans(raw: str, expected: bool) -> None:
     assert Settings.from_env({"LLMOPT_EMBEDDED_BROKER": raw}).embedded_broker is expected
@@ -89,8 +98,12 @@ def test_every_field_can_be_set_from_the_environment() -> None:
     for f in fields(Settings):
         value = getattr(s, f.name)
         assert value != getattr(Settings(), f.name), f.name
-        assert value == {"bool": True, "int": 42, "float": 0.25, "Path": Path("/x/y"),
-                         "str": "v"}[str(f.type)]
+        assert (
+            value
+            == {"bool": True, "int": 42, "float": 0.25, "Path": Path("/x/y"), "str": "v"}[
+                str(f.type)
+            ]
+        )
 
 
 def test_bootstrap_without_a_cluster_says_what_to_do() -> None:
@@ -107,18 +120,25 @@ def test_roles() -> None:
 def test_embedded_profile_has_short_group_timings() -> None:
     s = Settings.from_env({"LLMOPT_EMBEDDED_BROKER": "1", "LLMOPT_SESSION_TIMEOUT_SECONDS": "99"})
     assert s.broker_profile() == {
-        "session_timeout": 6.0, "heartbeat_interval": 1.0, "rebalance_timeout": 10.0,
+        "session_timeout": 6.0,
+        "heartbeat_interval": 1.0,
+        "rebalance_timeout": 10.0,
     }
 
 
 def test_real_kafka_profile_uses_the_settings() -> None:
     assert Settings.from_env({}).broker_profile() == {
-        "session_timeout": 30.0, "heartbeat_interval": 3.0, "rebalance_timeout": 60.0,
+        "session_timeout": 30.0,
+        "heartbeat_interval": 3.0,
+        "rebalance_timeout": 60.0,
     }
-    s = Settings.from_env({"LLMOPT_SESSION_TIMEOUT_SECONDS": "45",
-                           "LLMOPT_HEARTBEAT_INTERVAL_SECONDS": "5"})
+    s = Settings.from_env(
+        {"LLMOPT_SESSION_TIMEOUT_SECONDS": "45", "LLMOPT_HEARTBEAT_INTERVAL_SECONDS": "5"}
+    )
     assert s.broker_profile() == {
-        "session_timeout": 45.0, "heartbeat_interval": 5.0, "rebalance_timeout": 60.0,
+        "session_timeout": 45.0,
+        "heartbeat_interval": 5.0,
+        "rebalance_timeout": 60.0,
     }
 
 

@@ -17,8 +17,14 @@ from app.topics import TopicCatalog
 REPO = Path(__file__).resolve().parents[1]
 TOPICS = REPO / "topics.yaml"
 ROLES = [
-    "requests", "decisions", "rewards", "reward_timeouts", "outcomes", "policy_snapshots",
-    "metrics", "dead_letter",
+    "requests",
+    "decisions",
+    "rewards",
+    "reward_timeouts",
+    "outcomes",
+    "policy_snapshots",
+    "metrics",
+    "dead_letter",
 ]
 NAME = re.compile(r"llmopt\.[a-z0-9]+(?:-[a-z0-9]+)*\.v[1-9][0-9]*")
 
@@ -50,9 +56,14 @@ def test_topic_names_follow_the_convention(catalog: TopicCatalog) -> None:
 
 @pytest.mark.parametrize(
     ("role", "key"),
-    [("requests", "tenant_id"), ("decisions", "request_id"), ("rewards", "request_id"),
-     ("reward_timeouts", "request_id"), ("outcomes", "policy_id"),
-     ("policy_snapshots", "policy_id")],
+    [
+        ("requests", "tenant_id"),
+        ("decisions", "request_id"),
+        ("rewards", "request_id"),
+        ("reward_timeouts", "request_id"),
+        ("outcomes", "policy_id"),
+        ("policy_snapshots", "policy_id"),
+    ],
 )
 def test_keys(catalog: TopicCatalog, role: str, key: str) -> None:
     assert catalog[role].key == key
@@ -66,7 +77,9 @@ def test_joined_topics_are_co_partitioned(catalog: TopicCatalog) -> None:
         specs = [catalog[r] for r in roles]
         assert len({s.key for s in specs}) == 1, (agent, [(s.role, s.key) for s in specs])
         assert len({s.partitions for s in specs}) == 1, (
-            agent, [(s.role, s.partitions) for s in specs])
+            agent,
+            [(s.role, s.partitions) for s in specs],
+        )
 
 
 def test_cleanup_and_retention(catalog: TopicCatalog) -> None:
@@ -105,10 +118,18 @@ def _doc() -> dict[str, Any]:
     return {
         "defaults": {"partitions": 2},
         "topics": {
-            "decisions": {"name": "llmopt.decisions.v1", "key": "request_id",
-                          "retention_ms": 1000, "cleanup_policy": "delete"},
-            "rewards": {"name": "llmopt.rewards.v1", "key": "request_id",
-                        "retention_ms": 1000, "cleanup_policy": "delete"},
+            "decisions": {
+                "name": "llmopt.decisions.v1",
+                "key": "request_id",
+                "retention_ms": 1000,
+                "cleanup_policy": "delete",
+            },
+            "rewards": {
+                "name": "llmopt.rewards.v1",
+                "key": "request_id",
+                "retention_ms": 1000,
+                "cleanup_policy": "delete",
+            },
         },
         "joins": {"join_rewards": ["decisions", "rewards"]},
     }
@@ -127,8 +148,17 @@ def test_a_minimal_file_loads(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["requests.v1", "llmopt.requests", "llmopt.requests.version", "llmopt.requests.v1x",
-             "llmopt..v1", "LLMOPT.requests.v1", "llmopt.requests.v0", "llmopt.a.b.v1"],
+    "name",
+    [
+        "requests.v1",
+        "llmopt.requests",
+        "llmopt.requests.version",
+        "llmopt.requests.v1x",
+        "llmopt..v1",
+        "LLMOPT.requests.v1",
+        "llmopt.requests.v0",
+        "llmopt.a.b.v1",
+    ],
 )
 def test_bad_topic_name(tmp_path: Path, name: str) -> None:
     doc = _doc()

@@ -269,3 +269,34 @@ def test_a_state_of_the_wrong_length_is_rejected() -> None:
     learner = Learner(config())
     learner.load("wf", None, T0)
     assert learner.apply(outcome("w", 0, "go", 0.0, [0.0, 0.0, 0.0]), 0, 0) == "rejected"
+
+
+def test_the_request_vector_length_is_checked_against_the_extractor() -> None:
+    from app.decider import check_dimensions
+
+    cfg = PoliciesConfig.from_dict(
+        {
+            "policies": {
+                "lin": {
+                    "algorithm": "lin_ucb",
+                    "hyperparameters": {"context_dim": 15},
+                    "arms": [{"name": "a", "model": "m"}, {"name": "b", "model": "m"}],
+                }
+            }
+        }
+    )
+    check_dimensions(cfg, 15)  # a feature spec adding two columns to the policy vector
+    with pytest.raises(PolicyConfigError, match="context_dim 15 differs"):
+        Decider(cfg)  # no spec: 13 features
+    with pytest.raises(PolicyConfigError, match="below the request vector"):
+        PoliciesConfig.from_dict(
+            {
+                "policies": {
+                    "lin": {
+                        "algorithm": "lin_ucb",
+                        "hyperparameters": {"context_dim": 5},
+                        "arms": [{"name": "a", "model": "m"}],
+                    }
+                }
+            }
+        )

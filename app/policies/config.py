@@ -99,6 +99,8 @@ class PoliciesConfig:
             doc = yaml.safe_load(Path(path).read_text())
         except FileNotFoundError:
             raise PolicyConfigError(f"policies file {path} does not exist") from None
+        except yaml.YAMLError as exc:
+            raise PolicyConfigError(f"policies file {path} is not valid YAML: {exc}") from None
         return cls.from_dict(doc, source=str(path))
 
     @classmethod
@@ -166,11 +168,13 @@ def _policy(pid: str, p: dict[str, Any], source: str) -> PolicyConfig:
                 "hyperparameters.context_dim (the length of the workflow state)"
             )
     elif contextual:
-        # Contextual policies see the request's engineered feature vector.
+        # Contextual policies see the request's engineered feature vector,
+        # plus the feature spec's columns when the spec says policy_vector
+        # (the decider checks the length against the configured extractor).
         dim = hyperparameters.setdefault("context_dim", RequestVectorizer.dim)
-        if dim != RequestVectorizer.dim:
+        if not isinstance(dim, int) or dim < RequestVectorizer.dim:
             raise PolicyConfigError(
-                f"{where}: context_dim {dim} differs from the request vector's "
+                f"{where}: context_dim {dim} is below the request vector's "
                 f"{RequestVectorizer.dim} features"
             )
     episode = dict(p.get("episode") or {})

@@ -1,0 +1,44 @@
+"""featurize_outcomes: outcomes (keyed by policy) → feature observations for
+the tenant and the tenant × arm, repartitioned to the tenant key through the
+observations topic, so that ``aggregate_features`` keeps a tenant's outcome
+windows beside its request windows, where ``select_arm`` reads them."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import faust
+import orjson
+
+from app import metrics
+from app.faust_app import Runtime
+from app.features.observations import outcome_observations
+from app.records import InvalidEvent, Outcome
+
+AGENT = "featurize_outcomes"
+
+
+def register(app: faust.App, runtime: Runtime) -> None:
+    t = runtime.topics
+    source = app.topic(t.name("outcomes"), key_type=bytes, value_type=bytes, value_serializer="raw")
+    observations = app.topic(
+        t.name("feature_observations"), key_serializer="raw", value_serializer="raw"
+    )
+    max_bytes = runtime.settings.max_event_bytes
+
+    @app.agent(source, name=AGENT)
+    async def featurize_outcomes(stream: Any) -> None:
+        async for events in stream.take_events(2000, within=0.05):
+            routed: dict[str, list[Any]] = defaultdict(list)
+            for event in events:
+                try:
+                    outcome = Outcome.loads(event.message.value, max_bytes)
+                except InvalidEvent:  # learn_from_outcomes dead-letters it
+                    metrics.EVENTS.labels(AGENT, "invalid").inc()
+                    continue
+                for route, entity, obs in outcome_observations(outcome):
+                    routed[route].append({"e": entity, **obs})
+            for route, batch in routed.items():
+                await observations.send(key=route.encode(), value=orjson.dumps(batch))
+            metrics.EVENTS.labels(AGENT, "ok").inc(len(events))

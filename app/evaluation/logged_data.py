@@ -1,0 +1,747 @@
+"""Logged bandit feedback as plain numpy arrays, and loaders for it.
+
+:class:`LoggedData` is where logged data, policies under test and
+off-policy estimators meet (as in Open Bandit Pipeline's ``bandit_feedback``
+dict, but typed and frozen): one row per logged decision with the chosen
+action, its reward, the logging policy's propensity, and optionally the
+context vector, the arms that were available, a slot position and a time.
+
+Loaders:
+
+* :meth:`LoggedData.from_outcomes` — :class:`~app.records.Outcome` records;
+* :func:`read_outcomes_topic` — the outcomes topic for a time range, from any
+  Kafka cluster (aiokafka, imported lazily);
+* :func:`read_archive` — the Parquet archive of outcomes (a directory of
+  Parquet files, hive partitions allowed);
+* :func:`read_file` — an external logged-bandit file (CSV, Parquet, JSONL)
+  with a :class:`ColumnMapping`.
+
+Rows whose propensity is missing or degenerate (NaN, ≤ 0, > 1), whose reward
+is not finite, whose action is unknown or was not available, or whose context
+is missing are never used silently: the loaders drop them and count them, per
+reason, in :class:`DataQuality` (``LoggedData.quality``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+__all__ = [
+    "OUTCOME_COLUMNS",
+    "ColumnMapping",
+    "DataQuality",
+    "LoggedData",
+    "LoggedDataError",
+    "read_archive",
+    "read_file",
+    "read_outcomes_topic",
+    "read_table",
+    "read_topic_range",
+]
+
+
+class LoggedDataError(ValueError):
+    """Logged data that cannot be used: a missing column, a bad range, no rows."""
+
+
+@dataclass(frozen=True, slots=True)
+class DataQuality:
+    """How many rows a loader read, and how many it dropped for each reason."""
+
+    rows_read: int = 0
+    missing_propensity: int = 0
+    nonpositive_propensity: int = 0
+    propensity_above_one: int = 0
+    non_finite_reward: int = 0
+    unknown_action: int = 0
+    action_not_available: int = 0
+    missing_context: int = 0
+
+    @property
+    def dropped(self) -> int:
+        return self.rows_read - self.rows_kept
+
+    @property
+    def rows_kept(self) -> int:
+        return self.rows_read - sum(
+            (
+                self.missing_propensity,
+                self.nonpositive_propensity,
+                self.propensity_above_one,
+                self.non_finite_reward,
+                self.unknown_action,
+                self.action_not_available,
+                self.missing_context,
+            )
+        )
+
+    def problems(self) -> dict[str, int]:
+        """The non-zero drop counts, by reason."""
+        return {
+            k: v
+            for k, v in (
+                ("missing_propensity", self.missing_propensity),
+                ("nonpositive_propensity", self.nonpositive_propensity),
+                ("propensity_above_one", self.propensity_above_one),
+                ("non_finite_reward", self.non_finite_reward),
+                ("unknown_action", self.unknown_action),
+                ("action_not_available", self.action_not_available),
+                ("missing_context", self.missing_context),
+            )
+            if v
+        }
+
+    def summary(self) -> str:
+        problems = self.problems()
+        if not problems:
+            return f"{self.rows_read} rows read, all usable"
+        detail = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in problems.items())
+        return f"{self.rows_read} rows read, {self.dropped} dropped ({detail})"
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "rows_read": self.rows_read,
+            "rows_kept": self.rows_kept,
+            **{k: getattr(self, k) for k in self.__dataclass_fields__ if k != "rows_read"},
+        }
+
+
+def _frozen(a: np.ndarray | None) -> np.ndarray | None:
+    if a is not None:
+        a.setflags(write=False)
+    return a
+
+
+@dataclass(frozen=True)
+class LoggedData:
+    """Logged bandit feedback: ``n`` rows over ``k`` arms.
+
+    ``actions`` index ``arm_names``; ``propensities`` are the logging policy's
+    probabilities of the logged actions; ``available[i, a]`` says whether arm
+    ``a`` could be chosen at row ``i`` (``None``: every arm always);
+    ``timestamps`` are epoch milliseconds. Arrays are read-only.
+
+    >>> d = LoggedData(actions=np.array([0, 1, 1]), rewards=np.array([1.0, 0.0, 0.5]),
+    ...                propensities=np.array([0.5, 0.5, 0.25]), arm_names=("a", "b"))
+    >>> d.n_events, d.n_arms, d.allowed_mask().sum()
+    (3, 2, np.int64(6))
+    """
+
+    actions: np.ndarray
+    rewards: np.ndarray
+    propensities: np.ndarray
+    arm_names: tuple[str, ...]
+    contexts: np.ndarray | None = None
+    available: np.ndarray | None = None
+    positions: np.ndarray | None = None
+    timestamps: np.ndarray | None = None
+    feature_names: tuple[str, ...] | None = None
+    quality: DataQuality = field(default_factory=DataQuality)
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "arm_names", tuple(self.arm_names))
+        set_(self, "actions", np.asarray(self.actions, dtype=np.int64))
+        set_(self, "rewards", np.asarray(self.rewards, dtype=np.float64))
+        set_(self, "propensities", np.asarray(self.propensities, dtype=np.float64))
+        n, k = len(self.actions), len(self.arm_names)
+        if k == 0:
+            raise LoggedDataError("logged data needs at least one arm name")
+        if len(set(self.arm_names)) != k:
+            raise LoggedDataError(f"duplicate arm names in {list(self.arm_names)}")
+        for name in ("actions", "rewards", "propensities"):
+            if getattr(self, name).shape != (n,):
+                raise LoggedDataError(f"{name} must have shape ({n},)")
+        if n and (self.actions.min() < 0 or self.actions.max() >= k):
+            raise LoggedDataError(f"actions must index the {k} arm names")
+        if self.contexts is not None:
+            ctx = np.asarray(self.contexts, dtype=np.float64)
+            if ctx.ndim != 2 or len(ctx) != n:
+                raise LoggedDataError(f"contexts must have shape ({n}, d)")
+            set_(self, "contexts", ctx)
+        if self.available is not None:
+            av = np.asarray(self.available, dtype=bool)
+            if av.shape != (n, k):
+                raise LoggedDataError(f"available must have shape ({n}, {k})")
+            set_(self, "available", av)
+        for name in ("positions", "timestamps"):
+            v = getattr(self, name)
+            if v is not None:
+                v = np.asarray(v, dtype=np.int64)
+                if v.shape != (n,):
+                    raise LoggedDataError(f"{name} must have shape ({n},)")
+                set_(self, name, v)
+        for name in (
+            "actions",
+            "rewards",
+            "propensities",
+            "contexts",
+            "available",
+            "positions",
+            "timestamps",
+        ):
+            _frozen(getattr(self, name))
+
+    # -- shape ---------------------------------------------------------------
+    @property
+    def n_events(self) -> int:
+        return len(self.actions)
+
+    @property
+    def n_arms(self) -> int:
+        return len(self.arm_names)
+
+    @property
+    def context_dim(self) -> int:
+        return 0 if self.contexts is None else int(self.contexts.shape[1])
+
+    def allowed_mask(self) -> np.ndarray:
+        """``available``, or all-True when every arm was always available."""
+        if self.available is not None:
+            return self.available
+        return np.ones((self.n_events, self.n_arms), dtype=bool)
+
+    # -- checks --------------------------------------------------------------
+    def invalid_propensity_counts(self) -> dict[str, int]:
+        """Counts of propensities that are NaN, ≤ 0 or > 1 (zero when valid)."""
+        p = self.propensities
+        return {
+            "missing_propensity": int(np.isnan(p).sum()),
+            "nonpositive_propensity": int((p <= 0).sum()),
+            "propensity_above_one": int((p > 1).sum()),
+        }
+
+    def check_propensities(self) -> None:
+        """Raise :class:`LoggedDataError` naming the counts of unusable propensities."""
+        bad = {k: v for k, v in self.invalid_propensity_counts().items() if v}
+        if bad:
+            detail = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in bad.items())
+            raise LoggedDataError(
+                f"{sum(bad.values())} of {self.n_events} propensities are unusable ({detail}); "
+                "load through a reader, which drops and reports them"
+            )
+
+    # -- slicing -------------------------------------------------------------
+    def take(self, rows: np.ndarray) -> LoggedData:
+        """The rows at ``rows`` (indices or a boolean mask), quality kept."""
+
+        def sub(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[rows]
+
+        return replace(
+            self,
+            actions=self.actions[rows],
+            rewards=self.rewards[rows],
+            propensities=self.propensities[rows],
+            contexts=sub(self.contexts),
+            available=sub(self.available),
+            positions=sub(self.positions),
+            timestamps=sub(self.timestamps),
+        )
+
+    def time_ordered(self) -> LoggedData:
+        """Rows sorted by timestamp (stable), as progressive validation needs."""
+        if self.timestamps is None:
+            return self
+        order = np.argsort(self.timestamps, kind="stable")
+        if (order == np.arange(self.n_events)).all():
+            return self
+        return self.take(order)
+
+    def between(self, start_ms: int | None, end_ms: int | None) -> LoggedData:
+        """Rows with ``start_ms <= timestamp < end_ms`` (either bound optional)."""
+        if start_ms is None and end_ms is None:
+            return self
+        if self.timestamps is None:
+            raise LoggedDataError("a time range needs timestamps; map a timestamp column")
+        keep = np.ones(self.n_events, dtype=bool)
+        if start_ms is not None:
+            keep &= self.timestamps >= start_ms
+        if end_ms is not None:
+            keep &= self.timestamps < end_ms
+        return self.take(keep)
+
+    # -- constructors --------------------------------------------------------
+    @classmethod
+    def from_outcomes(
+        cls,
+        outcomes: Iterable[Any],
+        arm_names: Sequence[str] | None = None,
+        policy_id: str | None = None,
+        with_contexts: bool | None = None,
+    ) -> LoggedData:
+        """From :class:`~app.records.Outcome` records (or their dicts).
+        ``policy_id`` keeps one policy's rows; contexts come from ``features``
+        (``with_contexts=None``: when every row has them)."""
+        rows = [o if isinstance(o, dict) else o.to_dict() for o in outcomes]
+        if policy_id is not None:
+            rows = [r for r in rows if r.get("policy_id") == policy_id]
+        if not rows:
+            which = f" of policy {policy_id!r}" if policy_id else ""
+            raise LoggedDataError(f"no outcomes{which}")
+        cols = ("arm", "reward", "propensity", "available_arms", "decided_at", "features")
+        table = pa.table(
+            {c: pa.array([r.get(c) for r in rows]) for c in cols if any(c in r for r in rows)}
+        )
+        mapping = ColumnMapping.for_outcomes()
+        if with_contexts is None:
+            with_contexts = "features" in table.column_names and table["features"].null_count == 0
+        if not with_contexts:
+            mapping = replace(mapping, context=None)
+        return read_table(table, mapping, arm_names)
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnMapping:
+    """Which column holds what. ``context`` is a list-valued column (one
+    vector per row) or column names, each of which may be a glob pattern
+    (``"x*"``); ``available`` is a list column, or a string column of
+    ``|``-separated arm names. ``None`` means absent."""
+
+    action: str = "action"
+    reward: str = "reward"
+    propensity: str = "propensity"
+    context: str | tuple[str, ...] | None = None
+    available: str | None = None
+    position: str | None = None
+    timestamp: str | None = None
+
+    @classmethod
+    def for_outcomes(cls) -> ColumnMapping:
+        """The columns of outcome records (topic and Parquet archive)."""
+        return cls(
+            action="arm",
+            reward="reward",
+            propensity="propensity",
+            context="features",
+            available="available_arms",
+            timestamp="decided_at",
+        )
+
+    def required(self) -> list[str]:
+        return [self.action, self.reward, self.propensity]
+
+
+OUTCOME_COLUMNS = ColumnMapping.for_outcomes()
+
+
+# -- tables ---------------------------------------------------------------------------------
+
+
+def _column(table: pa.Table, name: str, what: str) -> pa.ChunkedArray:
+    if name not in table.column_names:
+        raise LoggedDataError(
+            f"missing column {name!r} (the {what}); columns are {table.column_names}"
+        )
+    return table[name]
+
+
+def _float(col: pa.ChunkedArray, what: str) -> np.ndarray:
+    if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
+        if pa.types.is_null(col.type):
+            return np.full(len(col), np.nan)
+        try:
+            col = pc.cast(col, pa.float64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise LoggedDataError(f"the {what} column must be numeric, got {col.type}") from None
+    return np.asarray(pc.fill_null(pc.cast(col, pa.float64()), math.nan), dtype=np.float64)
+
+
+def _timestamps(col: pa.ChunkedArray) -> np.ndarray:
+    t = col.type
+    if pa.types.is_timestamp(t) or pa.types.is_date(t):
+        col = pc.cast(pc.cast(col, pa.timestamp("ms", tz=getattr(t, "tz", None))), pa.int64())
+    elif pa.types.is_string(t) or pa.types.is_large_string(t):
+        try:
+            col = pc.cast(pc.cast(col, pa.timestamp("ms", tz="UTC")), pa.int64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise LoggedDataError(
+                "timestamps must be epoch milliseconds or ISO 8601 / RFC 3339 times"
+            ) from None
+    elif not (pa.types.is_integer(t) or pa.types.is_floating(t)):
+        raise LoggedDataError(f"timestamps must be numbers or times, got {t}")
+    if col.null_count:
+        raise LoggedDataError(f"{col.null_count} rows have no timestamp")
+    return np.asarray(pc.cast(col, pa.int64()), dtype=np.int64)
+
+
+def _names(col: pa.ChunkedArray | pa.Array) -> pa.Array:
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    if pa.types.is_dictionary(col.type):
+        col = col.dictionary_decode()
+    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+        col = pc.cast(col, pa.string())
+    return col
+
+
+def _available_lists(col: pa.ChunkedArray) -> tuple[pa.Array, pa.Array]:
+    """(list lengths, flattened arm names) of an available-arms column."""
+    arr = col.combine_chunks()
+    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        stripped = pc.utf8_trim(pc.fill_null(arr, ""), characters="[]\" '")
+        arr = pc.split_pattern(stripped, pattern="|")
+        return pc.list_value_length(arr), pc.utf8_trim_whitespace(pc.list_flatten(arr))
+    if not (pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type)):
+        raise LoggedDataError(f"the available-arms column must hold lists, got {arr.type}")
+    return pc.list_value_length(arr), _names(pc.list_flatten(arr))
+
+
+def _context_columns(table: pa.Table, spec: str | tuple[str, ...]) -> list[str]:
+    patterns = (spec,) if isinstance(spec, str) else tuple(spec)
+    cols: list[str] = []
+    for p in patterns:
+        hit = [c for c in table.column_names if fnmatch.fnmatchcase(c, p) and c not in cols]
+        if not hit:
+            raise LoggedDataError(
+                f"no column matches the context {p!r}; columns are {table.column_names}"
+            )
+        cols.extend(hit)
+    return cols
+
+
+def _contexts(table: pa.Table, spec: str | tuple[str, ...]) -> tuple[np.ndarray, tuple[str, ...]]:
+    """(contexts with NaN rows where missing, feature names)."""
+    n = table.num_rows
+    if isinstance(spec, str) and spec in table.column_names:
+        col = table[spec]
+        if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
+            arr = col.combine_chunks()
+            lengths = np.asarray(pc.fill_null(pc.list_value_length(arr), 0))
+            present = np.asarray(arr.is_valid()) & (lengths > 0)
+            dims = set(lengths[present].tolist())
+            if len(dims) > 1:
+                raise LoggedDataError(
+                    f"context vectors in {spec!r} have different lengths {sorted(dims)}"
+                )
+            d = dims.pop() if dims else 0
+            out = np.full((n, d), np.nan)
+            if d:
+                flat = _float(pa.chunked_array([pc.list_flatten(arr.filter(present))]), "context")
+                out[present] = flat.reshape(-1, d)
+            return out, tuple(f"{spec}[{j}]" for j in range(d))
+    names = _context_columns(table, spec)
+    out = np.column_stack([_float(table[c], f"context {c!r}") for c in names])
+    return out.reshape(n, len(names)), tuple(names)
+
+
+def read_table(
+    table: pa.Table,
+    mapping: ColumnMapping,
+    arm_names: Sequence[str] | None = None,
+) -> LoggedData:
+    """A pyarrow table → :class:`LoggedData`, dropping (and counting) the
+    rows that cannot be used. Arms are ``arm_names`` (an action outside them
+    is an unknown action) or, by default, every action and available arm seen,
+    sorted."""
+    n = table.num_rows
+    action_col = _names(_column(table, mapping.action, "action"))
+    reward = _float(_column(table, mapping.reward, "reward"), "reward")
+    prop = _float(_column(table, mapping.propensity, "propensity"), "propensity")
+    avail = None
+    if mapping.available is not None:
+        avail = _available_lists(_column(table, mapping.available, "available arms"))
+    if arm_names is None:
+        seen = pc.unique(action_col.drop_null()).to_pylist()
+        if avail is not None:
+            seen += pc.unique(avail[1].drop_null()).to_pylist()
+        arm_names = sorted(set(seen))
+    arm_names = tuple(arm_names)
+    if not arm_names:
+        raise LoggedDataError("no arms: the action column is empty")
+    value_set = pa.array(arm_names, type=pa.string())
+    action_idx = pc.index_in(action_col, value_set=value_set)
+    actions = np.asarray(pc.fill_null(action_idx, -1), dtype=np.int64)
+
+    available = None
+    if avail is not None:
+        lengths, flat = avail
+        parents = np.repeat(np.arange(n), np.asarray(pc.fill_null(lengths, 0), dtype=np.int64))
+        idx = np.asarray(pc.fill_null(pc.index_in(flat, value_set=value_set), -1), np.int64)
+        available = np.zeros((n, len(arm_names)), dtype=bool)
+        known = idx >= 0  # arms outside ``arm_names`` simply cannot be chosen by the policies
+        available[parents[known], idx[known]] = True
+
+    contexts, feature_names = None, None
+    if mapping.context is not None:
+        contexts, feature_names = _contexts(table, mapping.context)
+
+    # Drop reasons are counted in order: each row counts once, under its first reason.
+    keep = np.ones(n, dtype=bool)
+    counts: dict[str, int] = {}
+
+    def drop(reason: str, bad: np.ndarray) -> None:
+        bad = bad & keep
+        counts[reason] = int(bad.sum())
+        keep[bad] = False
+
+    drop("unknown_action", actions < 0)
+    drop("missing_propensity", np.isnan(prop))
+    drop("nonpositive_propensity", prop <= 0)
+    drop("propensity_above_one", prop > 1)
+    drop("non_finite_reward", ~np.isfinite(reward))
+    if available is not None:
+        safe = np.where(actions >= 0, actions, 0)
+        drop("action_not_available", ~available[np.arange(n), safe])
+    if contexts is not None:
+        drop("missing_context", ~np.isfinite(contexts).all(axis=1))
+
+    positions = None
+    if mapping.position is not None:
+        pos = _float(_column(table, mapping.position, "position"), "position")
+        if np.isnan(pos[keep]).any():
+            raise LoggedDataError("some rows have no position")
+        positions = np.nan_to_num(pos).astype(np.int64)
+    timestamps = None
+    if mapping.timestamp is not None:
+        timestamps = _timestamps(_column(table, mapping.timestamp, "timestamp"))
+
+    def kept(a: np.ndarray | None) -> np.ndarray | None:
+        return None if a is None else a[keep]
+
+    return LoggedData(
+        actions=actions[keep],
+        rewards=reward[keep],
+        propensities=prop[keep],
+        arm_names=arm_names,
+        contexts=kept(contexts),
+        available=kept(available),
+        positions=kept(positions),
+        timestamps=kept(timestamps),
+        feature_names=feature_names,
+        quality=DataQuality(rows_read=n, **counts),
+    )
+
+
+# -- files ----------------------------------------------------------------------------------
+
+
+def _read_any(path: Path) -> pa.Table:
+    suffix = "".join(path.suffixes[-2:]).lower() if path.is_file() else ""
+    try:
+        if path.is_dir() or suffix.endswith(".parquet") or suffix.endswith(".pq"):
+            import pyarrow.dataset as ds
+
+            return ds.dataset(path, format="parquet", partitioning="hive").to_table()
+        if suffix.endswith((".jsonl", ".ndjson", ".json")):
+            import pyarrow.json as pj
+
+            return pj.read_json(path)
+        if suffix.endswith((".csv", ".csv.gz", ".tsv")):
+            import pyarrow.csv as pcsv
+
+            delimiter = "\t" if ".tsv" in suffix else ","
+            return pcsv.read_csv(path, parse_options=pcsv.ParseOptions(delimiter=delimiter))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise LoggedDataError(f"cannot read {path}: {exc}") from None
+    raise LoggedDataError(
+        f"{path}: unknown file type; use .csv, .tsv, .parquet, .jsonl (or a Parquet directory)"
+    )
+
+
+def read_file(
+    path: str | Path,
+    mapping: ColumnMapping,
+    arm_names: Sequence[str] | None = None,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+) -> LoggedData:
+    """An external logged-bandit file (CSV/TSV, Parquet file or directory,
+    JSONL) with a column mapping, optionally cut to a time range."""
+    p = Path(path)
+    if not p.exists():
+        raise LoggedDataError(f"{p} does not exist")
+    return read_table(_read_any(p), mapping, arm_names).between(start_ms, end_ms)
+
+
+def read_archive(
+    path: str | Path,
+    policy_id: str | None = None,
+    arm_names: Sequence[str] | None = None,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+    mapping: ColumnMapping = OUTCOME_COLUMNS,
+) -> LoggedData:
+    """The Parquet archive of outcomes (a directory of Parquet files with the
+    outcome fields plus ``features``; hive partitions such as ``date=`` and
+    ``policy_id=`` are read as columns). Rows are filtered by ``policy_id``
+    and by decision time before conversion."""
+    import pyarrow.dataset as ds
+
+    p = Path(path)
+    if not p.exists():
+        raise LoggedDataError(f"{p} does not exist")
+    try:
+        dataset = ds.dataset(p, format="parquet", partitioning="hive")
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise LoggedDataError(f"cannot read the archive {p}: {exc}") from None
+    expr = None
+    names = dataset.schema.names
+    if policy_id is not None:
+        if "policy_id" not in names:
+            raise LoggedDataError(f"the archive has no policy_id column; columns are {names}")
+        expr = ds.field("policy_id") == policy_id
+    if mapping.timestamp is not None and mapping.timestamp in names:
+        for bound, op in ((start_ms, "ge"), (end_ms, "lt")):
+            if bound is not None:
+                f = ds.field(mapping.timestamp)
+                cond = f >= bound if op == "ge" else f < bound
+                expr = cond if expr is None else expr & cond
+    table = dataset.to_table(filter=expr)
+    if table.num_rows == 0:
+        raise LoggedDataError(f"no outcomes in {p} for the given policy and time range")
+    ctx = mapping.context
+    if isinstance(ctx, str) and (
+        ctx not in table.column_names or table[ctx].null_count == table.num_rows
+    ):
+        mapping = replace(mapping, context=None)  # an archive of non-contextual decisions
+    return read_table(table, mapping, arm_names)
+
+
+# -- Kafka ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Message:
+    key: bytes | None
+    value: bytes | None
+    timestamp: int
+    partition: int
+    offset: int
+
+
+async def _stop(consumer: Any) -> None:
+    """Stop a consumer. aiokafka's group-less coordinator can raise the
+    CancelledError of its own background task from ``stop()`` when nothing
+    was ever assigned; only a cancellation of this task is passed on."""
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+
+
+async def read_topic_range(
+    bootstrap: str,
+    topic: str,
+    start_ms: int,
+    end_ms: int,
+    idle_timeout_s: float = 5.0,
+    on_progress: Any = None,
+) -> list[Any]:
+    """Every record of ``topic`` with Kafka time in ``[start_ms, end_ms)``,
+    read without a consumer group (records have ``key``, ``value``,
+    ``timestamp``, ``partition``, ``offset``).
+
+    Each partition starts at ``offsets_for_times(start_ms)`` and stops at the
+    high-water mark seen in fetch responses or at the first record at or
+    after ``end_ms``. On the embedded broker a start past the end returns
+    offset 0 and ``end_offsets`` is too low (EMBEDDED_BROKER.md), so the
+    record-time filter, not the offsets, decides what is in range, and the end
+    comes from the fetch high-water mark.
+    """
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    if end_ms <= start_ms:
+        raise LoggedDataError(f"empty time range: end {end_ms} is not after start {start_ms}")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=100,
+        max_partition_fetch_bytes=4 << 20,
+    )
+    await consumer.start()
+    out: list[Any] = []
+    try:
+        parts = consumer.partitions_for_topic(topic)
+        if not parts:
+            raise LoggedDataError(f"topic {topic!r} does not exist on {bootstrap}")
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        found = await consumer.offsets_for_times(dict.fromkeys(tps, start_ms))
+        pending = set()
+        first: dict[Any, int] = {}  # the offset offsets_for_times answered, per partition
+        for tp in tps:
+            ot = found.get(tp)
+            if ot is None:
+                continue  # nothing written at or after start_ms
+            consumer.seek(tp, ot.offset)
+            pending.add(tp)
+            first[tp] = ot.offset
+        last = time.monotonic()
+        while pending:
+            batch = await consumer.getmany(*pending, timeout_ms=200)
+            got = False
+            for tp, msgs in batch.items():
+                got = got or bool(msgs)
+                for m in msgs:
+                    if m.offset == first.get(tp) and m.timestamp < start_ms:
+                        # The record offsets_for_times pointed at is older than
+                        # the start: the embedded broker's answer for "past the
+                        # end". Nothing in this partition is in range.
+                        pending.discard(tp)
+                        break
+                    if m.timestamp >= end_ms:
+                        pending.discard(tp)
+                        break
+                    if m.timestamp >= start_ms:
+                        out.append(_Message(m.key, m.value, m.timestamp, m.partition, m.offset))
+            for tp in list(pending):
+                hw = consumer.highwater(tp)
+                if hw is not None and await consumer.position(tp) >= hw:
+                    pending.discard(tp)
+            if got:
+                last = time.monotonic()
+                if on_progress is not None:
+                    on_progress(len(out))
+            elif time.monotonic() - last > idle_timeout_s:
+                break  # no fetch brought a high-water mark: take it as the end
+    finally:
+        await _stop(consumer)
+    out.sort(key=lambda m: (m.timestamp, m.partition, m.offset))
+    return out
+
+
+async def read_outcomes_topic(
+    bootstrap: str,
+    topic: str,
+    start_ms: int,
+    end_ms: int,
+    policy_id: str | None = None,
+    arm_names: Sequence[str] | None = None,
+    idle_timeout_s: float = 5.0,
+    on_progress: Any = None,
+) -> LoggedData:
+    """Outcomes written to ``topic`` in ``[start_ms, end_ms)`` (Kafka record
+    time; see :func:`read_topic_range`). Unparseable records are skipped and
+    counted in the error if nothing else is left."""
+    from app.records import InvalidEvent, Outcome
+
+    messages = await read_topic_range(
+        bootstrap, topic, start_ms, end_ms, idle_timeout_s, on_progress
+    )
+    rows: list[dict[str, Any]] = []
+    bad = 0
+    for m in messages:
+        try:
+            rows.append(Outcome.loads(m.value).to_dict())
+        except InvalidEvent:
+            bad += 1
+    if not rows:
+        raise LoggedDataError(
+            f"no outcomes on {topic!r} between {start_ms} and {end_ms}"
+            + (f" ({bad} unparseable)" if bad else "")
+        )
+    return LoggedData.from_outcomes(rows, arm_names, policy_id)
