@@ -1,5 +1,5 @@
 """join_rewards: decisions + rewards → outcomes, through a RocksDB table of
-pending decisions keyed by request id.
+pending decisions keyed by tenant and request id.
 
 Decisions, rewards and timeout ticks are co-partitioned (same key, same
 partition count; see topics.yaml ``joins``), so one stream over the three
@@ -9,6 +9,11 @@ an in-memory heap per partition; a timer sends one tick per owned partition
 to the timeouts topic, and the tick, processed in the stream, resolves that
 partition's due entries — table changes happen only in stream context, where
 Faust knows which changelog partition they belong to.
+
+A due entry is resolved only once the stream has read far enough
+(:class:`app.join.Progress`): the agent tracks, per decisions and rewards
+partition, the next offset it has yet to process and the end the consumer
+last fetched.
 """
 
 from __future__ import annotations
@@ -19,15 +24,19 @@ from typing import Any
 
 import faust
 import orjson
+from faust.types import TP
 
 from app import metrics
-from app.dead_letter import dead_letter
+from app.dead_letter import dead_letter, dead_letter_key, internal_error
 from app.faust_app import Runtime
-from app.join import Joiner, Step, parse_decision
+from app.ingress import check_reward_token, check_tenant, join_key
+from app.join import Joiner, Progress, Step, parse_decision
+from app.partition_ends import PartitionEnds
 from app.records import InvalidEvent, Reward, decode, now_ms
 
 log = logging.getLogger(__name__)
 AGENT = "join_rewards"
+ENTRY_STATES = frozenset({"pending", "orphan", "done"})
 
 
 class DueHeap:
@@ -51,8 +60,77 @@ class DueHeap:
         return sum(len(h) for h in self.heaps.values())
 
 
+def valid_entry(raw: bytes | None) -> dict[str, Any] | None:
+    """A table value as the join wrote it, or None for anything else (a
+    poisoned changelog record is skipped, never trusted)."""
+    if raw is None:
+        return None
+    try:
+        e = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if (
+        not isinstance(e, dict)
+        or e.get("s") not in ENTRY_STATES
+        or type(e.get("due")) is not int
+        or type(e.get("p")) is not int
+    ):
+        return None
+    return e
+
+
+class StreamProgress:
+    """Which offsets of each decisions/rewards partition the agent has
+    processed (``done``: the next offset to process), and where those
+    partitions end (``ends``, fetched every tick). A partition with no event
+    since assignment counts as read up to the consumer's position once that
+    position has stood at the partition's end for two ticks in a row (so
+    nothing fetched is still waiting to be processed)."""
+
+    def __init__(self) -> None:
+        self.done: dict[tuple[str, int], int] = {}
+        self.ends: dict[tuple[str, int], int] = {}
+        self._idle: dict[tuple[str, int], int] = {}
+
+    def saw(self, topic: str, partition: int, offset: int) -> None:
+        tp = (topic, partition)
+        if offset + 1 > self.done.get(tp, -1):
+            self.done[tp] = offset + 1
+        self._idle.pop(tp, None)
+
+    def reset(self) -> None:
+        self.done.clear()
+        self._idle.clear()
+
+    async def observe_idle(self, consumer: Any, topic: str, partition: int) -> None:
+        tp = (topic, partition)
+        end = self.ends.get(tp)
+        if tp in self.done or end is None:
+            return
+        try:
+            position = await consumer.position(TP(topic, partition))
+        except Exception:  # not assigned (any more)
+            return
+        if position is None or position < end:
+            self._idle.pop(tp, None)
+        elif self._idle.get(tp) == position:
+            self.done[tp] = position
+        else:
+            self._idle[tp] = position
+
+    def view(self, decisions: str, rewards: str, partition: int) -> Progress:
+        d, r = (decisions, partition), (rewards, partition)
+        return Progress(
+            decisions_end=self.ends.get(d),
+            decisions_done=self.done.get(d),
+            rewards_end=self.ends.get(r),
+            rewards_done=self.done.get(r),
+        )
+
+
 def register(app: faust.App, runtime: Runtime) -> None:
     t = runtime.topics
+    s = runtime.settings
     decisions, rewards, ticks = t.name("decisions"), t.name("rewards"), t.name("reward_timeouts")
     source = app.topic(
         decisions,
@@ -74,13 +152,18 @@ def register(app: faust.App, runtime: Runtime) -> None:
     )
     joiner = Joiner(
         runtime.policies,
-        orphan_hold_ms=int(runtime.settings.join_orphan_hold_seconds * 1000),
-        done_retention_ms=int(runtime.settings.join_done_retention_seconds * 1000),
+        orphan_hold_ms=int(s.join_orphan_hold_seconds * 1000),
+        done_retention_ms=int(s.join_done_retention_seconds * 1000),
+        max_hold_ms=int(s.join_max_hold_seconds * 1000),
     )
     runtime.on_policies_changed.append(joiner.reconfigure)
     due = DueHeap()
+    progress = StreamProgress()
+    ends = PartitionEnds(s.bootstrap, client_id=f"{s.app_id}-join-ends")
+    ends_started = {"yes": False}  # started on the first tick, inside the worker's loop
+
     state = {"rebuild": True}
-    max_bytes = runtime.settings.max_event_bytes
+    max_bytes = s.max_event_bytes
 
     async def apply(key: bytes, step: Step, msg: Any) -> None:
         if not step.keep:
@@ -99,6 +182,8 @@ def register(app: faust.App, runtime: Runtime) -> None:
                 await send_dead(msg, step.error, step.original[1], step.original[0])
             else:
                 await send_dead(msg, step.error)
+        if step.result.endswith("_at_bound"):
+            metrics.JOIN_AT_BOUND.labels(step.result.removesuffix("_at_bound")).inc()
         metrics.EVENTS.labels(AGENT, step.result).inc()
 
     async def send_dead(
@@ -108,61 +193,106 @@ def register(app: faust.App, runtime: Runtime) -> None:
         doc = dead_letter(
             topic, partition, offset, msg.key, value if value is not None else msg.value, err
         )
-        await dead.send(key=msg.key, value=doc)
+        await dead.send(key=dead_letter_key(msg.key), value=doc)
         metrics.DEAD_LETTERS.labels(AGENT, err.code).inc()
 
     def entry(key: bytes) -> dict[str, Any] | None:
         raw = pending.get(key)
-        return orjson.loads(raw) if raw is not None else None
+        e = valid_entry(raw)
+        if raw is not None and e is None:
+            metrics.POISONED_STATE.labels("join-pending").inc()
+            log.error("ignoring an unreadable join-pending entry (%d bytes)", len(raw))
+        return e
+
+    async def on_decision(msg: Any, now: int) -> None:
+        decision = parse_decision(msg.value)
+        if msg.key != decision["request_id"].encode():
+            raise InvalidEvent("schema_violation", "message key is not the request_id")
+        key = join_key(decision["tenant_id"], decision["request_id"])
+        src = [msg.topic, msg.partition, msg.offset]
+        await apply(key, joiner.on_decision(entry(key), decision, src, now), msg)
+
+    async def on_reward(msg: Any, now: int) -> None:
+        reward = Reward.from_dict(decode(msg.value, max_bytes))
+        if reward.request_id.encode() != msg.key:
+            raise InvalidEvent("schema_violation", "message key is not the request_id")
+        check_tenant(reward.tenant_id, msg.headers, s.tenant_header)
+        check_reward_token(
+            s.reward_token_secret, reward.tenant_id, reward.request_id, reward.reward_token
+        )
+        key = join_key(reward.tenant_id, reward.request_id)
+        src = [msg.topic, msg.partition, msg.offset]
+        await apply(key, joiner.on_reward(entry(key), reward, msg.value, src, now), msg)
 
     @app.agent(source, name="join_rewards")
     async def join_rewards(stream: Any) -> None:
         async for event in stream.events():
             msg = event.message
-            key, now = msg.key, now_ms()
+            now = now_ms()
             try:
                 if msg.topic == ticks:
                     await resolve_due(msg, now)
-                elif key is None:
+                    continue
+                progress.saw(msg.topic, msg.partition, msg.offset)
+                if msg.key is None:
                     raise InvalidEvent("schema_violation", "message has no key (the request id)")
-                elif msg.topic == decisions:
-                    src = [msg.topic, msg.partition, msg.offset]
-                    step = joiner.on_decision(entry(key), parse_decision(msg.value), src, now)
-                    await apply(key, step, msg)
+                if msg.topic == decisions:
+                    await on_decision(msg, now)
                 else:
-                    reward = Reward.from_dict(decode(msg.value, max_bytes))
-                    if reward.request_id.encode() != key:
-                        raise InvalidEvent("schema_violation", "message key is not the request_id")
-                    src = [msg.topic, msg.partition, msg.offset]
-                    step = joiner.on_reward(entry(key), reward, msg.value, src, now)
-                    await apply(key, step, msg)
+                    await on_reward(msg, now)
             except InvalidEvent as exc:
                 await send_dead(msg, exc)
                 metrics.EVENTS.labels(AGENT, "dead_letter").inc()
+            except Exception as exc:  # one message never stops the join
+                log.exception("join_rewards failed on %s:%s", msg.topic, msg.offset)
+                await send_dead(msg, internal_error(exc))
+                metrics.EVENTS.labels(AGENT, "dead_letter").inc()
 
     async def resolve_due(msg: Any, now: int) -> None:
+        view = progress.view(decisions, rewards, msg.partition)
         for key in due.pop_due(msg.partition, now):
-            step = joiner.on_due(entry(key), now)
-            if step.result == "not_due":
-                continue
-            await apply(key, step, msg)
+            try:
+                step = joiner.on_due(entry(key), now, view)
+                if step.result != "not_due":
+                    await apply(key, step, msg)
+            except Exception:
+                log.exception("join_rewards could not resolve a due entry; it is dropped")
+                metrics.POISONED_STATE.labels("join-pending").inc()
         metrics.PENDING_DECISIONS.set(due.size())
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def _on_assigned(sender: Any, assigned: Any, **kw: Any) -> None:
         state["rebuild"] = True
+        progress.reset()
 
-    @app.timer(runtime.settings.join_timer_interval_seconds)
+    def rebuild() -> None:
+        """After (re)assignment the heap is rebuilt from the recovered table."""
+        state["rebuild"] = False
+        due.heaps.clear()
+        for key, raw in pending.items():
+            e = valid_entry(raw)
+            if e is None:
+                metrics.POISONED_STATE.labels("join-pending").inc()
+                log.error("skipping an unreadable join-pending entry (%d bytes)", len(raw or b""))
+                continue
+            due.push(e["p"], e["due"], key)
+
+    @app.timer(s.join_timer_interval_seconds)
     async def tick_owned_partitions() -> None:
         assignment = app.consumer.assignment() if app.consumer else set()
         owned = sorted(tp.partition for tp in assignment if tp.topic == ticks)
         if state["rebuild"] and owned:
-            # After (re)assignment the heap is rebuilt from the recovered table.
-            state["rebuild"] = False
-            due.heaps.clear()
-            for key, raw in pending.items():
-                e = orjson.loads(raw)
-                due.push(e["p"], e["due"], key)
+            rebuild()
+        tps = [TP(topic, p) for p in owned for topic in (decisions, rewards)]
+        try:
+            if not ends_started["yes"]:
+                await ends.start()
+                ends_started["yes"] = True
+            progress.ends.update(await ends.refresh(tps, timeout_s=5.0))
+        except Exception as exc:  # the broker is away: entries wait, nothing resolves early
+            log.warning("join_rewards could not fetch partition ends: %s", exc)
+        for tp in tps:
+            await progress.observe_idle(app.consumer, tp.topic, tp.partition)
         now = now_ms()
         for p in owned:
             heap = due.heaps.get(p)

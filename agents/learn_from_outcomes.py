@@ -24,11 +24,13 @@ import faust
 import orjson
 
 from app import metrics
-from app.dead_letter import dead_letter
+from app.dead_letter import send_dead_letter, send_internal_error
 from app.drift.config import DriftConfig
 from app.faust_app import Runtime
+from app.ingress import join_key
 from app.learner import Learner
 from app.records import DriftEvent, InvalidEvent, Outcome, now_ms
+from app.snapshot_log import published_versions
 
 log = logging.getLogger(__name__)
 AGENT = "learn_from_outcomes"
@@ -60,19 +62,13 @@ def register(app: faust.App, runtime: Runtime) -> None:
         try:
             event = DriftEvent.loads(msg.value, runtime.settings.max_event_bytes)
         except InvalidEvent as exc:
-            await dead.send(
-                key=msg.key,
-                value=dead_letter(msg.topic, msg.partition, msg.offset, msg.key, msg.value, exc),
-            )
-            metrics.DEAD_LETTERS.labels(AGENT, exc.code).inc()
+            await send_dead_letter(dead.send, AGENT, msg, exc)
             return
         pid = event.policy_id
         if event.kind != "drift" or learner.config.policies.get(pid) is None:
             metrics.EVENTS.labels(AGENT, f"drift_{event.kind}_skipped").inc()
             return
-        if not learner.known(pid):
-            raw = states.get(pid.encode())
-            learner.load(pid, orjson.loads(raw) if raw is not None else None, now)
+        await ensure_loaded(pid, now)
         spec = drift_config.adaptation_for(pid)
         done = learner.adapt(event, spec, msg.partition, msg.offset, now)
         metrics.EVENTS.labels(AGENT, "drift_adapted" if done else "drift_ignored").inc()
@@ -90,53 +86,92 @@ def register(app: faust.App, runtime: Runtime) -> None:
     async def publish(pid: str, now: int) -> None:
         snap = learner.snapshot(pid, now)
         await snapshots.send(key=pid.encode(), value=snap.dumps())
+        published[pid] = max(published.get(pid, 0), snap.version)
         metrics.SNAPSHOTS.labels(pid).inc()
+
+    async def ensure_loaded(pid: str, now: int) -> None:
+        """Bring a policy's state in from the table; a state the table holds
+        that cannot be read is skipped (the policy starts from its prior and
+        the applied-requests table still stops double updates); a state older
+        than a snapshot already published is reported: it means updates
+        were lost."""
+        if learner.known(pid):
+            return
+        raw = states.get(pid.encode())
+        try:
+            learner.load(pid, orjson.loads(raw) if raw is not None else None, now)
+        except Exception as exc:
+            metrics.POISONED_STATE.labels("policy-state").inc()
+            log.error("policy %s: unreadable stored state skipped (%s)", pid, str(exc)[:200])
+            learner.load(pid, None, now)
+        if "read" not in published_read:
+            published_read["read"] = True
+            try:
+                published.update(await published_versions(runtime, t.name("policy_snapshots")))
+            except Exception as exc:
+                log.warning("could not read the published snapshot versions: %s", exc)
+        version, last = learner.version(pid), published.get(pid, 0)
+        if version < last:
+            metrics.STATE_REGRESSIONS.labels(pid).inc()
+            log.error(
+                "policy %s: recovered state is at version %d, but version %d was already "
+                "published: %d updates were lost",
+                pid,
+                version,
+                last,
+                last - version,
+            )
+
+    published: dict[str, int] = {}
+    published_read: dict[str, bool] = {}
 
     @app.agent(source, name="learn_from_outcomes")
     async def learn_from_outcomes(stream: Any) -> None:
         async for event in stream.events():
             msg = event.message
-            now = now_ms()
-            if msg.topic == drift_name:
-                await adapt(msg, now)
-                continue
             try:
-                outcome = Outcome.loads(msg.value, runtime.settings.max_event_bytes)
-                if learner.config.policies.get(outcome.policy_id) is None:
-                    raise InvalidEvent("unknown_policy", f"no policy {outcome.policy_id!r}")
-            except InvalidEvent as exc:
-                await dead.send(
-                    key=msg.key,
-                    value=dead_letter(
-                        msg.topic, msg.partition, msg.offset, msg.key, msg.value, exc
-                    ),
+                await learn(msg, now_ms())
+            except Exception as exc:  # one message never stops the learner
+                await send_internal_error(dead.send, AGENT, msg, exc)
+
+    async def learn(msg: Any, now: int) -> None:
+        if msg.topic == drift_name:
+            await adapt(msg, now)
+            return
+        try:
+            outcome = Outcome.loads(msg.value, runtime.settings.max_event_bytes)
+            pc = learner.config.policies.get(outcome.policy_id)
+            if pc is None:
+                raise InvalidEvent("unknown_policy", f"no policy {outcome.policy_id!r}")
+            if not pc.allows(outcome.tenant_id):
+                raise InvalidEvent(
+                    "unauthorized_policy", f"tenant may not use policy {outcome.policy_id!r}"
                 )
-                metrics.DEAD_LETTERS.labels(AGENT, exc.code).inc()
-                continue
-            pid = outcome.policy_id
-            if not learner.known(pid):
-                raw = states.get(pid.encode())
-                learner.load(pid, orjson.loads(raw) if raw is not None else None, now)
-            rid = outcome.request_id.encode()
-            if learner.seen(pid, msg.partition, msg.offset):
-                result = "redelivered"
-            elif applied.get(rid) is not None:
-                learner.mark(pid, msg.partition, msg.offset)
-                result = "duplicate"
-            else:
-                result = learner.apply(outcome, msg.partition, msg.offset)
-            if result == "applied":
-                metrics.POLICY_UPDATES.labels(pid).inc()
-            else:
-                metrics.POLICY_UPDATES_SKIPPED.labels(pid, result).inc()
-            if result != "redelivered":
-                # State (with the offset) first: a crash before the id is
-                # written is then caught by the offset on redelivery.
-                states[pid.encode()] = orjson.dumps(learner.state(pid))
-                applied[rid] = b"1"
-            metrics.EVENTS.labels(AGENT, result).inc()
-            for due in learner.due_snapshots(now):
-                await publish(due, now)
+        except InvalidEvent as exc:
+            await send_dead_letter(dead.send, AGENT, msg, exc)
+            return
+        pid = outcome.policy_id
+        await ensure_loaded(pid, now)
+        rid = join_key(outcome.tenant_id, outcome.request_id)
+        if learner.seen(pid, msg.partition, msg.offset):
+            result = "redelivered"
+        elif applied.get(rid) is not None:
+            learner.mark(pid, msg.partition, msg.offset)
+            result = "duplicate"
+        else:
+            result = learner.apply(outcome, msg.partition, msg.offset)
+        if result == "applied":
+            metrics.POLICY_UPDATES.labels(pid).inc()
+        else:
+            metrics.POLICY_UPDATES_SKIPPED.labels(pid, result).inc()
+        if result != "redelivered":
+            # State (with the offset) first: a crash before the id is
+            # written is then caught by the offset on redelivery.
+            states[pid.encode()] = orjson.dumps(learner.state(pid))
+            applied[rid] = b"1"
+        metrics.EVENTS.labels(AGENT, result).inc()
+        for due in learner.due_snapshots(now):
+            await publish(due, now)
 
     interval = min(p.snapshot_every_ms for p in runtime.policies.policies.values()) / 1000
 

@@ -27,24 +27,31 @@ from typing import Any
 import faust
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from mode import Service
 
 from app import metrics
-from app.dead_letter import dead_letter
+from app.dead_letter import dead_letter, dead_letter_key, internal_error
 from app.decider import Decider
 from app.faust_app import Runtime
+from app.ingress import check_reply_to, check_tenant
 from app.partitioning import partitions_for
 from app.records import InvalidEvent, PolicySnapshot, Request, decode, now_ms
 
 log = logging.getLogger(__name__)
 AGENT = "select_arm"
+SNAPSHOT_MAX_BYTES = 32 * 1024 * 1024  # a LinUCB state of many arms is tens of MB at most
 
 
 class SelectArm(Service):
     def __init__(self, runtime: Runtime, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.rt = runtime
-        self.decider = Decider(runtime.policies, extractor=runtime.feature_extractor)
+        self.decider = Decider(
+            runtime.policies,
+            extractor=runtime.feature_extractor,
+            reward_token_secret=runtime.settings.reward_token_secret,
+        )
         runtime.on_policies_changed.append(self.decider.reconfigure)
         t = runtime.topics
         self.requests_topic = t.name("requests")
@@ -55,6 +62,7 @@ class SelectArm(Service):
         self._pending_commits = asyncio.Queue(maxsize=64)
         self._lag: dict[TopicPartition, int] = {}
         self._latency_phase = 0
+        self.reply_topics = ReplyTopics(runtime.settings.bootstrap)
 
     async def on_start(self) -> None:
         s = self.rt.settings
@@ -87,6 +95,7 @@ class SelectArm(Service):
             fetch_max_wait_ms=50,
         )
         await self.producer.start()
+        await self.reply_topics.start()
         self._decision_partitions = len(await self.producer.partitions_for(self.decisions_topic))
         await self.snapshots.start()
         parts = self.snapshots.partitions_for_topic(self.snapshots_topic)
@@ -108,6 +117,8 @@ class SelectArm(Service):
                 await client.stop()
         with contextlib.suppress(Exception):
             await self.producer.stop()
+        with contextlib.suppress(Exception):
+            await self.reply_topics.stop()
 
     # -- snapshots -----------------------------------------------------------
     async def _catch_up_snapshots(self) -> None:
@@ -123,11 +134,18 @@ class SelectArm(Service):
         for msgs in batch.values():
             for m in msgs:
                 try:
-                    snap = PolicySnapshot.loads(m.value)
-                except InvalidEvent as exc:
-                    log.warning("ignoring bad snapshot at %s:%s: %s", m.partition, m.offset, exc)
+                    snap = PolicySnapshot.loads(m.value, SNAPSHOT_MAX_BYTES)
+                    applied = self.decider.apply_snapshot(snap)
+                except Exception as exc:  # a poisoned snapshot is skipped, never fatal
+                    metrics.POISONED_STATE.labels("policy-snapshots").inc()
+                    log.warning(
+                        "ignoring unreadable snapshot at %s:%s: %s",
+                        m.partition,
+                        m.offset,
+                        str(exc)[:200],
+                    )
                     continue
-                if self.decider.apply_snapshot(snap):
+                if applied:
                     metrics.POLICY_VERSION.labels(snap.policy_id).set(snap.version)
 
     @Service.task
@@ -158,13 +176,15 @@ class SelectArm(Service):
             offsets[tp] = msgs[-1].offset + 1
             for m in msgs:
                 try:
-                    requests.append(Request.from_dict(decode(m.value, max_bytes)))
+                    requests.append(self._accept(m, max_bytes))
                     sources.append(m)
                 except InvalidEvent as exc:
                     futures.append(await self._dead(m, exc))
+                except Exception as exc:  # one message never stops the decisions
+                    futures.append(await self._dead(m, internal_error(exc, AGENT)))
         now = now_ms()
         tally: Tally[tuple[str, str]] = Tally()
-        decided = self.decider.decide(requests, now)
+        decided = self._decide_all(requests, now)
         keys: list[bytes] = []
         values: list[bytes] = []
         for req, m, out in zip(requests, sources, decided, strict=True):
@@ -176,7 +196,10 @@ class SelectArm(Service):
             keys.append(key)
             values.append(value)
             if req.reply_to:
-                futures.append(await send(req.reply_to, value, key=key))
+                if await self.reply_topics.exists(req.reply_to):
+                    futures.append(await send(req.reply_to, value, key=key))
+                else:
+                    metrics.REPLIES_DROPPED.labels("missing_topic").inc()
             tally[(out["policy_id"], out["arm"])] += 1
         futures += await self._send_decisions(keys, values, now)
         for (pid, arm), n in tally.items():
@@ -188,6 +211,30 @@ class SelectArm(Service):
         metrics.DECIDE_BATCH_SECONDS.observe(elapsed)
         metrics.AGENT_PROCESSING_SECONDS.labels(AGENT).observe(elapsed)
         await self._pending_commits.put((asyncio.gather(*futures), offsets))
+
+    def _accept(self, m: Any, max_bytes: int) -> Request:
+        """A request as it may be decided: schema-valid, its tenant vouched
+        for (message key, trusted header), its reply topic under the prefix."""
+        s = self.rt.settings
+        req = Request.from_dict(decode(m.value, max_bytes))
+        check_tenant(req.tenant_id, m.headers, s.tenant_header, key=m.key)
+        check_reply_to(req.reply_to, s.reply_topic_prefix)
+        return req
+
+    def _decide_all(self, requests: list[Request], now: int) -> list[Any]:
+        """The batch in one pass; if that fails, each request alone, so a
+        request that breaks the decider is dead-lettered and only it."""
+        try:
+            return self.decider.decide(requests, now)
+        except Exception:
+            log.exception("a batch failed; deciding its %d requests one by one", len(requests))
+        out: list[Any] = []
+        for req in requests:
+            try:
+                out.extend(self.decider.decide([req], now))
+            except Exception as exc:
+                out.append(internal_error(exc, AGENT))
+        return out
 
     def _observe_latency(self, requests: list[Request], now: int) -> None:
         """Request creation → decision for one request in every
@@ -251,7 +298,40 @@ class SelectArm(Service):
         metrics.DEAD_LETTERS.labels(AGENT, exc.code).inc()
         metrics.EVENTS.labels(AGENT, "dead_letter").inc()
         doc = dead_letter(m.topic, m.partition, m.offset, m.key, m.value, exc)
-        return await self.producer.send(self.dead_letter_topic, doc, key=m.key)
+        return await self.producer.send(self.dead_letter_topic, doc, key=dead_letter_key(m.key))
+
+
+class ReplyTopics:
+    """Which reply topics exist. Producing to a missing topic would create it
+    on a cluster that auto-creates topics, so replies go only to topics that
+    are listed; the list is re-read at most every REFRESH_S on a miss."""
+
+    REFRESH_S = 2.0
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self.known: set[str] = set()
+        self._read_at = -self.REFRESH_S
+
+    async def start(self) -> None:
+        self.admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.bootstrap, client_id="llmopt-replies"
+        )
+        await self.admin.start()
+
+    async def stop(self) -> None:
+        await self.admin.close()
+
+    async def exists(self, topic: str) -> bool:
+        if topic in self.known:
+            return True
+        if time.monotonic() - self._read_at >= self.REFRESH_S:
+            self._read_at = time.monotonic()
+            try:
+                self.known = set(await self.admin.list_topics())
+            except Exception as exc:
+                log.warning("could not list topics for replies: %s", exc)
+        return topic in self.known
 
 
 def register(app: faust.App, runtime: Runtime) -> None:

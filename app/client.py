@@ -1,14 +1,15 @@
 """Client SDK: ask for a decision and await it; report the reward.
 
 Each client reads its decisions from a reply topic of its own
-(``llmopt.replies-<client id>.v1``, named in the request's ``reply_to``), so a
-client never has to read every tenant's decisions.
+(``llmopt.replies.<client id>``: the worker replies only under the configured
+``reply_topic_prefix``), named in the request's ``reply_to``, so a client
+never has to read every tenant's decisions.
 
 Example (a running worker is needed)::
 
     async with AsyncClient("127.0.0.1:9092") as c:
         d = await c.decide("tenant-a", "code", input_tokens=800)
-        await c.reward(d.request_id, quality=0.9, cost_usd=0.002, latency_ms=850)
+        await c.reward(d, quality=0.9, cost_usd=0.002, latency_ms=850)
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class AsyncClient:
         self.settings = settings or Settings.from_env()
         self.bootstrap = bootstrap or self.settings.bootstrap
         self.client_id = client_id or uuid.uuid4().hex[:12]
-        self.reply_topic = f"llmopt.replies-{self.client_id}.v1"
+        self.reply_topic = f"{self.settings.reply_topic_prefix}{self.client_id}"
         self.topics = TopicCatalog.for_settings(self.settings)
         self.policies = PoliciesConfig.load(self.settings.policies_path)
         self._fallbacks = Decider(self.policies)
@@ -149,22 +150,36 @@ class AsyncClient:
 
     async def reward(
         self,
-        request_id: str,
+        decision: Decision | str,
         *,
+        tenant_id: str | None = None,
+        reward_token: str | None = None,
         quality: float | None = None,
         cost_usd: float | None = None,
         latency_ms: float | None = None,
         error: bool | None = None,
         feedback: float | None = None,
     ) -> None:
+        """Report what happened after ``decision`` (a Decision, or a request id
+        with the ``tenant_id`` that owns it and the decision's ``reward_token``
+        when the deployment issues them)."""
+        if isinstance(decision, Decision):
+            request_id, tenant_id = decision.request_id, decision.tenant_id
+            reward_token = decision.reward_token
+        else:
+            request_id = decision
+            if tenant_id is None:
+                raise ValueError("reward(request_id) needs the tenant_id that owns the request")
         r = Reward(
             request_id=request_id,
+            tenant_id=tenant_id,
             sent_at=now_ms(),
             quality=quality,
             cost_usd=cost_usd,
             latency_ms=latency_ms,
             error=error,
             feedback=feedback,
+            reward_token=reward_token,
         )
         Reward.from_dict(r.to_dict())  # reject NaN / out-of-range values here, with the reason
         await self._producer.send_and_wait(
@@ -188,8 +203,8 @@ class Client:
     def decide(self, tenant_id: str, task_type: str, **kwargs: Any) -> Decision:
         return self._call(self._async.decide(tenant_id, task_type, **kwargs))
 
-    def reward(self, request_id: str, **kwargs: Any) -> None:
-        self._call(self._async.reward(request_id, **kwargs))
+    def reward(self, decision: Decision | str, **kwargs: Any) -> None:
+        self._call(self._async.reward(decision, **kwargs))
 
     def close(self) -> None:
         self._call(self._async.stop())

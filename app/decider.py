@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from app.features.request_vector import RequestVectorizer
+from app.ingress import decision_id, reward_token
 from app.policies.base import Policy
 from app.policies.config import PoliciesConfig, PolicyConfig, PolicyConfigError
 from app.policies.guardrails import ArmEstimates, GuardrailError, Guardrails
@@ -74,9 +75,15 @@ class Decider:
     """
 
     def __init__(
-        self, config: PoliciesConfig, seed: int | None = None, extractor: Any = None
+        self,
+        config: PoliciesConfig,
+        seed: int | None = None,
+        extractor: Any = None,
+        reward_token_secret: str = "",
     ) -> None:
         self.config = config
+        # When set, each decision carries the token its reward must echo.
+        self.reward_token_secret = reward_token_secret
         # A FeatureExtractor (app.features.extraction), when a feature spec is
         # configured: it makes the policy vector and logs the spec's features.
         self.extractor = extractor
@@ -159,6 +166,11 @@ class Decider:
                     "unknown_policy", f"no policy {pid!r}; known: {sorted(self._live)}"
                 )
                 continue
+            if not live.config.allows(req.tenant_id):
+                out[i] = InvalidEvent(
+                    "unauthorized_policy", f"tenant is not allowed to use policy {pid!r}"
+                )
+                continue
             if req.candidates is None:
                 allowed = tuple(live.config.arm_names)
             else:
@@ -211,6 +223,11 @@ class Decider:
             out[i] = self._decide_guarded(live, allowed, requests[i], now_ms)
         if self.extractor is not None:
             self.extractor.annotate(requests, out)
+        if self.reward_token_secret:
+            secret = self.reward_token_secret
+            for doc in out:
+                if isinstance(doc, dict):
+                    doc["reward_token"] = reward_token(secret, doc["tenant_id"], doc["request_id"])
         return out
 
     def _decide_guarded(
@@ -385,7 +402,7 @@ def _decision(
     # Built as a plain dict: dataclass construction + asdict would cost more
     # than the whole selection on this path. Keys mirror records.Decision.
     doc = {
-        "decision_id": f"d-{req.request_id}",
+        "decision_id": decision_id(req.tenant_id, req.request_id),
         "request_id": req.request_id,
         "tenant_id": req.tenant_id,
         "policy_id": policy_id,

@@ -99,6 +99,10 @@ def create_app(settings: Settings | None = None) -> faust.App:
         _policies_mtime=os.stat(settings.policies_path).st_mtime,
     )
     app = faust.App(settings.app_id, **faust_settings(settings))
+    if settings.embedded_broker:
+        from app import embedded_transport
+
+        embedded_transport.install(app)  # table recovery reads changelogs to their true end
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     # Ops view: per-agent processing time, logged errors (see app/metrics.py).
     from app.agent_sensor import AgentSensor

@@ -1,15 +1,26 @@
 """The decision–reward join as a pure state machine, one entry per request.
 
 The ``join_rewards`` agent keeps the entries in a RocksDB table keyed by
-request id and applies these transitions; every transition returns the new
+tenant and request id (``app.ingress.join_key``: request ids are scoped per
+tenant) and applies these transitions; every transition returns the new
 entry (``None`` deletes it) and at most one outcome or one dead-letter reason.
 
 Entry states:
-- ``pending``: a decision waits for its reward until ``due``;
+- ``pending``: a decision waits for its reward, ``wait_seconds`` from the
+  decision's own time;
 - ``orphan``: a reward came before its decision (the two topics are read
-  concurrently), held until ``due``, then dead-lettered as ``unknown_request``;
+  concurrently, and the decisions may be behind);
 - ``done``: the outcome went out; kept until ``due`` so that later rewards
   are told apart as ``duplicate_reward`` or ``expired_request``.
+
+Nothing is decided on the wall clock alone. A decision past its wait time
+gets the default reward only once the join has read its rewards partition up
+to where that partition ended when the wait ran out (so a backlog of rewards
+cannot turn into defaults); a held reward is given up as ``unknown_request``
+only once the join has read the decisions partition up to where it ended
+after the reward arrived (the decision, sent before the reward, would be
+there). ``Progress`` carries those positions; each entry remembers its
+``mark``. ``max_hold_ms`` bounds the wait when the join does not advance.
 
 At-least-once: the entry and the outcome are separate writes, and a crash
 may keep the first and lose the second. The done entry therefore records the
@@ -27,6 +38,30 @@ from app.policies.config import PoliciesConfig
 from app.records import Decision, InvalidEvent, Reward
 
 JSON = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """How far the join has read one partition: ``*_end`` is the partition's
+    end (the next offset to be written) as last fetched, ``*_done`` the next
+    offset the join has yet to process; ``None`` when not known yet."""
+
+    decisions_end: int | None = None
+    decisions_done: int | None = None
+    rewards_end: int | None = None
+    rewards_done: int | None = None
+
+
+# Everything read (a quiet, caught-up partition).
+CAUGHT_UP = Progress(0, 0, 0, 0)
+
+
+def _read_to(end: int | None, done: int | None, mark: int | None) -> tuple[int | None, bool]:
+    """(the mark, whether the join has read up to it): the mark is the end
+    seen at the first check and stays fixed after that."""
+    if mark is None:
+        mark = end
+    return mark, mark is not None and done is not None and done >= mark
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,12 +90,21 @@ class Joiner:
     def __init__(
         self,
         policies: PoliciesConfig,
-        orphan_hold_ms: int = 30_000,
+        orphan_hold_ms: int = 10_000,
         done_retention_ms: int = 3_600_000,
+        max_hold_ms: int = 900_000,
+        settle_ms: int = 1_000,
+        recheck_ms: int = 500,
     ) -> None:
         self.policies = policies
         self.orphan_hold_ms = orphan_hold_ms
         self.done_retention_ms = done_retention_ms
+        self.max_hold_ms = max_hold_ms
+        # After a wait runs out, how long until the partition end the join
+        # last fetched surely includes what was written before (a fetch cycle).
+        self.settle_ms = settle_ms
+        # How often an entry waiting for the join to read further is looked at.
+        self.recheck_ms = recheck_ms
 
     def reconfigure(self, policies: PoliciesConfig) -> None:
         """New reward weights and waits apply to requests joined from now on."""
@@ -73,8 +117,17 @@ class Joiner:
     def on_decision(self, entry: JSON | None, decision: JSON, source: list[Any], now: int) -> Step:
         """``source``: [topic, partition, offset] of the decision event."""
         if entry is None:
-            due = now + self._wait_ms(decision["policy_id"])
-            return Step({"s": "pending", "d": decision, "due": due, "p": source[1]}, "stored")
+            wait = self._wait_ms(decision["policy_id"])
+            until = now + wait + self.max_hold_ms
+            pending = {
+                "s": "pending",
+                "d": decision,
+                # From the decision's time, not from when the join saw it.
+                "due": min(decision["decided_at"] + wait + self.settle_ms, until),
+                "until": until,
+                "p": source[1],
+            }
+            return Step(pending, "stored")
         if entry["s"] == "orphan":
             outcome = self._outcome(decision, Reward.from_dict(entry["r"]), now)
             return Step(
@@ -94,6 +147,7 @@ class Joiner:
                 "src": source,
                 "raw": raw.decode("utf-8", "replace"),
                 "due": now + self.orphan_hold_ms,
+                "until": now + self.max_hold_ms,
                 "p": source[1],
             }
             return Step(orphan, "held")
@@ -118,28 +172,50 @@ class Joiner:
         )
         return Step(entry, "duplicate_reward", error=err)
 
-    def on_due(self, entry: JSON | None, now: int) -> Step:
-        """Called when an entry's ``due`` time may have passed."""
+    def on_due(self, entry: JSON | None, now: int, progress: Progress = CAUGHT_UP) -> Step:
+        """Called when an entry's ``due`` time may have passed; ``progress``
+        is how far the join has read the entry's partition."""
         if entry is None or entry["due"] > now:
             return Step(entry, "not_due")
         state = entry["s"]
         if state == "pending":
+            mark, read = _read_to(progress.rewards_end, progress.rewards_done, entry.get("mark"))
+            at_bound = now >= entry.get("until", now)
+            if not (read or at_bound):
+                return self._recheck(entry, mark, now)
             d = entry["d"]
             pc = self.policies.get(d["policy_id"])
             default = pc.reward.default_reward if pc else 0.0
             outcome = _outcome_doc(d, default, {}, True, now)
             return Step(
-                self._done(entry, now, "defaulted", outcome, None), "defaulted", outcome=outcome
+                self._done(entry, now, "defaulted", outcome, None),
+                "defaulted" if read else "defaulted_at_bound",
+                outcome=outcome,
             )
         if state == "orphan":
-            err = InvalidEvent(
-                "unknown_request",
-                "no decision for this request id arrived "
-                f"within {self.orphan_hold_ms} ms of its reward",
+            mark, read = _read_to(
+                progress.decisions_end, progress.decisions_done, entry.get("mark")
             )
+            at_bound = now >= entry.get("until", now)
+            if not (read or at_bound):
+                return self._recheck(entry, mark, now)
+            if read:
+                why = "the join read past where its decision would be"
+            else:
+                why = f"the join did not reach its decision within {self.max_hold_ms} ms"
+            err = InvalidEvent("unknown_request", f"no decision for this request id: {why}")
             original = (entry["src"], entry["raw"].encode())
-            return Step(None, "unknown_request", error=err, keep=False, original=original)
+            return Step(
+                None,
+                "unknown_request" if read else "unknown_request_at_bound",
+                error=err,
+                keep=False,
+                original=original,
+            )
         return Step(None, "expired", keep=False)
+
+    def _recheck(self, entry: JSON, mark: int | None, now: int) -> Step:
+        return Step({**entry, "mark": mark, "due": now + self.recheck_ms}, "waiting")
 
     def _done(
         self, entry: JSON, now: int, how: str, outcome: JSON, source: list[Any] | None

@@ -104,6 +104,10 @@ class Learner:
             live.__post_init__()
             live.published_version = -1
 
+    def version(self, policy_id: str) -> int:
+        """Every update and adaptation the policy id has had (snapshot versions)."""
+        return self._live[policy_id].version
+
     def seen(self, policy_id: str, partition: int, offset: int) -> bool:
         last = self._live[policy_id].offsets.get(str(partition), -1)
         return offset <= last

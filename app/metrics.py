@@ -42,6 +42,28 @@ SNAPSHOTS = Counter("llmopt_policy_snapshots_total", "Policy snapshots published
 PENDING_DECISIONS = Gauge(
     "llmopt_join_pending_decisions", "Decisions waiting for a reward on this worker."
 )
+JOIN_AT_BOUND = Counter(
+    "llmopt_join_hold_bound_total",
+    "Entries resolved because join_max_hold_seconds ran out before the join read far "
+    "enough (kind: defaulted, unknown_request).",
+    ["kind"],
+)
+POISONED_STATE = Counter(
+    "llmopt_poisoned_state_total",
+    "Unreadable records in a table, changelog or the snapshots topic, skipped.",
+    ["store"],
+)
+STATE_REGRESSIONS = Counter(
+    "llmopt_policy_state_regressions_total",
+    "Policy states recovered at a lower version than a snapshot already published.",
+    ["policy_id"],
+)
+REPLIES_DROPPED = Counter(
+    "llmopt_replies_dropped_total",
+    "Decisions not sent to a request's reply_to topic, by reason (the decision still "
+    "goes to the decisions topic).",
+    ["reason"],
+)
 POLICY_VERSION = Gauge(
     "llmopt_decider_policy_version", "Snapshot version each policy decides from.", ["policy_id"]
 )

@@ -169,31 +169,82 @@ def _version(d: JSON) -> None:
         raise _fail(f"'schema_version' must be {SCHEMA_VERSION}, got {v!r}")
 
 
+MAX_DEPTH = 64
+"""Deepest nesting an event may have (the top-level object is level 1).
+Deeper documents would reach Python's recursion limit in code that walks
+them (``dataclasses.asdict``, ``repr``, ``orjson.dumps`` stops at 254)."""
+
+
 def decode(raw: bytes | None, max_bytes: int = MAX_EVENT_BYTES) -> JSON:
-    """Bytes → JSON object, or :class:`InvalidEvent` saying why not."""
+    """Bytes → JSON object, or :class:`InvalidEvent` saying why not; any
+    bytes end as one or the other.
+
+    - ``oversize``: more than ``max_bytes`` bytes;
+    - ``invalid_value``: otherwise valid JSON with ``NaN``, ``Infinity`` or
+      a number beyond the float range (``1e400``);
+    - ``malformed_json``: no value, not JSON (invalid UTF-8, a byte-order
+      mark, a lone surrogate escape such as ``"\\ud800"``, a raw control
+      character such as NUL inside a string, trailing bytes), not an
+      object, or nested deeper than :data:`MAX_DEPTH`.
+
+    An escaped NUL (``"\\u0000"``) is valid JSON and stays in the string.
+    A repeated key keeps its last value, as orjson and Python's json do.
+    """
     if raw is None:
         raise InvalidEvent("malformed_json", "empty message value")
     if len(raw) > max_bytes:
         raise InvalidEvent("oversize", f"{len(raw)} bytes exceeds the {max_bytes}-byte limit")
     try:
         d = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+    except (orjson.JSONDecodeError, TypeError) as exc:
         # NaN / Infinity are not JSON, but some encoders emit them: name the real problem.
         if _has_non_finite(raw):
-            raise InvalidEvent("invalid_value", "NaN or Infinity is not a valid number") from None
+            raise InvalidEvent(
+                "invalid_value", "NaN, Infinity or a number beyond the float range"
+            ) from None
         raise InvalidEvent("malformed_json", str(exc)) from None
     if not isinstance(d, dict):
         raise InvalidEvent("malformed_json", "event must be a JSON object")
+    # Counting brackets is cheap and bounds the depth; only documents with
+    # many of them are walked.
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _too_deep(d):
+        raise InvalidEvent("malformed_json", f"nested deeper than {MAX_DEPTH} levels")
     return d
 
 
+def _too_deep(doc: JSON) -> bool:
+    """Whether ``doc`` has containers below level :data:`MAX_DEPTH`
+    (breadth-first: no recursion, whatever the depth)."""
+    level: list[Any] = [doc]
+    for _ in range(MAX_DEPTH):
+        nested: list[Any] = []
+        for v in level:
+            for c in v.values() if type(v) is dict else v:
+                if type(c) is dict or type(c) is list:
+                    nested.append(c)
+        if not nested:
+            return False
+        level = nested
+    return True
+
+
 def _has_non_finite(raw: bytes) -> bool:
-    seen: list[str] = []
+    """Whether ``raw``, which orjson rejected, is JSON but for non-finite
+    numbers. Python's json accepts those; it recurses, so a document too
+    deep for it (orjson stops at depth 1024) is simply not that case."""
+    found = False
+
+    def number(s: str) -> float:
+        nonlocal found
+        v = float(s)
+        found = found or not math.isfinite(v)
+        return v
+
     try:
-        json.loads(raw, parse_constant=seen.append)
-    except ValueError:
+        json.loads(raw.decode("utf-8"), parse_constant=number, parse_float=number, parse_int=number)
+    except (ValueError, RecursionError, AttributeError):
         return False
-    return bool(seen)
+    return found
 
 
 _FIELD_SETS: dict[type, frozenset[str]] = {}
@@ -298,6 +349,7 @@ class Decision(Record):
     features: list[float] | None = None
     spec_features: JSON | None = None
     workflow: JSON | None = None
+    reward_token: str | None = None
     schema_version: int = SCHEMA_VERSION
 
     @classmethod
@@ -326,12 +378,14 @@ class Decision(Record):
             features=_float_list(d, "features"),
             spec_features=_spec_features(d),
             workflow=_workflow(d) if "workflow" in d else None,
+            reward_token=_str(d, "reward_token", required=False, max_len=128),
         )
 
 
 @dataclass(slots=True)
 class Reward(Record):
-    """What happened after a decision (``llmopt.rewards.v1``, key ``request_id``).
+    """What happened after a decision (``llmopt.rewards.v1``, key ``request_id``),
+    sent by the tenant that owns the request.
 
     Every component is optional; the policy's reward weights turn the present
     ones into one scalar in [0, 1].
@@ -340,12 +394,14 @@ class Reward(Record):
     schema_name: ClassVar[str] = "reward"
 
     request_id: str
+    tenant_id: str
     sent_at: int
     quality: float | None = None
     cost_usd: float | None = None
     latency_ms: float | None = None
     error: bool | None = None
     feedback: float | None = None
+    reward_token: str | None = None
     schema_version: int = SCHEMA_VERSION
 
     @classmethod
@@ -357,12 +413,14 @@ class Reward(Record):
             raise _fail("'error' must be a boolean")
         return cls(
             request_id=_str(d, "request_id"),
+            tenant_id=_str(d, "tenant_id"),
             sent_at=_int(d, "sent_at", 0, 2**53),
             quality=_num(d, "quality", 0.0, 1.0),
             cost_usd=_num(d, "cost_usd", 0.0, 1e6),
             latency_ms=_num(d, "latency_ms", 0.0, 1e9),
             error=error,
             feedback=_num(d, "feedback", -1.0, 1.0),
+            reward_token=_str(d, "reward_token", required=False, max_len=128),
         )
 
 
@@ -457,13 +515,23 @@ DEAD_LETTER_REASONS = (
     "unknown_request",
     "expired_request",
     "duplicate_reward",
+    "internal_error",
+    "invalid_reply_to",
+    "unauthorized_policy",
+    "tenant_mismatch",
+    "invalid_reward_token",
 )
 
 
 @dataclass(slots=True)
 class DeadLetter(Record):
-    """An event that could not be used, kept whole with where it came from
-    and why (``llmopt.dead-letter.v1``, key = the original key)."""
+    """An event that could not be used, with where it came from and why
+    (``llmopt.dead-letter.v1``, key = the original key).
+
+    The original value and key are kept whole up to a size limit, beyond it
+    only their first bytes (``truncated``), with the whole value's size and
+    SHA-256: a dead letter stays far below the producer's message limit
+    (see :mod:`app.dead_letter`)."""
 
     schema_name: ClassVar[str] = "dead_letter"
 
@@ -475,6 +543,9 @@ class DeadLetter(Record):
     original_value_b64: str
     failed_at: int
     original_key_b64: str | None = None
+    original_size: int | None = None
+    original_sha256: str | None = None
+    truncated: bool | None = None
     schema_version: int = SCHEMA_VERSION
 
     @classmethod
@@ -484,6 +555,9 @@ class DeadLetter(Record):
         reason = _str(d, "reason", max_len=64)
         if reason not in DEAD_LETTER_REASONS:
             raise _fail(f"'reason' must be one of {DEAD_LETTER_REASONS}")
+        sha = d.get("original_sha256")
+        if "original_sha256" in d and (type(sha) is not str or len(sha) != 64):
+            raise _fail("'original_sha256' must be a string of 64 characters")
         return cls(
             source_topic=_str(d, "source_topic"),
             source_partition=_int(d, "source_partition", -1, 2**31 - 1),
@@ -497,6 +571,9 @@ class DeadLetter(Record):
             original_key_b64=d.get("original_key_b64")
             if isinstance(d.get("original_key_b64"), str)
             else _str(d, "original_key_b64", required=False),
+            original_size=_int(d, "original_size", 0, 2**53, required=False),
+            original_sha256=sha,
+            truncated=_bool(d, "truncated") if "truncated" in d else None,
         )
 
 

@@ -55,10 +55,25 @@ class Settings:
     join_timer_interval_seconds: float = 0.5
     # How often a worker checks the policies file for changes (no restart needed).
     policies_reload_seconds: float = 2.0
-    # How long a reward may wait for its decision, and how long a finished
-    # request still recognises duplicate and late rewards.
-    join_orphan_hold_seconds: float = 30.0
+    # A reward whose decision the join has not seen is held at least
+    # join_orphan_hold_seconds and until the join has read the decisions
+    # partition past where that decision would be; a decision past its wait
+    # time defaults only once the join has read the rewards partition past
+    # where its reward would be. join_max_hold_seconds bounds both when the
+    # join is behind. How long a finished request still recognises duplicate
+    # and late rewards: join_done_retention_seconds.
+    join_orphan_hold_seconds: float = 10.0
+    join_max_hold_seconds: float = 900.0
     join_done_retention_seconds: float = 3600.0
+    # Ingress: a request's reply_to must name a topic with this prefix (which
+    # must already exist: the worker never creates topics by producing).
+    reply_topic_prefix: str = "llmopt.replies."
+    # A Kafka header, set by a trusted gateway, that carries the tenant of
+    # each request and reward (empty: the payload's tenant_id is taken as is).
+    tenant_header: str = ""
+    # When set, each decision carries a reward_token (an HMAC of tenant and
+    # request id under this secret) that its reward must echo.
+    reward_token_secret: str = ""
     # Ops view: how often a worker publishes its metrics to the metrics topic
     # (0: never), and how many points of history (one per publishing interval)
     # it keeps from that topic to serve /dashboard (0: no dashboard).

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -90,6 +91,10 @@ class TrafficDriver:
         self.metrics = SimulatorMetrics()
         self._pending: dict[str, Request] = {}
         self._stop = asyncio.Event()
+        # Request ids are unique per run: the simulator's seeded ids repeat
+        # across runs, and a second run against the same deployment would
+        # otherwise be all duplicates.
+        self.run_id = uuid.uuid4().hex[:8]
 
     async def run(self, duration_seconds: float | None = None) -> TrafficStats:
         self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=2)
@@ -139,6 +144,7 @@ class TrafficDriver:
                 if self.max_requests is not None and self.stats.sent >= self.max_requests:
                     break
                 req = self.sim.next_request(now, policy_id=self.policy_id)
+                req.request_id = f"{self.run_id}-{req.request_id}"
                 self._pending[req.request_id] = req
                 await self.producer.send(topic, req.dumps(), key=req.tenant_id.encode())
                 self.stats.sent += 1
@@ -157,6 +163,7 @@ class TrafficDriver:
                         continue  # someone else's traffic
                     self._observe(req, d, now)
                     reward = self.sim.outcome(req, d["arm"], now)
+                    reward.reward_token = d.get("reward_token")
                     await self.producer.send(rewards, reward.dumps(), key=m.key)
                     self.stats.rewarded += 1
                     scalar = self.sim.reward_spec.scalar(

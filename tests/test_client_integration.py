@@ -19,7 +19,7 @@ def test_decide_then_reward_produces_an_outcome(deployment: Deployment) -> None:
             assert not d.fallback and d.arm in d.available_arms
             sub = await c.decide("tenant-a", "code", candidates=["gpt-4o", "llama-70b"], timeout=10)
             assert set(sub.available_arms) == {"gpt-4o", "llama-70b"}
-            await c.reward(d.request_id, quality=0.8, cost_usd=0.001, latency_ms=700)
+            await c.reward(d, quality=0.8, cost_usd=0.001, latency_ms=700)
         async with TopicReader(
             deployment.broker.bootstrap, deployment.topics.name("outcomes")
         ) as r:
@@ -46,6 +46,6 @@ def test_reward_with_nan_is_refused_before_sending(deployment: Deployment) -> No
     async def go() -> None:
         async with AsyncClient(deployment.broker.bootstrap, settings=deployment.settings) as c:
             with pytest.raises(InvalidEvent, match="finite"):
-                await c.reward("r1", quality=math.nan)
+                await c.reward("r1", tenant_id="t", quality=math.nan)
 
     asyncio.run(go())

@@ -69,6 +69,7 @@ EXAMPLES: dict[type[Record], dict[str, Any]] = {
     Decision: {
         "schema_version": 1,
         "decision_id": "dec-0001",
+        "reward_token": "3f2a9c0d5e7b41a8",
         "request_id": "req-0001",
         "tenant_id": "acme",
         "policy_id": "summarize-default",
@@ -95,6 +96,8 @@ EXAMPLES: dict[type[Record], dict[str, Any]] = {
     Reward: {
         "schema_version": 1,
         "request_id": "req-0001",
+        "tenant_id": "acme",
+        "reward_token": "3f2a9c0d5e7b41a8",
         "sent_at": T0 + 2_000,
         "quality": 0.8,
         "cost_usd": 0.0012,
@@ -286,6 +289,10 @@ MUTATIONS: dict[type[Record], list[tuple[str, dict[str, Any]]]] = {
     ],
     Reward: [
         ("request_id empty", {"request_id": ""}),
+        ("tenant_id empty", {"tenant_id": ""}),
+        ("tenant_id a number", {"tenant_id": 7}),
+        ("reward_token empty", {"reward_token": ""}),
+        ("reward_token too long", {"reward_token": "t" * 129}),
         ("sent_at a string", {"sent_at": "now"}),
         ("quality above 1", {"quality": 1.01}),
         ("quality below 0", {"quality": -0.01}),

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from app.decider import Decider
+from app.ingress import decision_id
 from app.learner import Learner
 from app.policies import Policy
 from app.policies.config import PoliciesConfig
@@ -133,7 +134,8 @@ def test_decisions_are_valid_documents(decider: Decider, snap: PolicySnapshot) -
     for req, doc in zip(requests, decide_ok(decider, requests), strict=True):
         d = Decision.from_dict(doc)
         assert d.to_dict() == doc
-        assert d.request_id == req.request_id and d.decision_id == f"d-{req.request_id}"
+        assert d.request_id == req.request_id
+        assert d.decision_id == decision_id(req.tenant_id, req.request_id)
         assert d.tenant_id == req.tenant_id
         assert d.requested_at == req.created_at and d.decided_at == T0
         pc = cfg.get(req.policy_id)

@@ -10,13 +10,14 @@ from typing import Any
 import orjson
 import pytest
 
-from app.join import Joiner, Step, parse_decision
+from app.join import Joiner, Progress, Step, parse_decision
 from app.policies.config import PoliciesConfig
 from app.records import Decision, InvalidEvent, Outcome, Reward
 
 WAIT_MS = 2_000
 HOLD_MS = 5_000
 RETAIN_MS = 60_000
+MAX_MS = 900_000
 T0 = 1_700_000_000_000
 DEC_SRC = ["llmopt.decisions.v1", 3, 41]
 REW_SRC = ["llmopt.rewards.v1", 3, 17]
@@ -53,7 +54,10 @@ def policies() -> PoliciesConfig:
 
 @pytest.fixture
 def joiner() -> Joiner:
-    return Joiner(policies(), orphan_hold_ms=HOLD_MS, done_retention_ms=RETAIN_MS)
+    return Joiner(
+        policies(), orphan_hold_ms=HOLD_MS, done_retention_ms=RETAIN_MS, max_hold_ms=MAX_MS,
+        settle_ms=0,
+    )
 
 
 def decision(rid: str = "r1", policy_id: str = "p", **extra: Any) -> dict[str, Any]:
@@ -82,7 +86,7 @@ def decision(rid: str = "r1", policy_id: str = "p", **extra: Any) -> dict[str, A
 def reward(rid: str = "r1", **components: Any) -> Reward:
     if not components:
         components = {"quality": 0.9, "cost_usd": 0.004, "latency_ms": 1000.0}
-    return Reward(request_id=rid, sent_at=T0 + 100, **components)
+    return Reward(request_id=rid, tenant_id="acme", sent_at=T0 + 100, **components)
 
 
 def stored(step: Step) -> dict[str, Any] | None:
@@ -100,7 +104,13 @@ def test_decision_alone_waits_for_its_reward(joiner: Joiner) -> None:
     step = joiner.on_decision(None, decision(), DEC_SRC, T0)
     assert step.result == "stored" and step.outcome is None and step.error is None
     assert step.keep
-    assert step.entry == {"s": "pending", "d": decision(), "due": T0 + WAIT_MS, "p": 3}
+    assert step.entry == {
+        "s": "pending",
+        "d": decision(),
+        "due": T0 + WAIT_MS,
+        "until": T0 + WAIT_MS + MAX_MS,
+        "p": 3,
+    }
     assert step.due == T0 + WAIT_MS
 
 
@@ -254,7 +264,7 @@ def test_orphan_past_due_is_an_unknown_request(joiner: Joiner) -> None:
     step = joiner.on_due(entry, T0 + HOLD_MS)
     assert step.result == "unknown_request" and step.outcome is None
     assert step.error is not None and step.error.code == "unknown_request"
-    assert str(HOLD_MS) in step.error.detail
+    assert "read past where its decision would be" in step.error.detail
     assert step.entry is None and step.keep is False and step.due is None
 
 
@@ -321,3 +331,85 @@ def test_parse_decision() -> None:
     with pytest.raises(InvalidEvent) as info:
         parse_decision(b"{not json")
     assert info.value.code == "malformed_json"
+
+
+# -- nothing resolves before the join has read far enough ---------------------------------
+def test_default_waits_until_the_rewards_partition_is_read_past_the_wait(joiner: Joiner) -> None:
+    """A backlog of rewards never turns into defaults: past its wait time a
+    decision defaults only once the join has processed the rewards partition
+    up to where it ended when the wait ran out."""
+    entry = stored(joiner.on_decision(None, decision(), DEC_SRC, T0))
+    behind = Progress(rewards_end=500, rewards_done=120)
+    step = joiner.on_due(entry, T0 + WAIT_MS, behind)
+    assert step.result == "waiting" and step.outcome is None
+    entry = stored(step)
+    assert entry is not None and entry["mark"] == 500 and entry["due"] > T0 + WAIT_MS
+    # The reward, which was in that backlog, arrives and joins.
+    r = reward()
+    joined = joiner.on_reward(entry, r, r.dumps(), REW_SRC, T0 + 60_000)
+    assert joined.result == "joined" and joined.outcome is not None
+    assert joined.outcome["defaulted"] is False
+
+
+def test_default_comes_once_the_join_reads_to_the_mark(joiner: Joiner) -> None:
+    entry = stored(joiner.on_decision(None, decision(), DEC_SRC, T0))
+    entry = stored(joiner.on_due(entry, T0 + WAIT_MS, Progress(rewards_end=500, rewards_done=10)))
+    assert entry is not None
+    # The partition grew meanwhile; the mark stays where it was first seen.
+    later = Progress(rewards_end=9_000, rewards_done=499)
+    entry = stored(joiner.on_due(entry, entry["due"], later))
+    assert entry is not None and entry["mark"] == 500
+    step = joiner.on_due(entry, entry["due"], Progress(rewards_end=9_000, rewards_done=500))
+    assert step.result == "defaulted" and step.outcome is not None and step.outcome["defaulted"]
+
+
+def test_the_wait_counts_from_the_decisions_time(joiner: Joiner) -> None:
+    """A decision the join reads late (a backlog, a restart) waits from its
+    decided_at, not from when the join saw it."""
+    step = joiner.on_decision(None, decision(), DEC_SRC, T0 + 7_000)
+    assert step.due == T0 + WAIT_MS
+
+
+def test_unknown_position_waits_until_the_bound(joiner: Joiner) -> None:
+    entry = stored(joiner.on_decision(None, decision(), DEC_SRC, T0))
+    unknown = Progress()
+    step = joiner.on_due(entry, T0 + WAIT_MS, unknown)
+    assert step.result == "waiting"
+    entry = stored(step)
+    assert entry is not None
+    step = joiner.on_due(entry, T0 + WAIT_MS + MAX_MS, unknown)
+    assert step.result == "defaulted_at_bound" and step.outcome is not None
+
+
+def test_held_reward_waits_for_the_decisions_partition(joiner: Joiner) -> None:
+    r = reward()
+    entry = stored(joiner.on_reward(None, r, r.dumps(), REW_SRC, T0))
+    behind = Progress(decisions_end=800, decisions_done=100)
+    step = joiner.on_due(entry, T0 + HOLD_MS, behind)
+    assert step.result == "waiting" and step.error is None
+    entry = stored(step)
+    assert entry is not None and entry["mark"] == 800
+    # Long after any wall-clock hold, the decision arrives and joins.
+    joined = joiner.on_decision(entry, decision(), DEC_SRC, T0 + 120_000)
+    assert joined.result == "joined" and joined.outcome is not None
+    assert joined.outcome["defaulted"] is False
+
+
+def test_held_reward_is_unknown_once_the_decisions_are_read_past_the_mark(
+    joiner: Joiner,
+) -> None:
+    r = reward()
+    entry = stored(joiner.on_reward(None, r, r.dumps(), REW_SRC, T0))
+    entry = stored(joiner.on_due(entry, T0 + HOLD_MS, Progress(decisions_end=800)))
+    assert entry is not None
+    step = joiner.on_due(entry, entry["due"], Progress(decisions_end=900, decisions_done=800))
+    assert step.result == "unknown_request" and not step.keep
+    assert step.error is not None and step.error.code == "unknown_request"
+
+
+def test_held_reward_gives_up_at_the_bound(joiner: Joiner) -> None:
+    r = reward()
+    entry = stored(joiner.on_reward(None, r, r.dumps(), REW_SRC, T0))
+    step = joiner.on_due(entry, T0 + MAX_MS, Progress(decisions_end=800, decisions_done=1))
+    assert step.result == "unknown_request_at_bound"
+    assert step.error is not None and str(MAX_MS) in step.error.detail

@@ -740,6 +740,7 @@ class TrafficSimulator:
         if r.random() < prof.error_rate:
             return Reward(
                 request_id=request.request_id,
+                tenant_id=request.tenant_id,
                 sent_at=now_ms,
                 quality=None,
                 cost_usd=0.0,
@@ -748,6 +749,7 @@ class TrafficSimulator:
             )
         return Reward(
             request_id=request.request_id,
+            tenant_id=request.tenant_id,
             sent_at=now_ms,
             quality=r.betavariate(prof.alphas[k], prof.betas[k]),
             cost_usd=request.input_tokens * prof.price_in + prof.out_costs[k],

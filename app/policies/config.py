@@ -53,6 +53,11 @@ class PolicyConfig:
     # and how long an episode may wait for its next step before it is closed.
     terminal_arms: tuple[str, ...] = ()
     episode_timeout_ms: int = 600_000
+    # The tenants allowed to be decided for by this policy; None: every tenant.
+    tenants: frozenset[str] | None = None
+
+    def allows(self, tenant_id: str) -> bool:
+        return self.tenants is None or tenant_id in self.tenants
 
     @property
     def arm_names(self) -> list[str]:
@@ -208,9 +213,18 @@ def _policy(pid: str, p: dict[str, Any], source: str) -> PolicyConfig:
         context=context,
         terminal_arms=terminal,
         episode_timeout_ms=int(timeout_s * 1000),
+        tenants=_tenants(where, p.get("tenants")),
     )
     try:
         config.build()
     except (TypeError, ValueError) as exc:
         raise PolicyConfigError(f"{where}: bad hyperparameters: {exc}") from None
     return config
+
+
+def _tenants(where: str, raw: Any) -> frozenset[str] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or not raw or not all(isinstance(t, str) and t for t in raw):
+        raise PolicyConfigError(f"{where}: tenants must be a non-empty list of tenant ids")
+    return frozenset(raw)
