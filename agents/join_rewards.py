@@ -159,7 +159,9 @@ def register(app: faust.App, runtime: Runtime) -> None:
     runtime.on_policies_changed.append(joiner.reconfigure)
     due = DueHeap()
     progress = StreamProgress()
-    ends = PartitionEnds(s.bootstrap, client_id=f"{s.app_id}-join-ends")
+    ends = PartitionEnds(
+        s.bootstrap, client_id=f"{s.app_id}-join-ends", fetch=s.embedded_broker
+    )
     ends_started = {"yes": False}  # started on the first tick, inside the worker's loop
 
     state = {"rebuild": True}

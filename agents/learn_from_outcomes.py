@@ -36,6 +36,19 @@ log = logging.getLogger(__name__)
 AGENT = "learn_from_outcomes"
 
 
+def applied_in_state(mark: bytes | None, version: int) -> bool:
+    """Whether the policy state at ``version`` already holds the request an
+    applied-requests entry names. The entry records the version its update
+    made; the two tables are written separately, so after a crash the entry
+    may outlive the state write, and then the update must be made again."""
+    if mark is None:
+        return False
+    try:
+        return int(mark) <= version
+    except ValueError:
+        return True  # unreadable: treat as applied rather than apply twice
+
+
 def register(app: faust.App, runtime: Runtime) -> None:
     t = runtime.topics
     drift_name = t.name("drift")
@@ -85,6 +98,10 @@ def register(app: faust.App, runtime: Runtime) -> None:
 
     async def publish(pid: str, now: int) -> None:
         snap = learner.snapshot(pid, now)
+        # Table writes go out through Faust's send buffer, the snapshot
+        # directly: without this flush a crash could leave a published
+        # snapshot ahead of the state the table recovers.
+        await app.producer.flush()
         await snapshots.send(key=pid.encode(), value=snap.dumps())
         published[pid] = max(published.get(pid, 0), snap.version)
         metrics.SNAPSHOTS.labels(pid).inc()
@@ -155,7 +172,7 @@ def register(app: faust.App, runtime: Runtime) -> None:
         rid = join_key(outcome.tenant_id, outcome.request_id)
         if learner.seen(pid, msg.partition, msg.offset):
             result = "redelivered"
-        elif applied.get(rid) is not None:
+        elif applied_in_state(applied.get(rid), learner.version(pid)):
             learner.mark(pid, msg.partition, msg.offset)
             result = "duplicate"
         else:
@@ -168,7 +185,7 @@ def register(app: faust.App, runtime: Runtime) -> None:
             # State (with the offset) first: a crash before the id is
             # written is then caught by the offset on redelivery.
             states[pid.encode()] = orjson.dumps(learner.state(pid))
-            applied[rid] = b"1"
+            applied[rid] = str(learner.version(pid)).encode()
         metrics.EVENTS.labels(AGENT, result).inc()
         for due in learner.due_snapshots(now):
             await publish(due, now)

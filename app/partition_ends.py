@@ -1,11 +1,11 @@
-"""Where partitions end right now, from the high-water mark of a fetch.
+"""Where partitions end right now.
 
-``ListOffsets(LATEST)`` is not used: the embedded broker answers it with the
-base offset + 1 of the last written batch (EMBEDDED_BROKER.md, defect 1),
-which is short of the end whenever that batch holds more than one record. A
-fetch's high-water mark is right on every broker. A consumer that processes
-a partition cannot be asked instead: while it is paused (a full buffer
-behind a backlog) its own high-water mark goes stale.
+A consumer that processes a partition cannot be asked: while it is paused
+(a full buffer behind a backlog) its own high-water mark goes stale. On
+Kafka, ``ListOffsets(LATEST)`` answers. The embedded broker answers it with
+the base offset + 1 of the last written batch (EMBEDDED_BROKER.md, defect 1),
+short of the end whenever that batch holds more than one record, so there
+the end is the high-water mark of a fetch made from the last end seen.
 """
 
 from __future__ import annotations
@@ -24,8 +24,12 @@ class PartitionEnds:
     """A group-less consumer that fetches at most one batch per partition
     per :meth:`refresh`, from just before the end it last saw."""
 
-    def __init__(self, bootstrap: str, client_id: str = "llmopt-partition-ends") -> None:
+    def __init__(
+        self, bootstrap: str, client_id: str = "llmopt-partition-ends", fetch: bool = True
+    ) -> None:
         self.bootstrap, self.client_id = bootstrap, client_id
+        # False: trust ListOffsets (a real Kafka cluster).
+        self.fetch = fetch
         self.ends: dict[tuple[str, int], int] = {}
 
     async def start(self) -> None:
@@ -57,11 +61,17 @@ class PartitionEnds:
         if not wanted:
             return {}
         hints = hints or {}
+        if not self.fetch:
+            listed = await self.consumer.end_offsets(wanted)
+            return {(tp.topic, tp.partition): int(listed[tp]) for tp in wanted}
         if set(self.consumer.assignment()) != set(wanted):
             self.consumer.assign(wanted)
         for tp, p in zip(wanted, given, strict=True):
-            start = max(self.ends.get((tp.topic, tp.partition), 0), int(hints.get(p) or 0))
-            self.consumer.seek(tp, max(start - 1, 0))
+            known = self.ends.get((tp.topic, tp.partition))
+            # From the end seen last time (nothing new: an empty answer), or
+            # from the last record below a hint (ListOffsets' lower bound).
+            start = known if known is not None else max(int(hints.get(p) or 0) - 1, 0)
+            self.consumer.seek(tp, start)
         asked_at = int(time.time() * 1000)
         found: dict[tuple[str, int], int] = {}
         deadline = time.monotonic() + timeout_s

@@ -4,9 +4,12 @@ requests → decisions → rewards → outcomes → policy updates → snapshots
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections import Counter
 from pathlib import Path
 
+import orjson
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -83,16 +86,24 @@ async def _closed_loop(d: Deployment) -> None:
     assert {a: int(s["pulls"]) for a, s in snap.arm_stats.items()} == per_arm
 
 
-def test_worker_killed_mid_stream_loses_nothing_and_applies_each_reward_once(
+def test_worker_killed_and_stopped_repeatedly_loses_nothing_and_applies_each_reward_once(
     deployment: Deployment,
 ) -> None:
-    first = deployment.start_worker()
-    asyncio.run(_kill_and_restart(deployment, first))
+    """SIGKILLs and SIGTERMs in a steady rewarded stream: every request is
+    decided, every reward reaches its outcome (none is taken for an unknown
+    request), the policy's applied count equals the distinct rewarded
+    requests, and the published update count never goes backwards."""
+    deployment.start_worker()
+    asyncio.run(_kill_and_restart(deployment))
 
 
-async def _kill_and_restart(d: Deployment, first: object) -> None:
+KILLS = ("kill", "stop", "kill", "stop")
+
+
+async def _kill_and_restart(d: Deployment) -> None:
     bs, t = d.broker.bootstrap, d.topics
-    total, kill_after, rate = 3000, 1000, 400.0
+    total, rate = 3000, 300.0
+    kill_at = [total * (i + 1) // (len(KILLS) + 1) for i in range(len(KILLS))]
     sim = TrafficSimulator.default(seed=11)
     sent: dict[str, Request] = {}
     rewarded: set[str] = set()
@@ -121,10 +132,10 @@ async def _kill_and_restart(d: Deployment, first: object) -> None:
             await asyncio.sleep(0.005)
 
     sender = asyncio.create_task(send_requests())
-    killed = False
-    deadline = time.monotonic() + 180
+    kills = list(zip(kill_at, KILLS, strict=True))
+    deadline = time.monotonic() + 300
     try:
-        while len(rewarded) < total:
+        while len(rewarded) < total or kills:
             assert time.monotonic() < deadline, f"only {len(rewarded)}/{total} requests decided"
             batch = await consumer.getmany(timeout_ms=200)
             for msgs in batch.values():
@@ -135,27 +146,46 @@ async def _kill_and_restart(d: Deployment, first: object) -> None:
                     rewarded.add(x.request_id)
                     reward = sim.outcome(sent[x.request_id], x.arm, now_ms())
                     await producer.send(t.name("rewards"), reward.dumps(), key=m.key)
-            if not killed and len(rewarded) >= kill_after:
-                d.workers[0].kill()
-                killed = True
+            if kills and len(rewarded) >= kills[0][0]:
+                how = kills.pop(0)[1]
+                worker = d.workers[-1]
+                worker.kill() if how == "kill" else worker.stop()
                 await asyncio.to_thread(d.start_worker)
         await sender
     finally:
         sender.cancel()
         await producer.stop()
         await consumer.stop()
-    assert killed and rewarded == set(sent)
+    assert not kills and rewarded == set(sent)
 
     async with TopicReader(bs, t.name("policy_snapshots")) as reader:
-        await reader.until(
-            lambda m: (s := latest_snapshot(m)) is not None and s.updates >= total,
-            90,
-            f"a snapshot with {total} updates",
-        )
+        with contextlib.suppress(AssertionError):
+            await reader.until(
+                lambda m: (s := latest_snapshot(m)) is not None and s.updates >= total,
+                120,
+                f"a snapshot with {total} updates",
+            )
         await reader.settle(3.0)
+    async with TopicReader(bs, t.name("outcomes")) as outcomes:
+        await outcomes.settle(2.0)
+    async with TopicReader(bs, t.name("dead_letter")) as dead:
+        await dead.settle(1.0)
+    reasons = Counter(orjson.loads(m.value)["reason"] for m in dead.messages)
+    docs = [Outcome.loads(m.value, 1 << 20) for m in outcomes.messages]
+    joined = {o.request_id for o in docs}
+    defaulted = {o.request_id for o in docs if o.defaulted}
     snap = latest_snapshot(reader.messages)
-    assert snap is not None
-    assert snap.updates == len(rewarded), "each rewarded request applied exactly once"
+    ours = [PolicySnapshot.loads(m.value, 1 << 24) for m in reader.messages]
+    updates = [s.updates for s in ours if s.policy_id == "default"]
+    seen = (
+        f"updates {snap.updates if snap else None}, outcomes {len(docs)} "
+        f"({len(joined)} requests, {len(defaulted)} defaulted), dead letters {dict(reasons)}"
+    )
+    assert joined == rewarded, seen
+    assert not defaulted, f"rewards were replaced by the default: {seen}"
+    assert not reasons, seen
+    assert snap is not None and snap.updates == len(rewarded), f"applied once each? {seen}"
+    assert updates == sorted(updates), f"the published update count went backwards: {seen}"
 
 
 def test_switching_a_policys_algorithm_in_the_config_takes_effect_without_restart(
