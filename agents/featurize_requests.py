@@ -4,7 +4,8 @@ routed by the entity's key to the observations topic.
 Stateless: the windows are kept by ``aggregate_features``. A batch's
 observations for one route go out as one message, so the repartitioning
 costs one small message per route and batch, not one per request. Requests
-``select_arm`` cannot parse are dead-lettered there, and only counted here.
+``select_arm`` cannot parse are dead-lettered there, and only counted here;
+an exception while featurizing one dead-letters it here as ``internal_error``.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import faust
 import orjson
 
 from app import metrics
+from app.dead_letter import send_internal_error
 from app.faust_app import Runtime
 from app.features.observations import request_observations
-from app.records import InvalidEvent, Request, decode
+from app.ingress import accept_request
+from app.records import InvalidEvent, now_ms
 
 AGENT = "featurize_requests"
 
@@ -29,20 +32,34 @@ def register(app: faust.App, runtime: Runtime) -> None:
     observations = app.topic(
         t.name("feature_observations"), key_serializer="raw", value_serializer="raw"
     )
-    max_bytes = runtime.settings.max_event_bytes
+    dead = app.topic(t.name("dead_letter"), key_serializer="raw", value_serializer="raw")
+    s = runtime.settings
+    max_bytes = s.max_event_bytes
 
     @app.agent(source, name=AGENT)
     async def featurize_requests(stream: Any) -> None:
         async for events in stream.take_events(2000, within=0.05):
             routed: dict[str, list[Any]] = defaultdict(list)
             for event in events:
+                m = event.message
                 try:
-                    request = Request.from_dict(decode(event.message.value, max_bytes))
-                except InvalidEvent:
+                    # The same acceptance as select_arm's: a spoofed tenant
+                    # never feeds another tenant's windows.
+                    request = accept_request(
+                        m.value,
+                        m.key,
+                        m.headers,
+                        max_bytes=max_bytes,
+                        tenant_header=s.tenant_header,
+                        reply_prefix=s.reply_topic_prefix,
+                        now=now_ms(),
+                    )
+                    for route, entity, obs in request_observations(request):
+                        routed[route].append({"e": entity, **obs})
+                except InvalidEvent:  # select_arm dead-letters it
                     metrics.EVENTS.labels(AGENT, "invalid").inc()
-                    continue
-                for route, entity, obs in request_observations(request):
-                    routed[route].append({"e": entity, **obs})
+                except Exception as exc:
+                    await send_internal_error(dead.send, AGENT, event.message, exc)
             for route, batch in routed.items():
                 await observations.send(key=route.encode(), value=orjson.dumps(batch))
             metrics.EVENTS.labels(AGENT, "ok").inc(len(events))

@@ -102,7 +102,11 @@ class StreamProgress:
         self.done.clear()
         self._idle.clear()
 
-    async def observe_idle(self, consumer: Any, topic: str, partition: int) -> None:
+    async def observe_idle(
+        self, consumer: Any, topic: str, partition: int, busy: set[tuple[str, int]]
+    ) -> None:
+        """``busy``: partitions with messages handed to the stream and not
+        yet processed (the consumer's position is past them)."""
         tp = (topic, partition)
         end = self.ends.get(tp)
         if tp in self.done or end is None:
@@ -111,7 +115,7 @@ class StreamProgress:
             position = await consumer.position(TP(topic, partition))
         except Exception:  # not assigned (any more)
             return
-        if position is None or position < end:
+        if position is None or position < end or tp in busy:
             self._idle.pop(tp, None)
         elif self._idle.get(tp) == position:
             self.done[tp] = position
@@ -293,8 +297,9 @@ def register(app: faust.App, runtime: Runtime) -> None:
             progress.ends.update(await ends.refresh(tps, timeout_s=5.0))
         except Exception as exc:  # the broker is away: entries wait, nothing resolves early
             log.warning("join_rewards could not fetch partition ends: %s", exc)
+        busy = {(m.tp.topic, m.tp.partition) for m in list(app.consumer.unacked)}
         for tp in tps:
-            await progress.observe_idle(app.consumer, tp.topic, tp.partition)
+            await progress.observe_idle(app.consumer, tp.topic, tp.partition, busy)
         now = now_ms()
         for p in owned:
             heap = due.heaps.get(p)

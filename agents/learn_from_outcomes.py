@@ -182,10 +182,11 @@ def register(app: faust.App, runtime: Runtime) -> None:
         else:
             metrics.POLICY_UPDATES_SKIPPED.labels(pid, result).inc()
         if result != "redelivered":
-            # State (with the offset) first: a crash before the id is
-            # written is then caught by the offset on redelivery.
-            states[pid.encode()] = orjson.dumps(learner.state(pid))
+            # The mark first, then the state (with the offset): a mark that
+            # outlives a lost state write names a version the state has not
+            # reached, so the update is made again (see applied_in_state).
             applied[rid] = str(learner.version(pid)).encode()
+            states[pid.encode()] = orjson.dumps(learner.state(pid))
         metrics.EVENTS.labels(AGENT, result).inc()
         for due in learner.due_snapshots(now):
             await publish(due, now)

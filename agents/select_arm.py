@@ -34,9 +34,9 @@ from app import metrics
 from app.dead_letter import dead_letter, dead_letter_key, internal_error
 from app.decider import Decider
 from app.faust_app import Runtime
-from app.ingress import check_reply_to, check_tenant
+from app.ingress import accept_request
 from app.partitioning import partitions_for
-from app.records import InvalidEvent, PolicySnapshot, Request, decode, now_ms
+from app.records import InvalidEvent, PolicySnapshot, Request, now_ms
 
 log = logging.getLogger(__name__)
 AGENT = "select_arm"
@@ -216,10 +216,15 @@ class SelectArm(Service):
         """A request as it may be decided: schema-valid, its tenant vouched
         for (message key, trusted header), its reply topic under the prefix."""
         s = self.rt.settings
-        req = Request.from_dict(decode(m.value, max_bytes))
-        check_tenant(req.tenant_id, m.headers, s.tenant_header, key=m.key)
-        check_reply_to(req.reply_to, s.reply_topic_prefix)
-        return req
+        return accept_request(
+            m.value,
+            m.key,
+            m.headers,
+            max_bytes=max_bytes,
+            tenant_header=s.tenant_header,
+            reply_prefix=s.reply_topic_prefix,
+            now=now_ms(),
+        )
 
     def _decide_all(self, requests: list[Request], now: int) -> list[Any]:
         """The batch in one pass; if that fails, each request alone, so a

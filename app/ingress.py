@@ -21,27 +21,58 @@ import hmac
 import re
 from collections.abc import Iterable, Mapping
 
-from app.records import InvalidEvent
+from app.records import InvalidEvent, Request, decode
 
 # Kafka's legal topic characters; 249 is its length limit.
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
+# How far a request's created_at may be ahead of the worker's clock.
+MAX_FUTURE_MS = 5 * 60_000
+Headers = Iterable[tuple[str, bytes | None]] | Mapping[str, bytes | None] | None
+
+
+def _pair(tenant_id: str, request_id: str) -> bytes:
+    # Length-prefixed: ids may hold any character (NUL included), and
+    # ("a", "b:c") must not meet ("a:b", "c").
+    tenant = tenant_id.encode("utf-8", "surrogatepass")
+    return b"%d:" % len(tenant) + tenant + request_id.encode("utf-8", "surrogatepass")
 
 
 def decision_id(tenant_id: str, request_id: str) -> str:
     """Stable per (tenant, request id), whatever their length: a redecided
     request (at-least-once) gets the same id."""
-    digest = hashlib.blake2b(f"{tenant_id}\0{request_id}".encode(), digest_size=16)
-    return "d-" + digest.hexdigest()
+    return "d-" + hashlib.blake2b(_pair(tenant_id, request_id), digest_size=16).hexdigest()
 
 
 def join_key(tenant_id: str, request_id: str) -> bytes:
     """The join's table key: a request id is unique only within its tenant."""
-    return tenant_id.encode() + b"\0" + request_id.encode()
+    return _pair(tenant_id, request_id)
 
 
 def reward_token(secret: str, tenant_id: str, request_id: str) -> str:
-    mac = hmac.new(secret.encode(), f"{tenant_id}\0{request_id}".encode(), hashlib.sha256)
+    mac = hmac.new(secret.encode(), _pair(tenant_id, request_id), hashlib.sha256)
     return mac.hexdigest()[:32]
+
+
+def accept_request(
+    value: bytes | None,
+    key: bytes | None,
+    headers: Headers,
+    *,
+    max_bytes: int,
+    tenant_header: str,
+    reply_prefix: str,
+    now: int,
+) -> Request:
+    """A request as the worker may act on it (decide, featurize): valid, its
+    tenant vouched for, its reply topic under the prefix, created no later
+    than MAX_FUTURE_MS from now (a far-future time would make every later
+    observation of its tenant's feature windows count as late)."""
+    req = Request.from_dict(decode(value, max_bytes))
+    check_tenant(req.tenant_id, headers, tenant_header, key=key)
+    check_reply_to(req.reply_to, reply_prefix)
+    if req.created_at > now + MAX_FUTURE_MS:
+        raise InvalidEvent("invalid_value", "'created_at' is in the future")
+    return req
 
 
 def check_reward_token(secret: str, tenant_id: str, request_id: str, token: str | None) -> None:
@@ -66,9 +97,6 @@ def check_reply_to(reply_to: str | None, prefix: str) -> None:
         raise InvalidEvent(
             "invalid_reply_to", "reply_to must be a legal topic name ([A-Za-z0-9._-], ≤ 249)"
         )
-
-
-Headers = Iterable[tuple[str, bytes | None]] | Mapping[str, bytes | None] | None
 
 
 def header(headers: Headers, name: str) -> str | None:

@@ -149,6 +149,9 @@ EXAMPLES: dict[type[Record], dict[str, Any]] = {
         "original_value_b64": "e30s",
         "failed_at": T0 + 5,
         "original_key_b64": "cmVxLTAwMDE=",
+        "original_size": 3,
+        "original_sha256": "a" * 64,
+        "truncated": False,
     },
     MetricsSnapshot: {
         "schema_version": 1,
@@ -336,6 +339,9 @@ MUTATIONS: dict[type[Record], list[tuple[str, dict[str, Any]]]] = {
     ],
     DeadLetter: [
         ("source_topic empty", {"source_topic": ""}),
+        ("original_size negative", {"original_size": -1}),
+        ("original_sha256 too short", {"original_sha256": "ab"}),
+        ("truncated a string", {"truncated": "no"}),
         ("source_partition below -1", {"source_partition": -2}),
         ("source_partition above 2**31 - 1", {"source_partition": 2**31}),
         ("source_offset below -1", {"source_offset": -2}),

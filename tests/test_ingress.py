@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from app.decider import Decider
 from app.ingress import (
+    MAX_FUTURE_MS,
+    accept_request,
     check_reply_to,
     check_reward_token,
     check_tenant,
@@ -34,8 +37,11 @@ def test_decision_ids_are_scoped_per_tenant_stable_and_bounded() -> None:
     assert decision_id("a", "r1") == decision_id("a", "r1")
     assert decision_id("a", "r1") != decision_id("b", "r1")
     assert len(decision_id("t" * 256, long_id)) <= 256
-    # The separator keeps ("a", "b\0c")-style splits from colliding with ("a\0b", "c").
+    # Ids may hold any character: no split of one pair may meet another.
     assert join_key("a", "bc") != join_key("ab", "c")
+    assert join_key("a", "b\0c") != join_key("a\0b", "c")
+    assert decision_id("a", "1:b") != decision_id("a1:", "b")
+    assert reward_token("k", "a", "b\0c") != reward_token("k", "a\0b", "c")
 
 
 def test_a_longest_request_id_gives_a_valid_decision() -> None:
@@ -153,3 +159,29 @@ def test_policy_tenants_restrict_who_may_use_it() -> None:
                     }
                 }
             )
+
+
+def test_accept_request_applies_every_ingress_rule() -> None:
+    now = 1_700_000_000_000
+    doc = Request(request_id="r", tenant_id="a", task_type="qa", created_at=now).to_dict()
+
+    def accept(key: bytes | None = b"a", headers: object = None, **changes: object) -> str | None:
+        raw = orjson.dumps({**doc, **changes})
+        return code(
+            accept_request,
+            raw,
+            key,
+            headers,
+            max_bytes=65536,
+            tenant_header="x-tenant" if headers is not None else "",
+            reply_prefix=PREFIX,
+            now=now,
+        )
+
+    assert accept() is None
+    assert accept(key=b"b") == "tenant_mismatch"
+    assert accept(headers=[("x-tenant", b"b")]) == "tenant_mismatch"
+    assert accept(headers=[("x-tenant", b"a")]) is None
+    assert accept(reply_to="llmopt.outcomes.v1") == "invalid_reply_to"
+    assert accept(created_at=now + MAX_FUTURE_MS + 1) == "invalid_value"
+    assert accept(created_at=now + MAX_FUTURE_MS) is None

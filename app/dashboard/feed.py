@@ -18,12 +18,11 @@ import logging
 import time
 from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from app import metrics
 from app.dashboard.history import MetricsHistory
-from app.records import InvalidEvent, MetricsSnapshot
+from app.records import InvalidEvent, MetricsSnapshot, decode
 from app.topics import TopicCatalog
 
 log = logging.getLogger(__name__)
@@ -67,11 +66,8 @@ class MetricsFeed:
             if kind == "metrics":
                 self.history.add(MetricsSnapshot.loads(raw, MAX_SNAPSHOT_BYTES))
             else:
-                doc = orjson.loads(raw or b"")
-                if not isinstance(doc, dict):
-                    raise InvalidEvent("malformed_json", "event must be a JSON object")
-                self.history.add_event(kind, doc)
-        except (InvalidEvent, orjson.JSONDecodeError) as exc:
+                self.history.add_event(kind, decode(raw, MAX_SNAPSHOT_BYTES))
+        except InvalidEvent as exc:
             metrics.DASHBOARD_EVENTS.labels(kind, "invalid").inc()
             log.warning("ignoring an unusable %s message: %s", kind, exc)
             return False
