@@ -8,6 +8,11 @@ deletes expired ones. Observations are read in batches; a table write must
 name the partition its key belongs to, which Faust takes from the "current
 event", so each partition's writes are made with one of that partition's
 events current. After (re)assignment the store is rebuilt from the table.
+
+The observations topic is internal, but anything may be written to it: a
+message that is not a JSON array is dead-lettered; an observation that is
+not of the shape :mod:`app.features.observations` makes is skipped and
+counted, and so is a table entry that cannot be read back.
 """
 
 from __future__ import annotations
@@ -22,8 +27,10 @@ import orjson
 from faust import streams
 
 from app import metrics
+from app.dead_letter import send_dead_letter
 from app.faust_app import Runtime
 from app.features.store import pane_key
+from app.records import InvalidEvent
 
 log = logging.getLogger(__name__)
 AGENT = "aggregate_features"
@@ -32,6 +39,49 @@ EXPIRE_EVERY_S = 10.0
 # (messages hold at most a few thousand observations).
 POS_PER_MESSAGE = 1_000_000
 END_MARKER = b"__end__"
+MAX_ENTITY_CHARS = 1024  # tenant=<256>,arm=<256> at most, from validated events
+JSON = dict[str, Any]
+
+
+def parse_observations(raw: bytes | None) -> tuple[list[tuple[int, str, JSON]], int]:
+    """One message of the observations topic → (index in the message,
+    entity, observation) of each valid observation, and how many others
+    there were. :class:`InvalidEvent` if the message is not a JSON array."""
+    try:
+        batch = orjson.loads(raw) if raw is not None else None
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent("malformed_json", str(exc)) from None
+    if type(batch) is not list:
+        raise InvalidEvent("malformed_json", "an observations message must be a JSON array")
+    valid = []
+    for i, obs in enumerate(batch):
+        if _valid_observation(obs):
+            valid.append((i, obs["e"], {k: v for k, v in obs.items() if k != "e"}))
+    return valid, len(batch) - len(valid)
+
+
+def _number(v: Any, lo: float, hi: float) -> bool:
+    return (type(v) is int or (type(v) is float and v == v)) and lo <= v <= hi
+
+
+def _valid_observation(obs: Any) -> bool:
+    """The shape the store needs (see :class:`app.features.aggregate.WindowAggregate`):
+    anything else would raise in it, or leave a pane half-updated."""
+    if type(obs) is not dict:
+        return False
+    e, t, kind = obs.get("e"), obs.get("t"), obs.get("k")
+    if type(e) is not str or not 0 < len(e) <= MAX_ENTITY_CHARS:
+        return False
+    if type(t) is not int or not 0 <= t <= 2**53:
+        return False
+    if kind == "r":
+        return _number(obs.get("input_tokens", 0), 0, 1e300)
+    if kind != "o" or not _number(obs.get("reward"), 0, 1):
+        return False
+    return (
+        all(obs.get(n) is None or _number(obs[n], 0, 1e300) for n in ("cost_usd", "latency_ms"))
+        and type(obs.get("error", False)) is bool
+    )
 
 
 def _as_current(event: Any) -> None:
@@ -54,6 +104,7 @@ def register(app: faust.App, runtime: Runtime) -> None:
     )
     store = runtime.feature_store
     embedded = runtime.settings.embedded_broker
+    dead = app.topic(t.name("dead_letter"), key_serializer="raw", value_serializer="raw")
     state: dict[str, Any] = {"rebuild": True, "expired_at": time.monotonic()}
     entity_event: dict[str, Any] = {}  # entity → an event of its partition (for deletes)
 
@@ -63,21 +114,38 @@ def register(app: faust.App, runtime: Runtime) -> None:
             if state["rebuild"]:
                 rebuild()
             dirty: dict[int, tuple[Any, set[tuple[str, int]]]] = {}
-            applied = late = 0
+            applied = late = invalid = failed = dead_lettered = 0
             for event in events:
+                msg = event.message
                 try:
-                    batch = orjson.loads(event.message.value)
-                except orjson.JSONDecodeError:
-                    metrics.EVENTS.labels(AGENT, "invalid").inc()
+                    batch, skipped = parse_observations(msg.value)
+                except InvalidEvent as exc:
+                    await send_dead_letter(dead.send, AGENT, msg, exc)
+                    dead_lettered += 1
                     continue
-                p = event.message.partition
+                if skipped:
+                    invalid += skipped
+                    log.warning(
+                        "skipped %d invalid observation(s) of %s[%s]@%s",
+                        skipped,
+                        msg.topic,
+                        msg.partition,
+                        msg.offset,
+                    )
+                p = msg.partition
                 slot = dirty.get(p)
                 if slot is None:
                     slot = dirty[p] = (event, set())
-                base = event.message.offset * POS_PER_MESSAGE
-                for i, obs in enumerate(batch):
-                    entity = obs.pop("e")
-                    start = store.observe(entity, obs, base + i)
+                base = msg.offset * POS_PER_MESSAGE
+                for i, entity, obs in batch:
+                    try:
+                        start = store.observe(entity, obs, base + i)
+                    except Exception:  # one observation must not stop the others
+                        failed += 1
+                        log.exception(
+                            "observation %d of %s[%s]@%s failed", i, msg.topic, p, msg.offset
+                        )
+                        continue
                     if start is None:
                         late += 1
                         continue
@@ -100,7 +168,10 @@ def register(app: faust.App, runtime: Runtime) -> None:
                 expire()
             metrics.FEATURE_OBSERVATIONS.labels("applied").inc(applied)
             metrics.FEATURE_OBSERVATIONS.labels("late_or_redelivered").inc(late)
-            metrics.EVENTS.labels(AGENT, "ok").inc(len(events))
+            metrics.FEATURE_OBSERVATIONS.labels("invalid").inc(invalid)
+            metrics.FEATURE_OBSERVATIONS.labels("internal_error").inc(failed)
+            metrics.EVENTS.labels(AGENT, "ok").inc(len(events) - dead_lettered)
+            metrics.EVENTS.labels(AGENT, "dead_letter").inc(dead_lettered)
 
     def expire() -> None:
         state["expired_at"] = time.monotonic()
@@ -120,7 +191,12 @@ def register(app: faust.App, runtime: Runtime) -> None:
         for key, value in table.items():
             if key == END_MARKER:
                 continue
-            store.load(key, value)
+            try:
+                store.load(key, value)
+            except Exception as exc:  # e.g. a record written to the changelog by someone else
+                metrics.EVENTS.labels(AGENT, "unreadable_pane").inc()
+                log.warning("skipped an unreadable feature pane (%s)", type(exc).__name__)
+                continue
             n += 1
         metrics.FEATURE_ENTITIES.set(len(store.entities()))
         log.info("feature store rebuilt from %d panes (%d entities)", n, len(store.entities()))

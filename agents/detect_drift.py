@@ -13,7 +13,8 @@ Detector state lives in memory: after a restart or a rebalance the detectors
 of the moved policies start afresh (a warm-up of a few hundred outcomes per
 arm). An unparseable outcome, or one of a policy that is not configured, is
 skipped and counted here; the learner, which reads the same bytes, sends it to
-the dead-letter topic (once, not twice).
+the dead-letter topic (once, not twice). An exception while watching an
+outcome dead-letters it here as ``internal_error``, and the agent goes on.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 import faust
 
 from app import metrics
+from app.dead_letter import send_internal_error
 from app.drift import AlertEngine, DriftConfig, DriftMonitor
 from app.faust_app import Runtime
 from app.records import InvalidEvent, Outcome
@@ -43,6 +45,7 @@ def register(app: faust.App, runtime: Runtime) -> None:
     )
     drift = app.topic(t.name("drift"), key_serializer="raw", value_serializer="raw")
     alerts = app.topic(t.name("alerts"), key_serializer="raw", value_serializer="raw")
+    dead = app.topic(t.name("dead_letter"), key_serializer="raw", value_serializer="raw")
     config = DriftConfig.load(runtime.settings.drift_path)
     monitor = DriftMonitor(config)
     engine = AlertEngine(
@@ -53,24 +56,30 @@ def register(app: faust.App, runtime: Runtime) -> None:
     async def detect_drift(stream: Any) -> None:
         async for event in stream.events():
             try:
-                outcome = Outcome.loads(event.message.value, runtime.settings.max_event_bytes)
-            except InvalidEvent as exc:
-                metrics.EVENTS.labels(AGENT, exc.code).inc()
-                continue
-            label = outcome.policy_id
-            if label not in runtime.policies.policies:
-                # The learner dead-letters it; watching it would grow state without bound.
-                metrics.EVENTS.labels(AGENT, "unknown_policy").inc()
-                continue
-            found = monitor.observe(outcome)
-            engine.record_events(found)
-            fired = engine.observe(outcome)
-            for e in found:
-                await drift.send(key=e.policy_id.encode(), value=e.dumps())
-                metrics.DRIFT_EVENTS.labels(label, e.kind, e.signal).inc()
-                log.info("%s: %s", e.kind, e.detail)
-            for a in fired:
-                await alerts.send(key=a.policy_id.encode(), value=a.dumps())
-                metrics.ALERTS.labels(label, a.rule, a.status).inc()
-                log.warning("alert %s %s: %s", a.rule, a.status, a.summary)
-            metrics.EVENTS.labels(AGENT, "observed").inc()
+                await watch(event.message)
+            except Exception as exc:
+                await send_internal_error(dead.send, AGENT, event.message, exc)
+
+    async def watch(msg: Any) -> None:
+        try:
+            outcome = Outcome.loads(msg.value, runtime.settings.max_event_bytes)
+        except InvalidEvent as exc:
+            metrics.EVENTS.labels(AGENT, exc.code).inc()
+            return
+        label = outcome.policy_id
+        if label not in runtime.policies.policies:
+            # The learner dead-letters it; watching it would grow state without bound.
+            metrics.EVENTS.labels(AGENT, "unknown_policy").inc()
+            return
+        found = monitor.observe(outcome)
+        engine.record_events(found)
+        fired = engine.observe(outcome)
+        for e in found:
+            await drift.send(key=e.policy_id.encode(), value=e.dumps())
+            metrics.DRIFT_EVENTS.labels(label, e.kind, e.signal).inc()
+            log.info("%s: %s", e.kind, e.detail)
+        for a in fired:
+            await alerts.send(key=a.policy_id.encode(), value=a.dumps())
+            metrics.ALERTS.labels(label, a.rule, a.status).inc()
+            log.warning("alert %s %s: %s", a.rule, a.status, a.summary)
+        metrics.EVENTS.labels(AGENT, "observed").inc()

@@ -4,11 +4,14 @@ worker's in-memory dashboard history, served at ``/dashboard`` (the page) and
 
 The reader is a plain consumer of every partition, not a consumer-group
 member (see :mod:`app.dashboard.feed`); it runs as a task of the worker and
-stops with it.
+stops with it. If the reader fails (the cluster unreachable, a bug), it is
+logged and started again: an exception in a Faust task would stop the worker.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 import faust
@@ -19,18 +22,27 @@ from app.dashboard.page import page_html
 from app.faust_app import Runtime
 from app.records import now_ms
 
+log = logging.getLogger(__name__)
+RESTART_SECONDS = 5.0
+
 
 def register(app: faust.App, runtime: Runtime) -> None:
     s = runtime.settings
     bucket_ms = int(max(0.5, s.metrics_publish_seconds or 2.0) * 1000)
     history = MetricsHistory(bucket_ms=bucket_ms, max_points=s.dashboard_history_points)
-    feed = MetricsFeed(
-        s.bootstrap, runtime.topics, history, client_id=f"{s.app_id}-metrics-follower"
-    )
 
     @app.task
     async def follow_metrics() -> None:
-        await feed.run()
+        while True:
+            # A new reader each time: it assigns itself every partition afresh.
+            feed = MetricsFeed(
+                s.bootstrap, runtime.topics, history, client_id=f"{s.app_id}-metrics-follower"
+            )
+            try:
+                await feed.run()
+            except Exception:
+                log.exception("the metrics reader failed; restarting in %.0f s", RESTART_SECONDS)
+            await asyncio.sleep(RESTART_SECONDS)
 
     @app.page("/dashboard")
     async def dashboard(web: Any, request: Any) -> Any:

@@ -4,7 +4,9 @@ metrics → one snapshot on the metrics topic (key: the worker's id).
 The snapshot names and labels are those of ``/metrics``, so the dashboard
 (fed from the topic, on any worker) and Prometheus (scraping each worker)
 show the same series. Just before each snapshot the consumer-lag gauges of
-the Faust agents are refreshed from the Faust monitor's offsets.
+the Faust agents are refreshed from the Faust monitor's offsets. A snapshot
+that fails is logged and counted, and the next one is tried on time: an
+exception in a Faust timer would stop the worker.
 """
 
 from __future__ import annotations
@@ -33,6 +35,13 @@ def register(app: faust.App, runtime: Runtime) -> None:
 
     @app.timer(interval, name="publish_metrics")
     async def publish_metrics() -> None:
+        try:
+            await publish()
+        except Exception:
+            metrics.EVENTS.labels(AGENT, "failed").inc()
+            log.exception("metrics snapshot not published")
+
+    async def publish() -> None:
         assigned = app.consumer.assignment() if app.consumer else set()
         monitor = app.monitor
         lags = lag_by_topic(

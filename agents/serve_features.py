@@ -6,7 +6,9 @@
 ``{"rows": [...]}``: every final window ending in the range, with its
 ``available_at``. ``GET /features/names`` lists the feature names. Values
 come from this worker's store: the entities whose partitions it holds.
-Unknown feature names or bad parameters → 400 with ``{"error": ...}``.
+Unknown feature names or bad parameters → 400 with ``{"error": ...}``; so is
+a history range longer than :data:`MAX_HISTORY_SPAN_MS`, whose rows (one per
+window hop) would be built on the event loop, stalling the agents.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import faust
 
 from app.faust_app import Runtime
 from app.features.store import UnknownFeature
+
+MAX_HISTORY_SPAN_MS = 86_400_000
 
 
 def _names(request: Any) -> list[str] | None:
@@ -43,6 +47,10 @@ def register(app: faust.App, runtime: Runtime) -> None:
         try:
             entity = request.query["entity"]
             start, end = int(request.query["start"]), int(request.query["end"])
+            if end - start > MAX_HISTORY_SPAN_MS:
+                return web.json(
+                    {"error": f"end - start may be at most {MAX_HISTORY_SPAN_MS} ms"}, status=400
+                )
             rows = store.get_historical_features(entity, start, end, _names(request))
         except KeyError as exc:
             return web.json({"error": f"missing or unknown: {exc.args[0]}"}, status=400)
