@@ -26,11 +26,14 @@ import faust
 import orjson
 from faust.types import TP
 
+from agents.in_sequence import in_sequence
+from agents.watch_cluster import current_cluster_id
 from app import metrics
 from app.dead_letter import dead_letter, dead_letter_key, internal_error
 from app.faust_app import Runtime
 from app.ingress import check_reward_token, check_tenant, join_key
 from app.join import Joiner, Progress, Step, parse_decision
+from app.offset_sequence import OffsetSequence
 from app.partition_ends import PartitionEnds
 from app.records import InvalidEvent, Reward, decode, now_ms
 
@@ -163,12 +166,13 @@ def register(app: faust.App, runtime: Runtime) -> None:
     runtime.on_policies_changed.append(joiner.reconfigure)
     due = DueHeap()
     progress = StreamProgress()
+    sequence = OffsetSequence()
     ends = PartitionEnds(
         s.bootstrap, client_id=f"{s.app_id}-join-ends", fetch=s.embedded_broker
     )
     ends_started = {"yes": False}  # started on the first tick, inside the worker's loop
 
-    state = {"rebuild": True}
+    state: dict[str, Any] = {"rebuild": True, "cluster": None}
     max_bytes = s.max_event_bytes
 
     async def apply(key: bytes, step: Step, msg: Any) -> None:
@@ -235,6 +239,8 @@ def register(app: faust.App, runtime: Runtime) -> None:
         async for event in stream.events():
             msg = event.message
             now = now_ms()
+            if msg.topic != ticks and await in_sequence(app, sequence, AGENT, msg) == "gap":
+                continue
             try:
                 if msg.topic == ticks:
                     await resolve_due(msg, now)
@@ -270,6 +276,7 @@ def register(app: faust.App, runtime: Runtime) -> None:
     async def _on_assigned(sender: Any, assigned: Any, **kw: Any) -> None:
         state["rebuild"] = True
         progress.reset()
+        sequence.forget()
 
     def rebuild() -> None:
         """After (re)assignment the heap is rebuilt from the recovered table."""
@@ -290,6 +297,15 @@ def register(app: faust.App, runtime: Runtime) -> None:
         if state["rebuild"] and owned:
             rebuild()
         tps = [TP(topic, p) for p in owned for topic in (decisions, rewards)]
+        cluster = current_cluster_id(app)
+        if cluster != state.get("cluster"):
+            # Positions in another cluster's logs (a broker that lost them)
+            # say nothing about the new ones.
+            progress.reset()
+            progress.ends.clear()
+            ends.forget()
+            sequence.forget()
+            state["cluster"] = cluster
         try:
             if not ends_started["yes"]:
                 await ends.start()

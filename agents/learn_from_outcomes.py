@@ -17,18 +17,23 @@ an event of kind ``adaptation``, followed at once by a snapshot. Other kinds
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import faust
 import orjson
 
+from agents.in_sequence import in_sequence
+from agents.watch_cluster import current_cluster_id
 from app import metrics
+from app.cluster_watch import offsets_key
 from app.dead_letter import send_dead_letter, send_internal_error
 from app.drift.config import DriftConfig
 from app.faust_app import Runtime
 from app.ingress import join_key
 from app.learner import Learner
+from app.offset_sequence import OffsetSequence
 from app.records import DriftEvent, InvalidEvent, Outcome, now_ms
 from app.snapshot_log import published_versions
 
@@ -83,7 +88,8 @@ def register(app: faust.App, runtime: Runtime) -> None:
             return
         await ensure_loaded(pid, now)
         spec = drift_config.adaptation_for(pid)
-        done = learner.adapt(event, spec, msg.partition, msg.offset, now)
+        part = offsets_key(msg.partition, current_cluster_id(app))
+        done = learner.adapt(event, spec, part, msg.offset, now)
         metrics.EVENTS.labels(AGENT, "drift_adapted" if done else "drift_ignored").inc()
         if done is None:
             return
@@ -96,13 +102,18 @@ def register(app: faust.App, runtime: Runtime) -> None:
         for due in learner.due_snapshots(now):
             await publish(due, now)
 
+    publishing = asyncio.Lock()
+
     async def publish(pid: str, now: int) -> None:
-        snap = learner.snapshot(pid, now)
-        # Table writes go out through Faust's send buffer, the snapshot
-        # directly: without this flush a crash could leave a published
-        # snapshot ahead of the state the table recovers.
-        await app.producer.flush()
-        await snapshots.send(key=pid.encode(), value=snap.dumps())
+        # One at a time (the agent and the timer both publish): a snapshot
+        # taken before another's flush must not be sent after it.
+        async with publishing:
+            snap = learner.snapshot(pid, now)
+            # Table writes go out through Faust's send buffer, the snapshot
+            # directly: without this flush a crash could leave a published
+            # snapshot ahead of the state the table recovers.
+            await app.producer.flush()
+            await snapshots.send(key=pid.encode(), value=snap.dumps())
         published[pid] = max(published.get(pid, 0), snap.version)
         metrics.SNAPSHOTS.labels(pid).inc()
 
@@ -121,6 +132,12 @@ def register(app: faust.App, runtime: Runtime) -> None:
             metrics.POISONED_STATE.labels("policy-state").inc()
             log.error("policy %s: unreadable stored state skipped (%s)", pid, str(exc)[:200])
             learner.load(pid, None, now)
+        log.info(
+            "policy %s loaded at version %d (offsets %s)",
+            pid,
+            learner.version(pid),
+            learner.state(pid)["offsets"],
+        )
         if "read" not in published_read:
             published_read["read"] = True
             try:
@@ -142,10 +159,23 @@ def register(app: faust.App, runtime: Runtime) -> None:
     published: dict[str, int] = {}
     published_read: dict[str, bool] = {}
 
+    sequence = OffsetSequence()
+    last_cluster: dict[str, str | None] = {}
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def _on_assigned(sender: Any, assigned: Any, **kw: Any) -> None:
+        sequence.forget()
+
     @app.agent(source, name="learn_from_outcomes")
     async def learn_from_outcomes(stream: Any) -> None:
         async for event in stream.events():
             msg = event.message
+            cluster = current_cluster_id(app)
+            if cluster != last_cluster.get("id"):  # a new cluster's logs: positions start afresh
+                last_cluster["id"] = cluster
+                sequence.forget()
+            if await in_sequence(app, sequence, AGENT, msg) == "gap":
+                continue
             try:
                 await learn(msg, now_ms())
             except Exception as exc:  # one message never stops the learner
@@ -170,13 +200,14 @@ def register(app: faust.App, runtime: Runtime) -> None:
         pid = outcome.policy_id
         await ensure_loaded(pid, now)
         rid = join_key(outcome.tenant_id, outcome.request_id)
-        if learner.seen(pid, msg.partition, msg.offset):
+        part = offsets_key(msg.partition, current_cluster_id(app))
+        if learner.seen(pid, part, msg.offset):
             result = "redelivered"
         elif applied_in_state(applied.get(rid), learner.version(pid)):
-            learner.mark(pid, msg.partition, msg.offset)
+            learner.mark(pid, part, msg.offset)
             result = "duplicate"
         else:
-            result = learner.apply(outcome, msg.partition, msg.offset)
+            result = learner.apply(outcome, part, msg.offset)
         if result == "applied":
             metrics.POLICY_UPDATES.labels(pid).inc()
         else:

@@ -30,6 +30,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from mode import Service
 
+from agents.watch_cluster import rewind_restarted_logs
 from app import metrics
 from app.dead_letter import dead_letter, dead_letter_key, internal_error
 from app.decider import Decider
@@ -152,6 +153,7 @@ class SelectArm(Service):
     async def _follow_snapshots(self) -> None:
         while not self.should_stop:
             batch = await self.snapshots.getmany(timeout_ms=200)
+            await rewind_restarted_logs(self.snapshots, "snapshot_follower")
             self._apply_snapshots(batch)
 
     # -- decisions -----------------------------------------------------------
@@ -161,6 +163,7 @@ class SelectArm(Service):
         while not self.should_stop:
             batch = await self.consumer.getmany(timeout_ms=100, max_records=limit)
             self.rt.decide_ready = bool(self.consumer.assignment())
+            await rewind_restarted_logs(self.consumer, AGENT)
             if batch:
                 await self._decide_batch(batch)
 

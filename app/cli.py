@@ -215,19 +215,46 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     return 0
 
 
+class _StopSignal(Exception):
+    """SIGTERM, SIGINT or SIGHUP reached `llmopt broker`."""
+
+
 def cmd_broker(args: argparse.Namespace) -> int:
     from app.broker import EmbeddedBroker
 
-    with EmbeddedBroker(port=args.port) as broker:
+    def stop(signum: int, frame: Any) -> None:
+        raise _StopSignal(signum)
+
+    # The broker runs in a session of its own (a terminal's Ctrl-C does not
+    # reach it): whatever signal stops this command must stop it too.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, stop)
+    broker = EmbeddedBroker(port=args.port)
+    try:
+        try:
+            broker.start()
+        except (OSError, RuntimeError) as exc:
+            raise CliError(f"the embedded broker did not start: {exc}") from None
+        assert broker.proc is not None
         print(
             f"embedded broker on {broker.bootstrap}; "
             f"export LLMOPT_KAFKA_BOOTSTRAP={broker.bootstrap}",
             flush=True,
         )
-        with contextlib.suppress(KeyboardInterrupt):
-            while broker.proc is not None and broker.proc.poll() is None:
-                time.sleep(0.5)
-    return 0
+        code = broker.proc.wait()
+    except _StopSignal:
+        return 0
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)  # a second signal must not cut the clean-up short
+        broker.stop()
+    how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+    print(
+        f"llmopt: error: the embedded broker on {broker.bootstrap} exited ({how}); "
+        "its topics are gone",
+        file=sys.stderr,
+    )
+    return 1
 
 
 # -- helpers ------------------------------------------------------------------

@@ -11,7 +11,7 @@ from typing import Any
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app import metrics
+from app import faust_transport, metrics
 from app.decider import check_dimensions
 from app.features.request_vector import RequestVectorizer
 from app.policies.config import PoliciesConfig, PolicyConfigError
@@ -99,10 +99,9 @@ def create_app(settings: Settings | None = None) -> faust.App:
         _policies_mtime=os.stat(settings.policies_path).st_mtime,
     )
     app = faust.App(settings.app_id, **faust_settings(settings))
-    if settings.embedded_broker:
-        from app import embedded_transport
-
-        embedded_transport.install(app)  # table recovery reads changelogs to their true end
+    # A producer flush that drains (state writes durable before offsets are
+    # committed); on the embedded broker, changelog ends from fetches.
+    faust_transport.install(app, settings.embedded_broker)
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     # Ops view: per-agent processing time, logged errors (see app/metrics.py).
     from app.agent_sensor import AgentSensor
@@ -119,18 +118,21 @@ def create_app(settings: Settings | None = None) -> faust.App:
     async def metrics(web: Any, request: Any) -> Any:
         return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
+    from agents import watch_cluster
+
+    cluster = watch_cluster.register(app, runtime)  # /health reports what it finds
+
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
-        """200 once every role of this worker holds partitions, 503 before."""
+        """200 once every role of this worker holds partitions and the
+        cluster answers with every topic; 503 with the reason otherwise."""
+        from app.cluster_watch import health_report
+
         assigned = bool(app.consumer.assignment()) if app.consumer else False
         ready = {"decide": runtime.decide_ready, "join": assigned, "learn": assigned}
         ready.update(features=assigned, archive=assigned)
-        ok = all(ready[r] for r in settings.roles)
-        body = {
-            "status": "ready" if ok else "starting",
-            "roles": {r: ready[r] for r in settings.roles},
-        }
-        return web.json(body, status=200 if ok else 503)
+        status, body = health_report({r: ready[r] for r in settings.roles}, cluster.problem())
+        return web.json(body, status=status)
 
     from agents import join_rewards, learn_from_outcomes, select_arm
 

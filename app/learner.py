@@ -108,11 +108,11 @@ class Learner:
         """Every update and adaptation the policy id has had (snapshot versions)."""
         return self._live[policy_id].version
 
-    def seen(self, policy_id: str, partition: int, offset: int) -> bool:
+    def seen(self, policy_id: str, partition: int | str, offset: int) -> bool:
         last = self._live[policy_id].offsets.get(str(partition), -1)
         return offset <= last
 
-    def apply(self, outcome: Outcome, partition: int, offset: int) -> str:
+    def apply(self, outcome: Outcome, partition: int | str, offset: int) -> str:
         """Apply one outcome; returns ``applied``, ``redelivered``,
         ``removed_arm`` or ``rejected`` (the policy refused it, e.g. a
         contextual policy given an outcome without features)."""
@@ -157,7 +157,12 @@ class Learner:
         return 0 if episodes is None else episodes.open_count
 
     def adapt(
-        self, drift: DriftEvent, spec: AdaptationSpec, partition: int, offset: int, now: int
+        self,
+        drift: DriftEvent,
+        spec: AdaptationSpec,
+        partition: int | str,
+        offset: int,
+        now: int,
     ) -> DriftEvent | None:
         """Adapt a policy to a drift on one of its arms, as ``spec`` says, and
         return the adaptation event; ``None`` when there is nothing to do (not
@@ -200,7 +205,7 @@ class Learner:
             detail=done.detail,
         )
 
-    def mark(self, policy_id: str, partition: int, offset: int) -> None:
+    def mark(self, policy_id: str, partition: int | str, offset: int) -> None:
         """Record an offset as handled without applying it (e.g. a duplicate)."""
         live = self._live[policy_id]
         live.offsets[str(partition)] = max(offset, live.offsets.get(str(partition), -1))

@@ -48,6 +48,11 @@ JOIN_AT_BOUND = Counter(
     "enough (kind: defaulted, unknown_request).",
     ["kind"],
 )
+STREAM_GAPS = Counter(
+    "llmopt_stream_gaps_total",
+    "Times an agent saw a partition's offsets jump and read it again from the missing one.",
+    ["agent"],
+)
 POISONED_STATE = Counter(
     "llmopt_poisoned_state_total",
     "Unreadable records in a table, changelog or the snapshots topic, skipped.",
@@ -153,4 +158,21 @@ ADAPTATIONS = Counter(
     "llmopt_adaptations_total",
     "Policy adaptations to a drift, by policy and what was applied.",
     ["policy_id", "applied"],
+)
+
+
+# -- the Kafka cluster (agents/watch_cluster) --------------------------------------------
+KAFKA_REACHABLE = Gauge(
+    "llmopt_kafka_cluster_reachable",
+    "1 while this worker's probes reach the Kafka cluster, 0 while it is unreachable.",
+)
+BROKER_DATA_LOSS = Counter(
+    "llmopt_broker_data_loss_total",
+    "Partitions found restarted below a consumer's position (the broker lost their log), "
+    "read again from offset 0, by consumer and topic role.",
+    ["consumer", "topic"],
+)
+TOPICS_RECREATED = Counter(
+    "llmopt_topics_recreated_total",
+    "Topics this worker created again after finding them missing on the cluster.",
 )

@@ -85,9 +85,17 @@ class PartitionEnds:
                 polled = self.consumer.last_poll_timestamp(tp)
                 high = self.consumer.highwater(tp)
                 if high is not None and polled is not None and polled >= asked_at:
-                    found[(tp.topic, tp.partition)] = high
+                    # Never backwards: the embedded broker has answered a
+                    # fetch with a mark of 0 for a moment. A log that really
+                    # restarted comes with a new cluster: call forget().
+                    key = (tp.topic, tp.partition)
+                    found[key] = max(high, self.ends.get(key, 0))
         self.ends.update(found)
         return found
+
+    def forget(self) -> None:
+        """Drop the ends seen so far (the cluster lost its logs)."""
+        self.ends.clear()
 
     @staticmethod
     def _keys(tps: list[TopicPartition]) -> list[tuple[str, int]]:
@@ -97,10 +105,13 @@ class PartitionEnds:
 async def fetched_end_offsets(
     bootstrap: str, partitions: Iterable[Any], hints: dict[Any, int] | None = None
 ) -> dict[tuple[str, int], int]:
-    """One-off :meth:`PartitionEnds.refresh`."""
+    """One-off :meth:`PartitionEnds.refresh`, asked twice (the higher answer
+    of two fetches, see :meth:`PartitionEnds.refresh`)."""
     ends = PartitionEnds(bootstrap)
     await ends.start()
     try:
-        return await ends.refresh(list(partitions), hints)
+        given = list(partitions)
+        await ends.refresh(given, hints)
+        return await ends.refresh(given)
     finally:
         await ends.stop()

@@ -25,6 +25,11 @@ class Settings:
     # Appended to every topic name (``llmopt.requests.v1.<namespace>``): isolates
     # replays and test runs sharing a cluster.
     topic_namespace: str = ""
+    # A worker that finds topics of topics.yaml missing (a broker that lost its
+    # logs) creates them again, as `llmopt topics apply` would; off: /health
+    # reports them (503) until they exist. Faust's table changelogs are created
+    # again either way, as at a worker's start.
+    auto_create_topics: bool = True
     data_dir: Path = ROOT / "data"
     policies_path: Path = ROOT / "config" / "policies.yaml"
     topics_path: Path = ROOT / "topics.yaml"

@@ -177,15 +177,26 @@ async def _kill_and_restart(d: Deployment) -> None:
     snap = latest_snapshot(reader.messages)
     ours = [PolicySnapshot.loads(m.value, 1 << 24) for m in reader.messages]
     updates = [s.updates for s in ours if s.policy_id == "default"]
+    learner_lines = [
+        line
+        for line in d.workers[-1].metrics().splitlines()
+        if "learn_from_outcomes" in line or "updates_skipped" in line or "regression" in line
+    ]
     seen = (
         f"updates {snap.updates if snap else None}, outcomes {len(docs)} "
-        f"({len(joined)} requests, {len(defaulted)} defaulted), dead letters {dict(reasons)}"
+        f"({len(joined)} requests, {len(defaulted)} defaulted), dead letters {dict(reasons)}; "
+        f"last worker: {learner_lines}"
     )
     assert joined == rewarded, seen
     assert not defaulted, f"rewards were replaced by the default: {seen}"
     assert not reasons, seen
     assert snap is not None and snap.updates == len(rewarded), f"applied once each? {seen}"
-    assert updates == sorted(updates), f"the published update count went backwards: {seen}"
+    back = [i for i in range(1, len(updates)) if updates[i] < updates[i - 1]]
+    around = [
+        (s.updates, s.version, s.created_at)
+        for s in [x for x in ours if x.policy_id == "default"][max(0, back[0] - 3) : back[0] + 3]
+    ] if back else []
+    assert not back, f"the published update count went backwards: {seen}; around: {around}"
 
 
 def test_switching_a_policys_algorithm_in_the_config_takes_effect_without_restart(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -92,18 +93,22 @@ def test_overrides_win_over_the_environment() -> None:
 
 
 def test_every_field_can_be_set_from_the_environment() -> None:
-    samples = {"bool": "1", "int": "42", "float": "0.25", "Path": "/x/y", "str": "v"}
-    env = {PREFIX + f.name.upper(): samples[str(f.type)] for f in fields(Settings)}
+    defaults = Settings()
+    # A value other than each field's default, as the environment spells it.
+    samples = {"int": ("42", 42), "float": ("0.25", 0.25), "Path": ("/x/y", Path("/x/y"))}
+    samples["str"] = ("v", "v")
+
+    def sample(f: Any) -> tuple[str, Any]:
+        if str(f.type) == "bool":
+            return ("0", False) if getattr(defaults, f.name) else ("1", True)
+        return samples[str(f.type)]
+
+    env = {PREFIX + f.name.upper(): sample(f)[0] for f in fields(Settings)}
     s = Settings.from_env(env)
     for f in fields(Settings):
         value = getattr(s, f.name)
-        assert value != getattr(Settings(), f.name), f.name
-        assert (
-            value
-            == {"bool": True, "int": 42, "float": 0.25, "Path": Path("/x/y"), "str": "v"}[
-                str(f.type)
-            ]
-        )
+        assert value != getattr(defaults, f.name), f.name
+        assert value == sample(f)[1], f.name
 
 
 def test_bootstrap_without_a_cluster_says_what_to_do() -> None:
