@@ -38,7 +38,6 @@ EXPIRE_EVERY_S = 10.0
 # Source position of an observation: offset × this + index in the message
 # (messages hold at most a few thousand observations).
 POS_PER_MESSAGE = 1_000_000
-END_MARKER = b"__end__"
 MAX_ENTITY_CHARS = 1024  # tenant=<256>,arm=<256> at most, from validated events
 JSON = dict[str, Any]
 
@@ -103,7 +102,6 @@ def register(app: faust.App, runtime: Runtime) -> None:
         partitions=t["feature_observations"].partitions,
     )
     store = runtime.feature_store
-    embedded = runtime.settings.embedded_broker
     dead = app.topic(t.name("dead_letter"), key_serializer="raw", value_serializer="raw")
     state: dict[str, Any] = {"rebuild": True, "expired_at": time.monotonic()}
     entity_event: dict[str, Any] = {}  # entity → an event of its partition (for deletes)
@@ -156,14 +154,6 @@ def register(app: faust.App, runtime: Runtime) -> None:
                 _as_current(event)
                 for entity, start in panes:
                     table[pane_key(entity, start)] = store.pane_value(entity, start)
-            if embedded and dirty:
-                # EMBEDDED_BROKER.md defect 1: recovery reads a changelog only
-                # up to the first record of its last batch. A marker in a
-                # batch of its own, after the panes, keeps every pane readable.
-                await app.producer.flush()
-                for event, _ in dirty.values():
-                    _as_current(event)
-                    table[END_MARKER] = b"1"
             if time.monotonic() - state["expired_at"] >= EXPIRE_EVERY_S:
                 expire()
             metrics.FEATURE_OBSERVATIONS.labels("applied").inc(applied)
@@ -189,8 +179,6 @@ def register(app: faust.App, runtime: Runtime) -> None:
         store.clear()
         n = 0
         for key, value in table.items():
-            if key == END_MARKER:
-                continue
             try:
                 store.load(key, value)
             except Exception as exc:  # e.g. a record written to the changelog by someone else
