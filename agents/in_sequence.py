@@ -1,42 +1,68 @@
 """Keeps a Faust agent's records in offset order (see app/offset_sequence.py):
-a record after a gap is passed over and the partition sought back to the
-missing offset, so nothing a stream skipped is lost."""
+records a stream skipped are read straight from the partition and handled
+before the record after the gap, so nothing is lost."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
-
-from faust.types import TP
 
 from app import metrics
 from app.offset_sequence import OffsetSequence
-from app.records import now_ms
+from app.partition_ends import RangeReader, committed_offsets
 
 log = logging.getLogger(__name__)
 
 
-async def in_sequence(app: Any, seq: OffsetSequence, agent: str, msg: Any) -> str:
-    """``first``, ``next`` or ``behind`` for a record to handle (``behind``:
-    a redelivery the agent's own checks recognise), ``gap`` for one to pass
-    over (the partition is being read again from the missing offset)."""
-    now = now_ms()
-    found = seq.check((msg.topic, msg.partition), msg.offset, now)
-    if found != "gap":
-        return found
-    back_to = seq.seek_to((msg.topic, msg.partition), now)
-    if back_to is not None:
-        metrics.STREAM_GAPS.labels(agent).inc()
+class InSequence:
+    def __init__(self, app: Any, agent: str, topics: set[str]) -> None:
+        self.app, self.agent, self.topics = app, agent, topics
+        self.seq = OffsetSequence()
+        url = app.conf.broker_consumer[0]
+        self.bootstrap = f"{url.host}:{url.port}"
+        self.reader = RangeReader(self.bootstrap, f"{app.conf.id}-{agent}-gaps")
+
+    async def handle(self, msg: Any, handle: Callable[[Any], Awaitable[None]]) -> None:
+        """``handle(msg)``, after handling what a gap before it skipped."""
+        if msg.topic in self.topics:
+            key = (msg.topic, msg.partition)
+            if self.seq.check(key, msg.offset) == "gap":
+                await self._fill(msg, self.seq.expected(key), handle)
+                self.seq.advance(key, msg.offset)
+        await handle(msg)
+
+    async def _fill(self, msg: Any, start: int, handle: Callable[[Any], Awaitable[None]]) -> None:
+        metrics.STREAM_GAPS.labels(self.agent).inc()
         log.warning(
-            "%s: %s[%d] jumped to offset %d; reading again from %d",
-            agent,
+            "%s: %s[%d] skipped from offset %d to %d; reading the %d records in between",
+            self.agent,
             msg.topic,
             msg.partition,
+            start,
             msg.offset,
-            back_to,
+            msg.offset - start,
         )
         try:
-            await app.consumer.seek(TP(msg.topic, msg.partition), back_to)
-        except Exception as exc:  # revoked meanwhile: its next owner reads it
-            log.warning("%s: could not seek back: %s", agent, exc)
-    return found
+            missed = await self.reader.read(msg.topic, msg.partition, start, msg.offset)
+        except Exception as exc:
+            log.error("%s: could not read the skipped records: %s", self.agent, exc)
+            return
+        for record in missed:
+            await handle(record)
+
+    async def expect_committed(self, assigned: Any) -> None:
+        """After an assignment: expect each partition to start where the
+        group's commit stands (a skipped head record is then seen)."""
+        self.seq.forget()
+        tps = [tp for tp in assigned if tp.topic in self.topics]
+        try:
+            found = await committed_offsets(self.bootstrap, self.app.conf.id, tps)
+        except Exception as exc:  # the first records are then taken as they come
+            log.warning("%s: committed offsets unknown after assignment: %s", self.agent, exc)
+            return
+        for tp, offset in found.items():
+            self.seq.expect(tp, offset)
+
+    def forget(self) -> None:
+        self.seq.forget()

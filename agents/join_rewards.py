@@ -26,14 +26,13 @@ import faust
 import orjson
 from faust.types import TP
 
-from agents.in_sequence import in_sequence
+from agents.in_sequence import InSequence
 from agents.watch_cluster import current_cluster_id
 from app import metrics
 from app.dead_letter import dead_letter, dead_letter_key, internal_error
 from app.faust_app import Runtime
 from app.ingress import check_reward_token, check_tenant, join_key
 from app.join import Joiner, Progress, Step, parse_decision
-from app.offset_sequence import OffsetSequence
 from app.partition_ends import PartitionEnds
 from app.records import InvalidEvent, Reward, decode, now_ms
 
@@ -166,7 +165,7 @@ def register(app: faust.App, runtime: Runtime) -> None:
     runtime.on_policies_changed.append(joiner.reconfigure)
     due = DueHeap()
     progress = StreamProgress()
-    sequence = OffsetSequence()
+    sequence = InSequence(app, AGENT, {decisions, rewards})
     ends = PartitionEnds(
         s.bootstrap, client_id=f"{s.app_id}-join-ends", fetch=s.embedded_broker
     )
@@ -234,31 +233,31 @@ def register(app: faust.App, runtime: Runtime) -> None:
         src = [msg.topic, msg.partition, msg.offset]
         await apply(key, joiner.on_reward(entry(key), reward, msg.value, src, now), msg)
 
+    async def handle(msg: Any) -> None:
+        now = now_ms()
+        try:
+            if msg.topic == ticks:
+                await resolve_due(msg, now)
+                return
+            progress.saw(msg.topic, msg.partition, msg.offset)
+            if msg.key is None:
+                raise InvalidEvent("schema_violation", "message has no key (the request id)")
+            if msg.topic == decisions:
+                await on_decision(msg, now)
+            else:
+                await on_reward(msg, now)
+        except InvalidEvent as exc:
+            await send_dead(msg, exc)
+            metrics.EVENTS.labels(AGENT, "dead_letter").inc()
+        except Exception as exc:  # one message never stops the join
+            log.exception("join_rewards failed on %s:%s", msg.topic, msg.offset)
+            await send_dead(msg, internal_error(exc))
+            metrics.EVENTS.labels(AGENT, "dead_letter").inc()
+
     @app.agent(source, name="join_rewards")
     async def join_rewards(stream: Any) -> None:
         async for event in stream.events():
-            msg = event.message
-            now = now_ms()
-            if msg.topic != ticks and await in_sequence(app, sequence, AGENT, msg) == "gap":
-                continue
-            try:
-                if msg.topic == ticks:
-                    await resolve_due(msg, now)
-                    continue
-                progress.saw(msg.topic, msg.partition, msg.offset)
-                if msg.key is None:
-                    raise InvalidEvent("schema_violation", "message has no key (the request id)")
-                if msg.topic == decisions:
-                    await on_decision(msg, now)
-                else:
-                    await on_reward(msg, now)
-            except InvalidEvent as exc:
-                await send_dead(msg, exc)
-                metrics.EVENTS.labels(AGENT, "dead_letter").inc()
-            except Exception as exc:  # one message never stops the join
-                log.exception("join_rewards failed on %s:%s", msg.topic, msg.offset)
-                await send_dead(msg, internal_error(exc))
-                metrics.EVENTS.labels(AGENT, "dead_letter").inc()
+            await sequence.handle(event.message, handle)
 
     async def resolve_due(msg: Any, now: int) -> None:
         view = progress.view(decisions, rewards, msg.partition)
@@ -276,7 +275,7 @@ def register(app: faust.App, runtime: Runtime) -> None:
     async def _on_assigned(sender: Any, assigned: Any, **kw: Any) -> None:
         state["rebuild"] = True
         progress.reset()
-        sequence.forget()
+        await sequence.expect_committed(assigned)
 
     def rebuild() -> None:
         """After (re)assignment the heap is rebuilt from the recovered table."""
@@ -298,13 +297,14 @@ def register(app: faust.App, runtime: Runtime) -> None:
             rebuild()
         tps = [TP(topic, p) for p in owned for topic in (decisions, rewards)]
         cluster = current_cluster_id(app)
-        if cluster != state.get("cluster"):
+        if cluster is not None and state["cluster"] not in (None, cluster):
             # Positions in another cluster's logs (a broker that lost them)
             # say nothing about the new ones.
             progress.reset()
             progress.ends.clear()
             ends.forget()
             sequence.forget()
+        if cluster is not None:
             state["cluster"] = cluster
         try:
             if not ends_started["yes"]:

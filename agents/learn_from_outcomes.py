@@ -24,7 +24,7 @@ from typing import Any
 import faust
 import orjson
 
-from agents.in_sequence import in_sequence
+from agents.in_sequence import InSequence
 from agents.watch_cluster import current_cluster_id
 from app import metrics
 from app.cluster_watch import offsets_key
@@ -33,7 +33,6 @@ from app.drift.config import DriftConfig
 from app.faust_app import Runtime
 from app.ingress import join_key
 from app.learner import Learner
-from app.offset_sequence import OffsetSequence
 from app.records import DriftEvent, InvalidEvent, Outcome, now_ms
 from app.snapshot_log import published_versions
 
@@ -159,27 +158,28 @@ def register(app: faust.App, runtime: Runtime) -> None:
     published: dict[str, int] = {}
     published_read: dict[str, bool] = {}
 
-    sequence = OffsetSequence()
+    sequence = InSequence(app, AGENT, {t.name("outcomes"), drift_name})
     last_cluster: dict[str, str | None] = {}
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def _on_assigned(sender: Any, assigned: Any, **kw: Any) -> None:
-        sequence.forget()
+        await sequence.expect_committed(assigned)
+
+    async def handle(msg: Any) -> None:
+        try:
+            await learn(msg, now_ms())
+        except Exception as exc:  # one message never stops the learner
+            await send_internal_error(dead.send, AGENT, msg, exc)
 
     @app.agent(source, name="learn_from_outcomes")
     async def learn_from_outcomes(stream: Any) -> None:
         async for event in stream.events():
-            msg = event.message
             cluster = current_cluster_id(app)
-            if cluster != last_cluster.get("id"):  # a new cluster's logs: positions start afresh
+            if cluster is not None:
+                if last_cluster.get("id") not in (None, cluster):
+                    sequence.forget()  # a new cluster's logs: positions start afresh
                 last_cluster["id"] = cluster
-                sequence.forget()
-            if await in_sequence(app, sequence, AGENT, msg) == "gap":
-                continue
-            try:
-                await learn(msg, now_ms())
-            except Exception as exc:  # one message never stops the learner
-                await send_internal_error(dead.send, AGENT, msg, exc)
+            await sequence.handle(event.message, handle)
 
     async def learn(msg: Any, now: int) -> None:
         if msg.topic == drift_name:

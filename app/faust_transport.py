@@ -41,8 +41,8 @@ class Producer(faust_aiokafka.Producer):
         warned = False
         while True:
             await super().flush()
-            if self.buffer.size == 0:
-                return
+            if self.buffer.size == 0 or self.should_stop or self.buffer.should_stop:
+                return  # drained, or nothing drains it any more (shutting down)
             if not warned and time.monotonic() - started > FLUSH_WARN_S:
                 warned = True
                 log.warning(

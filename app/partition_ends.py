@@ -115,3 +115,61 @@ async def fetched_end_offsets(
         return await ends.refresh(given)
     finally:
         await ends.stop()
+
+
+async def committed_offsets(
+    bootstrap: str, group_id: str, partitions: Iterable[Any]
+) -> dict[tuple[str, int], int]:
+    """The offsets ``group_id`` has committed for ``partitions`` (those it
+    has committed nothing for are left out)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    tps = [TopicPartition(p.topic, p.partition) for p in partitions]
+    if not tps:
+        return {}
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id=f"{group_id}-offsets")
+    await admin.start()
+    try:
+        found = await admin.list_consumer_group_offsets(group_id, partitions=tps)
+    finally:
+        await admin.close()
+    return {(tp.topic, tp.partition): m.offset for tp, m in found.items() if m.offset >= 0}
+
+
+class RangeReader:
+    """Reads given offset ranges of partitions with a group-less consumer
+    (records a stream skipped, see app/offset_sequence.py)."""
+
+    def __init__(self, bootstrap: str, client_id: str) -> None:
+        self.bootstrap, self.client_id = bootstrap, client_id
+        self.consumer: AIOKafkaConsumer | None = None
+
+    async def read(
+        self, topic: str, partition: int, start: int, end: int, timeout_s: float = 15.0
+    ) -> list[Any]:
+        """The records at offsets ``start`` up to (not including) ``end``."""
+        if self.consumer is None:
+            self.consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap,
+                client_id=self.client_id,
+                enable_auto_commit=False,
+                fetch_max_wait_ms=10,
+                max_partition_fetch_bytes=4 << 20,
+            )
+            await self.consumer.start()
+        tp = TopicPartition(topic, partition)
+        self.consumer.assign([tp])
+        self.consumer.seek(tp, start)
+        found: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        while not found or found[-1].offset < end - 1:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}[{partition}] {start}..{end} not read in {timeout_s} s")
+            batch = await self.consumer.getmany(tp, timeout_ms=100)
+            found += [m for m in batch.get(tp, []) if start <= m.offset < end]
+        return found
+
+    async def stop(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop()
+            self.consumer = None
