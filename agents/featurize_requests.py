@@ -20,8 +20,8 @@ from app import metrics
 from app.dead_letter import send_internal_error
 from app.faust_app import Runtime
 from app.features.observations import request_observations
-from app.ingress import accept_request
-from app.records import InvalidEvent, now_ms
+from app.ingress import accept_request_message
+from app.records import InvalidEvent
 
 AGENT = "featurize_requests"
 
@@ -33,8 +33,6 @@ def register(app: faust.App, runtime: Runtime) -> None:
         t.name("feature_observations"), key_serializer="raw", value_serializer="raw"
     )
     dead = app.topic(t.name("dead_letter"), key_serializer="raw", value_serializer="raw")
-    s = runtime.settings
-    max_bytes = s.max_event_bytes
 
     @app.agent(source, name=AGENT)
     async def featurize_requests(stream: Any) -> None:
@@ -45,15 +43,7 @@ def register(app: faust.App, runtime: Runtime) -> None:
                 try:
                     # The same acceptance as select_arm's: a spoofed tenant
                     # never feeds another tenant's windows.
-                    request = accept_request(
-                        m.value,
-                        m.key,
-                        m.headers,
-                        max_bytes=max_bytes,
-                        tenant_header=s.tenant_header,
-                        reply_prefix=s.reply_topic_prefix,
-                        now=now_ms(),
-                    )
+                    request = accept_request_message(m, runtime.settings)
                     for route, entity, obs in request_observations(request):
                         routed[route].append({"e": entity, **obs})
                 except InvalidEvent:  # select_arm dead-letters it

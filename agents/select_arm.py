@@ -35,7 +35,7 @@ from app import metrics
 from app.dead_letter import dead_letter, dead_letter_key, internal_error
 from app.decider import Decider
 from app.faust_app import Runtime
-from app.ingress import accept_request
+from app.ingress import accept_request_message
 from app.partitioning import partitions_for
 from app.records import InvalidEvent, PolicySnapshot, Request, now_ms
 
@@ -169,7 +169,6 @@ class SelectArm(Service):
 
     async def _decide_batch(self, batch: dict[TopicPartition, list[Any]]) -> None:
         started = time.perf_counter()
-        max_bytes = self.rt.settings.max_event_bytes
         send = self.producer.send
         requests: list[Request] = []
         sources: list[Any] = []
@@ -179,7 +178,7 @@ class SelectArm(Service):
             offsets[tp] = msgs[-1].offset + 1
             for m in msgs:
                 try:
-                    requests.append(self._accept(m, max_bytes))
+                    requests.append(accept_request_message(m, self.rt.settings))
                     sources.append(m)
                 except InvalidEvent as exc:
                     futures.append(await self._dead(m, exc))
@@ -214,20 +213,6 @@ class SelectArm(Service):
         metrics.DECIDE_BATCH_SECONDS.observe(elapsed)
         metrics.AGENT_PROCESSING_SECONDS.labels(AGENT).observe(elapsed)
         await self._pending_commits.put((asyncio.gather(*futures), offsets))
-
-    def _accept(self, m: Any, max_bytes: int) -> Request:
-        """A request as it may be decided: schema-valid, its tenant vouched
-        for (message key, trusted header), its reply topic under the prefix."""
-        s = self.rt.settings
-        return accept_request(
-            m.value,
-            m.key,
-            m.headers,
-            max_bytes=max_bytes,
-            tenant_header=s.tenant_header,
-            reply_prefix=s.reply_topic_prefix,
-            now=now_ms(),
-        )
 
     def _decide_all(self, requests: list[Request], now: int) -> list[Any]:
         """The batch in one pass; if that fails, each request alone, so a

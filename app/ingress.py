@@ -20,8 +20,10 @@ import hashlib
 import hmac
 import re
 from collections.abc import Iterable, Mapping
+from typing import Any
 
-from app.records import InvalidEvent, Request, decode
+from app.records import InvalidEvent, Request, decode, now_ms
+from app.settings import Settings
 
 # Kafka's legal topic characters; 249 is its length limit.
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
@@ -133,3 +135,17 @@ def check_tenant(
             )
     if key is not None and key != tenant_id.encode():
         raise InvalidEvent("tenant_mismatch", "message key is not the request's tenant_id")
+
+
+def accept_request_message(msg: Any, settings: Settings) -> Request:
+    """:func:`accept_request` for a consumed message (``value``, ``key``,
+    ``headers``) under a worker's settings, now."""
+    return accept_request(
+        msg.value,
+        msg.key,
+        msg.headers,
+        max_bytes=settings.max_event_bytes,
+        tenant_header=settings.tenant_header,
+        reply_prefix=settings.reply_topic_prefix,
+        now=now_ms(),
+    )

@@ -77,7 +77,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from benchmarks.common import git_commit
+from benchmarks.common import git_commit, stop_on_termination_signals
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -110,15 +110,7 @@ policies:
     fallback_arm: gpt-4o-mini
 {ARMS_YAML}"""
 
-POLICIES_B = f"""\
-default_policy: default
-policies:
-  default:
-    algorithm: thompson_sampling
-    reward: {{wait_seconds: {POLICY_WAIT_S:g}, default_reward: 0.0}}
-    snapshot: {{every_updates: 100, every_ms: 250}}
-    fallback_arm: gpt-4o-mini
-{ARMS_YAML}
+POLICIES_B = POLICIES_A + f"""
   a-only:
     algorithm: thompson_sampling
     tenants: [tenant-a]
@@ -2991,12 +2983,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.load_seconds is not None:
         p = dataclasses.replace(p, load_seconds=args.load_seconds)
 
-    def terminate(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, terminate)
-    with contextlib.suppress(AttributeError, ValueError):
-        signal.signal(signal.SIGHUP, terminate)
+    stop_on_termination_signals()
     from benchmarks.e2e import machine_info
 
     commit = git_commit()

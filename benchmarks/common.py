@@ -33,3 +33,17 @@ def git_commit(root: Path = ROOT) -> str | None:
     except OSError:
         pass
     return None
+
+
+def stop_on_termination_signals() -> None:
+    """SIGTERM and SIGHUP end a benchmark as Ctrl-C does, so its cleanup
+    (brokers, workers) runs."""
+    import contextlib
+    import signal
+
+    def terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, terminate)
+    with contextlib.suppress(AttributeError, ValueError):
+        signal.signal(signal.SIGHUP, terminate)

@@ -68,7 +68,7 @@ from typing import Any
 
 import orjson
 
-from benchmarks.common import git_commit
+from benchmarks.common import git_commit, stop_on_termination_signals
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -1561,12 +1561,7 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(drive(orjson.loads(args.drive)))
         return 0
 
-    def terminate(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, terminate)
-    with contextlib.suppress(AttributeError, ValueError):
-        signal.signal(signal.SIGHUP, terminate)
+    stop_on_termination_signals()
 
     commit = git_commit()
     results: dict[str, Any] = {

@@ -61,6 +61,7 @@ async def _decide(d: Deployment, requests: list[Request]) -> list[Decision]:
                 x.request_id.encode(),
                 Reward(
                     request_id=x.request_id,
+                    tenant_id=x.tenant_id,
                     sent_at=now_ms(),
                     quality=_quality(x.workflow["step"] if x.workflow else 0, x.arm),
                 ).dumps(),
