@@ -4,6 +4,7 @@ before the record after the gap, so nothing is lost."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -13,6 +14,7 @@ from app.offset_sequence import OffsetSequence
 from app.partition_ends import RangeReader, committed_offsets
 
 log = logging.getLogger(__name__)
+LOOKUP_TIMEOUT_S = 5.0
 
 
 class InSequence:
@@ -57,7 +59,9 @@ class InSequence:
         self.seq.forget()
         tps = [tp for tp in assigned if tp.topic in self.topics]
         try:
-            found = await committed_offsets(self.bootstrap, self.app.conf.id, tps)
+            found = await asyncio.wait_for(
+                committed_offsets(self.bootstrap, self.app.conf.id, tps), LOOKUP_TIMEOUT_S
+            )
         except Exception as exc:  # the first records are then taken as they come
             log.warning("%s: committed offsets unknown after assignment: %s", self.agent, exc)
             return

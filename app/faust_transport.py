@@ -7,7 +7,9 @@
    send, leaving records queued behind a slow send (a busy machine, a full
    accumulator). A crash then keeps the committed offsets and loses the
    state writes: policy updates vanished after kills under load. Here
-   ``flush`` repeats until the buffer is empty. Used on every broker.
+   ``flush`` repeats until everything queued before it has been sent (not
+   until the buffer is empty: other agents keep writing). Used on every
+   broker.
 2. **Changelog ends from fetches** (embedded broker only). Table recovery
    reads each changelog up to the end ``ListOffsets(LATEST)`` reports; the
    embedded broker reports the base offset + 1 of the last written batch
@@ -35,14 +37,30 @@ FLUSH_WARN_S = 30.0
 
 
 class Producer(faust_aiokafka.Producer):
+    # Records ever queued in the send buffer (send_soon): with the buffer's
+    # size this tells how many have left it, as it sends in order.
+    queued = 0
+
+    def send_soon(self, fut: Any) -> None:
+        self.queued += 1
+        super().send_soon(fut)
+
     async def flush(self) -> None:
-        """Send everything queued so far, and wait for the broker's acks."""
+        """Send everything queued before this call, and wait for the
+        broker's acks (what is queued meanwhile need not wait for it: other
+        agents keep writing)."""
+        target = self.queued
         started = time.monotonic()
         warned = False
         while True:
             await super().flush()
-            if self.buffer.size == 0 or self.should_stop or self.buffer.should_stop:
-                return  # drained, or nothing drains it any more (shutting down)
+            if self.should_stop or self.buffer.should_stop:
+                return  # nothing drains the buffer any more (shutting down)
+            if self.queued - self.buffer.size >= target:
+                # The last one taken from the buffer may still be on its way
+                # into the client's batches: one more flush covers it.
+                await super().flush()
+                return
             if not warned and time.monotonic() - started > FLUSH_WARN_S:
                 warned = True
                 log.warning(
