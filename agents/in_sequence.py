@@ -46,12 +46,11 @@ class InSequence:
             msg.offset - start,
         )
         try:
-            missed = await self.reader.read(msg.topic, msg.partition, start, msg.offset)
+            async for records in self.reader.read(msg.topic, msg.partition, start, msg.offset):
+                for record in records:
+                    await handle(record)
         except Exception as exc:
             log.error("%s: could not read the skipped records: %s", self.agent, exc)
-            return
-        for record in missed:
-            await handle(record)
 
     async def expect_committed(self, assigned: Any) -> None:
         """After an assignment: expect each partition to start where the

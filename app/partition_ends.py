@@ -11,7 +11,7 @@ the end is the high-water mark of a fetch made from the last end seen.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
@@ -146,28 +146,34 @@ class RangeReader:
 
     async def read(
         self, topic: str, partition: int, start: int, end: int, timeout_s: float = 15.0
-    ) -> list[Any]:
-        """The records at offsets ``start`` up to (not including) ``end``."""
+    ) -> AsyncIterator[list[Any]]:
+        """The records at offsets ``start`` up to (not including) ``end``,
+        a fetched batch at a time (a long range is never held whole)."""
         if self.consumer is None:
             self.consumer = AIOKafkaConsumer(
                 bootstrap_servers=self.bootstrap,
                 client_id=self.client_id,
                 enable_auto_commit=False,
                 fetch_max_wait_ms=10,
-                max_partition_fetch_bytes=4 << 20,
+                max_partition_fetch_bytes=1 << 20,
             )
             await self.consumer.start()
         tp = TopicPartition(topic, partition)
         self.consumer.assign([tp])
         self.consumer.seek(tp, start)
-        found: list[Any] = []
+        last = start - 1
         deadline = time.monotonic() + timeout_s
-        while not found or found[-1].offset < end - 1:
+        while last < end - 1:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{topic}[{partition}] {start}..{end} not read in {timeout_s} s")
-            batch = await self.consumer.getmany(tp, timeout_ms=100)
-            found += [m for m in batch.get(tp, []) if start <= m.offset < end]
-        return found
+            batch = await self.consumer.getmany(tp, timeout_ms=100, max_records=1000)
+            records = [m for m in batch.get(tp, []) if start <= m.offset < end]
+            if records:
+                last = records[-1].offset
+                deadline = time.monotonic() + timeout_s  # progress: the time is per batch
+                yield records
+            elif any(m.offset >= end for m in batch.get(tp, [])):
+                return  # past the range (offsets the log does not hold)
 
     async def stop(self) -> None:
         if self.consumer is not None:
