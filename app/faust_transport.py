@@ -13,10 +13,10 @@
 2. **Changelog ends from fetches** (embedded broker only). Table recovery
    reads each changelog up to the end ``ListOffsets(LATEST)`` reports; the
    embedded broker reports the base offset + 1 of the last written batch
-   (EMBEDDED_BROKER.md, defect 1), so recovery stopped before the last
+   (docs/data-safety.md), so recovery stopped before the last
    records of a changelog whose last batch held more than one. The fetch
    high-water mark is right (:mod:`app.partition_ends`). Its
-   ``ListOffsets(EARLIEST)`` is occasionally wrong too (defect 2); it applies
+   ``ListOffsets(EARLIEST)`` is occasionally wrong too; it applies
    no retention, so every log starts at 0.
 """
 

@@ -3,7 +3,7 @@
 A consumer that processes a partition cannot be asked: while it is paused
 (a full buffer behind a backlog) its own high-water mark goes stale. On
 Kafka, ``ListOffsets(LATEST)`` answers. The embedded broker answers it with
-the base offset + 1 of the last written batch (EMBEDDED_BROKER.md, defect 1),
+the base offset + 1 of the last written batch (docs/data-safety.md),
 short of the end whenever that batch holds more than one record, so there
 the end is the high-water mark of a fetch made from the last end seen.
 """

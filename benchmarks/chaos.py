@@ -420,7 +420,7 @@ class Follower:
     """Reads every partition of a topic from offset 0, without a group, and
     hands each message to ``handler``. Caught up when each partition's
     position reaches the high-water mark of the last fetch (the embedded
-    broker's ListOffsets is wrong; EMBEDDED_BROKER.md)."""
+    broker's ListOffsets is wrong; docs/data-safety.md)."""
 
     def __init__(
         self, bootstrap: str, topic: str, handler: Callable[[Any], None] | None = None
