@@ -32,13 +32,12 @@ from app import metrics
 from app.dead_letter import dead_letter, dead_letter_key, internal_error
 from app.faust_app import Runtime
 from app.ingress import check_reward_token, check_tenant, join_key
-from app.join import Joiner, Progress, Step, parse_decision
+from app.join import Joiner, Progress, Step, parse_decision, valid_entry
 from app.partition_ends import PartitionEnds
 from app.records import InvalidEvent, Reward, decode, now_ms
 
 log = logging.getLogger(__name__)
 AGENT = "join_rewards"
-ENTRY_STATES = frozenset({"pending", "orphan", "done"})
 
 
 class DueHeap:
@@ -60,25 +59,6 @@ class DueHeap:
 
     def size(self) -> int:
         return sum(len(h) for h in self.heaps.values())
-
-
-def valid_entry(raw: bytes | None) -> dict[str, Any] | None:
-    """A table value as the join wrote it, or None for anything else (a
-    poisoned changelog record is skipped, never trusted)."""
-    if raw is None:
-        return None
-    try:
-        e = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    if (
-        not isinstance(e, dict)
-        or e.get("s") not in ENTRY_STATES
-        or type(e.get("due")) is not int
-        or type(e.get("p")) is not int
-    ):
-        return None
-    return e
 
 
 class StreamProgress:

@@ -34,6 +34,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from app.policies.config import PoliciesConfig
 from app.records import Decision, InvalidEvent, Reward
 
@@ -273,6 +275,28 @@ def _outcome_doc(d: JSON, reward: float, components: JSON, defaulted: bool, now:
     if d.get("workflow") is not None:
         doc["workflow"] = d["workflow"]
     return doc
+
+
+ENTRY_STATES = frozenset({"pending", "orphan", "done"})
+
+
+def valid_entry(raw: bytes | None) -> dict[str, Any] | None:
+    """A table value as the join wrote it, or None for anything else (a
+    poisoned changelog record is skipped, never trusted)."""
+    if raw is None:
+        return None
+    try:
+        e = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if (
+        not isinstance(e, dict)
+        or e.get("s") not in ENTRY_STATES
+        or type(e.get("due")) is not int
+        or type(e.get("p")) is not int
+    ):
+        return None
+    return e
 
 
 def parse_decision(raw: bytes | None) -> JSON:
