@@ -5,10 +5,12 @@ Decisions, rewards and timeout ticks are co-partitioned (same key, same
 partition count; see topics.yaml ``joins``), so one stream over the three
 topics sees every event of a request on one partition. Due entries (waits
 that ran out, held rewards, finished requests past retention) are found in
-an in-memory heap per partition; a timer sends one tick per owned partition
-to the timeouts topic, and the tick, processed in the stream, resolves that
-partition's due entries — table changes happen only in stream context, where
-Faust knows which changelog partition they belong to.
+an in-memory heap per partition, entries waiting for the join to read
+further in a heap per decisions/rewards partition by offset; a timer sends
+one tick per owned partition to the timeouts topic, and the tick, processed
+in the stream, resolves that partition's due entries — table changes happen
+only in stream context, where Faust knows which changelog partition they
+belong to.
 
 A due entry is resolved only once the stream has read far enough
 (:class:`app.join.Progress`): the agent tracks, per decisions and rewards
@@ -18,7 +20,6 @@ last fetched.
 
 from __future__ import annotations
 
-import heapq
 import logging
 from typing import Any
 
@@ -33,32 +34,15 @@ from app.dead_letter import dead_letter, dead_letter_key, internal_error
 from app.faust_app import Runtime
 from app.ingress import check_reward_token, check_tenant, join_key
 from app.join import Joiner, Progress, Step, parse_decision, valid_entry
+from app.key_heaps import KeyHeaps
 from app.partition_ends import PartitionEnds
 from app.records import InvalidEvent, Reward, decode, now_ms
 
 log = logging.getLogger(__name__)
 AGENT = "join_rewards"
-
-
-class DueHeap:
-    """Per-partition min-heaps of (due ms, key); stale entries are harmless
-    (the table entry decides) and dropped when popped."""
-
-    def __init__(self) -> None:
-        self.heaps: dict[int, list[tuple[int, bytes]]] = {}
-
-    def push(self, partition: int, due: int, key: bytes) -> None:
-        heapq.heappush(self.heaps.setdefault(partition, []), (due, key))
-
-    def pop_due(self, partition: int, now: int) -> list[bytes]:
-        heap = self.heaps.get(partition, [])
-        keys = []
-        while heap and heap[0][0] <= now:
-            keys.append(heapq.heappop(heap)[1])
-        return keys
-
-    def size(self) -> int:
-        return sum(len(h) for h in self.heaps.values())
+# Entries resolved per tick; more are left to a tick sent at once, so that
+# decisions and rewards keep flowing between them.
+RESOLVE_PER_TICK = 2_000
 
 
 class StreamProgress:
@@ -143,18 +127,19 @@ def register(app: faust.App, runtime: Runtime) -> None:
         max_hold_ms=int(s.join_max_hold_seconds * 1000),
     )
     runtime.on_policies_changed.append(joiner.reconfigure)
-    due = DueHeap()
+    due = KeyHeaps()  # partition → (due ms, key)
+    reading = KeyHeaps()  # (topic, partition) → (offset to read to, key)
+    marks: dict[bytes, int] = {}  # waiting entries' marks (kept in memory only)
     progress = StreamProgress()
     sequence = InSequence(app, AGENT, {decisions, rewards})
-    ends = PartitionEnds(
-        s.bootstrap, client_id=f"{s.app_id}-join-ends", fetch=s.embedded_broker
-    )
+    ends = PartitionEnds(s.bootstrap, client_id=f"{s.app_id}-join-ends", fetch=s.embedded_broker)
     ends_started = {"yes": False}  # started on the first tick, inside the worker's loop
 
     state: dict[str, Any] = {"rebuild": True, "cluster": None}
     max_bytes = s.max_event_bytes
 
     async def apply(key: bytes, step: Step, msg: Any) -> None:
+        marks.pop(key, None)
         if not step.keep:
             pending.pop(key, None)
         elif step.entry is not None:
@@ -191,6 +176,8 @@ def register(app: faust.App, runtime: Runtime) -> None:
         if raw is not None and e is None:
             metrics.POISONED_STATE.labels("join-pending").inc()
             log.error("ignoring an unreadable join-pending entry (%d bytes)", len(raw))
+        if e is not None and key in marks:
+            e["mark"] = marks[key]
         return e
 
     async def on_decision(msg: Any, now: int) -> None:
@@ -240,16 +227,41 @@ def register(app: faust.App, runtime: Runtime) -> None:
             await sequence.handle(event.message, handle)
 
     async def resolve_due(msg: Any, now: int) -> None:
-        view = progress.view(decisions, rewards, msg.partition)
-        for key in due.pop_due(msg.partition, now):
+        p = msg.partition
+        view = progress.view(decisions, rewards, p)
+        keys = due.pop_ready(p, now, RESOLVE_PER_TICK)
+        for topic, done in ((rewards, view.rewards_done), (decisions, view.decisions_done)):
+            if done is not None:
+                keys += reading.pop_ready((topic, p), done, RESOLVE_PER_TICK - len(keys))
+        for key in keys:
             try:
-                step = joiner.on_due(entry(key), now, view)
-                if step.result != "not_due":
-                    await apply(key, step, msg)
+                await resolve(key, msg, now, view)
             except Exception:
                 log.exception("join_rewards could not resolve a due entry; it is dropped")
                 metrics.POISONED_STATE.labels("join-pending").inc()
         metrics.PENDING_DECISIONS.set(due.size())
+        if len(keys) >= RESOLVE_PER_TICK:
+            await ticks_topic.send(value=b"{}", partition=p)
+
+    async def resolve(key: bytes, msg: Any, now: int, view: Progress) -> None:
+        step = joiner.on_due(entry(key), now, view)
+        if step.result == "not_due":
+            return
+        if step.waits_on is None:
+            await apply(key, step, msg)
+            return
+        # Waiting for the join to read further: held in memory, not rewritten.
+        e = step.entry
+        assert e is not None
+        if e["mark"] is None:  # the partition's end is not known yet
+            due.push(e["p"], e["due"], key)
+            return
+        if key not in marks:
+            metrics.EVENTS.labels(AGENT, "waiting").inc()
+        marks[key] = e["mark"]
+        topic = rewards if step.waits_on == "rewards" else decisions
+        reading.push((topic, e["p"]), e["mark"], key)
+        due.push(e["p"], e.get("until", now), key)  # the bound
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def _on_assigned(sender: Any, assigned: Any, **kw: Any) -> None:
@@ -260,7 +272,9 @@ def register(app: faust.App, runtime: Runtime) -> None:
     def rebuild() -> None:
         """After (re)assignment the heap is rebuilt from the recovered table."""
         state["rebuild"] = False
-        due.heaps.clear()
+        due.clear()
+        reading.clear()
+        marks.clear()
         for key, raw in pending.items():
             e = valid_entry(raw)
             if e is None:
@@ -273,19 +287,20 @@ def register(app: faust.App, runtime: Runtime) -> None:
     async def tick_owned_partitions() -> None:
         assignment = app.consumer.assignment() if app.consumer else set()
         owned = sorted(tp.partition for tp in assignment if tp.topic == ticks)
-        if state["rebuild"] and owned:
-            rebuild()
-        tps = [TP(topic, p) for p in owned for topic in (decisions, rewards)]
         cluster = current_cluster_id(app)
         if cluster is not None and state["cluster"] not in (None, cluster):
             # Positions in another cluster's logs (a broker that lost them)
-            # say nothing about the new ones.
+            # say nothing about the new ones; marks are taken afresh.
             progress.reset()
             progress.ends.clear()
             ends.forget()
             sequence.forget()
+            state["rebuild"] = True
         if cluster is not None:
             state["cluster"] = cluster
+        if state["rebuild"] and owned:
+            rebuild()
+        tps = [TP(topic, p) for p in owned for topic in (decisions, rewards)]
         try:
             if not ends_started["yes"]:
                 await ends.start()
@@ -298,6 +313,9 @@ def register(app: faust.App, runtime: Runtime) -> None:
             await progress.observe_idle(app.consumer, tp.topic, tp.partition, busy)
         now = now_ms()
         for p in owned:
-            heap = due.heaps.get(p)
-            if heap and heap[0][0] <= now:
+            if (
+                due.ready(p, now)
+                or reading.ready((rewards, p), progress.done.get((rewards, p)))
+                or reading.ready((decisions, p), progress.done.get((decisions, p)))
+            ):
                 await ticks_topic.send(value=b"{}", partition=p)

@@ -80,9 +80,7 @@ def accept_request(
 def check_reward_token(secret: str, tenant_id: str, request_id: str, token: str | None) -> None:
     if not secret:
         return
-    if token is None or not hmac.compare_digest(
-        token, reward_token(secret, tenant_id, request_id)
-    ):
+    if token is None or not hmac.compare_digest(token, reward_token(secret, tenant_id, request_id)):
         raise InvalidEvent(
             "invalid_reward_token", "the reward does not carry its decision's reward_token"
         )

@@ -73,6 +73,12 @@ class Step:
     outcome: JSON | None = None
     error: InvalidEvent | None = None
     keep: bool = True  # False: delete the entry
+    # "waiting": the entry waits until the join has read this partition kind
+    # ("rewards" or "decisions") up to the entry's ``mark``. Only the mark
+    # changed, so the table keeps its value: rewriting every waiting entry
+    # on each recheck would, behind a backlog, cost a table and changelog
+    # write per entry per tick. A mark lost in a restart is taken afresh, later.
+    waits_on: str | None = None
     # For a dead letter about an earlier event: its [topic, partition, offset] and bytes.
     original: tuple[list[Any], bytes] | None = None
 
@@ -105,7 +111,8 @@ class Joiner:
         # After a wait runs out, how long until the partition end the join
         # last fetched surely includes what was written before (a fetch cycle).
         self.settle_ms = settle_ms
-        # How often an entry waiting for the join to read further is looked at.
+        # How often an entry waiting for the join to read further is looked
+        # at while the partition's end is not known yet.
         self.recheck_ms = recheck_ms
 
     def reconfigure(self, policies: PoliciesConfig) -> None:
@@ -184,7 +191,7 @@ class Joiner:
             mark, read = _read_to(progress.rewards_end, progress.rewards_done, entry.get("mark"))
             at_bound = now >= entry.get("until", now)
             if not (read or at_bound):
-                return self._recheck(entry, mark, now)
+                return self._recheck(entry, mark, now, "rewards")
             d = entry["d"]
             pc = self.policies.get(d["policy_id"])
             default = pc.reward.default_reward if pc else 0.0
@@ -200,7 +207,7 @@ class Joiner:
             )
             at_bound = now >= entry.get("until", now)
             if not (read or at_bound):
-                return self._recheck(entry, mark, now)
+                return self._recheck(entry, mark, now, "decisions")
             if read:
                 why = "the join read past where its decision would be"
             else:
@@ -216,8 +223,11 @@ class Joiner:
             )
         return Step(None, "expired", keep=False)
 
-    def _recheck(self, entry: JSON, mark: int | None, now: int) -> Step:
-        return Step({**entry, "mark": mark, "due": now + self.recheck_ms}, "waiting")
+    def _recheck(self, entry: JSON, mark: int | None, now: int, waits_on: str) -> Step:
+        """``due`` is when to look again if the mark is not known yet."""
+        return Step(
+            {**entry, "mark": mark, "due": now + self.recheck_ms}, "waiting", waits_on=waits_on
+        )
 
     def _done(
         self, entry: JSON, now: int, how: str, outcome: JSON, source: list[Any] | None

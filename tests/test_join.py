@@ -342,6 +342,7 @@ def test_default_waits_until_the_rewards_partition_is_read_past_the_wait(joiner:
     behind = Progress(rewards_end=500, rewards_done=120)
     step = joiner.on_due(entry, T0 + WAIT_MS, behind)
     assert step.result == "waiting" and step.outcome is None
+    assert step.waits_on == "rewards"
     entry = stored(step)
     assert entry is not None and entry["mark"] == 500 and entry["due"] > T0 + WAIT_MS
     # The reward, which was in that backlog, arrives and joins.
@@ -387,6 +388,7 @@ def test_held_reward_waits_for_the_decisions_partition(joiner: Joiner) -> None:
     behind = Progress(decisions_end=800, decisions_done=100)
     step = joiner.on_due(entry, T0 + HOLD_MS, behind)
     assert step.result == "waiting" and step.error is None
+    assert step.waits_on == "decisions"
     entry = stored(step)
     assert entry is not None and entry["mark"] == 800
     # Long after any wall-clock hold, the decision arrives and joins.
