@@ -1164,7 +1164,7 @@ class Stream:
 async def wait_until(
     cond: Callable[[], bool],
     cap: float,
-    progress: Callable[[], int] | None = None,
+    progress: Callable[[], Any] | None = None,
     stall: float | None = None,
 ) -> bool:
     """Poll ``cond`` until true or ``cap`` seconds; give up earlier when
@@ -2580,7 +2580,9 @@ async def check_load(dep: Deployment, p: Params) -> dict[str, Any]:
         done = await wait_until(
             lambda: pending() == 0 and len(L.decisions) >= len(requests),
             dep.left(p.drain_cap, 12),
-            progress=lambda: len(L.outcomes),
+            # The join's own backlog counts as progress too: outcomes are
+            # read back through another consumer, which may pause.
+            progress=lambda: (len(L.outcomes), samples[-1]["join_backlog"] if samples else 0),
             stall=30,
         )
         drain_s = round(time.monotonic() - sim_end, 1)
