@@ -2950,7 +2950,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--quick", action="store_true", help="the short run (under 10 minutes)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument(
+    save = ap.add_mutually_exclusive_group()
+    save.add_argument(
         "--json",
         type=Path,
         default=None,
@@ -2962,7 +2963,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--load-seconds", type=float, default=None, help="sustained load duration (30 / 300)"
     )
-    ap.add_argument("--no-save", action="store_true", help="do not write the results file")
+    save.add_argument("--no-save", action="store_true", help="do not write the results file")
     ap.add_argument(
         "--only", default=",".join(CHECKS), help=f"comma-separated subset of {','.join(CHECKS)}"
     )
