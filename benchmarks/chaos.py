@@ -1161,6 +1161,39 @@ class Stream:
         }
 
 
+async def _diagnose_waiting(dep: Any, L: Ledger, decided_rewarded: list[Key]) -> dict[str, Any]:
+    """Tells a join that did not produce outcomes apart from a follower that
+    stopped reading them: the outcomes topic read afresh, and the worker's
+    join counters."""
+    waiting = {k for k in decided_rewarded if k not in L.outcomes}
+    fresh: set[Key] = set()
+
+    def on_outcome(m: Any) -> None:
+        with contextlib.suppress(Exception):
+            d = orjson.loads(m.value)
+            fresh.add((str(d.get("tenant_id")), str(d.get("request_id"))))
+
+    f = await Follower(dep.bootstrap, L.topics["outcomes"], on_outcome).start()
+    try:
+        await f.wait_caught_up(60)
+    finally:
+        await f.stop()
+    counters: dict[str, float] = {}
+    with contextlib.suppress(Exception):
+        url = f"http://127.0.0.1:{dep.worker.web_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            for line in resp.read().decode().splitlines():
+                if line.startswith(("llmopt_events_total{agent=\"join", "llmopt_join_")):
+                    name, _, value = line.rpartition(" ")
+                    counters[name] = float(value)
+    return {
+        "waiting": len(waiting),
+        "found_on_fresh_read": len(waiting & fresh),
+        "outcomes_on_fresh_read": len(fresh),
+        "join_counters": counters,
+    }
+
+
 async def wait_until(
     cond: Callable[[], bool],
     cap: float,
@@ -2565,6 +2598,7 @@ async def check_load(dep: Deployment, p: Params) -> dict[str, Any]:
     sim_handle = _ProcHandle(sim)
     REGISTRY.add(sim_handle)
     drain_s = None
+    diagnosis: dict[str, Any] = {}
     try:
         while sim.poll() is None:
             await asyncio.sleep(0.5)
@@ -2588,6 +2622,7 @@ async def check_load(dep: Deployment, p: Params) -> dict[str, Any]:
         drain_s = round(time.monotonic() - sim_end, 1)
         if not done:
             log(f"load: {pending()} rewarded decisions still without an outcome")
+            diagnosis = await _diagnose_waiting(dep, L, [k for k in rewards if k in L.decisions])
         await L.caught_up(10)
     finally:
         sampler.cancel()
@@ -2650,6 +2685,7 @@ async def check_load(dep: Deployment, p: Params) -> dict[str, Any]:
             "rewards_of_decided": len(decided_rewarded),
             "rewards_lost": len(lost),
             "rewards_waiting_at_drain_cap": len(waiting),
+            "waiting_diagnosis": diagnosis,
             "unknown_request_dead_letters": unknown,
             "dead_letter_reasons": dict(L.dead_reasons),
             "decision_latency_ms": {
