@@ -19,18 +19,18 @@ from __future__ import annotations
 
 import logging
 import time
-import weakref
 from typing import Any
 
 import faust
 import orjson
-from faust import streams
 
 from app import metrics
-from app.dead_letter import send_dead_letter
-from app.faust_app import Runtime
+from app.features.observations import read_observation
 from app.features.store import pane_key
 from app.records import InvalidEvent
+from app.stream.current_event import set_current_event
+from app.stream.dead_letter import send_dead_letter
+from app.stream.runtime import Runtime
 
 log = logging.getLogger(__name__)
 AGENT = "aggregate_features"
@@ -38,7 +38,6 @@ EXPIRE_EVERY_S = 10.0
 # Source position of an observation: offset × this + index in the message
 # (messages hold at most a few thousand observations).
 POS_PER_MESSAGE = 1_000_000
-MAX_ENTITY_CHARS = 1024  # tenant=<256>,arm=<256> at most, from validated events
 JSON = dict[str, Any]
 
 
@@ -53,41 +52,13 @@ def parse_observations(raw: bytes | None) -> tuple[list[tuple[int, str, JSON]], 
     if type(batch) is not list:
         raise InvalidEvent("malformed_json", "an observations message must be a JSON array")
     valid = []
-    for i, obs in enumerate(batch):
-        if _valid_observation(obs):
-            valid.append((i, obs["e"], {k: v for k, v in obs.items() if k != "e"}))
+    for i, doc in enumerate(batch):
+        # Anything else would raise in the store, or leave a pane half-updated.
+        try:
+            valid.append((i, *read_observation(doc)))
+        except InvalidEvent:
+            continue
     return valid, len(batch) - len(valid)
-
-
-def _number(v: Any, lo: float, hi: float) -> bool:
-    return (type(v) is int or (type(v) is float and v == v)) and lo <= v <= hi
-
-
-def _valid_observation(obs: Any) -> bool:
-    """The shape the store needs (see :class:`app.features.aggregate.WindowAggregate`):
-    anything else would raise in it, or leave a pane half-updated."""
-    if type(obs) is not dict:
-        return False
-    e, t, kind = obs.get("e"), obs.get("t"), obs.get("k")
-    if type(e) is not str or not 0 < len(e) <= MAX_ENTITY_CHARS:
-        return False
-    if type(t) is not int or not 0 <= t <= 2**53:
-        return False
-    if kind == "r":
-        return _number(obs.get("input_tokens", 0), 0, 1e300)
-    if kind != "o" or not _number(obs.get("reward"), 0, 1):
-        return False
-    return (
-        all(obs.get(n) is None or _number(obs[n], 0, 1e300) for n in ("cost_usd", "latency_ms"))
-        and type(obs.get("error", False)) is bool
-    )
-
-
-def _as_current(event: Any) -> None:
-    # Faust keeps the current event in a private context variable; batch
-    # processing (take_events) leaves the batch's last event there, which
-    # may be on another partition than the key being written.
-    streams._current_event.set(weakref.ref(event))
 
 
 def register(app: faust.App, runtime: Runtime) -> None:
@@ -151,7 +122,7 @@ def register(app: faust.App, runtime: Runtime) -> None:
                     slot[1].add((entity, start))
                     entity_event[entity] = event
             for event, panes in dirty.values():
-                _as_current(event)
+                set_current_event(event)
                 for entity, start in panes:
                     table[pane_key(entity, start)] = store.pane_value(entity, start)
             if time.monotonic() - state["expired_at"] >= EXPIRE_EVERY_S:
@@ -170,7 +141,7 @@ def register(app: faust.App, runtime: Runtime) -> None:
             event = entity_event.get(entity)
             if event is None:
                 continue  # recovered, never written since: expires again after the next write
-            _as_current(event)
+            set_current_event(event)
             table.pop(key, None)
         metrics.FEATURE_ENTITIES.set(len(store.entities()))
 

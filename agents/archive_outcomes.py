@@ -25,10 +25,10 @@ import faust
 import orjson
 
 from app import metrics
-from app.dead_letter import send_dead_letter, send_internal_error
-from app.faust_app import Runtime
 from app.features.archive import OutcomeArchive, utc_date
 from app.records import InvalidEvent, Outcome
+from app.stream.dead_letter import send_dead_letter, send_internal_error
+from app.stream.runtime import Runtime
 
 log = logging.getLogger(__name__)
 AGENT = "archive_outcomes"

@@ -25,10 +25,10 @@ from typing import Any
 import faust
 
 from app import metrics
-from app.dead_letter import send_internal_error
 from app.drift import AlertEngine, DriftConfig, DriftMonitor
-from app.faust_app import Runtime
 from app.records import InvalidEvent, Outcome
+from app.stream.dead_letter import send_internal_error
+from app.stream.runtime import Runtime
 
 log = logging.getLogger(__name__)
 AGENT = "detect_drift"

@@ -15,10 +15,10 @@ import faust
 import orjson
 
 from app import metrics
-from app.dead_letter import send_internal_error
-from app.faust_app import Runtime
-from app.features.observations import outcome_observations
+from app.features.observations import observation_doc, outcome_observations
 from app.records import InvalidEvent, Outcome
+from app.stream.dead_letter import send_internal_error
+from app.stream.runtime import Runtime
 
 AGENT = "featurize_outcomes"
 
@@ -40,7 +40,7 @@ def register(app: faust.App, runtime: Runtime) -> None:
                 try:
                     outcome = Outcome.loads(event.message.value, max_bytes)
                     for route, entity, obs in outcome_observations(outcome):
-                        routed[route].append({"e": entity, **obs})
+                        routed[route].append(observation_doc(entity, obs))
                 except InvalidEvent:  # learn_from_outcomes dead-letters it
                     metrics.EVENTS.labels(AGENT, "invalid").inc()
                 except Exception as exc:

@@ -17,11 +17,11 @@ import faust
 import orjson
 
 from app import metrics
-from app.dead_letter import send_internal_error
-from app.faust_app import Runtime
-from app.features.observations import request_observations
+from app.features.observations import observation_doc, request_observations
 from app.ingress import accept_request_message
 from app.records import InvalidEvent
+from app.stream.dead_letter import send_internal_error
+from app.stream.runtime import Runtime
 
 AGENT = "featurize_requests"
 
@@ -45,7 +45,7 @@ def register(app: faust.App, runtime: Runtime) -> None:
                     # never feeds another tenant's windows.
                     request = accept_request_message(m, runtime.settings)
                     for route, entity, obs in request_observations(request):
-                        routed[route].append({"e": entity, **obs})
+                        routed[route].append(observation_doc(entity, obs))
                 except InvalidEvent:  # select_arm dead-letters it
                     metrics.EVENTS.labels(AGENT, "invalid").inc()
                 except Exception as exc:

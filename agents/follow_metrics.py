@@ -19,8 +19,8 @@ import faust
 from app.dashboard.feed import MetricsFeed
 from app.dashboard.history import MetricsHistory
 from app.dashboard.page import page_html
-from app.faust_app import Runtime
 from app.records import now_ms
+from app.stream.runtime import Runtime
 
 log = logging.getLogger(__name__)
 RESTART_SECONDS = 5.0

@@ -27,75 +27,31 @@ import faust
 import orjson
 from faust.types import TP
 
-from agents.in_sequence import InSequence
-from agents.watch_cluster import current_cluster_id
 from app import metrics
-from app.dead_letter import dead_letter, dead_letter_key, internal_error
-from app.faust_app import Runtime
 from app.ingress import check_reward_token, check_tenant, join_key
-from app.join import Joiner, Progress, Step, parse_decision, valid_entry
+from app.join import (
+    JoinEntry,
+    Joiner,
+    Progress,
+    Step,
+    encode_entry,
+    parse_decision,
+    valid_entry,
+)
 from app.key_heaps import KeyHeaps
-from app.partition_ends import PartitionEnds
 from app.records import InvalidEvent, Reward, decode, now_ms
+from app.stream.cluster_watcher import current_cluster_id
+from app.stream.dead_letter import dead_letter, dead_letter_key, internal_error
+from app.stream.in_sequence import InSequence
+from app.stream.partition_ends import PartitionEnds
+from app.stream.runtime import Runtime
+from app.stream.stream_progress import StreamProgress
 
 log = logging.getLogger(__name__)
 AGENT = "join_rewards"
 # Entries resolved per tick; more are left to a tick sent at once, so that
 # decisions and rewards keep flowing between them.
 RESOLVE_PER_TICK = 2_000
-
-
-class StreamProgress:
-    """Which offsets of each decisions/rewards partition the agent has
-    processed (``done``: the next offset to process), and where those
-    partitions end (``ends``, fetched every tick). A partition with no event
-    since assignment counts as read up to the consumer's position once that
-    position has stood at the partition's end for two ticks in a row (so
-    nothing fetched is still waiting to be processed)."""
-
-    def __init__(self) -> None:
-        self.done: dict[tuple[str, int], int] = {}
-        self.ends: dict[tuple[str, int], int] = {}
-        self._idle: dict[tuple[str, int], int] = {}
-
-    def saw(self, topic: str, partition: int, offset: int) -> None:
-        tp = (topic, partition)
-        if offset + 1 > self.done.get(tp, -1):
-            self.done[tp] = offset + 1
-        self._idle.pop(tp, None)
-
-    def reset(self) -> None:
-        self.done.clear()
-        self._idle.clear()
-
-    async def observe_idle(
-        self, consumer: Any, topic: str, partition: int, busy: set[tuple[str, int]]
-    ) -> None:
-        """``busy``: partitions with messages handed to the stream and not
-        yet processed (the consumer's position is past them)."""
-        tp = (topic, partition)
-        end = self.ends.get(tp)
-        if tp in self.done or end is None:
-            return
-        try:
-            position = await consumer.position(TP(topic, partition))
-        except Exception:  # not assigned (any more)
-            return
-        if position is None or position < end or tp in busy:
-            self._idle.pop(tp, None)
-        elif self._idle.get(tp) == position:
-            self.done[tp] = position
-        else:
-            self._idle[tp] = position
-
-    def view(self, decisions: str, rewards: str, partition: int) -> Progress:
-        d, r = (decisions, partition), (rewards, partition)
-        return Progress(
-            decisions_end=self.ends.get(d),
-            decisions_done=self.done.get(d),
-            rewards_end=self.ends.get(r),
-            rewards_done=self.done.get(r),
-        )
 
 
 def register(app: faust.App, runtime: Runtime) -> None:
@@ -143,8 +99,8 @@ def register(app: faust.App, runtime: Runtime) -> None:
         if not step.keep:
             pending.pop(key, None)
         elif step.entry is not None:
-            pending[key] = orjson.dumps(step.entry)
-            due.push(step.entry["p"], step.entry["due"], key)
+            pending[key] = encode_entry(step.entry)
+            due.push(step.entry["partition"], step.entry["due"], key)
         if step.outcome is not None:
             o = step.outcome
             await outcomes.send(key=o["policy_id"].encode(), value=orjson.dumps(o))
@@ -170,7 +126,7 @@ def register(app: faust.App, runtime: Runtime) -> None:
         await dead.send(key=dead_letter_key(msg.key), value=doc)
         metrics.DEAD_LETTERS.labels(AGENT, err.code).inc()
 
-    def entry(key: bytes) -> dict[str, Any] | None:
+    def entry(key: bytes) -> JoinEntry | None:
         raw = pending.get(key)
         e = valid_entry(raw)
         if raw is not None and e is None:
@@ -254,14 +210,14 @@ def register(app: faust.App, runtime: Runtime) -> None:
         e = step.entry
         assert e is not None
         if e["mark"] is None:  # the partition's end is not known yet
-            due.push(e["p"], e["due"], key)
+            due.push(e["partition"], e["due"], key)
             return
         if key not in marks:
             metrics.EVENTS.labels(AGENT, "waiting").inc()
         marks[key] = e["mark"]
         topic = rewards if step.waits_on == "rewards" else decisions
-        reading.push((topic, e["p"]), e["mark"], key)
-        due.push(e["p"], e.get("until", now), key)  # the bound
+        reading.push((topic, e["partition"]), e["mark"], key)
+        due.push(e["partition"], e.get("until", now), key)  # the bound
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def _on_assigned(sender: Any, assigned: Any, **kw: Any) -> None:
@@ -281,7 +237,7 @@ def register(app: faust.App, runtime: Runtime) -> None:
                 metrics.POISONED_STATE.labels("join-pending").inc()
                 log.error("skipping an unreadable join-pending entry (%d bytes)", len(raw or b""))
                 continue
-            due.push(e["p"], e["due"], key)
+            due.push(e["partition"], e["due"], key)
 
     @app.timer(s.join_timer_interval_seconds)
     async def tick_owned_partitions() -> None:

@@ -24,17 +24,17 @@ from typing import Any
 import faust
 import orjson
 
-from agents.in_sequence import InSequence
-from agents.watch_cluster import current_cluster_id
 from app import metrics
-from app.cluster_watch import offsets_key
-from app.dead_letter import send_dead_letter, send_internal_error
 from app.drift.config import DriftConfig
-from app.faust_app import Runtime
 from app.ingress import join_key
 from app.learner import Learner
 from app.records import DriftEvent, InvalidEvent, Outcome, now_ms
-from app.snapshot_log import published_versions
+from app.stream.cluster_watch import offsets_key
+from app.stream.cluster_watcher import current_cluster_id
+from app.stream.dead_letter import send_dead_letter, send_internal_error
+from app.stream.in_sequence import InSequence
+from app.stream.runtime import Runtime
+from app.stream.snapshot_log import published_versions
 
 log = logging.getLogger(__name__)
 AGENT = "learn_from_outcomes"

@@ -17,10 +17,10 @@ import faust
 from prometheus_client import REGISTRY
 
 from app import metrics
-from app.agent_sensor import lag_by_topic
-from app.faust_app import Runtime
 from app.metrics_snapshot import build_snapshot, process_id
 from app.records import now_ms
+from app.stream.agent_sensor import lag_by_topic
+from app.stream.runtime import Runtime
 
 log = logging.getLogger(__name__)
 AGENT = "publish_metrics"

@@ -17,8 +17,8 @@ from typing import Any
 
 import faust
 
-from app.faust_app import Runtime
 from app.features.store import UnknownFeature
+from app.stream.runtime import Runtime
 
 MAX_HISTORY_SPAN_MS = 86_400_000
 

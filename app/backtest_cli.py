@@ -4,7 +4,7 @@
         --context 'x*' --policy uniform --policy lin_ucb:alpha=0.5 --html report.html
     llmopt backtest --archive data/archive --policy-id default --start now-1d --end now
     llmopt backtest --topic --start 2026-11-20T00:00Z --end 2026-11-21T00:00Z \\
-        --policies-config candidate.yaml --mode progressive --json out.json
+        --policies candidate.yaml --mode progressive --json out.json
     llmopt replay --policies candidate.yaml --start now-2h --end now-1h --run-id cand-1
 """
 
@@ -21,7 +21,7 @@ import uuid
 from pathlib import Path
 from typing import Any, TextIO
 
-from app.cli import CliError, _configured
+from app.cli import CliError, _configured, port_number
 
 __all__ = ["ProgressBar", "add_commands", "cmd_backtest", "cmd_replay", "parse_time"]
 
@@ -62,13 +62,18 @@ def parse_time(text: str, now_ms: int | None = None) -> int:
     return int(when.timestamp() * 1000)
 
 
-def _range(args: argparse.Namespace, required: bool) -> tuple[int | None, int | None]:
+def _range(args: argparse.Namespace) -> tuple[int | None, int | None]:
     start = parse_time(args.start) if args.start else None
     end = parse_time(args.end) if args.end else None
-    if required and (start is None or end is None):
-        raise CliError("this source needs a time range: --start and --end")
     if start is not None and end is not None and end <= start:
         raise CliError(f"bad time range: --end ({args.end}) is not after --start ({args.start})")
+    return start, end
+
+
+def _required_range(args: argparse.Namespace) -> tuple[int, int]:
+    start, end = _range(args)
+    if start is None or end is None:
+        raise CliError("this source needs a time range: --start and --end")
     return start, end
 
 
@@ -120,19 +125,15 @@ class ProgressBar:
 
 
 def _load(args: argparse.Namespace, bar: ProgressBar) -> Any:
-    from app.evaluation.logged_data import (
-        ColumnMapping,
-        read_archive,
-        read_file,
-        read_outcomes_topic,
-    )
+    from app.evaluation.logged_data import ColumnMapping, read_archive, read_file
+    from app.stream.kafka_io import read_outcomes_topic
 
     sources = [s for s in (args.file, args.archive, args.topic) if s]
     if len(sources) != 1:
         raise CliError("name one source of logged data: --file, --archive or --topic")
     arms = args.arms.split(",") if args.arms else None
     if args.file:
-        start, end = _range(args, required=False)
+        start, end = _range(args)
         ctx = args.context
         context: str | tuple[str, ...] | None = None
         if ctx:
@@ -149,10 +150,9 @@ def _load(args: argparse.Namespace, bar: ProgressBar) -> Any:
         )
         return read_file(args.file, mapping, arms, start, end)
     if args.archive:
-        start, end = _range(args, required=False)
+        start, end = _range(args)
         return read_archive(args.archive, args.policy_id, arms, start, end)
-    start, end = _range(args, required=True)
-    assert start is not None and end is not None
+    start, end = _required_range(args)
     from app.topics import TopicCatalog
 
     settings = _configured()
@@ -182,11 +182,11 @@ def _policies(args: argparse.Namespace) -> list[Any]:
             specs.append(parse_policy_spec(text, seed=args.seed))
         except ValueError as exc:
             raise CliError(str(exc)) from None
-    if args.policies_config:
+    if args.policies:
         from app.policies.config import PoliciesConfig, PolicyConfigError
 
         try:
-            cfg = PoliciesConfig.load(args.policies_config)
+            cfg = PoliciesConfig.load(args.policies)
         except PolicyConfigError as exc:
             raise CliError(str(exc)) from None
         ids = args.config_policy or list(cfg.policies)
@@ -194,7 +194,7 @@ def _policies(args: argparse.Namespace) -> list[Any]:
             pc = cfg.policies.get(pid)
             if pc is None:
                 raise CliError(
-                    f"no policy {pid!r} in {args.policies_config}; known: {sorted(cfg.policies)}"
+                    f"no policy {pid!r} in {args.policies}; known: {sorted(cfg.policies)}"
                 )
             specs.append(PolicySpec.from_config(pc))
     if not specs:
@@ -226,7 +226,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             mode=args.mode,
             clip=args.clip,
             tau=args.tau,
-            n_bootstrap=args.bootstrap,
+            n_bootstrap=args.resamples,
             alpha=args.alpha,
             reward_model=RidgeRewardModel(alpha=args.ridge, n_folds=args.folds, seed=args.seed),
             train_fraction=args.train_fraction,
@@ -259,8 +259,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from app.policies.config import PoliciesConfig, PolicyConfigError
     from app.replay import PipelineReplay
 
-    start, end = _range(args, required=True)
-    assert start is not None and end is not None
+    start, end = _required_range(args)
     try:
         cfg = PoliciesConfig.load(args.policies)
     except PolicyConfigError as exc:
@@ -322,6 +321,23 @@ def _positive(kind: type) -> Any:
     return parse
 
 
+class _Deprecated(argparse.Action):
+    """A renamed flag: sets what the new name sets, with a warning."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        print(
+            f"llmopt: warning: {option_string} is deprecated; use --{self.dest.replace('_', '-')}",
+            file=sys.stderr,
+        )
+        setattr(namespace, self.dest, values)
+
+
 def add_commands(sub: Any) -> None:
     """Register ``backtest`` and ``replay`` on the ``llmopt`` subparsers."""
     bt = sub.add_parser(
@@ -329,7 +345,7 @@ def add_commands(sub: Any) -> None:
         help="estimate, from logged decisions, what other policies would have earned",
         description="Off-policy evaluation of several policies on logged bandit feedback. "
         "Policies: logging, uniform, best-fixed, fixed:ARM, or an algorithm with "
-        "hyperparameters (lin_ucb:alpha=0.5); --policies-config adds policies of a YAML.",
+        "hyperparameters (lin_ucb:alpha=0.5); --policies adds policies of a YAML.",
     )
     src = bt.add_argument_group("logged data (one source)")
     src.add_argument("--file", help="CSV / TSV / Parquet / JSONL file (or a Parquet directory)")
@@ -356,7 +372,13 @@ def add_commands(sub: Any) -> None:
     cols.add_argument("--timestamp", help="epoch ms or ISO times")
     pol = bt.add_argument_group("policies")
     pol.add_argument("--policy", action="append", metavar="SPEC", help="repeatable")
-    pol.add_argument("--policies-config", help="a policies YAML whose policies to evaluate")
+    pol.add_argument(
+        "--policies", metavar="FILE", help="a policies YAML whose policies to evaluate"
+    )
+    # The flag's former name, kept so that existing commands keep working.
+    pol.add_argument(
+        "--policies-config", dest="policies", action=_Deprecated, help=argparse.SUPPRESS
+    )
     pol.add_argument(
         "--config-policy", action="append", metavar="ID", help="only these policy ids of it"
     )
@@ -371,7 +393,14 @@ def add_commands(sub: Any) -> None:
     est.add_argument("--estimators", default=",".join(ESTIMATOR_NAMES))
     est.add_argument("--clip", type=_positive(float), default=None, help="importance-weight cap")
     est.add_argument("--tau", type=_positive(float), default=10.0, help="switch-DR threshold")
-    est.add_argument("--bootstrap", type=int, default=500, help="resamples (0: no intervals)")
+    est.add_argument(
+        "--resamples",
+        type=int,
+        default=500,
+        help="bootstrap resamples for the intervals (0: no intervals; default 500)",
+    )
+    # "--bootstrap" names the Kafka servers everywhere else; kept as an alias.
+    est.add_argument("--bootstrap", dest="resamples", type=int, help=argparse.SUPPRESS)
     est.add_argument("--alpha", type=float, default=0.05, help="1 - interval coverage")
     est.add_argument("--ridge", type=float, default=1.0, help="reward model's ridge penalty")
     est.add_argument("--folds", type=int, default=2, help="reward model cross-fitting folds")
@@ -395,7 +424,12 @@ def add_commands(sub: Any) -> None:
     rp.add_argument("--run-id", help="lower-case letters, digits, '-' (default: random)")
     rp.add_argument("--policy-id", help="send every replayed request to this candidate policy")
     rp.add_argument("--wait", type=_positive(float), default=60.0, help="seconds for decisions")
-    rp.add_argument("--web-port", type=int, default=None, help="the replay worker's web port")
+    rp.add_argument(
+        "--web-port",
+        type=port_number,
+        default=None,
+        help="the replay worker's web port (default: a free one)",
+    )
     rp.add_argument("--json", help="write the summary as JSON here")
     rp.add_argument("--no-progress", action="store_true")
     rp.set_defaults(func=cmd_replay)

@@ -5,17 +5,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
 import signal
-import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from app.settings import Settings
+from app.config_schema import ConfigError
+from app.log_format import configure_cli_logging
+from app.settings import FEATURES_PATH, Settings, SettingsError
 
 
 class CliError(Exception):
@@ -23,24 +24,70 @@ class CliError(Exception):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Every problem the user can fix (a bad flag, setting or config file, an
+    unreachable cluster) is one line on stderr and exit status 2."""
     parser = _parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    for name in Settings.unknown_variables():
-        print(f"llmopt: warning: {name} is not a setting and is ignored", file=sys.stderr)
     try:
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        for name in Settings.unknown_variables():
+            print(f"llmopt: warning: {name} is not a setting and is ignored", file=sys.stderr)
+        configure_cli_logging(Settings.from_env())
         return int(args.func(args) or 0)
-    except CliError as exc:
+    except (CliError, ConfigError, SettingsError) as exc:
         print(f"llmopt: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (a :class:`CliError`), not argparse's usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        raise CliError(f"{message} (see `{self.prog} --help`)")
+
+
+def port_number(text: str) -> int:
+    """A ``--*-port`` value: a fixed port, since the CLI polls and prints it."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number from 1 to 65535")
+    return port
+
+
+def _add_traffic_flags(p: argparse.ArgumentParser) -> None:
+    """The simulated traffic of `run` and `simulate`."""
+    p.add_argument("--rate", type=float, default=300.0, help="simulated requests per second")
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="stop after this many seconds (default: run until Ctrl-C)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the simulated traffic")
+    p.add_argument("--drift", action="store_true", help="enable the scenario's scheduled drift")
+    p.add_argument(
+        "--daily-pattern",
+        action="store_true",
+        help="modulate the rate by the scenario's hour-of-day pattern",
+    )
+    p.add_argument(
+        "--summary-every",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="seconds between summary lines",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="llmopt",
         description="LLM Auto-Optimizer: learns online which LLM and parameters each request "
         "should get. Without LLMOPT_KAFKA_BOOTSTRAP, `run` starts an embedded broker.",
@@ -52,16 +99,7 @@ def _parser() -> argparse.ArgumentParser:
         help="broker (embedded unless configured) + topics + worker + "
         "simulator, with a live summary; Ctrl-C stops all of it",
     )
-    run.add_argument("--rate", type=float, default=300.0, help="simulated requests per second")
-    run.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--drift", action="store_true", help="enable the scenario's scheduled drift")
-    run.add_argument(
-        "--daily-pattern",
-        action="store_true",
-        help="modulate the rate by the scenario's hour-of-day pattern",
-    )
-    run.add_argument("--summary-every", type=float, default=5.0, metavar="SECONDS")
+    _add_traffic_flags(run)
     run.set_defaults(func=cmd_run)
 
     worker = sub.add_parser("worker", help="start a worker (join the consumer groups)")
@@ -71,16 +109,13 @@ def _parser() -> argparse.ArgumentParser:
         help="comma-separated subset of decide,join,learn,features,archive "
         "(default: decide,join,learn)",
     )
-    worker.add_argument("--web-port", type=int, default=None, help="port for /metrics, /health")
+    worker.add_argument(
+        "--web-port", type=port_number, default=None, help="port for /metrics, /health"
+    )
     worker.set_defaults(func=cmd_worker)
 
     sim = sub.add_parser("simulate", help="drive simulated traffic against a running pipeline")
-    sim.add_argument("--rate", type=float, default=300.0)
-    sim.add_argument("--duration", type=float, default=60.0)
-    sim.add_argument("--seed", type=int, default=0)
-    sim.add_argument("--drift", action="store_true")
-    sim.add_argument("--daily-pattern", action="store_true")
-    sim.add_argument("--summary-every", type=float, default=5.0, metavar="SECONDS")
+    _add_traffic_flags(sim)
     sim.set_defaults(func=cmd_simulate)
 
     mon = sub.add_parser(
@@ -100,8 +135,25 @@ def _parser() -> argparse.ArgumentParser:
     topics.add_argument("action", choices=["apply", "check"])
     topics.set_defaults(func=cmd_topics)
 
+    config = sub.add_parser(
+        "config",
+        help="check the config files strictly: policies, drift, features, simulator",
+        description="Loads each file as the worker and the simulator would; prints "
+        "'file: key.path: problem' per problem and 'ok: file' per good file; exit "
+        "status 2 on any problem. A file not named is the configured one (LLMOPT_*_PATH, "
+        "else config/).",
+    )
+    config.add_argument("action", choices=["check"])
+    config.add_argument("--policies", type=Path, metavar="FILE", help="a policies YAML")
+    config.add_argument("--drift", type=Path, metavar="FILE", help="a drift YAML")
+    config.add_argument("--features", type=Path, metavar="FILE", help="a feature spec YAML")
+    config.add_argument("--simulator", type=Path, metavar="FILE", help="a simulator scenario")
+    config.set_defaults(func=cmd_config)
+
     broker = sub.add_parser("broker", help="run the embedded broker in the foreground")
-    broker.add_argument("--port", type=int, default=None)
+    broker.add_argument(
+        "--port", type=int, default=None, help="port to listen on (default or 0: any free port)"
+    )
     broker.set_defaults(func=cmd_broker)
 
     from app.backtest_cli import add_commands as add_backtest_commands
@@ -117,25 +169,50 @@ def cmd_topics(args: argparse.Namespace) -> int:
     settings = _configured()
     catalog = TopicCatalog.for_settings(settings)
     try:
-        if args.action == "apply":
-            created = asyncio.run(apply_topics(settings.bootstrap, catalog))
-            names = ", ".join(created) or "-"
-            print(f"created {len(created)} topic(s): {names}; all match topics.yaml")
-        else:
-            asyncio.run(check_topics(settings.bootstrap, catalog))
-            print(f"all {len(catalog.topics)} topics match topics.yaml")
+        with _kafka(settings):
+            if args.action == "apply":
+                created = asyncio.run(apply_topics(settings.bootstrap, catalog))
+                names = ", ".join(created) or "-"
+                print(f"created {len(created)} topic(s): {names}; all match topics.yaml")
+            else:
+                asyncio.run(check_topics(settings.bootstrap, catalog))
+                print(f"all {len(catalog.topics)} topics match topics.yaml")
     except TopicMismatch as exc:
         raise CliError(str(exc)) from None
-    except Exception as exc:
-        raise CliError(f"cannot reach Kafka at {settings.bootstrap}: {exc}") from None
     return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from app.drift.config import DriftConfig
+    from app.evaluation.simulator import SimulatorConfig
+    from app.features.spec import FeatureSpec
+    from app.policies.config import PoliciesConfig
+
+    settings = Settings.from_env()
+    files: list[tuple[Path, Any]] = [
+        (args.policies or settings.policies_path, PoliciesConfig.load),
+        (args.drift or settings.drift_path, DriftConfig.load),
+        (args.features or Path(settings.feature_spec_path or FEATURES_PATH), FeatureSpec.load),
+        (args.simulator or settings.simulator_path, SimulatorConfig.from_yaml),
+    ]
+    problems = 0
+    for path, load in files:
+        shown = _shown(path)
+        try:
+            load(shown)
+        except ConfigError as exc:
+            problems += 1
+            print(exc, file=sys.stderr)
+        else:
+            print(f"ok: {shown}")
+    return 2 if problems else 0
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {}
     if args.roles:
         overrides["worker_roles"] = args.roles
-    if args.web_port:
+    if args.web_port is not None:
         overrides["web_port"] = args.web_port
     settings = _configured(**overrides)
     unknown = settings.roles - {"decide", "join", "learn", "features", "archive"}
@@ -151,15 +228,21 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def run_worker(settings: Settings) -> None:
     import faust
 
-    from app.faust_app import create_app
+    from app.log_format import worker_logging_config
     from app.policies.config import PolicyConfigError
+    from app.stream.app import create_app
 
     _one_torch_thread()
     try:
         app = create_app(settings)
     except PolicyConfigError as exc:
         raise CliError(str(exc)) from None
-    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    worker = faust.Worker(
+        app,
+        loglevel=settings.log_level,
+        quiet=True,
+        logging_config=worker_logging_config(settings),
+    )
     worker.execute_from_commandline()
 
 
@@ -175,7 +258,8 @@ def _one_torch_thread() -> None:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     settings = _configured()
-    asyncio.run(_simulate(settings, args))
+    with _kafka(settings):
+        asyncio.run(_simulate(settings, args))
     return 0
 
 
@@ -191,8 +275,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"dashboard: http://{settings.web_host}:{settings.web_port}/dashboard)",
             flush=True,
         )
-        with _worker_process(settings) as proc:
-            _wait_ready(settings, proc)
+        from app.stream.worker_process import WorkerNotReady, WorkerProcess
+
+        log = Path(settings.data_dir) / "worker.log"
+        url = f"http://{settings.web_host}:{settings.web_port}/health"
+        with WorkerProcess(log, url, grace_s=15) as worker:
+            try:
+                worker.wait_ready(poll_s=0.5)
+            except WorkerNotReady as exc:
+                raise CliError(str(exc)) from None
+            print("worker ready", flush=True)
             asyncio.run(_simulate(settings, args))
     return 0
 
@@ -220,7 +312,7 @@ class _StopSignal(Exception):
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    from app.broker import EmbeddedBroker
+    from app.stream.broker import EmbeddedBroker
 
     def stop(signum: int, frame: Any) -> None:
         raise _StopSignal(signum)
@@ -269,13 +361,41 @@ def _configured(**overrides: Any) -> Settings:
     return settings
 
 
+def _shown(path: Path) -> Path:
+    """``path`` relative to the working directory when it is under it."""
+    try:
+        return Path(path).resolve().relative_to(Path.cwd())
+    except ValueError:
+        return Path(path)
+
+
+@contextlib.contextmanager
+def _kafka(settings: Settings) -> Iterator[None]:
+    """A cluster that cannot be reached is a one-line error; the Kafka client's
+    own log lines about it would only repeat that error."""
+    from aiokafka.errors import KafkaConnectionError
+
+    client_log = logging.getLogger("aiokafka")
+    level = client_log.level
+    client_log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    except KafkaConnectionError as exc:
+        raise CliError(
+            f"cannot reach Kafka at {settings.bootstrap} ({exc}); check "
+            "LLMOPT_KAFKA_BOOTSTRAP and that the cluster is up"
+        ) from None
+    finally:
+        client_log.setLevel(level)
+
+
 @contextlib.contextmanager
 def _cluster(settings: Settings) -> Iterator[Settings]:
     """The configured cluster, or an embedded broker for the duration."""
     if settings.kafka_bootstrap:
         yield settings
         return
-    from app.broker import EmbeddedBroker
+    from app.stream.broker import EmbeddedBroker
 
     # The embedded broker starts empty: local table state from an earlier run
     # would not match it.
@@ -287,66 +407,16 @@ def _cluster(settings: Settings) -> Iterator[Settings]:
         yield Settings.from_env()
 
 
-@contextlib.contextmanager
-def _worker_process(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
-    log = Path(settings.data_dir) / "worker.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as fh:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "worker"],
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def _wait_ready(settings: Settings, proc: subprocess.Popen[bytes], timeout: float = 90.0) -> None:
-    """Poll the worker's /health until it holds its partitions."""
-    import urllib.error
-    import urllib.request
-
-    url = f"http://{settings.web_host}:{settings.web_port}/health"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise CliError(
-                f"the worker exited with {proc.returncode}; see {settings.data_dir}/worker.log"
-            )
-        with (
-            contextlib.suppress(urllib.error.URLError, OSError),
-            urllib.request.urlopen(url, timeout=1) as resp,
-        ):
-            if resp.status == 200:
-                print("worker ready", flush=True)
-                return
-        time.sleep(0.5)
-    raise CliError(
-        f"the worker was not ready after {timeout:.0f}s; see {settings.data_dir}/worker.log"
-    )
-
-
 async def _simulate(settings: Settings, args: argparse.Namespace) -> None:
-    from app.evaluation.simulator import ArmSpec, SimulatorConfig, TrafficSimulator
+    from app.evaluation.simulator import SimulatorConfig, TrafficSimulator
     from app.policies.config import PoliciesConfig
     from app.topics import TopicCatalog
     from app.traffic import TrafficDriver
 
     policies = PoliciesConfig.load(settings.policies_path)
-    pc = policies.get(None)
-    assert pc is not None
+    pc = policies.policies[policies.default_policy]
     config = SimulatorConfig.from_yaml(settings.simulator_path).with_drift(args.drift)
-    arms = [ArmSpec(a.name, a.model, dict(a.parameters)) for a in pc.arms]
-    sim = TrafficSimulator(config, arms, pc.reward, seed=args.seed)
+    sim = TrafficSimulator(config, pc.arms, pc.reward, seed=args.seed)
     driver = TrafficDriver(
         settings.bootstrap,
         TopicCatalog.for_settings(settings),

@@ -20,7 +20,7 @@ from app.ingress import decision_id, reward_token
 from app.policies.base import Policy
 from app.policies.config import PoliciesConfig, PolicyConfig, PolicyConfigError
 from app.policies.guardrails import ArmEstimates, GuardrailError, Guardrails
-from app.records import InvalidEvent, PolicySnapshot, Request
+from app.records import InvalidEvent, PolicySnapshot, Request, decision_doc
 
 JSON = dict[str, Any]
 
@@ -142,16 +142,16 @@ class Decider:
         return _decision(
             request,
             pc.policy_id,
-            0,
-            arm.name,
-            arm.model,
-            arm.parameters,
-            [arm.name],
-            1.0,
-            {},
-            False,
-            True,
-            now_ms,
+            policy_version=0,
+            arm=arm.name,
+            model=arm.model,
+            parameters=arm.parameters,
+            available_arms=[arm.name],
+            propensity=1.0,
+            scores={},
+            explored=False,
+            fallback=True,
+            decided_at=now_ms,
         )
 
     def decide(self, requests: list[Request], now_ms: int) -> list[JSON | InvalidEvent]:
@@ -174,7 +174,7 @@ class Decider:
             if req.candidates is None:
                 allowed = tuple(live.config.arm_names)
             else:
-                unknown = [a for a in req.candidates if a not in live.policy._index]
+                unknown = [a for a in req.candidates if not live.policy.has_arm(a)]
                 if unknown:
                     out[i] = InvalidEvent(
                         "unknown_arm", f"candidates {unknown} are not arms of policy {pid!r}"
@@ -208,16 +208,16 @@ class Decider:
                 out[i] = _decision(
                     requests[i],
                     pid,
-                    live.version,
-                    arm.name,
-                    arm.model,
-                    arm.parameters,
-                    names,
-                    probs[j],
-                    scores,
-                    j != greedy,
-                    False,
-                    now_ms,
+                    policy_version=live.version,
+                    arm=arm.name,
+                    model=arm.model,
+                    parameters=arm.parameters,
+                    available_arms=names,
+                    propensity=probs[j],
+                    scores=scores,
+                    explored=j != greedy,
+                    fallback=False,
+                    decided_at=now_ms,
                 )
         for live, allowed, i in guarded:
             out[i] = self._decide_guarded(live, allowed, requests[i], now_ms)
@@ -255,16 +255,16 @@ class Decider:
         doc = _decision(
             req,
             live.config.policy_id,
-            live.version,
-            arm.name,
-            arm.model,
-            arm.parameters,
-            list(g.allowed),  # the arms the propensity refers to
-            g.propensity,
-            {a: round(v, 6) for a, v in g.selection.scores.items()},
-            g.explored,
-            g.flagged,
-            now_ms,
+            policy_version=live.version,
+            arm=arm.name,
+            model=arm.model,
+            parameters=arm.parameters,
+            available_arms=list(g.allowed),  # the arms the propensity refers to
+            propensity=g.propensity,
+            scores={a: round(v, 6) for a, v in g.selection.scores.items()},
+            explored=g.explored,
+            fallback=g.flagged,
+            decided_at=now_ms,
         )
         if row is not None:
             doc["features"] = row
@@ -299,16 +299,16 @@ class Decider:
                 doc = _decision(
                     requests[i],
                     live.config.policy_id,
-                    live.version,
-                    arm.name,
-                    arm.model,
-                    arm.parameters,
-                    names,
-                    float(props[n]),
-                    dict(zip(names, scores[n].round(6).tolist(), strict=True)),
-                    j != int(greedy[n]),
-                    False,
-                    now_ms,
+                    policy_version=live.version,
+                    arm=arm.name,
+                    model=arm.model,
+                    parameters=arm.parameters,
+                    available_arms=names,
+                    propensity=float(props[n]),
+                    scores=dict(zip(names, scores[n].round(6).tolist(), strict=True)),
+                    explored=j != int(greedy[n]),
+                    fallback=False,
+                    decided_at=now_ms,
                 )
                 doc["features"] = rows[n]
                 out[i] = doc
@@ -320,16 +320,16 @@ class Decider:
             doc = _decision(
                 requests[i],
                 live.config.policy_id,
-                live.version,
-                arm.name,
-                arm.model,
-                arm.parameters,
-                names,
-                s.propensity,
-                {a: round(v, 6) for a, v in s.scores.items()},
-                s.explored,
-                False,
-                now_ms,
+                policy_version=live.version,
+                arm=arm.name,
+                model=arm.model,
+                parameters=arm.parameters,
+                available_arms=names,
+                propensity=s.propensity,
+                scores={a: round(v, 6) for a, v in s.scores.items()},
+                explored=s.explored,
+                fallback=False,
+                decided_at=now_ms,
             )
             doc["features"] = row
             out[i] = doc
@@ -388,37 +388,35 @@ def check_dimensions(config: PoliciesConfig, request_dim: int) -> None:
 def _decision(
     req: Request,
     policy_id: str,
-    version: int,
+    *,
+    policy_version: int,
     arm: str,
     model: str,
     parameters: JSON,
-    available: list[str],
+    available_arms: list[str],
     propensity: float,
     scores: JSON,
     explored: bool,
     fallback: bool,
-    now_ms: int,
+    decided_at: int,
 ) -> JSON:
-    # Built as a plain dict: dataclass construction + asdict would cost more
-    # than the whole selection on this path. Keys mirror records.Decision.
-    doc = {
-        "decision_id": decision_id(req.tenant_id, req.request_id),
-        "request_id": req.request_id,
-        "tenant_id": req.tenant_id,
-        "policy_id": policy_id,
-        "policy_version": version,
-        "arm": arm,
-        "model": model,
-        "parameters": parameters,
-        "available_arms": available,
-        "propensity": propensity,
-        "scores": scores,
-        "explored": explored,
-        "fallback": fallback,
-        "requested_at": req.created_at,
-        "decided_at": now_ms,
-        "schema_version": 1,
-    }
+    doc = decision_doc(
+        decision_id=decision_id(req.tenant_id, req.request_id),
+        request_id=req.request_id,
+        tenant_id=req.tenant_id,
+        policy_id=policy_id,
+        policy_version=policy_version,
+        arm=arm,
+        model=model,
+        parameters=parameters,
+        available_arms=available_arms,
+        propensity=propensity,
+        scores=scores,
+        explored=explored,
+        fallback=fallback,
+        requested_at=req.created_at,
+        decided_at=decided_at,
+    )
     if req.workflow is not None:
         # The episode's id and step travel with the decision to the learner;
         # the state itself is the decision's feature vector.

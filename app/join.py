@@ -32,14 +32,44 @@ learner, which dedupes by request id, applies it once.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Required, TypedDict, cast
 
 import orjson
 
 from app.policies.config import PoliciesConfig
-from app.records import Decision, InvalidEvent, Reward
+from app.records import REWARD_COMPONENTS, Decision, InvalidEvent, Reward, outcome_doc
 
 JSON = dict[str, Any]
+
+
+class JoinEntry(TypedDict, total=False):
+    """One request's entry, the table's value (:func:`encode_entry`,
+    :func:`valid_entry`). By ``state``:
+
+    - ``pending``: the ``decision``;
+    - ``orphan``: the held ``reward``, its ``source`` ([topic, partition,
+      offset]) and ``raw`` bytes, for a dead letter;
+    - ``done``: ``how`` it ended (``rewarded``, ``defaulted``), the
+      ``outcome``, and every event that went into it (``completed_by``), so
+      that a redelivery of any of them is recognised.
+
+    ``due``: when to look at it next; ``until``: the bound on waiting
+    (pending, orphan); ``partition``: where its events are; ``mark``: the
+    position the join must read to (:func:`_read_to`).
+    """
+
+    state: Required[str]
+    due: Required[int]
+    partition: Required[int]
+    until: int
+    decision: JSON
+    reward: JSON
+    source: list[Any]
+    raw: str
+    how: str
+    completed_by: list[list[Any]]
+    outcome: JSON
+    mark: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +98,7 @@ def _read_to(end: int | None, done: int | None, mark: int | None) -> tuple[int |
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    entry: JSON | None
+    entry: JoinEntry | None
     result: str  # counter label: stored, joined, defaulted, duplicate_decision, held, ...
     outcome: JSON | None = None
     error: InvalidEvent | None = None
@@ -123,52 +153,54 @@ class Joiner:
         pc = self.policies.get(policy_id)
         return int((pc.reward.wait_seconds if pc else 30.0) * 1000)
 
-    def on_decision(self, entry: JSON | None, decision: JSON, source: list[Any], now: int) -> Step:
+    def on_decision(
+        self, entry: JoinEntry | None, decision: JSON, source: list[Any], now: int
+    ) -> Step:
         """``source``: [topic, partition, offset] of the decision event."""
         if entry is None:
             wait = self._wait_ms(decision["policy_id"])
             until = now + wait + self.max_hold_ms
-            pending = {
-                "s": "pending",
-                "d": decision,
+            pending: JoinEntry = {
+                "state": "pending",
+                "decision": decision,
                 # From the decision's time, not from when the join saw it.
                 "due": min(decision["decided_at"] + wait + self.settle_ms, until),
                 "until": until,
-                "p": source[1],
+                "partition": source[1],
             }
             return Step(pending, "stored")
-        if entry["s"] == "orphan":
-            outcome = self._outcome(decision, Reward.from_dict(entry["r"]), now)
+        if entry["state"] == "orphan":
+            outcome = self._outcome(decision, Reward.from_dict(entry["reward"]), now)
             return Step(
                 self._done(entry, now, "rewarded", outcome, source), "joined", outcome=outcome
             )
-        if entry["s"] == "done" and source in entry["by"]:
-            return Step(entry, "redelivered", outcome=entry["o"])
+        if entry["state"] == "done" and source in entry["completed_by"]:
+            return Step(entry, "redelivered", outcome=entry["outcome"])
         return Step(entry, "duplicate_decision")
 
     def on_reward(
-        self, entry: JSON | None, reward: Reward, raw: bytes, source: list[Any], now: int
+        self, entry: JoinEntry | None, reward: Reward, raw: bytes, source: list[Any], now: int
     ) -> Step:
         if entry is None:
-            orphan = {
-                "s": "orphan",
-                "r": reward.to_dict(),
-                "src": source,
+            orphan: JoinEntry = {
+                "state": "orphan",
+                "reward": reward.to_dict(),
+                "source": source,
                 "raw": raw.decode("utf-8", "replace"),
                 "due": now + self.orphan_hold_ms,
                 "until": now + self.max_hold_ms,
-                "p": source[1],
+                "partition": source[1],
             }
             return Step(orphan, "held")
-        state = entry["s"]
+        state = entry["state"]
         if state == "pending":
-            outcome = self._outcome(entry["d"], reward, now)
+            outcome = self._outcome(entry["decision"], reward, now)
             return Step(
                 self._done(entry, now, "rewarded", outcome, source), "joined", outcome=outcome
             )
-        if state == "done" and source in entry["by"]:
-            return Step(entry, "redelivered", outcome=entry["o"])
-        if state == "orphan" and entry.get("src") == source:
+        if state == "done" and source in entry["completed_by"]:
+            return Step(entry, "redelivered", outcome=entry["outcome"])
+        if state == "orphan" and entry.get("source") == source:
             return Step(entry, "redelivered")  # the held reward itself, delivered again
         if state == "done" and entry.get("how") == "defaulted":
             err = InvalidEvent(
@@ -181,18 +213,18 @@ class Joiner:
         )
         return Step(entry, "duplicate_reward", error=err)
 
-    def on_due(self, entry: JSON | None, now: int, progress: Progress = CAUGHT_UP) -> Step:
+    def on_due(self, entry: JoinEntry | None, now: int, progress: Progress = CAUGHT_UP) -> Step:
         """Called when an entry's ``due`` time may have passed; ``progress``
         is how far the join has read the entry's partition."""
         if entry is None or entry["due"] > now:
             return Step(entry, "not_due")
-        state = entry["s"]
+        state = entry["state"]
         if state == "pending":
             mark, read = _read_to(progress.rewards_end, progress.rewards_done, entry.get("mark"))
             at_bound = now >= entry.get("until", now)
             if not (read or at_bound):
                 return self._recheck(entry, mark, now, "rewards")
-            d = entry["d"]
+            d = entry["decision"]
             pc = self.policies.get(d["policy_id"])
             default = pc.reward.default_reward if pc else 0.0
             outcome = _outcome_doc(d, default, {}, True, now)
@@ -213,7 +245,7 @@ class Joiner:
             else:
                 why = f"the join did not reach its decision within {self.max_hold_ms} ms"
             err = InvalidEvent("unknown_request", f"no decision for this request id: {why}")
-            original = (entry["src"], entry["raw"].encode())
+            original = (entry["source"], entry["raw"].encode())
             return Step(
                 None,
                 "unknown_request" if read else "unknown_request_at_bound",
@@ -223,34 +255,29 @@ class Joiner:
             )
         return Step(None, "expired", keep=False)
 
-    def _recheck(self, entry: JSON, mark: int | None, now: int, waits_on: str) -> Step:
+    def _recheck(self, entry: JoinEntry, mark: int | None, now: int, waits_on: str) -> Step:
         """``due`` is when to look again if the mark is not known yet."""
         return Step(
             {**entry, "mark": mark, "due": now + self.recheck_ms}, "waiting", waits_on=waits_on
         )
 
     def _done(
-        self, entry: JSON, now: int, how: str, outcome: JSON, source: list[Any] | None
-    ) -> JSON:
-        # "by": every event that went into the outcome (the completing one and
-        # a held reward), so that a redelivery of any of them is recognised.
-        by = [src for src in (source, entry.get("src")) if src is not None]
+        self, entry: JoinEntry, now: int, how: str, outcome: JSON, source: list[Any] | None
+    ) -> JoinEntry:
+        # The completing event and a held reward.
+        by = [src for src in (source, entry.get("source")) if src is not None]
         return {
-            "s": "done",
+            "state": "done",
             "how": how,
             "due": now + self.done_retention_ms,
-            "p": entry["p"],
-            "by": by,
-            "o": outcome,
+            "partition": entry["partition"],
+            "completed_by": by,
+            "outcome": outcome,
         }
 
     def _outcome(self, decision: JSON, reward: Reward, now: int) -> JSON:
         pc = self.policies.get(decision["policy_id"])
-        components = {
-            k: v
-            for k in ("quality", "cost_usd", "latency_ms", "error", "feedback")
-            if (v := getattr(reward, k)) is not None
-        }
+        components = {k: v for k in REWARD_COMPONENTS if (v := getattr(reward, k)) is not None}
         scalar = (
             pc.reward.scalar(
                 reward.quality, reward.cost_usd, reward.latency_ms, reward.error, reward.feedback
@@ -262,22 +289,21 @@ class Joiner:
 
 
 def _outcome_doc(d: JSON, reward: float, components: JSON, defaulted: bool, now: int) -> JSON:
-    doc = {
-        "request_id": d["request_id"],
-        "tenant_id": d["tenant_id"],
-        "policy_id": d["policy_id"],
-        "policy_version": d["policy_version"],
-        "arm": d["arm"],
-        "available_arms": d["available_arms"],
-        "propensity": d["propensity"],
-        "explored": d["explored"],
-        "reward": reward,
-        "defaulted": defaulted,
-        "decided_at": d["decided_at"],
-        "outcome_at": now,
-        "components": components,
-        "schema_version": 1,
-    }
+    doc = outcome_doc(
+        request_id=d["request_id"],
+        tenant_id=d["tenant_id"],
+        policy_id=d["policy_id"],
+        policy_version=d["policy_version"],
+        arm=d["arm"],
+        available_arms=d["available_arms"],
+        propensity=d["propensity"],
+        explored=d["explored"],
+        reward=reward,
+        defaulted=defaulted,
+        decided_at=d["decided_at"],
+        outcome_at=now,
+        components=components,
+    )
     if d.get("features") is not None:
         doc["features"] = d["features"]
     if d.get("spec_features") is not None:
@@ -288,25 +314,46 @@ def _outcome_doc(d: JSON, reward: float, components: JSON, defaulted: bool, now:
 
 
 ENTRY_STATES = frozenset({"pending", "orphan", "done"})
+ENTRY_FIELDS = frozenset(JoinEntry.__annotations__)
+# The keys entries were written with before they had a type: changelogs
+# written by earlier versions hold them.
+SHORT_ENTRY_KEYS = {
+    "s": "state",
+    "d": "decision",
+    "r": "reward",
+    "p": "partition",
+    "src": "source",
+    "by": "completed_by",
+    "o": "outcome",
+}
 
 
-def valid_entry(raw: bytes | None) -> dict[str, Any] | None:
-    """A table value as the join wrote it, or None for anything else (a
-    poisoned changelog record is skipped, never trusted)."""
+def encode_entry(entry: JoinEntry) -> bytes:
+    """The table value of an entry (:func:`valid_entry` reads it back)."""
+    return orjson.dumps(entry)
+
+
+def valid_entry(raw: bytes | None) -> JoinEntry | None:
+    """A table value as the join wrote it, under its field names or the
+    short keys of earlier versions, or None for anything else (a poisoned
+    changelog record is skipped, never trusted)."""
     if raw is None:
         return None
     try:
         e = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return None
+    if not isinstance(e, dict):
+        return None
+    if "s" in e:
+        e = {SHORT_ENTRY_KEYS.get(k, k): v for k, v in e.items()}
     if (
-        not isinstance(e, dict)
-        or e.get("s") not in ENTRY_STATES
+        e.get("state") not in ENTRY_STATES
         or type(e.get("due")) is not int
-        or type(e.get("p")) is not int
+        or type(e.get("partition")) is not int
     ):
         return None
-    return e
+    return cast(JoinEntry, {k: v for k, v in e.items() if k in ENTRY_FIELDS})
 
 
 def parse_decision(raw: bytes | None) -> JSON:

@@ -1,9 +1,13 @@
 """Event records, one class per JSON Schema in ``schemas/``.
 
 Plain dataclasses rather than ``faust.Record``: the backtester, the SDK and the
-benchmarks use them without Faust, and parsing them by hand is several times
-faster than a generic validator on the decision hot path. ``tests/test_contracts.py``
-proves that each record and its schema accept and emit the same documents.
+benchmarks use them without Faust. Each field states its checks once, in its
+metadata (:class:`FieldSpec`: kind, range, length, default); from them each
+record gets a ``from_dict`` compiled when this module is imported, several
+times faster than a generic validator on the decision hot path, and
+:func:`schema_properties`, the JSON Schema they amount to.
+``tests/test_contracts.py`` proves that each record and its schema file
+accept and emit the same documents, and that the file states the same checks.
 
 Timestamps are epoch milliseconds (``*_at`` fields), UTC.
 """
@@ -12,8 +16,10 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, ClassVar, TypeVar
 
 import orjson
@@ -42,131 +48,361 @@ def _fail(detail: str) -> InvalidEvent:
     return InvalidEvent("schema_violation", detail)
 
 
-def _str(d: JSON, name: str, required: bool = True, max_len: int = 256) -> Any:
-    if name not in d:
-        if required:
-            raise _fail(f"'{name}' is required")
-        return None
-    v = d[name]
-    if not isinstance(v, str) or not v or len(v) > max_len:
-        raise _fail(f"'{name}' must be a non-empty string of at most {max_len} characters")
-    return v
-
-
-def _int(d: JSON, name: str, lo: int, hi: int, required: bool = True) -> Any:
-    if name not in d:
-        if required:
-            raise _fail(f"'{name}' is required")
-        return None
-    v = d[name]
-    if type(v) is float and v.is_integer():
-        v = int(v)
-    if type(v) is not int or not lo <= v <= hi:
-        raise _fail(f"'{name}' must be an integer in [{lo}, {hi}]")
-    return v
-
-
 def _finite(v: Any) -> bool:
     """A JSON number that is not NaN/±inf; ints are not converted (no OverflowError)."""
     return type(v) is int or (type(v) is float and math.isfinite(v))
 
 
-def _num(d: JSON, name: str, lo: float, hi: float, required: bool = False) -> Any:
-    if name not in d:
-        if required:
-            raise _fail(f"'{name}' is required")
-        return None
-    v = d[name]
-    if not _finite(v):
-        raise InvalidEvent("invalid_value", f"'{name}' must be a finite number")
-    if not lo <= v <= hi:
-        raise InvalidEvent("invalid_value", f"'{name}' must be in [{lo}, {hi}]")
-    return float(v)
+# --- field declarations -------------------------------------------------------------------
 
 
-def _bool(d: JSON, name: str, default: bool | None = None) -> Any:
-    v = d.get(name, default)
-    if type(v) is not bool:
-        raise _fail(f"'{name}' must be a boolean")
-    return v
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """What one field of an event may hold, in the field's metadata under
+    ``"spec"`` (made by :func:`text`, :func:`integer`, ...). Whether the field
+    is required, and its default, are the dataclass field's own."""
+
+    kind: str
+    lo: float | None = None  # integer, number: inclusive range
+    hi: float | None = None
+    min_len: int = 1  # string: characters
+    max_len: int | None = 256  # string: characters; strings, numbers: items
+    allowed: tuple[str, ...] | None = None  # string, choice
+    encoding: str | None = None  # string: contentEncoding
+    message: str | None = None  # string: the rejection's wording, when not the usual one
+    finite_values: bool = False  # object: every value a finite number
+    fields: tuple[tuple[str, FieldSpec, bool], ...] = ()  # nested: (name, spec, required)
+    exact: bool = False  # nested: all fields present; the object is kept as it came
+    decode: Callable[[JSON], Any] | None = None  # custom
+    schema: JSON | None = None  # custom: its JSON Schema (without descriptions)
+    # Checked before the other fields: a document with several faults is
+    # rejected for the same one as ever.
+    first: bool = False
 
 
-def _str_list(d: JSON, name: str, required: bool = True, max_items: int = 64) -> Any:
-    if name not in d:
-        if required:
-            raise _fail(f"'{name}' is required")
-        return None
-    v = d[name]
-    if (
-        not isinstance(v, list)
-        or not 1 <= len(v) <= max_items
-        or not all(isinstance(x, str) and x for x in v)
-        or len(set(v)) != len(v)
-    ):
-        raise _fail(f"'{name}' must be a list of 1..{max_items} distinct non-empty strings")
-    return v
+Meta = Mapping[str, FieldSpec]
 
 
-def _float_list(d: JSON, name: str, max_items: int = 1024) -> Any:
-    if name not in d:
-        return None
-    v = d[name]
-    if not isinstance(v, list) or len(v) > max_items or not all(_finite(x) for x in v):
-        raise _fail(f"'{name}' must be a list of at most {max_items} finite numbers")
-    return v
+def _meta(spec: FieldSpec) -> Meta:
+    return {"spec": spec}
 
 
-def _spec_features(d: JSON) -> Any:
-    """The feature spec's lineage (name, version, content hash) and its values."""
-    v = _dict(d, "spec_features")
-    if v is None:
-        return None
-    if set(v) != {"name", "version", "hash", "values"}:
-        raise _fail("'spec_features' must have exactly name, version, hash and values")
-    _str(v, "name")
-    _int(v, "version", 1, 2**31 - 1)
-    _str(v, "hash", max_len=64)
-    if _float_list(v, "values") is None:
-        raise _fail("'spec_features.values' is required")
-    return v
+def text(
+    max_len: int | None = 256,
+    *,
+    min_len: int = 1,
+    allowed: tuple[str, ...] | None = None,
+    encoding: str | None = None,
+    message: str | None = None,
+    first: bool = False,
+) -> Meta:
+    """A string of ``min_len``..``max_len`` characters; ``allowed``: one of
+    these, checked after the length."""
+    return _meta(
+        FieldSpec(
+            "string",
+            min_len=min_len,
+            max_len=max_len,
+            allowed=allowed,
+            encoding=encoding,
+            message=message,
+            first=first,
+        )
+    )
 
 
-def _dict(d: JSON, name: str, required: bool = False) -> Any:
-    if name not in d:
-        if required:
-            raise _fail(f"'{name}' is required")
-        return None
-    v = d[name]
-    if not isinstance(v, dict):
-        raise _fail(f"'{name}' must be an object")
-    return v
+def integer(lo: int, hi: int) -> Meta:
+    """An integer in [lo, hi]; an integral float (``3.0``) counts as one, as in JSON Schema."""
+    return _meta(FieldSpec("integer", lo=lo, hi=hi))
 
 
-_WORKFLOW_KEYS = frozenset({"id", "step", "state", "final"})
+def number(lo: float, hi: float) -> Meta:
+    """A finite number in [lo, hi], decoded as a float; out of range is ``invalid_value``."""
+    return _meta(FieldSpec("number", lo=float(lo), hi=float(hi)))
 
 
-def _workflow(d: JSON) -> Any:
-    """The optional ``workflow`` object: which multi-step episode a request
-    (and its decision and outcome) belongs to, for RL policies."""
-    w = _dict(d, "workflow")
-    if w is None:
-        return None
-    extra = w.keys() - _WORKFLOW_KEYS
-    if extra:
-        raise _fail(f"'workflow' has unknown field(s) {sorted(extra)}")
-    out: JSON = {"id": _str(w, "id"), "step": _int(w, "step", 0, 10_000)}
-    if "state" in w:
-        state = _float_list(w, "state", max_items=256)
-        out["state"] = state
-    if "final" in w:
-        out["final"] = _bool(w, "final")
-    return out
+def real() -> Meta:
+    """Any finite number, kept as parsed (an int beyond 2**53 stays exact)."""
+    return _meta(FieldSpec("real"))
+
+
+def boolean(first: bool = False) -> Meta:
+    return _meta(FieldSpec("boolean", first=first))
+
+
+def choice(allowed: tuple[str, ...], first: bool = False) -> Meta:
+    return _meta(FieldSpec("choice", allowed=allowed, first=first))
+
+
+def strings(max_items: int = 64) -> Meta:
+    """A list of 1..max_items distinct non-empty strings."""
+    return _meta(FieldSpec("strings", max_len=max_items))
+
+
+def numbers(max_items: int = 1024) -> Meta:
+    """A list of at most max_items finite numbers."""
+    return _meta(FieldSpec("numbers", max_len=max_items))
+
+
+def obj(finite_values: bool = False, first: bool = False) -> Meta:
+    """A JSON object, free-form unless ``finite_values``."""
+    return _meta(FieldSpec("object", finite_values=finite_values, first=first))
+
+
+def nested(
+    required: Mapping[str, Meta], optional: Mapping[str, Meta] = {}, *, exact: bool = False
+) -> Meta:
+    """An object of these fields and no others. ``exact``: all of them, and
+    the object is kept as it came; otherwise it is rebuilt, fields in this order."""
+    subs = [(k, m["spec"], True) for k, m in required.items()]
+    subs += [(k, m["spec"], False) for k, m in optional.items()]
+    return _meta(FieldSpec("nested", fields=tuple(subs), exact=exact))
+
+
+def custom(decode: Callable[[JSON], Any], schema: JSON) -> Meta:
+    """Checked by ``decode(document)``, stated as ``schema`` beside it."""
+    return _meta(FieldSpec("custom", decode=decode, schema=schema))
+
+
+TIMESTAMP = integer(0, 2**53)
+WORKFLOW = nested(
+    {"id": text(), "step": integer(0, 10_000)},
+    {"state": numbers(256), "final": boolean()},
+)
+"""Which multi-step episode a request (and its decision and outcome) belongs
+to, for RL policies."""
+SPEC_FEATURES = nested(
+    {"name": text(), "version": integer(1, 2**31 - 1), "hash": text(64), "values": numbers()},
+    exact=True,
+)
+"""The feature spec's lineage (name, version, content hash) and its values."""
+
+
+# --- decoding -----------------------------------------------------------------------------
+
+Check = Callable[[JSON], Any]
+
+
+def _checker(name: str, s: FieldSpec) -> Check:
+    """The function that takes field ``name`` from a document (where the
+    compiled ``from_dict`` found it, or must have), checked, or raises."""
+    required = f"'{name}' is required"
+    kind = s.kind
+    if kind == "string":
+        lo, hi, allowed = s.min_len, sys.maxsize if s.max_len is None else s.max_len, s.allowed
+        if s.message is not None:
+            bad = f"'{name}' {s.message}"
+        elif lo == hi:
+            bad = f"'{name}' must be a string of {hi} characters"
+        else:
+            bad = f"'{name}' must be a non-empty string of at most {s.max_len} characters"
+        not_allowed = f"'{name}' must be one of {allowed}"
+
+        def check_string(d: JSON) -> Any:
+            if name not in d:
+                raise _fail(required)
+            v = d[name]
+            if not isinstance(v, str) or not lo <= len(v) <= hi:
+                raise _fail(bad)
+            if allowed is not None and v not in allowed:
+                raise _fail(not_allowed)
+            return v
+
+        return check_string
+    if kind == "integer":
+        assert s.lo is not None and s.hi is not None
+        ilo, ihi = s.lo, s.hi
+        bad = f"'{name}' must be an integer in [{ilo}, {ihi}]"
+
+        def check_integer(d: JSON) -> Any:
+            if name not in d:
+                raise _fail(required)
+            v = d[name]
+            if type(v) is float and v.is_integer():
+                v = int(v)
+            if type(v) is not int or not ilo <= v <= ihi:
+                raise _fail(bad)
+            return v
+
+        return check_integer
+    if kind in ("number", "real"):
+        as_float = kind == "number"
+        nlo = -math.inf if s.lo is None else s.lo
+        nhi = math.inf if s.hi is None else s.hi
+        not_finite = f"'{name}' must be a finite number"
+        out_of_range = f"'{name}' must be in [{nlo}, {nhi}]"
+
+        def check_number(d: JSON) -> Any:
+            if name not in d:
+                raise _fail(required)
+            v = d[name]
+            if not _finite(v):
+                raise InvalidEvent("invalid_value", not_finite)
+            if not as_float:
+                return v
+            if not nlo <= v <= nhi:
+                raise InvalidEvent("invalid_value", out_of_range)
+            return float(v)
+
+        return check_number
+    if kind in ("boolean", "choice"):
+        options = s.allowed
+        choices = options or ()
+        bad = (
+            f"'{name}' must be a boolean"
+            if options is None
+            else f"'{name}' must be one of {options}"
+        )
+
+        # A missing required boolean or choice has always been reported as a wrong value.
+        def check_boolean(d: JSON) -> Any:
+            v = d.get(name)
+            if type(v) is not bool:
+                raise _fail(bad)
+            return v
+
+        def check_choice(d: JSON) -> Any:
+            v = d.get(name)
+            if type(v) is not str or v not in choices:
+                raise _fail(bad)
+            return v
+
+        return check_boolean if options is None else check_choice
+    if kind in ("strings", "numbers"):
+        n = s.max_len or 0
+        if kind == "strings":
+            bad = f"'{name}' must be a list of 1..{n} distinct non-empty strings"
+        else:
+            bad = f"'{name}' must be a list of at most {n} finite numbers"
+
+        def string_list(d: JSON) -> Any:
+            if name not in d:
+                raise _fail(required)
+            v = d[name]
+            if (
+                not isinstance(v, list)
+                or not 1 <= len(v) <= n
+                or not all(isinstance(x, str) and x for x in v)
+                or len(set(v)) != len(v)
+            ):
+                raise _fail(bad)
+            return v
+
+        def number_list(d: JSON) -> Any:
+            if name not in d:
+                raise _fail(required)
+            v = d[name]
+            if not isinstance(v, list) or len(v) > n or not all(_finite(x) for x in v):
+                raise _fail(bad)
+            return v
+
+        return string_list if kind == "strings" else number_list
+    if kind in ("object", "nested"):
+        return _object_checker(name, s, required)
+    if kind == "custom" and s.decode is not None:
+        return s.decode
+    raise TypeError(f"field {name!r}: unknown kind {kind!r}")
+
+
+def _object_checker(name: str, s: FieldSpec, required: str) -> Check:
+    not_object = f"'{name}' must be an object"
+    subs = [(k, _checker(k, sub), req) for k, sub, req in s.fields]
+    keys = frozenset(k for k, _, _ in subs)
+    names = [k for k, _, _ in subs]
+    not_exact = f"'{name}' must have exactly " + " and ".join([", ".join(names[:-1]), *names[-1:]])
+    finite_values = s.finite_values
+
+    def free(d: JSON) -> Any:
+        if name not in d:
+            raise _fail(required)
+        v = d[name]
+        if not isinstance(v, dict):
+            raise _fail(not_object)
+        if finite_values and not all(_finite(x) for x in v.values()):
+            raise _fail(f"'{name}' values must be finite numbers")
+        return v
+
+    def exact(d: JSON) -> Any:
+        v = free(d)
+        if v.keys() != keys:
+            raise _fail(not_exact)
+        for _, check, _ in subs:
+            check(v)
+        return v
+
+    def rebuilt(d: JSON) -> Any:
+        v = free(d)
+        extra = v.keys() - keys
+        if extra:
+            raise _fail(f"'{name}' has unknown field(s) {sorted(extra)}")
+        return {k: check(v) for k, check, req in subs if req or k in v}
+
+    if s.kind == "object":
+        return free
+    return exact if s.exact else rebuilt
 
 
 def _version(d: JSON) -> None:
     v = d.get("schema_version")
     if type(v) is bool or v != SCHEMA_VERSION:
         raise _fail(f"'schema_version' must be {SCHEMA_VERSION}, got {v!r}")
+
+
+def _reject_extra(d: JSON, allowed: frozenset[str]) -> None:
+    extra = set(d) - allowed
+    if extra:
+        raise _fail(f"unknown field(s) {sorted(extra)}")
+
+
+def _compile_from_dict(cls: type[Record]) -> Callable[[JSON], Any]:
+    """``cls.from_dict``, as straight-line code over the fields' checkers
+    (as :mod:`dataclasses` compiles ``__init__``): interpreting the
+    declarations on every call would slow the decision path."""
+    env: dict[str, Any] = {
+        "cls": cls,
+        "_version": _version,
+        "_reject_extra": _reject_extra,
+        "_fail": _fail,
+        "allowed": frozenset(cls.field_names()),
+    }
+    declared = list(fields(cls))
+    if declared.pop().name != "schema_version":  # the positional arguments below
+        raise TypeError(f"{cls.__name__}: schema_version must be the last field")
+    order = [f for f in declared if spec_of(f).first] + [
+        f for f in declared if not spec_of(f).first
+    ]
+    body = [
+        "    _version(d)",
+        "    if not d.keys() <= allowed:",
+        "        _reject_extra(d, allowed)",
+    ]
+    for i, f in enumerate(declared):
+        env[f"check_{i}"] = _checker(f.name, spec_of(f))
+    for f in order:
+        i = declared.index(f)
+        if f.default is MISSING and f.default_factory is MISSING:
+            body.append(f"    a{i} = check_{i}(d)")
+        elif f.default_factory is not MISSING:
+            env[f"factory_{i}"] = f.default_factory
+            body.append(f"    a{i} = check_{i}(d) if {f.name!r} in d else factory_{i}()")
+        else:
+            env[f"default_{i}"] = f.default
+            body.append(f"    a{i} = check_{i}(d) if {f.name!r} in d else default_{i}")
+    for name, (other, value) in cls.required_when.items():
+        msg = f"'{name}' is required when '{other}' is {value!r}"
+        body.append(f"    if d.get({other!r}) == {value!r} and {name!r} not in d:")
+        body.append(f"        raise _fail({msg!r})")
+    args = ", ".join(f"a{i}" for i in range(len(declared)))
+    source = "\n".join(["def from_dict(d):", *body, f"    return cls({args})"])
+    exec(compile(source, f"<{cls.__name__}.from_dict>", "exec"), env)
+    fn: Callable[[JSON], Any] = env["from_dict"]
+    return fn
+
+
+def spec_of(f: Any) -> FieldSpec:
+    """The :class:`FieldSpec` of a dataclass field of a record."""
+    spec: FieldSpec = f.metadata["spec"]
+    return spec
 
 
 MAX_DEPTH = 64
@@ -247,14 +483,13 @@ def _has_non_finite(raw: bytes) -> bool:
     return found
 
 
-_FIELD_SETS: dict[type, frozenset[str]] = {}
-
-
 @dataclass(slots=True)
 class Record:
     """Base: ``to_dict``/``dumps`` omit ``None`` so optional fields stay absent."""
 
     schema_name: ClassVar[str] = ""
+    # A field required when another has a value: {field: (other field, value)}.
+    required_when: ClassVar[dict[str, tuple[str, str]]] = {}
 
     def to_dict(self) -> JSON:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -271,19 +506,8 @@ class Record:
         return cls.from_dict(decode(raw, max_bytes))
 
     @classmethod
-    def from_dict(cls: type[R], d: JSON) -> R:  # pragma: no cover - overridden
+    def from_dict(cls: type[R], d: JSON) -> R:  # pragma: no cover - compiled per record
         raise TypeError(cls.__name__)
-
-    @classmethod
-    def _check_extra(cls, d: JSON) -> None:
-        allowed = _FIELD_SETS.get(cls)
-        if allowed is None:
-            allowed = _FIELD_SETS[cls] = frozenset(cls.field_names())
-        if d.keys() <= allowed:
-            return
-        extra = set(d) - allowed
-        if extra:
-            raise _fail(f"unknown field(s) {sorted(extra)}")
 
 
 @dataclass(slots=True)
@@ -292,36 +516,18 @@ class Request(Record):
 
     schema_name: ClassVar[str] = "request"
 
-    request_id: str
-    tenant_id: str
-    task_type: str
-    created_at: int
-    input_tokens: int = 0
-    priority: int = 5
-    policy_id: str | None = None
-    candidates: list[str] | None = None
-    reply_to: str | None = None
-    metadata: JSON | None = None
-    workflow: JSON | None = None
+    request_id: str = field(metadata=text())
+    tenant_id: str = field(metadata=text())
+    task_type: str = field(metadata=text(64))
+    created_at: int = field(metadata=TIMESTAMP)
+    input_tokens: int = field(default=0, metadata=integer(0, 10_000_000))
+    priority: int = field(default=5, metadata=integer(0, 10))
+    policy_id: str | None = field(default=None, metadata=text())
+    candidates: list[str] | None = field(default=None, metadata=strings())
+    reply_to: str | None = field(default=None, metadata=text(249))  # a Kafka topic name
+    metadata: JSON | None = field(default=None, metadata=obj())
+    workflow: JSON | None = field(default=None, metadata=WORKFLOW)
     schema_version: int = SCHEMA_VERSION
-
-    @classmethod
-    def from_dict(cls, d: JSON) -> Request:
-        _version(d)
-        cls._check_extra(d)
-        return cls(
-            request_id=_str(d, "request_id"),
-            tenant_id=_str(d, "tenant_id"),
-            task_type=_str(d, "task_type", max_len=64),
-            created_at=_int(d, "created_at", 0, 2**53),
-            input_tokens=_int(d, "input_tokens", 0, 10_000_000, required=False) or 0,
-            priority=_int(d, "priority", 0, 10, required=False) if "priority" in d else 5,
-            policy_id=_str(d, "policy_id", required=False),
-            candidates=_str_list(d, "candidates", required=False),
-            reply_to=_str(d, "reply_to", required=False, max_len=249),
-            metadata=_dict(d, "metadata"),
-            workflow=_workflow(d) if "workflow" in d else None,
-        )
 
 
 @dataclass(slots=True)
@@ -331,55 +537,68 @@ class Decision(Record):
 
     schema_name: ClassVar[str] = "decision"
 
-    decision_id: str
-    request_id: str
-    tenant_id: str
-    policy_id: str
-    policy_version: int
-    arm: str
-    model: str
-    parameters: JSON
-    available_arms: list[str]
-    propensity: float
-    scores: dict[str, float]
-    explored: bool
-    fallback: bool
-    requested_at: int
-    decided_at: int
-    features: list[float] | None = None
-    spec_features: JSON | None = None
-    workflow: JSON | None = None
-    reward_token: str | None = None
+    decision_id: str = field(metadata=text())
+    request_id: str = field(metadata=text())
+    tenant_id: str = field(metadata=text())
+    policy_id: str = field(metadata=text())
+    policy_version: int = field(metadata=TIMESTAMP)
+    arm: str = field(metadata=text())
+    model: str = field(metadata=text())
+    parameters: JSON = field(metadata=obj())
+    available_arms: list[str] = field(metadata=strings())
+    propensity: float = field(metadata=number(0, 1))
+    scores: dict[str, float] = field(metadata=obj(finite_values=True, first=True))
+    explored: bool = field(metadata=boolean())
+    fallback: bool = field(metadata=boolean())
+    requested_at: int = field(metadata=TIMESTAMP)
+    decided_at: int = field(metadata=TIMESTAMP)
+    features: list[float] | None = field(default=None, metadata=numbers())
+    spec_features: JSON | None = field(default=None, metadata=SPEC_FEATURES)
+    workflow: JSON | None = field(default=None, metadata=WORKFLOW)
+    reward_token: str | None = field(default=None, metadata=text(128))
     schema_version: int = SCHEMA_VERSION
 
-    @classmethod
-    def from_dict(cls, d: JSON) -> Decision:
-        _version(d)
-        cls._check_extra(d)
-        scores = _dict(d, "scores", required=True)
-        if not all(_finite(v) for v in scores.values()):
-            raise _fail("'scores' values must be finite numbers")
-        return cls(
-            decision_id=_str(d, "decision_id"),
-            request_id=_str(d, "request_id"),
-            tenant_id=_str(d, "tenant_id"),
-            policy_id=_str(d, "policy_id"),
-            policy_version=_int(d, "policy_version", 0, 2**53),
-            arm=_str(d, "arm"),
-            model=_str(d, "model"),
-            parameters=_dict(d, "parameters", required=True),
-            available_arms=_str_list(d, "available_arms"),
-            propensity=_num(d, "propensity", 0.0, 1.0, required=True),
-            scores=scores,
-            explored=_bool(d, "explored"),
-            fallback=_bool(d, "fallback"),
-            requested_at=_int(d, "requested_at", 0, 2**53),
-            decided_at=_int(d, "decided_at", 0, 2**53),
-            features=_float_list(d, "features"),
-            spec_features=_spec_features(d),
-            workflow=_workflow(d) if "workflow" in d else None,
-            reward_token=_str(d, "reward_token", required=False, max_len=128),
-        )
+
+def decision_doc(
+    *,
+    decision_id: str,
+    request_id: str,
+    tenant_id: str,
+    policy_id: str,
+    policy_version: int,
+    arm: str,
+    model: str,
+    parameters: JSON,
+    available_arms: list[str],
+    propensity: float,
+    scores: JSON,
+    explored: bool,
+    fallback: bool,
+    requested_at: int,
+    decided_at: int,
+) -> JSON:
+    """A :class:`Decision`'s required fields as the document ``to_dict``
+    would emit, built as a plain dict: constructing the dataclass and
+    ``asdict`` would cost more than the whole selection on the decision path.
+    ``tests/test_records.py`` checks it against the declaration."""
+    return {
+        "decision_id": decision_id,
+        "request_id": request_id,
+        "tenant_id": tenant_id,
+        "policy_id": policy_id,
+        "policy_version": policy_version,
+        "arm": arm,
+        "model": model,
+        "parameters": parameters,
+        "available_arms": available_arms,
+        "propensity": propensity,
+        "scores": scores,
+        "explored": explored,
+        "fallback": fallback,
+        "requested_at": requested_at,
+        "decided_at": decided_at,
+        "schema_version": SCHEMA_VERSION,
+    }
 
 
 @dataclass(slots=True)
@@ -393,35 +612,20 @@ class Reward(Record):
 
     schema_name: ClassVar[str] = "reward"
 
-    request_id: str
-    tenant_id: str
-    sent_at: int
-    quality: float | None = None
-    cost_usd: float | None = None
-    latency_ms: float | None = None
-    error: bool | None = None
-    feedback: float | None = None
-    reward_token: str | None = None
+    request_id: str = field(metadata=text())
+    tenant_id: str = field(metadata=text())
+    sent_at: int = field(metadata=TIMESTAMP)
+    quality: float | None = field(default=None, metadata=number(0, 1))
+    cost_usd: float | None = field(default=None, metadata=number(0, 1e6))
+    latency_ms: float | None = field(default=None, metadata=number(0, 1e9))
+    error: bool | None = field(default=None, metadata=boolean(first=True))
+    feedback: float | None = field(default=None, metadata=number(-1, 1))
+    reward_token: str | None = field(default=None, metadata=text(128))
     schema_version: int = SCHEMA_VERSION
 
-    @classmethod
-    def from_dict(cls, d: JSON) -> Reward:
-        _version(d)
-        cls._check_extra(d)
-        error = d.get("error")
-        if "error" in d and type(error) is not bool:
-            raise _fail("'error' must be a boolean")
-        return cls(
-            request_id=_str(d, "request_id"),
-            tenant_id=_str(d, "tenant_id"),
-            sent_at=_int(d, "sent_at", 0, 2**53),
-            quality=_num(d, "quality", 0.0, 1.0),
-            cost_usd=_num(d, "cost_usd", 0.0, 1e6),
-            latency_ms=_num(d, "latency_ms", 0.0, 1e9),
-            error=error,
-            feedback=_num(d, "feedback", -1.0, 1.0),
-            reward_token=_str(d, "reward_token", required=False, max_len=128),
-        )
+
+REWARD_COMPONENTS = ("quality", "cost_usd", "latency_ms", "error", "feedback")
+"""The fields of a :class:`Reward` that its outcome keeps (``components``)."""
 
 
 @dataclass(slots=True)
@@ -431,46 +635,60 @@ class Outcome(Record):
 
     schema_name: ClassVar[str] = "outcome"
 
-    request_id: str
-    tenant_id: str
-    policy_id: str
-    policy_version: int
-    arm: str
-    available_arms: list[str]
-    propensity: float
-    explored: bool
-    reward: float
-    defaulted: bool
-    decided_at: int
-    outcome_at: int
-    components: JSON = field(default_factory=dict)
-    features: list[float] | None = None
-    spec_features: JSON | None = None
-    workflow: JSON | None = None
+    request_id: str = field(metadata=text())
+    tenant_id: str = field(metadata=text())
+    policy_id: str = field(metadata=text())
+    policy_version: int = field(metadata=TIMESTAMP)
+    arm: str = field(metadata=text())
+    available_arms: list[str] = field(metadata=strings())
+    propensity: float = field(metadata=number(0, 1))
+    explored: bool = field(metadata=boolean())
+    reward: float = field(metadata=number(0, 1))
+    defaulted: bool = field(metadata=boolean())
+    decided_at: int = field(metadata=TIMESTAMP)
+    outcome_at: int = field(metadata=TIMESTAMP)
+    components: JSON = field(default_factory=dict, metadata=obj())
+    features: list[float] | None = field(default=None, metadata=numbers())
+    spec_features: JSON | None = field(default=None, metadata=SPEC_FEATURES)
+    workflow: JSON | None = field(default=None, metadata=WORKFLOW)
     schema_version: int = SCHEMA_VERSION
 
-    @classmethod
-    def from_dict(cls, d: JSON) -> Outcome:
-        _version(d)
-        cls._check_extra(d)
-        return cls(
-            request_id=_str(d, "request_id"),
-            tenant_id=_str(d, "tenant_id"),
-            policy_id=_str(d, "policy_id"),
-            policy_version=_int(d, "policy_version", 0, 2**53),
-            arm=_str(d, "arm"),
-            available_arms=_str_list(d, "available_arms"),
-            propensity=_num(d, "propensity", 0.0, 1.0, required=True),
-            explored=_bool(d, "explored"),
-            reward=_num(d, "reward", 0.0, 1.0, required=True),
-            defaulted=_bool(d, "defaulted"),
-            decided_at=_int(d, "decided_at", 0, 2**53),
-            outcome_at=_int(d, "outcome_at", 0, 2**53),
-            components=_dict(d, "components") or {},
-            features=_float_list(d, "features"),
-            spec_features=_spec_features(d),
-            workflow=_workflow(d) if "workflow" in d else None,
-        )
+
+def outcome_doc(
+    *,
+    request_id: str,
+    tenant_id: str,
+    policy_id: str,
+    policy_version: int,
+    arm: str,
+    available_arms: list[str],
+    propensity: float,
+    explored: bool,
+    reward: float,
+    defaulted: bool,
+    decided_at: int,
+    outcome_at: int,
+    components: JSON,
+) -> JSON:
+    """An :class:`Outcome`'s required fields and components as the document
+    ``to_dict`` would emit, built as a plain dict (one per decision, on the
+    join's path). ``tests/test_records.py`` checks it against the declaration."""
+    return {
+        "request_id": request_id,
+        "tenant_id": tenant_id,
+        "policy_id": policy_id,
+        "policy_version": policy_version,
+        "arm": arm,
+        "available_arms": available_arms,
+        "propensity": propensity,
+        "explored": explored,
+        "reward": reward,
+        "defaulted": defaulted,
+        "decided_at": decided_at,
+        "outcome_at": outcome_at,
+        "components": components,
+        "schema_version": SCHEMA_VERSION,
+    }
 
 
 @dataclass(slots=True)
@@ -481,28 +699,14 @@ class PolicySnapshot(Record):
 
     schema_name: ClassVar[str] = "policy_snapshot"
 
-    policy_id: str
-    version: int
-    algorithm: str
-    state: str
-    updates: int
-    arm_stats: dict[str, JSON]
-    created_at: int
+    policy_id: str = field(metadata=text())
+    version: int = field(metadata=TIMESTAMP)
+    algorithm: str = field(metadata=text(64))
+    state: str = field(metadata=text(16 * 1024 * 1024, encoding="base64"))
+    updates: int = field(metadata=TIMESTAMP)
+    arm_stats: dict[str, JSON] = field(metadata=obj())
+    created_at: int = field(metadata=TIMESTAMP)
     schema_version: int = SCHEMA_VERSION
-
-    @classmethod
-    def from_dict(cls, d: JSON) -> PolicySnapshot:
-        _version(d)
-        cls._check_extra(d)
-        return cls(
-            policy_id=_str(d, "policy_id"),
-            version=_int(d, "version", 0, 2**53),
-            algorithm=_str(d, "algorithm", max_len=64),
-            state=_str(d, "state", max_len=16 * 1024 * 1024),
-            updates=_int(d, "updates", 0, 2**53),
-            arm_stats=_dict(d, "arm_stats", required=True),
-            created_at=_int(d, "created_at", 0, 2**53),
-        )
 
 
 DEAD_LETTER_REASONS = (
@@ -521,6 +725,9 @@ DEAD_LETTER_REASONS = (
     "tenant_mismatch",
     "invalid_reward_token",
 )
+# Any string, empty too (an empty value or key), worded as it always was.
+BASE64 = text(None, min_len=0, encoding="base64",
+              message="must be a non-empty string of at most 256 characters")  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -535,46 +742,18 @@ class DeadLetter(Record):
 
     schema_name: ClassVar[str] = "dead_letter"
 
-    source_topic: str
-    source_partition: int
-    source_offset: int
-    reason: str
-    detail: str
-    original_value_b64: str
-    failed_at: int
-    original_key_b64: str | None = None
-    original_size: int | None = None
-    original_sha256: str | None = None
-    truncated: bool | None = None
+    source_topic: str = field(metadata=text())
+    source_partition: int = field(metadata=integer(-1, 2**31 - 1))
+    source_offset: int = field(metadata=integer(-1, 2**63 - 1))
+    reason: str = field(metadata=text(64, allowed=DEAD_LETTER_REASONS, first=True))
+    detail: str = field(metadata=text(4096))
+    original_value_b64: str = field(metadata=BASE64)
+    failed_at: int = field(metadata=TIMESTAMP)
+    original_key_b64: str | None = field(default=None, metadata=BASE64)
+    original_size: int | None = field(default=None, metadata=TIMESTAMP)
+    original_sha256: str | None = field(default=None, metadata=text(64, min_len=64, first=True))
+    truncated: bool | None = field(default=None, metadata=boolean())
     schema_version: int = SCHEMA_VERSION
-
-    @classmethod
-    def from_dict(cls, d: JSON) -> DeadLetter:
-        _version(d)
-        cls._check_extra(d)
-        reason = _str(d, "reason", max_len=64)
-        if reason not in DEAD_LETTER_REASONS:
-            raise _fail(f"'reason' must be one of {DEAD_LETTER_REASONS}")
-        sha = d.get("original_sha256")
-        if "original_sha256" in d and (type(sha) is not str or len(sha) != 64):
-            raise _fail("'original_sha256' must be a string of 64 characters")
-        return cls(
-            source_topic=_str(d, "source_topic"),
-            source_partition=_int(d, "source_partition", -1, 2**31 - 1),
-            source_offset=_int(d, "source_offset", -1, 2**63 - 1),
-            reason=reason,
-            detail=_str(d, "detail", max_len=4096),
-            original_value_b64=d["original_value_b64"]
-            if isinstance(d.get("original_value_b64"), str)
-            else _str(d, "original_value_b64"),
-            failed_at=_int(d, "failed_at", 0, 2**53),
-            original_key_b64=d.get("original_key_b64")
-            if isinstance(d.get("original_key_b64"), str)
-            else _str(d, "original_key_b64", required=False),
-            original_size=_int(d, "original_size", 0, 2**53, required=False),
-            original_sha256=sha,
-            truncated=_bool(d, "truncated") if "truncated" in d else None,
-        )
 
 
 METRICS_SOURCES = ("worker", "simulator")
@@ -588,7 +767,9 @@ def _samples(d: JSON) -> list[JSON]:
     for s in v:
         if not isinstance(s, dict) or s.keys() != {"name", "labels", "value"}:
             raise _fail("each sample must be an object of exactly name, labels and value")
-        _str(s, "name", max_len=200)
+        name = s["name"]
+        if not isinstance(name, str) or not name or len(name) > 200:
+            raise _fail("'name' must be a non-empty string of at most 200 characters")
         labels = s["labels"]
         if not isinstance(labels, dict) or not all(
             isinstance(x, str) and len(x) <= 256 for x in labels.values()
@@ -599,6 +780,28 @@ def _samples(d: JSON) -> list[JSON]:
     return v
 
 
+SAMPLES = custom(
+    _samples,
+    {
+        "type": "array",
+        "maxItems": MAX_METRIC_SAMPLES,
+        "items": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["name", "labels", "value"],
+            "properties": {
+                "name": {"type": "string", "minLength": 1, "maxLength": 200},
+                "labels": {
+                    "type": "object",
+                    "additionalProperties": {"type": "string", "maxLength": 256},
+                },
+                "value": {"type": "number"},
+            },
+        },
+    },
+)
+
+
 @dataclass(slots=True)
 class MetricsSnapshot(Record):
     """One process's Prometheus metrics at one moment, under their Prometheus
@@ -606,54 +809,18 @@ class MetricsSnapshot(Record):
 
     schema_name: ClassVar[str] = "metrics"
 
-    snapshot_id: str
-    source: str
-    worker_id: str
-    created_at: int
-    interval_ms: int
-    samples: list[JSON]
+    snapshot_id: str = field(metadata=text())
+    source: str = field(metadata=choice(METRICS_SOURCES, first=True))
+    worker_id: str = field(metadata=text())
+    created_at: int = field(metadata=TIMESTAMP)
+    interval_ms: int = field(metadata=integer(1, 86_400_000))
+    samples: list[JSON] = field(metadata=SAMPLES)
     schema_version: int = SCHEMA_VERSION
-
-    @classmethod
-    def from_dict(cls, d: JSON) -> MetricsSnapshot:
-        _version(d)
-        cls._check_extra(d)
-        if d.get("source") not in METRICS_SOURCES or type(d.get("source")) is not str:
-            raise _fail(f"'source' must be one of {METRICS_SOURCES}")
-        return cls(
-            snapshot_id=_str(d, "snapshot_id"),
-            source=d["source"],
-            worker_id=_str(d, "worker_id"),
-            created_at=_int(d, "created_at", 0, 2**53),
-            interval_ms=_int(d, "interval_ms", 1, 86_400_000),
-            samples=_samples(d),
-        )
 
 
 DRIFT_KINDS = ("drift", "input_drift", "anomaly", "adaptation")
 DIRECTIONS = ("up", "down")
 ADAPTATION_ACTIONS = ("reset", "discount", "explore", "none")
-
-
-def _real(d: JSON, name: str, required: bool = False) -> Any:
-    """Any finite JSON number, kept as parsed (an int beyond 2**53 stays exact)."""
-    if name not in d:
-        if required:
-            raise _fail(f"'{name}' is required")
-        return None
-    v = d[name]
-    if not _finite(v):
-        raise InvalidEvent("invalid_value", f"'{name}' must be a finite number")
-    return v
-
-
-def _choice(d: JSON, name: str, allowed: tuple[str, ...], required: bool = True) -> Any:
-    if name not in d and not required:
-        return None
-    v = d.get(name)
-    if type(v) is not str or v not in allowed:
-        raise _fail(f"'{name}' must be one of {allowed}")
-    return v
 
 
 @dataclass(slots=True)
@@ -664,56 +831,28 @@ class DriftEvent(Record):
 
     schema_name: ClassVar[str] = "drift"
 
-    event_id: str
-    kind: str
-    policy_id: str
-    signal: str
-    detector: str
-    observed_at: int
-    created_at: int
-    arm: str | None = None
-    samples: int | None = None
-    value: float | None = None
-    score: float | None = None
-    threshold: float | None = None
-    mean_before: float | None = None
-    mean_after: float | None = None
-    direction: str | None = None
-    action: str | None = None
-    applied: str | None = None
-    factor: float | None = None
-    cause_id: str | None = None
-    policy_version: int | None = None
-    detail: str | None = None
+    event_id: str = field(metadata=text())
+    kind: str = field(metadata=choice(DRIFT_KINDS))
+    policy_id: str = field(metadata=text())
+    signal: str = field(metadata=text(64))
+    detector: str = field(metadata=text(64))
+    observed_at: int = field(metadata=TIMESTAMP)
+    created_at: int = field(metadata=TIMESTAMP)
+    arm: str | None = field(default=None, metadata=text())
+    samples: int | None = field(default=None, metadata=TIMESTAMP)
+    value: float | None = field(default=None, metadata=real())
+    score: float | None = field(default=None, metadata=real())
+    threshold: float | None = field(default=None, metadata=real())
+    mean_before: float | None = field(default=None, metadata=real())
+    mean_after: float | None = field(default=None, metadata=real())
+    direction: str | None = field(default=None, metadata=choice(DIRECTIONS))
+    action: str | None = field(default=None, metadata=choice(ADAPTATION_ACTIONS))
+    applied: str | None = field(default=None, metadata=text(64))
+    factor: float | None = field(default=None, metadata=number(0, 1))
+    cause_id: str | None = field(default=None, metadata=text())
+    policy_version: int | None = field(default=None, metadata=TIMESTAMP)
+    detail: str | None = field(default=None, metadata=text(1024))
     schema_version: int = SCHEMA_VERSION
-
-    @classmethod
-    def from_dict(cls, d: JSON) -> DriftEvent:
-        _version(d)
-        cls._check_extra(d)
-        return cls(
-            event_id=_str(d, "event_id"),
-            kind=_choice(d, "kind", DRIFT_KINDS),
-            policy_id=_str(d, "policy_id"),
-            signal=_str(d, "signal", max_len=64),
-            detector=_str(d, "detector", max_len=64),
-            observed_at=_int(d, "observed_at", 0, 2**53),
-            created_at=_int(d, "created_at", 0, 2**53),
-            arm=_str(d, "arm", required=False),
-            samples=_int(d, "samples", 0, 2**53, required=False),
-            value=_real(d, "value"),
-            score=_real(d, "score"),
-            threshold=_real(d, "threshold"),
-            mean_before=_real(d, "mean_before"),
-            mean_after=_real(d, "mean_after"),
-            direction=_choice(d, "direction", DIRECTIONS, required=False),
-            action=_choice(d, "action", ADAPTATION_ACTIONS, required=False),
-            applied=_str(d, "applied", required=False, max_len=64),
-            factor=_num(d, "factor", 0.0, 1.0),
-            cause_id=_str(d, "cause_id", required=False),
-            policy_version=_int(d, "policy_version", 0, 2**53, required=False),
-            detail=_str(d, "detail", required=False, max_len=1024),
-        )
 
 
 ALERT_STATUSES = ("firing", "resolved")
@@ -729,46 +868,48 @@ class AlertEvent(Record):
 
     schema_name: ClassVar[str] = "alert"
 
-    alert_id: str
-    rule: str
-    status: str
-    severity: str
-    policy_id: str
-    metric: str
-    comparison: str
-    threshold: float
-    value: float
-    window_seconds: float
-    samples: int
-    started_at: int
-    created_at: int
-    arm: str | None = None
-    resolved_at: int | None = None
-    summary: str | None = None
+    alert_id: str = field(metadata=text())
+    rule: str = field(metadata=text(128))
+    status: str = field(metadata=choice(ALERT_STATUSES))
+    severity: str = field(metadata=choice(ALERT_SEVERITIES))
+    policy_id: str = field(metadata=text())
+    metric: str = field(metadata=text(64))
+    comparison: str = field(metadata=choice(ALERT_COMPARISONS))
+    threshold: float = field(metadata=real())
+    value: float = field(metadata=real())
+    window_seconds: float = field(metadata=number(0, 2_592_000))
+    samples: int = field(metadata=TIMESTAMP)
+    started_at: int = field(metadata=TIMESTAMP)
+    created_at: int = field(metadata=TIMESTAMP)
+    arm: str | None = field(default=None, metadata=text())
+    resolved_at: int | None = field(default=None, metadata=TIMESTAMP)
+    summary: str | None = field(default=None, metadata=text(1024))
     schema_version: int = SCHEMA_VERSION
 
-    @classmethod
-    def from_dict(cls, d: JSON) -> AlertEvent:
-        _version(d)
-        cls._check_extra(d)
-        return cls(
-            alert_id=_str(d, "alert_id"),
-            rule=_str(d, "rule", max_len=128),
-            status=_choice(d, "status", ALERT_STATUSES),
-            severity=_choice(d, "severity", ALERT_SEVERITIES),
-            policy_id=_str(d, "policy_id"),
-            metric=_str(d, "metric", max_len=64),
-            comparison=_choice(d, "comparison", ALERT_COMPARISONS),
-            threshold=_real(d, "threshold", required=True),
-            value=_real(d, "value", required=True),
-            window_seconds=_num(d, "window_seconds", 0.0, 2_592_000.0, required=True),
-            samples=_int(d, "samples", 0, 2**53),
-            started_at=_int(d, "started_at", 0, 2**53),
-            created_at=_int(d, "created_at", 0, 2**53),
-            arm=_str(d, "arm", required=False),
-            resolved_at=_int(d, "resolved_at", 0, 2**53, required=False),
-            summary=_str(d, "summary", required=False, max_len=1024),
-        )
+
+OBSERVATION_KINDS = ("request", "outcome")
+
+
+@dataclass(slots=True)
+class FeatureObservation(Record):
+    """What one request or outcome adds to an entity's feature windows
+    (``llmopt.feature-observations.v1``, sent as JSON arrays of these, key
+    the entity's routing key; see :mod:`app.features.observations`).
+    ``time`` is the request's ``created_at`` or the outcome's ``outcome_at``;
+    an outcome carries its reward and the components the windows use."""
+
+    schema_name: ClassVar[str] = "feature_observation"
+    required_when: ClassVar[dict[str, tuple[str, str]]] = {"reward": ("kind", "outcome")}
+
+    entity: str = field(metadata=text(1024))  # tenant=<256>,arm=<256> at most
+    kind: str = field(metadata=choice(OBSERVATION_KINDS))
+    time: int = field(metadata=TIMESTAMP)
+    input_tokens: int | None = field(default=None, metadata=integer(0, 10_000_000))
+    reward: float | None = field(default=None, metadata=number(0, 1))
+    cost_usd: float | None = field(default=None, metadata=number(0, 1e6))
+    latency_ms: float | None = field(default=None, metadata=number(0, 1e9))
+    error: bool | None = field(default=None, metadata=boolean())
+    schema_version: int = SCHEMA_VERSION
 
 
 ALL_RECORDS: tuple[type[Record], ...] = (
@@ -781,4 +922,78 @@ ALL_RECORDS: tuple[type[Record], ...] = (
     MetricsSnapshot,
     DriftEvent,
     AlertEvent,
+    FeatureObservation,
 )
+for _cls in ALL_RECORDS:
+    _cls.from_dict = staticmethod(_compile_from_dict(_cls))  # type: ignore[method-assign,assignment]
+
+
+# --- the JSON Schema the declarations amount to ------------------------------------------
+
+
+def _property_schema(s: FieldSpec) -> JSON:
+    kind = s.kind
+    if kind == "string":
+        if s.allowed is not None:
+            return {"type": "string", "enum": list(s.allowed)}
+        out: JSON = {"type": "string"}
+        if s.min_len:
+            out["minLength"] = s.min_len
+        if s.max_len is not None:
+            out["maxLength"] = s.max_len
+        if s.encoding is not None:
+            out["contentEncoding"] = s.encoding
+        return out
+    if kind in ("integer", "number"):
+        return {"type": kind, "minimum": s.lo, "maximum": s.hi}
+    if kind == "real":
+        return {"type": "number"}
+    if kind == "boolean":
+        return {"type": "boolean"}
+    if kind == "choice":
+        return {"enum": list(s.allowed or ())}
+    if kind == "strings":
+        return {"type": "array", "minItems": 1, "maxItems": s.max_len, "uniqueItems": True,
+                "items": {"type": "string", "minLength": 1}}  # fmt: skip
+    if kind == "numbers":
+        return {"type": "array", "maxItems": s.max_len, "items": {"type": "number"}}
+    if kind == "object":
+        if s.finite_values:
+            return {"type": "object", "additionalProperties": {"type": "number"}}
+        return {"type": "object"}
+    if kind == "nested":
+        return {
+            "type": "object",
+            "additionalProperties": False,
+            "required": [k for k, _, req in s.fields if req],
+            "properties": {k: _property_schema(sub) for k, sub, _ in s.fields},
+        }
+    return dict(s.schema or {})
+
+
+def schema_properties(cls: type[Record]) -> dict[str, JSON]:
+    """Each field's JSON Schema (as in ``schemas/``, without descriptions),
+    with its default when it has one other than ``None``."""
+    props: dict[str, JSON] = {}
+    for f in fields(cls):
+        if f.name == "schema_version":
+            props[f.name] = {"const": SCHEMA_VERSION}
+            continue
+        p = _property_schema(spec_of(f))
+        if f.default_factory is not MISSING:
+            p["default"] = f.default_factory()
+        elif f.default is not MISSING and f.default is not None:
+            p["default"] = f.default
+        props[f.name] = p
+    return props
+
+
+def schema_conditions(cls: type[Record]) -> list[JSON]:
+    """``required_when`` as JSON Schema ``if``/``then`` pairs."""
+    return [
+        {
+            "if": {"required": [other], "properties": {other: {"const": value}}},
+            "then": {"required": [name]},
+        }
+        for name, (other, value) in cls.required_when.items()
+    ]

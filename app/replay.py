@@ -24,11 +24,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
@@ -37,12 +33,14 @@ from typing import Any
 
 import orjson
 
-from app.broker import free_port
-from app.evaluation.logged_data import LoggedDataError, read_topic_range
+from app.evaluation.logged_data import LoggedDataError
 from app.settings import PREFIX, Settings
+from app.stream.broker import free_port
+from app.stream.kafka_io import assign_from_start, partitions_of, read_topic_range
+from app.stream.worker_process import WorkerProcess
 from app.topics import TopicCatalog, apply_topics
 
-__all__ = ["PipelineReplay", "ReplaySummary", "replay_namespace", "stop_worker"]
+__all__ = ["PipelineReplay", "ReplaySummary", "replay_namespace"]
 
 _RUN_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
 
@@ -194,38 +192,25 @@ class PipelineReplay:
             on_progress(len(messages))
         return len(messages)
 
-    def start_worker(self, timeout: float = 90.0) -> subprocess.Popen[bytes]:
-        log = Path(self.replay_settings.data_dir) / "worker.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
+    def start_worker(self, timeout: float = 90.0) -> WorkerProcess:
+        """The replay worker, ready (:class:`~app.stream.worker_process.WorkerNotReady`
+        if it is not within ``timeout``; it is stopped then)."""
+        s = self.replay_settings
         env = {k: v for k, v in os.environ.items() if not k.startswith(PREFIX)}
-        env.update(_env(self.replay_settings))
-        with log.open("ab") as fh:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "app.cli", "worker"],
-                env=env,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        url = f"http://{self.replay_settings.web_host}:{self.replay_settings.web_port}/health"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the replay worker exited with {proc.returncode}; see {log}")
-            try:
-                with urllib.request.urlopen(url, timeout=1) as resp:
-                    if resp.status == 200:
-                        return proc
-            except OSError:
-                pass
-            time.sleep(0.3)
-        stop_worker(proc)
-        raise RuntimeError(f"the replay worker was not ready after {timeout:.0f}s; see {log}")
+        env.update(_env(s))
+        url = f"http://{s.web_host}:{s.web_port}/health"
+        worker = WorkerProcess(Path(s.data_dir) / "worker.log", url, env=env)
+        try:
+            worker.wait_ready(timeout)
+        except BaseException:
+            worker.stop()
+            raise
+        return worker
 
     async def collect(self, expected: int) -> ReplaySummary:
         """Read the replay's decisions until every request has one (or
         ``wait_seconds`` pass) and compare them with the live decisions."""
-        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka import AIOKafkaConsumer
 
         bs = self.settings.bootstrap
         summary = ReplaySummary(
@@ -243,14 +228,7 @@ class PipelineReplay:
                 self.replay_catalog.name("decisions"),
                 self.replay_catalog.name("dead_letter"),
             ]
-            tps = [
-                TopicPartition(t, p)
-                for t in topics
-                for p in sorted(consumer.partitions_for_topic(t) or ())
-            ]
-            consumer.assign(tps)
-            for tp in tps:  # explicit 0: the embedded broker's EARLIEST is unreliable
-                consumer.seek(tp, 0)
+            assign_from_start(consumer, partitions_of(consumer, *topics))
             deadline = time.monotonic() + self.wait_seconds
             while len(decisions) + dead < expected and time.monotonic() < deadline:
                 batch = await consumer.getmany(timeout_ms=200)
@@ -274,7 +252,7 @@ class PipelineReplay:
         live: dict[str, str] = {}
         for m in live_msgs:
             try:
-                doc = orjson.loads(m.value)
+                doc = orjson.loads(m.value or b"")  # a record without a value is skipped
                 live.setdefault(doc["request_id"], doc["arm"])
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 continue
@@ -295,23 +273,10 @@ class PipelineReplay:
                 f"no requests on {self.live_catalog.name('requests')} between "
                 f"{self.start_ms} and {self.end_ms}"
             )
-        proc = self.start_worker()
-        try:
+        with self.start_worker():
             summary = asyncio.run(self.collect(n))
-        finally:
-            stop_worker(proc)
         summary.seconds = time.monotonic() - started
         return summary
-
-
-def stop_worker(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _shares(arms: Any) -> dict[str, float]:

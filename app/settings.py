@@ -9,6 +9,18 @@ from typing import Any
 
 PREFIX = "LLMOPT_"
 ROOT = Path(__file__).resolve().parent.parent
+# The shipped config files: the defaults of the settings below, of the
+# loaders' ``load()`` and of `llmopt config check`.
+CONFIG_DIR = ROOT / "config"
+POLICIES_PATH = CONFIG_DIR / "policies.yaml"
+SIMULATOR_PATH = CONFIG_DIR / "simulator.yaml"
+DRIFT_PATH = CONFIG_DIR / "drift.yaml"
+FEATURES_PATH = CONFIG_DIR / "features.yaml"
+
+
+class SettingsError(ValueError):
+    """A setting with a value it cannot take; the message names the variable
+    and says what to set instead."""
 
 
 @dataclass(frozen=True)
@@ -31,22 +43,27 @@ class Settings:
     # again either way, as at a worker's start.
     auto_create_topics: bool = True
     data_dir: Path = ROOT / "data"
-    policies_path: Path = ROOT / "config" / "policies.yaml"
+    policies_path: Path = POLICIES_PATH
     topics_path: Path = ROOT / "topics.yaml"
-    simulator_path: Path = ROOT / "config" / "simulator.yaml"
+    simulator_path: Path = SIMULATOR_PATH
     # Drift/anomaly detectors, alert rules and adaptation per policy (read at start).
-    drift_path: Path = ROOT / "config" / "drift.yaml"
+    drift_path: Path = DRIFT_PATH
     web_host: str = "127.0.0.1"
+    # A fixed port (not 0, "any free port"): `llmopt run` polls /health there
+    # and a worker's metrics carry it as part of the worker's id.
     web_port: int = 6066
     worker_roles: str = "decide,join,learn"
     # Features (docs/features.md): a YAML feature spec (empty: none, decisions
-    # keep the 13 engineered features); where archive_outcomes writes Parquet
-    # (empty: <data_dir>/archive), and how often / how many rows per flush.
+    # keep the 13 engineered features; config/features.yaml is an example);
+    # where archive_outcomes writes Parquet (empty: <data_dir>/archive), and
+    # how often / how many rows per flush.
     feature_spec_path: str = ""
     archive_dir: str = ""
     archive_flush_seconds: float = 5.0
     archive_batch_max: int = 20000
     log_level: str = "info"
+    # text: the logging library's lines; json: one JSON object per line
+    # (app/log_format.py).
     log_format: str = "text"
     max_event_bytes: int = 64 * 1024
     # Decision hot path: how many requests one batch may hold and how long the
@@ -88,6 +105,13 @@ class Settings:
     session_timeout_seconds: float = 30.0
     heartbeat_interval_seconds: float = 3.0
     rebalance_timeout_seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.web_port < 65536:
+            raise SettingsError(
+                f"{PREFIX}WEB_PORT: {self.web_port} is not a usable port; set a port number "
+                f"from 1 to 65535 such as {Settings.web_port}"
+            )
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -146,6 +170,8 @@ class Settings:
 
 def _parse(name: str, typ: Any, raw: str) -> Any:
     typ = str(typ)
+    variable = PREFIX + name.upper()
+    default = getattr(Settings, name)
     try:
         if typ == "bool":
             if raw.lower() not in {"1", "0", "true", "false", "yes", "no"}:
@@ -159,4 +185,11 @@ def _parse(name: str, typ: Any, raw: str) -> Any:
             return Path(raw)
         return raw
     except ValueError:
-        raise ValueError(f"{PREFIX}{name.upper()}={raw!r} is not a valid {typ}") from None
+        if typ == "bool":
+            problem, hint = "a boolean", "set true or false (or 1/0, yes/no)"
+        elif typ == "int":
+            example = "a port number" if name.endswith("_port") else "an integer"
+            problem, hint = "an integer", f"set {example} such as {default}"
+        else:
+            problem, hint = "a float", f"set a number such as {default}"
+        raise SettingsError(f"{variable}: {raw!r} is not {problem}; {hint}") from None

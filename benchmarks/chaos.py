@@ -52,7 +52,6 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
-import datetime as dt
 import hashlib
 import heapq
 import json
@@ -77,7 +76,10 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from benchmarks.common import git_commit, stop_on_termination_signals
+from app.features.request_vector import TASK_TYPES
+from benchmarks.common import stop_on_termination_signals
+from benchmarks.common.progress import progress_logger
+from benchmarks.common.results import dump_json, result_path, run_header, write_result
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -110,7 +112,9 @@ policies:
     fallback_arm: gpt-4o-mini
 {ARMS_YAML}"""
 
-POLICIES_B = POLICIES_A + f"""
+POLICIES_B = (
+    POLICIES_A
+    + f"""
   a-only:
     algorithm: thompson_sampling
     tenants: [tenant-a]
@@ -126,11 +130,11 @@ POLICIES_B = POLICIES_A + f"""
     reward: {{wait_seconds: {POLICY_WAIT_S:g}, default_reward: 0.0}}
     snapshot: {{every_updates: 100, every_ms: 250}}
 {ARMS_YAML}"""
+)
 BUDGET_FRACTION = 0.2
 
 
-def log(msg: str) -> None:
-    print(f"[chaos {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+log = progress_logger("chaos")
 
 
 def now_ms() -> int:
@@ -228,7 +232,7 @@ class Broker:
     place of a killed one."""
 
     def __init__(self) -> None:
-        from app.broker import EmbeddedBroker, free_port
+        from app.stream.broker import EmbeddedBroker, free_port
 
         self.port = free_port()
         self._cls = EmbeddedBroker
@@ -731,7 +735,7 @@ class Deployment:
         extra_env: dict[str, str] | None = None,
         tenant_header: str = "",
     ) -> None:
-        from app.broker import free_port
+        from app.stream.broker import free_port
         from app.topics import TopicCatalog
 
         self.name = name
@@ -918,7 +922,6 @@ class Deployment:
 
 
 # -------------------------------------------------------------------- traffic
-TASK_TYPES = ("chat", "summarize", "code", "qa")
 
 
 def request_doc(
@@ -931,7 +934,7 @@ def request_doc(
     doc: dict[str, Any] = {
         "request_id": rid,
         "tenant_id": tenant,
-        "task_type": rng.choice(TASK_TYPES),
+        "task_type": rng.choice(TASK_TYPES),  # the types the vectorizer knows
         "created_at": now_ms(),
         "input_tokens": rng.randint(10, 4000),
         "priority": priority,
@@ -1183,7 +1186,7 @@ async def _diagnose_waiting(dep: Any, L: Ledger, decided_rewarded: list[Key]) ->
         url = f"http://127.0.0.1:{dep.worker.web_port}/metrics"
         with urllib.request.urlopen(url, timeout=5) as resp:
             for line in resp.read().decode().splitlines():
-                if line.startswith(("llmopt_events_total{agent=\"join", "llmopt_join_")):
+                if line.startswith(('llmopt_events_total{agent="join', "llmopt_join_")):
                     name, _, value = line.rpartition(" ")
                     counters[name] = float(value)
     return {
@@ -2942,7 +2945,7 @@ def render(results: dict[str, Any]) -> str:
         )
     widths = [max(len(str(x)) for x in [h] + [r[i] for r in rows]) for i, h in enumerate(cols)]
     lines = [
-        f"Chaos checks — commit {(results.get('git_commit') or '?')[:7]}"
+        f"Chaos checks — commit {(results.get('commit') or '?')[:7]}"
         f"{' (worktree has changes)' if results.get('git_dirty') else ''}, "
         f"{'quick' if results['params']['quick'] else 'full'}, seed {results['params']['seed']}, "
         f"{results['machine'].get('nproc')} cores, {results.get('wall_seconds')} s",
@@ -3025,16 +3028,10 @@ def main(argv: list[str] | None = None) -> int:
         p = dataclasses.replace(p, load_seconds=args.load_seconds)
 
     stop_on_termination_signals()
-    from benchmarks.e2e import machine_info
-
-    commit = git_commit()
     results: dict[str, Any] = {
-        "benchmark": "chaos",
+        **run_header("chaos"),
         "format_version": 1,
-        "git_commit": commit,
         "git_dirty": _git_dirty(),
-        "started_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "machine": machine_info(),
         "params": {
             **p.__dict__,
             "checks": args.only,
@@ -3056,16 +3053,13 @@ def main(argv: list[str] | None = None) -> int:
             log(f"work directory kept: {args.workdir}")
         else:
             shutil.rmtree(args.workdir, ignore_errors=True)
-    results["machine"]["loadavg_end"] = list(os.getloadavg())
     results["wall_seconds"] = round(time.monotonic() - started, 1)
     evaluate(results, p, set(args.only))
     text = render(results)
-    doc = orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode()
+    doc = dump_json(results).decode()
     if not args.no_save:
-        short = (commit or "unknown")[:7]
-        path = args.json or RESULTS_DIR / f"chaos-{short}{'-quick' if args.quick else ''}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(doc + "\n")
+        default = result_path("chaos", results["commit"], args.quick)
+        path = write_result(results, args.json or default)
         log(f"results written to {path}")
     print(text)
     print()

@@ -32,16 +32,14 @@ last 500 decisions is below 20%, without and with the drift loop
 (``DriftMonitor`` → ``Learner.adapt`` per config/drift.yaml), same seed.
 PASS: with the loop, N is reached and smaller than without.
 
-Results: tables and ``benchmarks/results/drift-<git short sha>[-quick].json``.
+Results: tables and ``benchmarks/results/drift-<git short sha>[-quick].json``;
+the last line is ``overall: PASS|FAIL`` (every part run passes).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
-import os
-import platform
 import random
 import statistics
 import sys
@@ -51,7 +49,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
 from river import drift
 from river.base import DriftDetector
 
@@ -62,18 +59,15 @@ from app.evaluation.simulator import TrafficSimulator
 from app.learner import Learner
 from app.policies.config import PoliciesConfig
 from app.records import Outcome, Request
-from benchmarks.common import git_commit
+from benchmarks.common import ROOT, progress_logger, report, result_path, run_header
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS_DIR = ROOT / "benchmarks" / "results"
 DETECTION_TARGET = 0.95
 SHARE_TARGET = 0.20
 SHARE_WINDOW = 500
 DEGRADED_ARM = "claude-haiku"
 
 
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+log = progress_logger()
 
 
 # ----------------------------------------------------------------------- part 1: detectors
@@ -276,24 +270,6 @@ def part_loop(args: argparse.Namespace, config: DriftConfig) -> list[dict[str, A
 # ----------------------------------------------------------------------- report
 
 
-def machine_info() -> dict[str, Any]:
-    model = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    from importlib.metadata import version
-
-    return {
-        "nproc": len(os.sched_getaffinity(0)),
-        "cpu_model": model,
-        "python": platform.python_version(),
-        "river": version("river"),
-        "loadavg_start": list(os.getloadavg()),
-    }
-
-
 def verdicts(detectors: list[dict[str, Any]], loop: list[dict[str, Any]]) -> dict[str, Any]:
     configured = [r for r in detectors if r["detector"].endswith("(configured)")]
     detection_ok = all(r["detected"] >= DETECTION_TARGET for r in configured)
@@ -310,53 +286,47 @@ def verdicts(detectors: list[dict[str, Any]], loop: list[dict[str, Any]]) -> dic
     }
 
 
-def print_tables(result: dict[str, Any], out: Any) -> None:
-    print(
+def tables(result: dict[str, Any]) -> str:
+    lines: list[str] = []
+    lines.append(
         "\nDetectors on seeded degradations "
         f"({result['params']['trials']} trials; {result['params']['stable']} stable values, "
-        f"then up to {result['params']['horizon']} degraded)",
-        file=out,
+        f"then up to {result['params']['horizon']} degraded)"
     )
-    print(
+    lines.append(
         f"{'signal':8s} {'detector':32s} {'detected':>9s} {'delay p50':>10s} {'delay p90':>10s} "
-        f"{'FA/100k':>8s}",
-        file=out,
+        f"{'FA/100k':>8s}"
     )
     for r in result["detectors"]:
-        print(
+        lines.append(
             f"{r['signal']:8s} {r['detector']:32s} {r['detected']:9.1%} "
             f"{r['delay_median'] if r['delay_median'] is not None else '-':>10} "
             f"{r['delay_p90'] if r['delay_p90'] is not None else '-':>10} "
-            f"{r['false_alarms_per_100k']:8.1f}",
-            file=out,
+            f"{r['false_alarms_per_100k']:8.1f}"
         )
-    print(
+    lines.append(
         f"\nSimulator: outcomes after the drift until {DEGRADED_ARM}'s share of the last "
-        f"{SHARE_WINDOW} decisions < {SHARE_TARGET:.0%}",
-        file=out,
+        f"{SHARE_WINDOW} decisions < {SHARE_TARGET:.0%}"
     )
-    print(f"{'seed':>4s} {'loop':>5s} {'share at drift':>15s} {'N':>8s}", file=out)
+    lines.append(f"{'seed':>4s} {'loop':>5s} {'share at drift':>15s} {'N':>8s}")
     for r in result["loop"]:
         n = r["n"] if r["n"] is not None else f">{result['params']['max_after']}"
-        print(
+        lines.append(
             f"{r['seed']:4d} {'on' if r['loop'] else 'off':>5s} {r['share_at_drift']:15.0%} "
-            f"{n!s:>8s}",
-            file=out,
+            f"{n!s:>8s}"
         )
     v = result["verdicts"]
-    print(
-        f"\ndetection ≥ {DETECTION_TARGET:.0%} (configured detectors): {v['detection']}", file=out
-    )
-    print(f"loop: share < {SHARE_TARGET:.0%}, sooner with the drift loop: {v['loop']}", file=out)
-    print(
+    lines.append(f"\ndetection ≥ {DETECTION_TARGET:.0%} (configured detectors): {v['detection']}")
+    lines.append(f"loop: share < {SHARE_TARGET:.0%}, sooner with the drift loop: {v['loop']}")
+    lines.append(
         f"machine: {result['machine']['cpu_model']} ×{result['machine']['nproc']}, "
-        f"commit {result['commit']}",
-        file=out,
+        f"commit {result['commit']}"
     )
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="scripts/bench-drift", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="40 trials, one loop seed")
     ap.add_argument("--trials", type=int, default=None, help="trials per (signal, detector)")
     ap.add_argument("--stable", type=int, default=5000, help="healthy values per trial")
@@ -365,21 +335,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-after", type=int, default=40_000, help="loop: give up after")
     ap.add_argument("--only", choices=("detectors", "loop"), default=None)
     ap.add_argument("--json", action="store_true", help="JSON on stdout, tables on stderr")
+    ap.add_argument("--no-save", action="store_true", help="do not write benchmarks/results/")
     ap.add_argument("--drift-config", type=Path, default=ROOT / "config" / "drift.yaml")
     args = ap.parse_args(argv)
     args.trials = args.trials or (40 if args.quick else 500)
     args.loop_seeds = args.loop_seeds or ([0] if args.quick else [0, 1, 2])
     config = DriftConfig.load(args.drift_config)
-    commit = git_commit()
+    result = run_header("drift", "river")
+    # Also at the top of the machine record, where earlier results have it.
+    result["machine"]["river"] = result["machine"]["packages"]["river"]
     log("part 1: detectors")
     detectors = [] if args.only == "loop" else part_detectors(args, config)
     log("part 2: the loop on the simulator")
     loop = [] if args.only == "detectors" else part_loop(args, config)
-    result = {
-        "benchmark": "drift",
-        "commit": commit,
+    result |= {
         "quick": args.quick,
-        "machine": machine_info(),
         "params": {
             "trials": args.trials,
             "stable": args.stable,
@@ -394,13 +364,10 @@ def main(argv: list[str] | None = None) -> int:
         "loop": loop,
     }
     result["verdicts"] = verdicts(detectors, loop)
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    name = f"drift-{(commit or 'nogit')[:7]}{'-quick' if args.quick else ''}.json"
-    (RESULTS_DIR / name).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
-    print_tables(result, sys.stderr if args.json else sys.stdout)
-    if args.json:
-        print(orjson.dumps(result).decode())
-    log(f"wrote benchmarks/results/{name}")
+    ran = [v for v in result["verdicts"].values() if v != "not run"]
+    passed = all(v == "PASS" for v in ran) if ran else None
+    saved = None if args.no_save else result_path("drift", result["commit"], args.quick)
+    report(result, tables(result), passed, saved, json_stdout=args.json)
     return 0
 
 

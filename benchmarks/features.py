@@ -1,4 +1,4 @@
-"""Feature pipeline benchmarks, against the targets of the features issue.
+"""Feature pipeline benchmarks, against their targets.
 
     scripts/bench-features            # full
     scripts/bench-features --quick    # fewer events
@@ -19,7 +19,8 @@
 * For the record: the latency quantile sketch's update cost beside river's
   ``stats.Quantile`` (P²), which it replaces because P² cannot be merged.
 
-Results: a table on stdout and ``benchmarks/results/features-<sha>[-quick].json``.
+Results: a table on stdout and ``benchmarks/results/features-<sha>[-quick].json``;
+the last line is ``overall: PASS|FAIL`` against the four targets.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ import asyncio
 import datetime as dt
 import http.client
 import os
-import platform
 import random
 import shutil
 import statistics
@@ -43,7 +43,6 @@ from typing import Any
 
 import orjson
 
-from app.broker import EmbeddedBroker, free_port
 from app.features.archive import OutcomeArchive
 from app.features.extraction import FeatureExtractor
 from app.features.quantile_sketch import QuantileSketch
@@ -51,10 +50,10 @@ from app.features.spec import FeatureSpec
 from app.features.store import FeatureStore
 from app.records import Outcome, Request, now_ms
 from app.settings import Settings
+from app.stream.broker import EmbeddedBroker, free_port
 from app.topics import TopicCatalog, apply_topics
-from benchmarks.common import ROOT, git_commit
+from benchmarks.common import ROOT, report, result_path, run_header
 
-RESULTS_DIR = ROOT / "benchmarks" / "results"
 SPEC = ROOT / "config" / "features.yaml"
 TARGETS = {
     "extraction_us": ("≤", 20.0),
@@ -281,9 +280,12 @@ def bench_worker(n_obs: int, reads: int) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="bench-features", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="scripts/bench-features", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer events (a fast check)")
+    p.add_argument("--json", action="store_true", help="JSON on stdout, the table on stderr")
+    p.add_argument("--no-save", action="store_true", help="do not write benchmarks/results/")
     args = p.parse_args(argv)
+    out = run_header("features", "pyarrow", "river", "faust")
     k = 0.25 if args.quick else 1.0
     res: dict[str, float] = {}
     res.update(bench_extraction(int(20_000 * k)))
@@ -302,33 +304,22 @@ def main(argv: list[str] | None = None) -> int:
             verdict = f"{'PASS' if ok else 'FAIL'} ({op} {bound:g})"
             verdicts[key] = ok
         rows.append((key, value, verdict))
-    print(f"{'figure':<28} {'value':>14}  target")
-    for key, value, verdict in rows:
-        print(f"{key:<28} {value:>14,.2f}  {verdict}")
-    commit = git_commit()
-    out = {
-        "benchmark": "features",
+    lines = [f"{'figure':<28} {'value':>14}  target"]
+    lines += [f"{key:<28} {value:>14,.2f}  {verdict}" for key, value, verdict in rows]
+    # cpus and loadavg (at the end): the names earlier results have.
+    out["machine"] |= {"cpus": os.cpu_count(), "loadavg": os.getloadavg()}
+    out |= {
         "quick": args.quick,
-        "commit": commit,
         "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "loadavg": os.getloadavg(),
-        },
         "results": res,
         "targets": {
             k: {"op": op, "bound": b, "pass": verdicts.get(k)} for k, (op, b) in TARGETS.items()
         },
     }
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = (
-        RESULTS_DIR / f"features-{(commit or 'unknown')[:7]}{'-quick' if args.quick else ''}.json"
-    )
-    path.write_bytes(orjson.dumps(out, option=orjson.OPT_INDENT_2))
-    print(f"\n{path.relative_to(ROOT)}  ({'all PASS' if all(verdicts.values()) else 'some FAIL'})")
-    return 0 if all(verdicts.values()) else 1
+    passed = all(verdicts.values())
+    saved = None if args.no_save else result_path("features", out["commit"], args.quick)
+    report(out, "\n".join(lines), passed, saved, json_stdout=args.json)
+    return 0 if passed else 1
 
 
 if __name__ == "__main__":

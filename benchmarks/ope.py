@@ -18,28 +18,24 @@ Per estimator, the median over repeats of: events/s = n / wall time of one
 including that fit, and a 95% bootstrap interval (200 resamples). OBP's
 value must equal ours (same formulas) — a cross-check of both.
 
-Targets (issue 6): ≥ 200,000 events/s for IPS, SNIPS and DR.
-Results: a table and ``benchmarks/results/ope-<git short sha>[-quick].json``.
+Targets: ≥ 200,000 events/s for IPS, SNIPS and DR; OBP's values equal ours.
+Results: a table and ``benchmarks/results/ope-<git short sha>[-quick].json``;
+the last line is ``overall: PASS|FAIL``.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime as dt
 import os
-import platform
 import resource
 import statistics
 import sys
 import time
 import tracemalloc
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 
 from app.evaluation.estimators import (
     IPS,
@@ -52,43 +48,14 @@ from app.evaluation.estimators import (
     SwitchDoublyRobust,
 )
 from app.evaluation.logged_data import LoggedData
-from benchmarks.common import git_commit
+from benchmarks.common import progress_logger, report, result_path, run_header
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS_DIR = ROOT / "benchmarks" / "results"
 TARGET_EVENTS_PER_S = 200_000
 TARGETS = ("ips", "snips", "dr")
 TAU = 10.0
 
 
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def _version(dist: str) -> str | None:
-    try:
-        from importlib.metadata import version
-
-        return version(dist)
-    except Exception:
-        return None
-
-
-def machine_info() -> dict[str, Any]:
-    model = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "nproc": len(os.sched_getaffinity(0)),
-        "cpu_model": model,
-        "python": platform.python_version(),
-        "kernel": platform.release(),
-        "packages": {n: _version(n) for n in ("numpy", "obp", "scikit-learn", "torch")},
-        "loadavg_start": list(os.getloadavg()),
-    }
+log = progress_logger()
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -307,7 +274,9 @@ def table(doc: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p = argparse.ArgumentParser(
+        prog="scripts/bench-ope", description=__doc__.split("\n\n")[0] if __doc__ else None
+    )
     p.add_argument("--quick", action="store_true", help="100,000 events, 1 repeat")
     p.add_argument("--n", type=int, default=None, help="events (default 1,000,000)")
     p.add_argument("--arms", type=int, default=5)
@@ -319,30 +288,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     n = args.n or (100_000 if args.quick else 1_000_000)
     repeats = args.repeats or (1 if args.quick else 3)
-    started = dt.datetime.now(dt.UTC)
-    doc = {
-        "benchmark": "ope",
-        "quick": args.quick,
-        "started_at": started.isoformat(),
-        "commit": git_commit(),
-        "machine": machine_info(),
-        **run(n, args.arms, args.dim, repeats, args.seed),
-    }
+    doc = run_header("ope", "numpy", "obp", "scikit-learn", "torch")
+    doc |= {"quick": args.quick, **run(n, args.arms, args.dim, repeats, args.seed)}
     doc["loadavg_end"] = list(os.getloadavg())
-    text = table(doc)
-    payload = orjson.dumps(doc, option=orjson.OPT_INDENT_2)
-    if not args.no_save:
-        sha = (doc["commit"] or "unknown")[:7]
-        name = f"ope-{sha}{'-quick' if args.quick else ''}.json"
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        (RESULTS_DIR / name).write_bytes(payload + b"\n")
-        text += f"\nwrote {(RESULTS_DIR / name).relative_to(ROOT)}"
-    if args.json:
-        print(text, file=sys.stderr)
-        sys.stdout.buffer.write(payload + b"\n")
-    else:
-        print(text)
-    return 0 if all(c["pass"] for c in doc["checks"]) else 1
+    saved = None if args.no_save else result_path("ope", doc["commit"], args.quick)
+    passed = all(c["pass"] for c in doc["checks"])
+    report(doc, table(doc), passed, saved, json_stdout=args.json)
+    return 0 if passed else 1
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """RL agents on the multi-step LLM workflow environment.
 
-    .venv/bin/python -m benchmarks.rl            # 3 seeds, ~1 minute on 2 cores
-    .venv/bin/python -m benchmarks.rl --quick    # 1 seed, fewer episodes
+    scripts/bench-rl            # 3 seeds, ~1 minute on 2 cores
+    scripts/bench-rl --quick    # 1 seed, a third of the episodes
+    scripts/bench-rl --json     # JSON on stdout (the table goes to stderr)
 
 Trains DQN, Double-DQN, REINFORCE and actor-critic on
 :class:`~app.evaluation.workflow_env.LLMWorkflowEnv` for each seed, then
@@ -10,22 +11,26 @@ best fixed strategy ("call the best single arm, accept", chosen with
 hindsight) and the uniformly random policy. Also times one DQN training step
 (batch 64, default 64-64 network; median of 50).
 
-Prints the table, then the result as JSON, on stdout (progress on stderr;
-``--json``: the JSON only). Torch runs
-with ``--threads`` intra-op threads (default 1: these networks are tiny).
+Targets: every agent beats the random policy by at least
+``MIN_GAIN_OVER_RANDOM``; the best agent is within ``MAX_GAP_TO_BEST_FIXED`` of
+the best fixed strategy; a DQN training step takes at most
+``MAX_TRAIN_STEP_MS`` (docs/benchmarks.md gives the figures they come from).
+
+Results: the table on stdout (stderr with ``--json``, the JSON on stdout) and
+``benchmarks/results/rl-<git short sha>[-quick].json``; the last line is
+``overall: PASS|FAIL``. Progress on stderr. Torch runs with ``--threads``
+intra-op threads (default 1: these networks are tiny).
 """
 
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import time
 from typing import Any
 
 import numpy as np
-import orjson
 import torch
 
 from app.evaluation.environment import average_return, run_episode
@@ -33,6 +38,7 @@ from app.evaluation.workflow_env import LLMWorkflowEnv
 from app.policies.actor_critic import ActorCritic
 from app.policies.dqn import DQN
 from app.policies.reinforce import Reinforce
+from benchmarks.common import progress_logger, report, result_path, run_header
 
 DQN_SETTINGS: dict[str, Any] = {
     "hidden": (32, 32),
@@ -50,9 +56,11 @@ AGENTS: dict[str, tuple[type, dict[str, Any], int]] = {
 }
 EVAL_SEED = 999
 
+MIN_GAIN_OVER_RANDOM = 0.10
+MAX_GAP_TO_BEST_FIXED = 0.01
+MAX_TRAIN_STEP_MS = 5.0
 
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+log = progress_logger()
 
 
 def train_step_ms(env: LLMWorkflowEnv, steps: int = 50) -> float:
@@ -105,8 +113,36 @@ def run(seeds: list[int], scale: float, eval_episodes: int) -> dict[str, Any]:
         "dqn_train_step_ms": train_step_ms(env),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        "machine": platform.machine(),
     }
+
+
+def evaluate_targets(res: dict[str, Any]) -> list[dict[str, Any]]:
+    best, rnd = res["best_fixed"]["value"], res["random"]
+    targets = [
+        {
+            "target": f"{name} >= random + {MIN_GAIN_OVER_RANDOM:g}",
+            "value": r["mean"],
+            "pass": r["mean"] >= rnd + MIN_GAIN_OVER_RANDOM,
+        }
+        for name, r in res["agents"].items()
+    ]
+    top = max(res["agents"], key=lambda name: res["agents"][name]["mean"])
+    targets.append(
+        {
+            "target": f"best agent ({top}) >= best fixed - {MAX_GAP_TO_BEST_FIXED:g}",
+            "value": res["agents"][top]["mean"],
+            "pass": res["agents"][top]["mean"] >= best - MAX_GAP_TO_BEST_FIXED,
+        }
+    )
+    ms = res["dqn_train_step_ms"]
+    targets.append(
+        {
+            "target": f"DQN train step <= {MAX_TRAIN_STEP_MS:g} ms",
+            "value": ms,
+            "pass": ms <= MAX_TRAIN_STEP_MS,
+        }
+    )
+    return targets
 
 
 def table(res: dict[str, Any]) -> str:
@@ -126,23 +162,29 @@ def table(res: dict[str, Any]) -> str:
         f"DQN train step (batch 64, 12-64-64-7): {res['dqn_train_step_ms']:.2f} ms median, "
         f"{res['torch_threads']} torch thread(s); {res['eval_episodes']} evaluation episodes"
     )
+    lines.append("")
+    for t in res["targets"]:
+        lines.append(f"{'PASS' if t['pass'] else 'FAIL'}  {t['target']}: {t['value']:.4f}")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="scripts/bench-rl", description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, default=3, help="training seeds per agent (default 3)")
     p.add_argument("--quick", action="store_true", help="1 seed, a third of the episodes")
     p.add_argument("--eval-episodes", type=int, default=2_000)
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
-    p.add_argument("--json", action="store_true", help="print only the JSON on stdout")
+    p.add_argument("--json", action="store_true", help="JSON on stdout, the table on stderr")
+    p.add_argument("--no-save", action="store_true", help="do not write benchmarks/results/")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     seeds = list(range(1 if args.quick else args.seeds))
-    res = run(seeds, 1 / 3 if args.quick else 1.0, args.eval_episodes)
-    if not args.json:
-        print(table(res), flush=True)
-    sys.stdout.write(orjson.dumps(res, option=orjson.OPT_INDENT_2).decode() + "\n")
+    res = run_header("rl", "torch", "numpy")
+    res["quick"] = args.quick
+    res |= run(seeds, 1 / 3 if args.quick else 1.0, args.eval_episodes)
+    res["targets"] = evaluate_targets(res)
+    saved = None if args.no_save else result_path("rl", res["commit"], args.quick)
+    report(res, table(res), all(t["pass"] for t in res["targets"]), saved, json_stdout=args.json)
     return 0
 
 

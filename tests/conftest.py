@@ -10,10 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -23,8 +19,9 @@ from typing import Any
 
 import pytest
 
-from app.broker import EmbeddedBroker, free_port
 from app.settings import Settings
+from app.stream.broker import EmbeddedBroker, free_port
+from app.stream.worker_process import WorkerProcess
 from app.topics import TopicCatalog, apply_topics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,61 +84,18 @@ class Deployment:
         return worker
 
 
-class Worker:
+class Worker(WorkerProcess):
+    """A worker of a test deployment, on its own web port."""
+
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.env = env
         self.port = int(env["LLMOPT_WEB_PORT"])
-        self.log = log
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("ab") as fh:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "app.cli", "worker"],
-                env=env,
-                cwd=ROOT,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-            )
-
-    def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited {self.proc.returncode}:\n{self.tail()}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.3)
-        raise TimeoutError(f"worker not ready in {timeout}s:\n{self.tail()}")
+        url = f"http://127.0.0.1:{self.port}/health"
+        super().__init__(log, url, env=env, cwd=ROOT, new_session=False)
 
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
             return str(r.read().decode())
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown, no final commits."""
-        if self.alive():
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-
-    def stop(self) -> None:
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
 
 
 @pytest.fixture

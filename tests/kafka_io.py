@@ -7,7 +7,9 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from app.stream.kafka_io import assign_from_start, partitions_of
 
 
 async def produce(
@@ -43,12 +45,9 @@ class TopicReader:
             max_partition_fetch_bytes=4 << 20,
         )
         await self.consumer.start()
-        parts = self.consumer.partitions_for_topic(self.topic) or set()
-        assert parts, f"topic {self.topic} does not exist"
-        tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
-        self.consumer.assign(tps)
-        for tp in tps:  # explicit 0: the embedded broker's EARLIEST is unreliable
-            self.consumer.seek(tp, 0)
+        tps = partitions_of(self.consumer, self.topic)
+        assert tps, f"topic {self.topic} does not exist"
+        assign_from_start(self.consumer, tps)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from app.features.archive import SCHEMA, OutcomeArchive
 from app.features.training_set import build_training_set
-from app.records import Outcome
+from app.records import REWARD_COMPONENTS, FieldSpec, Outcome, Reward, spec_of
 
 DAY = 86_400_000
 T0 = 1_700_000_000_000 - 1_700_000_000_000 % DAY  # a UTC midnight (2023-11-14)
@@ -77,3 +79,40 @@ def test_duplicated_batches_count_once_in_a_training_set(tmp_path: Path) -> None
     table = ds.dataset(tmp_path, partitioning="hive").to_table()
     assert table.num_rows == 70 and archive.rows_written == 70
     assert build_training_set(table, []).num_rows == 50
+
+
+ARROW_TYPES = {
+    "string": pa.string(),
+    "integer": pa.int64(),
+    "number": pa.float64(),
+    "boolean": pa.bool_(),
+    "strings": pa.list_(pa.string()),
+    "numbers": pa.list_(pa.float64()),
+}
+
+
+def arrow_type(spec: FieldSpec) -> pa.DataType:
+    if spec.kind == "nested":
+        return pa.struct([(name, arrow_type(sub)) for name, sub, _ in spec.fields])
+    return ARROW_TYPES[spec.kind]
+
+
+def test_the_columns_are_the_outcome_fields_as_declared() -> None:
+    """A column per field of the outcome record (but ``workflow``, which the archive
+    leaves out), of the type its declaration gives; ``components`` a struct of the
+    reward's components."""
+    reward_fields = {f.name: f for f in dataclasses.fields(Reward)}
+    components = pa.struct(
+        [(name, arrow_type(spec_of(reward_fields[name]))) for name in REWARD_COMPONENTS]
+    )
+    expected = []
+    for f in dataclasses.fields(Outcome):
+        if f.name == "workflow":
+            continue
+        if f.name == "schema_version":
+            expected.append((f.name, pa.int64()))
+        elif f.name == "components":
+            expected.append((f.name, components))
+        else:
+            expected.append((f.name, arrow_type(spec_of(f))))
+    assert pa.schema(expected) == SCHEMA

@@ -258,7 +258,7 @@ def test_cli_backtest_writes_table_json_and_html(
             "logging",
             "--train-fraction",
             "0.2",
-            "--bootstrap",
+            "--resamples",
             "50",
             "--json",
             str(out_json),

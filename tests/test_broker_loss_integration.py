@@ -23,10 +23,10 @@ import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from agents.watch_cluster import rewind_restarted_logs
-from app.broker import EmbeddedBroker, free_port
 from app.evaluation.simulator import TrafficSimulator
 from app.records import Decision, PolicySnapshot, now_ms
+from app.stream.broker import EmbeddedBroker, free_port
+from app.stream.cluster_watcher import rewind_restarted_logs
 from app.topics import apply_topics, check_topics
 from tests.conftest import ROOT, Broker, Deployment, Worker, deploy
 from tests.kafka_io import TopicReader, produce

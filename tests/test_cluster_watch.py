@@ -1,4 +1,4 @@
-"""The worker's view of its cluster (app/cluster_watch.py): outages, a new
+"""The worker's view of its cluster (app/stream/cluster_watch.py): outages, a new
 cluster behind the same address, missing topics, logs that restarted below a
 consumer's position, and what /health says about each."""
 
@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import logging
 
-from agents.watch_cluster import _OutageLogFilter
-from app.cluster_watch import (
+from app.learner import Learner
+from app.stream.cluster_watch import (
     ClusterState,
     health_report,
     missing,
@@ -16,7 +16,7 @@ from app.cluster_watch import (
     restarted_partitions,
     topic_role,
 )
-from app.learner import Learner
+from app.stream.cluster_watcher import _OutageLogFilter
 from tests.test_learner import config, outcome
 
 

@@ -2,7 +2,8 @@
 accept and emit the same documents.
 
 * shape: the dataclass fields are the schema's properties, the fields without a default
-  (plus ``schema_version``) are its ``required``;
+  (plus ``schema_version``) are its ``required``, and each property states what the field's
+  declaration does (``schema_properties``: kind, range, length, default);
 * record → schema: what ``to_dict``/``dumps`` emit validates and parses back to the record;
 * schema → record: what the schema accepts, ``from_dict`` accepts (documents drawn from the
   schema by ``from_schema``, a small generator for the keywords these schemas use);
@@ -37,6 +38,7 @@ from app.records import (
     DeadLetter,
     Decision,
     DriftEvent,
+    FeatureObservation,
     InvalidEvent,
     MetricsSnapshot,
     Outcome,
@@ -44,6 +46,8 @@ from app.records import (
     Record,
     Request,
     Reward,
+    schema_conditions,
+    schema_properties,
 )
 
 SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schemas"
@@ -211,6 +215,17 @@ EXAMPLES: dict[type[Record], dict[str, Any]] = {
         "arm": "gpt-4o-mini/t0.2",
         "resolved_at": T0 + 180_000,
         "summary": "error_rate 0.010 back under 0.05 over 60 s",
+    },
+    FeatureObservation: {
+        "schema_version": 1,
+        "entity": "tenant=acme,arm=gpt-4o-mini/t0.2",
+        "kind": "outcome",
+        "time": T0 + 2_100,
+        "input_tokens": 812,
+        "reward": 0.74,
+        "cost_usd": 0.0012,
+        "latency_ms": 843.5,
+        "error": False,
     },
 }
 
@@ -418,6 +433,23 @@ MUTATIONS: dict[type[Record], list[tuple[str, dict[str, Any]]]] = {
         ("resolved_at a string", {"resolved_at": "later"}),
         ("summary too long", {"summary": "s" * 1025}),
     ],
+    FeatureObservation: [
+        ("outcome without a reward", {"reward": DELETE}),
+        ("entity empty", {"entity": ""}),
+        ("entity too long", {"entity": "e" * 1025}),
+        ("kind in its window code", {"kind": "o"}),
+        ("kind not a string", {"kind": 1}),
+        ("negative time", {"time": -1}),
+        ("time a string", {"time": str(T0)}),
+        ("time fractional", {"time": T0 + 0.5}),
+        ("negative input_tokens", {"input_tokens": -1}),
+        ("input_tokens fractional", {"input_tokens": 1.5}),
+        ("reward above 1", {"reward": 1.5}),
+        ("reward a string", {"reward": "0.5"}),
+        ("negative cost_usd", {"cost_usd": -0.01}),
+        ("latency_ms above 1e9", {"latency_ms": 1e9 + 1}),
+        ("error an integer", {"error": 1}),
+    ],
 }
 
 # Edge documents both must accept: patches on EXAMPLES at the limits of each check.
@@ -470,6 +502,13 @@ BOUNDARIES: dict[type[Record], list[dict[str, Any]]] = {
         {"window_seconds": 0, "samples": 0, "started_at": 0, "created_at": 0, "status": "firing"},
         {"window_seconds": 2_592_000, "rule": "r" * 128, "comparison": "<=", "severity": "info"},
         {"threshold": -1e300, "value": 1e300, "comparison": ">=", "severity": "warning"},
+    ],
+    FeatureObservation: [
+        {"kind": "request", "reward": DELETE, "cost_usd": DELETE, "latency_ms": DELETE},
+        {"kind": "request"},  # a reward is allowed, only not required
+        {"time": 0, "input_tokens": 0, "reward": 0, "cost_usd": 0, "latency_ms": 0},
+        {"time": 2**53, "input_tokens": 10_000_000, "reward": 1, "cost_usd": 1e6},
+        {"entity": "e" * 1024, "latency_ms": 1e9, "error": True},
     ],
 }
 
@@ -607,6 +646,29 @@ def test_schema_properties_are_the_record_fields(cls: type[Record]) -> None:
     }
 
 
+def without_descriptions(s: Any) -> Any:
+    """A schema (part) with its ``description`` keywords left out."""
+    if isinstance(s, dict):
+        return {k: without_descriptions(v) for k, v in s.items() if k != "description"}
+    if isinstance(s, list):
+        return [without_descriptions(v) for v in s]
+    return s
+
+
+@RECORDS
+def test_schema_states_the_declared_checks(cls: type[Record]) -> None:
+    """Each property is what its field's declaration amounts to: a field declared but
+    missing from the schema, a range, length or default that differs, fails here."""
+    s = schema(cls)
+    props = {name: without_descriptions(p) for name, p in s["properties"].items()}
+    declared = schema_properties(cls)
+    for name, p in declared.items():
+        assert props.get(name) == p, name
+    assert set(props) == set(declared)
+    conditions = [{"if": s["if"], "then": s["then"]}] if "if" in s else []
+    assert conditions == schema_conditions(cls)
+
+
 @RECORDS
 def test_schema_defaults_are_the_record_defaults(cls: type[Record]) -> None:
     props = schema(cls)["properties"]
@@ -629,8 +691,15 @@ def test_records_emit_valid_documents(cls: type[Record]) -> None:
     optional = sorted(set(cls.field_names()) - required_fields(cls))
     for n in range(len(optional) + 1):
         for dropped in itertools.combinations(optional, n):
-            record = cls(**example(cls, **dict.fromkeys(dropped, DELETE)))
-            assert_emits_valid_documents(record)
+            doc = example(cls, **dict.fromkeys(dropped, DELETE))
+            if any(
+                name not in doc and doc.get(other) == value
+                for name, (other, value) in cls.required_when.items()
+            ):  # a field required here (required_when) left out: both reject it
+                assert not validator(cls).is_valid(doc)
+                assert record_verdict(cls, doc) is False
+                continue
+            assert_emits_valid_documents(cls(**doc))
 
 
 # --- documents drawn from a schema --------------------------------------------------------
@@ -642,7 +711,7 @@ KEYWORDS = {
     "$schema", "$id", "title", "description", "default", "contentEncoding",
     "type", "const", "enum", "minimum", "maximum", "minLength", "maxLength",
     "items", "minItems", "maxItems", "uniqueItems", "properties", "required",
-    "additionalProperties",
+    "additionalProperties", "if", "then",
 }  # fmt: skip
 # Free-form JSON (metadata, parameters, ...). Integers stay in the 64-bit range orjson
 # parses as integers; larger literals arrive as floats.
@@ -694,16 +763,31 @@ def from_schema(s: dict[str, Any]) -> st.SearchStrategy[Any]:
             assert s.get("additionalProperties") is False
             props = {name: from_schema(sub) for name, sub in s["properties"].items()}
             required = set(s.get("required", ()))
-            return st.fixed_dictionaries(
-                {k: v for k, v in props.items() if k in required},
-                optional={k: v for k, v in props.items() if k not in required},
-            )
+            if "if" not in s:
+                return objects(props, required)
+            # Only the form required_when makes: {"if": {"required": [k], "properties":
+            # {k: {"const": v}}}, "then": {"required": [...]}}.
+            ((k, cond),) = s["if"]["properties"].items()
+            assert s["if"]["required"] == [k] and set(s["then"]) == {"required"}
+            value = cond["const"]
+            then = objects({**props, k: st.just(value)}, required | set(s["then"]["required"]))
+            otherwise = objects({**props, k: props[k].filter(lambda v: v != value)}, required)
+            return then | otherwise
         case "object":
             values = from_schema(s.get("additionalProperties", {}))
             return st.dictionaries(st.text(max_size=16), values, max_size=8)
         case None:
             return ANY_JSON
     raise AssertionError(f"from_schema cannot generate type {s.get('type')!r}")
+
+
+def objects(
+    props: dict[str, st.SearchStrategy[Any]], required: set[str]
+) -> st.SearchStrategy[dict[str, Any]]:
+    return st.fixed_dictionaries(
+        {k: v for k, v in props.items() if k in required},
+        optional={k: v for k, v in props.items() if k not in required},
+    )
 
 
 @functools.cache
@@ -752,9 +836,9 @@ def test_mutations_are_rejected_by_both(cls: type[Record], doc: dict[str, Any]) 
         cls.from_dict(doc)
 
 
-# --- known disagreements ------------------------------------------------------------------
-# Documents on which records.py and the schema disagree today. Each entry is a strict xfail:
-# fixing records.py makes it pass, which fails the run until the entry is deleted.
+# --- edge cases ---------------------------------------------------------------------------
+# Documents on which records.py and the schema could easily disagree; each family must get
+# the same verdict from both.
 
 Case = tuple[type[Record], str, dict[str, Any]]  # record, label, document
 

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.evaluation.simulator import ArmSpec, SimulatorConfig, TrafficSimulator
+from app.evaluation.simulator import SimulatorConfig, TrafficSimulator
 from app.policies.config import PoliciesConfig
 from app.records import now_ms
 from app.traffic import TrafficDriver
@@ -115,8 +115,7 @@ def make_driver(d: Deployment) -> TrafficDriver:
     pc = policies.get(None)
     assert pc is not None
     config = SimulatorConfig.from_yaml(d.settings.simulator_path).with_drift(False)
-    arms = [ArmSpec(a.name, a.model, dict(a.parameters)) for a in pc.arms]
-    sim = TrafficSimulator(config, arms, pc.reward, seed=3)
+    sim = TrafficSimulator(config, pc.arms, pc.reward, seed=3)
     return TrafficDriver(d.broker.bootstrap, d.topics, sim, RATE)
 
 
@@ -246,7 +245,7 @@ def test_logged_errors_are_counted(deployment: Deployment, tmp_path: Path) -> No
             s.value
             for f in text_string_to_metric_families(text)
             for s in f.samples
-            if s.name == "llmopt_errors_total" and s.labels["logger"] == "app.faust_app"
+            if s.name == "llmopt_errors_total" and s.labels["logger"] == "app.stream"
         )
 
     assert errors() == 0

@@ -16,7 +16,8 @@ import orjson
 import pytest
 from jsonschema import Draft202012Validator
 
-from app.dead_letter import (
+from app.records import DEAD_LETTER_REASONS, DeadLetter, InvalidEvent, Request, now_ms
+from app.stream.dead_letter import (
     MAX_DETAIL_CHARS,
     MAX_KEY_BYTES,
     MAX_ORIGINAL_BYTES,
@@ -26,7 +27,6 @@ from app.dead_letter import (
     send_dead_letter,
     send_internal_error,
 )
-from app.records import DEAD_LETTER_REASONS, DeadLetter, InvalidEvent, Request, now_ms
 
 PRODUCER_LIMIT = 1_048_576  # Kafka's and aiokafka's default max message / request size
 SCHEMA = Draft202012Validator(

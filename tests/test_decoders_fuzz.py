@@ -31,7 +31,6 @@ from agents.aggregate_features import parse_observations
 from agents.archive_outcomes import archive_row
 from app.dashboard.feed import MetricsFeed
 from app.dashboard.history import MetricsHistory
-from app.dead_letter import MAX_KEY_BYTES, MAX_ORIGINAL_BYTES, dead_letter
 from app.features.store import FeatureStore
 from app.join import parse_decision
 from app.records import (
@@ -48,6 +47,7 @@ from app.records import (
     decode,
 )
 from app.settings import Settings
+from app.stream.dead_letter import MAX_KEY_BYTES, MAX_ORIGINAL_BYTES, dead_letter
 from app.topics import TopicCatalog
 from tests.test_contracts import EXAMPLES
 

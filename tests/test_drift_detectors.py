@@ -314,3 +314,12 @@ def test_the_shipped_config_loads() -> None:
 def test_bad_config_is_refused_with_a_reason(doc: object, match: str) -> None:
     with pytest.raises(DriftConfigError, match=match):
         DriftConfig.from_dict(doc)
+
+
+def test_a_misspelt_key_names_its_path_and_the_nearest_key() -> None:
+    with pytest.raises(DriftConfigError) as info:
+        DriftConfig.from_dict({"limits": {"max_arm_per_policy": 8}}, source="drift.yaml")
+    assert str(info.value).startswith(
+        "drift.yaml: limits.max_arm_per_policy: unknown key 'max_arm_per_policy' "
+        "(did you mean 'max_arms_per_policy'?)"
+    ), info.value

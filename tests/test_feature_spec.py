@@ -175,3 +175,17 @@ def test_distribution_summaries_per_column() -> None:
     assert s["context_docs"]["mean"] == pytest.approx(sum(col) / 100)
     assert s["context_docs"]["max"] == pytest.approx(col[-1])
     assert x.publish_summaries() == {}, "each interval starts afresh"
+
+
+def test_a_misspelt_key_names_its_path_and_the_nearest_key(tmp_path: Path) -> None:
+    path = tmp_path / "features.yaml"
+    doc = {
+        **DOC,
+        "features": [{"name": "x", "source": "metadata.x", "default": 0, "rnage": [0, 1]}],
+    }
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(FeatureSpecError) as info:
+        FeatureSpec.load(path)
+    assert str(info.value).startswith(
+        f"{path}: features[0].rnage: unknown key 'rnage' (did you mean 'range'?)"
+    ), info.value

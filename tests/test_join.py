@@ -1,6 +1,6 @@
 """Every transition of the decision–reward join (app/join.py).
 
-Entries go through a JSON round trip between steps, as they do in the
+Entries go through the table's encoding between steps, as they do in the
 agent's RocksDB table."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from app.join import Joiner, Progress, Step, parse_decision
+from app.join import JoinEntry, Joiner, Progress, Step, encode_entry, parse_decision, valid_entry
 from app.policies.config import PoliciesConfig
 from app.records import Decision, InvalidEvent, Outcome, Reward
 
@@ -55,7 +55,10 @@ def policies() -> PoliciesConfig:
 @pytest.fixture
 def joiner() -> Joiner:
     return Joiner(
-        policies(), orphan_hold_ms=HOLD_MS, done_retention_ms=RETAIN_MS, max_hold_ms=MAX_MS,
+        policies(),
+        orphan_hold_ms=HOLD_MS,
+        done_retention_ms=RETAIN_MS,
+        max_hold_ms=MAX_MS,
         settle_ms=0,
     )
 
@@ -89,9 +92,9 @@ def reward(rid: str = "r1", **components: Any) -> Reward:
     return Reward(request_id=rid, tenant_id="acme", sent_at=T0 + 100, **components)
 
 
-def stored(step: Step) -> dict[str, Any] | None:
+def stored(step: Step) -> JoinEntry | None:
     """The entry as the table gives it back."""
-    return orjson.loads(orjson.dumps(step.entry)) if step.entry is not None else None
+    return valid_entry(encode_entry(step.entry)) if step.entry is not None else None
 
 
 def valid_outcome(doc: dict[str, Any]) -> Outcome:
@@ -105,11 +108,11 @@ def test_decision_alone_waits_for_its_reward(joiner: Joiner) -> None:
     assert step.result == "stored" and step.outcome is None and step.error is None
     assert step.keep
     assert step.entry == {
-        "s": "pending",
-        "d": decision(),
+        "state": "pending",
+        "decision": decision(),
         "due": T0 + WAIT_MS,
         "until": T0 + WAIT_MS + MAX_MS,
-        "p": 3,
+        "partition": 3,
     }
     assert step.due == T0 + WAIT_MS
 
@@ -148,9 +151,9 @@ def test_decision_then_reward_gives_one_outcome(joiner: Joiner) -> None:
     assert "features" not in o
     valid_outcome(o)
     assert step.entry is not None
-    assert step.entry["s"] == "done" and step.entry["how"] == "rewarded"
-    assert step.entry["due"] == T0 + 500 + RETAIN_MS and step.entry["p"] == 3
-    assert step.entry["by"] == [REW_SRC] and step.entry["o"] == o
+    assert step.entry["state"] == "done" and step.entry["how"] == "rewarded"
+    assert step.entry["due"] == T0 + 500 + RETAIN_MS and step.entry["partition"] == 3
+    assert step.entry["completed_by"] == [REW_SRC] and step.entry["outcome"] == o
 
 
 def test_error_reward_scores_the_error_reward(joiner: Joiner) -> None:
@@ -186,15 +189,15 @@ def test_reward_before_decision_is_held_then_joined(joiner: Joiner) -> None:
     assert held.result == "held" and held.outcome is None and held.error is None
     entry = stored(held)
     assert entry is not None
-    assert entry["s"] == "orphan" and entry["due"] == T0 + HOLD_MS and entry["p"] == 3
-    assert entry["raw"] == r.dumps().decode() and entry["src"] == REW_SRC
+    assert entry["state"] == "orphan" and entry["due"] == T0 + HOLD_MS and entry["partition"] == 3
+    assert entry["raw"] == r.dumps().decode() and entry["source"] == REW_SRC
     step = joiner.on_decision(entry, decision(), DEC_SRC, T0 + 50)
     assert step.result == "joined"
     o = step.outcome
     assert o is not None and o["outcome_at"] == T0 + 50 and o["defaulted"] is False
     assert o["reward"] == pytest.approx(0.78)
     valid_outcome(o)
-    assert step.entry is not None and step.entry["by"] == [DEC_SRC, REW_SRC]
+    assert step.entry is not None and step.entry["completed_by"] == [DEC_SRC, REW_SRC]
     assert step.entry["due"] == T0 + 50 + RETAIN_MS
     done = stored(step)
     redelivered = joiner.on_reward(done, r, r.dumps(), REW_SRC, T0 + 60)
@@ -259,7 +262,7 @@ def test_orphan_past_due_is_an_unknown_request(joiner: Joiner) -> None:
     entry = stored(joiner.on_reward(None, r, raw, REW_SRC, T0))
     assert entry is not None
     # What the agent dead-letters: the original bytes and where they came from.
-    assert entry["raw"].encode() == raw and entry["src"] == REW_SRC
+    assert entry["raw"].encode() == raw and entry["source"] == REW_SRC
     assert joiner.on_due(entry, T0 + HOLD_MS - 1).result == "not_due"
     step = joiner.on_due(entry, T0 + HOLD_MS)
     assert step.result == "unknown_request" and step.outcome is None
@@ -415,3 +418,88 @@ def test_held_reward_gives_up_at_the_bound(joiner: Joiner) -> None:
     step = joiner.on_due(entry, T0 + MAX_MS, Progress(decisions_end=800, decisions_done=1))
     assert step.result == "unknown_request_at_bound"
     assert step.error is not None and str(MAX_MS) in step.error.detail
+
+
+# -- the table's entries ------------------------------------------------------------------
+def test_entries_written_with_the_short_keys_are_read(joiner: Joiner) -> None:
+    """Changelogs written before entries had field names hold the short keys:
+    they read as the same entries, and the join goes on from them."""
+    r = reward()
+    pending = {"s": "pending", "d": decision(), "due": T0 + WAIT_MS, "until": T0 + MAX_MS, "p": 3}
+    orphan = {
+        "s": "orphan",
+        "r": r.to_dict(),
+        "src": REW_SRC,
+        "raw": r.dumps().decode(),
+        "due": T0 + HOLD_MS,
+        "until": T0 + MAX_MS,
+        "p": 3,
+        "mark": 800,
+    }
+    done_step = joiner.on_reward(stored(joiner.on_decision(None, decision(), DEC_SRC, T0)), r,
+                                 r.dumps(), REW_SRC, T0 + 1)  # fmt: skip
+    o = done_step.outcome
+    done = {"s": "done", "how": "rewarded", "due": T0 + RETAIN_MS, "p": 3, "by": [REW_SRC], "o": o}
+
+    assert valid_entry(orjson.dumps(pending)) == {
+        "state": "pending",
+        "decision": decision(),
+        "due": T0 + WAIT_MS,
+        "until": T0 + MAX_MS,
+        "partition": 3,
+    }
+    assert valid_entry(orjson.dumps(orphan)) == {
+        "state": "orphan",
+        "reward": r.to_dict(),
+        "source": REW_SRC,
+        "raw": r.dumps().decode(),
+        "due": T0 + HOLD_MS,
+        "until": T0 + MAX_MS,
+        "partition": 3,
+        "mark": 800,
+    }
+    assert valid_entry(orjson.dumps(done)) == {
+        "state": "done",
+        "how": "rewarded",
+        "due": T0 + RETAIN_MS,
+        "partition": 3,
+        "completed_by": [REW_SRC],
+        "outcome": o,
+    }
+    joined = joiner.on_reward(valid_entry(orjson.dumps(pending)), r, r.dumps(), REW_SRC, T0 + 1)
+    assert joined.result == "joined" and joined.outcome == o
+    joined = joiner.on_decision(valid_entry(orjson.dumps(orphan)), decision(), DEC_SRC, T0 + 1)
+    assert joined.result == "joined" and joined.entry is not None
+    assert joined.entry["completed_by"] == [DEC_SRC, REW_SRC]
+    again = joiner.on_reward(valid_entry(orjson.dumps(done)), r, r.dumps(), REW_SRC, T0 + 2)
+    assert again.result == "redelivered" and again.outcome == o
+
+
+def test_entries_go_through_the_table_unchanged(joiner: Joiner) -> None:
+    r = reward()
+    pending = joiner.on_decision(None, decision(), DEC_SRC, T0).entry
+    held = joiner.on_reward(None, r, r.dumps(), REW_SRC, T0).entry
+    assert pending is not None and held is not None
+    done = joiner.on_reward(pending, r, r.dumps(), REW_SRC, T0 + 1).entry
+    waiting = joiner.on_due(held, T0 + HOLD_MS, Progress()).entry  # mark not known yet
+    for entry in (pending, held, done, waiting):
+        assert entry is not None
+        assert valid_entry(encode_entry(entry)) == entry
+        assert b'"s"' not in encode_entry(entry)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        None,
+        b"{not json",
+        b"[]",
+        b'{"state": "gone", "due": 1, "partition": 0}',
+        b'{"state": "pending", "due": "1", "partition": 0}',
+        b'{"state": "pending", "due": 1}',
+        b'{"s": "pending", "due": 1.5, "p": 0}',
+        b'{"s": "orphan", "due": 1, "partition": null}',
+    ],
+)
+def test_unreadable_entries_are_none(raw: bytes | None) -> None:
+    assert valid_entry(raw) is None

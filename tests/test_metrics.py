@@ -19,13 +19,13 @@ from prometheus_client import REGISTRY, CollectorRegistry, Histogram, generate_l
 from prometheus_client.parser import text_string_to_metric_families
 
 from app import metrics
-from app.agent_sensor import AgentSensor, lag_by_topic
 from app.dashboard.history import MetricsHistory
 from app.dashboard.quantile import histogram_quantile
 from app.error_log_counter import ErrorLogCounter
 from app.metrics_snapshot import build_snapshot, collect_samples, sample_values
 from app.records import MetricsSnapshot
 from app.settings import ROOT
+from app.stream.agent_sensor import AgentSensor, lag_by_topic
 
 # Every label the worker's metrics may carry: each has a bounded set of values
 # (agent and logger names, reason codes, results, policy and arm names from

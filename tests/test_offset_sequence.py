@@ -1,8 +1,8 @@
-"""Telling when a stream skipped records (app/offset_sequence.py)."""
+"""Telling when a stream skipped records (app/stream/offset_sequence.py)."""
 
 from __future__ import annotations
 
-from app.offset_sequence import OffsetSequence
+from app.stream.offset_sequence import OffsetSequence
 
 
 def test_consecutive_offsets_are_next_and_redeliveries_behind() -> None:

@@ -1,4 +1,4 @@
-"""Partition ends as a fetch reports them (app/partition_ends.py): right
+"""Partition ends as a fetch reports them (app/stream/partition_ends.py): right
 where the embedded broker's ListOffsets is short of the end."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import TopicPartition
 
-from app.partition_ends import PartitionEnds, fetched_end_offsets
+from app.stream.partition_ends import PartitionEnds, fetched_end_offsets
 from tests.conftest import Broker
 
 

@@ -6,7 +6,7 @@ import random
 
 from aiokafka.partitioner import murmur2
 
-from app.partitioning import murmur2_many, partitions_for
+from app.stream.partitioning import murmur2_many, partitions_for
 
 
 def test_same_hash_and_partition_as_the_default_partitioner() -> None:

@@ -1,4 +1,4 @@
-"""The policy contract (ARCHITECTURE.md §4), checked once for every policy in
+"""The policy contract (docs/architecture.md#the-policy-contract), checked once for every policy in
 the registry, then Thompson sampling's own behaviour: does it learn, are its
 propensities right, does the discounted variant follow a drifting provider.
 
@@ -8,6 +8,7 @@ is picked up by the generic tests without any change here.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
 from typing import Any
@@ -166,6 +167,10 @@ def test_unknown_arm_is_named(algorithm: type[Policy]) -> None:
         lambda: policy.scores(["b", "gpt-5-turbo"], ctx(policy)),
         lambda: policy.remove_arm("gpt-5-turbo"),
         lambda: policy.add_arm("z", prior_from="gpt-5-turbo"),
+        lambda: policy.reset_arm("gpt-5-turbo"),
+        lambda: policy.arm_evidence("gpt-5-turbo"),
+        lambda: policy.discount_evidence("gpt-5-turbo", 0.5),
+        lambda: policy.shrink_evidence("gpt-5-turbo", 0.5),
     ]
     for call in calls:
         with pytest.raises(UnknownArmError) as info:
@@ -308,6 +313,117 @@ def test_selection_alone_does_not_learn(algorithm: type[Policy]) -> None:
     for _ in range(50):
         policy.select(ctx(policy))
     assert policy.stats() == stats
+
+
+def test_has_arm_follows_the_arms(algorithm: type[Policy]) -> None:
+    policy = make(algorithm, 0)
+    assert all(policy.has_arm(a) for a in ARMS)
+    assert not policy.has_arm("f")
+    policy.add_arm("f")
+    policy.remove_arm("a")
+    assert policy.has_arm("f") and not policy.has_arm("a")
+
+
+def hyperparameters(cls: type[Policy]) -> dict[str, Any]:
+    """Each parameter of the constructor after ``arms`` and ``seed``, with its default."""
+    params = inspect.signature(cls.__init__).parameters.values()
+    return {p.name: p.default for p in params if p.name not in ("self", "arms", "seed")}
+
+
+@pytest.mark.parametrize("example", [False, True], ids=["defaults", "example"])
+def test_params_are_what_the_constructor_was_given(algorithm: type[Policy], example: bool) -> None:
+    given = hyperparameters(algorithm) | (algorithm.example_params if example else {})
+    policy = algorithm(ARMS, seed=0, **given)
+    params = policy._params()
+    assert list(params) == list(given)
+    # As a snapshot keeps them (a tuple as a list); a ``None`` default leaves
+    # the value to the policy (a meta-selector's default candidates).
+    chosen = {name: params[name] for name, value in given.items() if value is None}
+    assert params == orjson.loads(orjson.dumps(given)) | chosen
+    assert algorithm(ARMS, seed=0, **params)._params() == params
+    # One mechanism: the base class reads them from the constructor.
+    assert [k for k in algorithm.__mro__ if "_params" in vars(k)] == [Policy]
+
+
+def test_reset_forgets_all_it_learnt_and_keeps_its_configuration(algorithm: type[Policy]) -> None:
+    policy = trained(algorithm, seed=15)
+    policy.add_arm("f")
+    policy.reset()
+    fresh = make(algorithm, 15, arms=[*ARMS, "f"])
+    assert policy.arms == fresh.arms
+    assert policy.stats() == fresh.stats()
+    assert policy.snapshot() == fresh.snapshot()
+    assert play(policy, 40, seed=3) == play(fresh, 40, seed=3)
+
+
+def test_reset_arm_forgets_that_arm_only(algorithm: type[Policy]) -> None:
+    policy = trained(algorithm, seed=16)
+    before = policy.stats()
+    in_place = policy.reset_arm("b")
+    after = policy.stats()
+    assert {a: after[a] for a in ARMS if a != "b"} == {a: before[a] for a in ARMS if a != "b"}
+    if in_place:  # what happened to the arm is still counted
+        assert policy.arms == ARMS
+        kept = {"pulls", "mean_reward"}
+        assert {k: after["b"][k] for k in kept} == {k: before["b"][k] for k in kept}
+    else:  # rebuilt: it starts afresh, at the end of the arms
+        assert policy.arms == [a for a in ARMS if a != "b"] + ["b"]
+        assert after["b"]["pulls"] == 0
+        kept = set()
+    # Otherwise the arm is as in a policy that never learnt anything.
+    fresh = make(algorithm, 16)
+    assert policy.arm_evidence("b") == fresh.arm_evidence("b")
+    figures = {k: v for k, v in after["b"].items() if k not in kept}
+    assert figures == pytest.approx({k: v for k, v in fresh.stats()["b"].items() if k not in kept})
+    p = policy.probabilities(None, ctx(policy))
+    assert float(p.sum()) == pytest.approx(1.0)
+
+
+def test_a_lone_arm_can_be_reset(algorithm: type[Policy]) -> None:
+    policy = make(algorithm, 17, arms=["a"])
+    policy.update("a", 1.0, ctx(policy))
+    policy.reset_arm("a")
+    assert policy.arms == ["a"]
+    assert policy.select(ctx(policy)).arm == "a"
+
+
+@pytest.mark.parametrize("factor", [0.0, 0.25, 1.0])
+def test_discount_evidence_keeps_that_factor_of_it(algorithm: type[Policy], factor: float) -> None:
+    policy = trained(algorithm, seed=18)
+    prior = make(algorithm, 18).arm_evidence("b")
+    before = {a: policy.arm_evidence(a) for a in ARMS}
+    stats, data = policy.stats(), policy.snapshot()
+    if not policy.discount_evidence("b", factor):
+        assert before["b"] == {}  # no evidence to discount, and nothing changed
+        assert policy.snapshot() == data
+        return
+    expected = {k: prior[k] + factor * (v - prior[k]) for k, v in before["b"].items()}
+    assert policy.arm_evidence("b") == pytest.approx(expected)
+    assert {a: policy.arm_evidence(a) for a in ARMS if a != "b"} == {
+        a: e for a, e in before.items() if a != "b"
+    }
+    assert policy.stats()["b"]["pulls"] == stats["b"]["pulls"]
+
+
+def test_shrink_evidence_keeps_at_least_that_factor_of_it(algorithm: type[Policy]) -> None:
+    factor = 0.25
+    policy = trained(algorithm, seed=19)
+    before = {a: policy.arm_evidence(a) for a in ARMS}
+    stats, data = policy.stats(), policy.snapshot()
+    if not policy.shrink_evidence("b", factor):
+        assert before["b"] == {}  # no evidence to shrink, and nothing changed
+        assert policy.snapshot() == data
+        return
+    after = policy.arm_evidence("b")
+    assert after.keys() == before["b"].keys()
+    for name, value in before["b"].items():
+        assert factor * value - 1e-12 <= after[name] <= value + 1e-12, name
+    assert sum(after.values()) < sum(before["b"].values())
+    assert {a: policy.arm_evidence(a) for a in ARMS if a != "b"} == {
+        a: e for a, e in before.items() if a != "b"
+    }
+    kept = ("pulls", "mean_reward")
+    assert {k: policy.stats()["b"][k] for k in kept} == {k: stats["b"][k] for k in kept}
 
 
 # -- Thompson sampling ------------------------------------------------------------------------

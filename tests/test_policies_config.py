@@ -1,5 +1,5 @@
 """PoliciesConfig: the YAML files load, and every kind of bad policy is
-refused with a PolicyConfigError that names the policy."""
+refused with a PolicyConfigError that names the file and the key path."""
 
 from __future__ import annotations
 
@@ -156,7 +156,8 @@ def test_bad_policy_is_refused_naming_it(path: str, value: Any, message: str) ->
     with pytest.raises(PolicyConfigError) as info:
         PoliciesConfig.from_dict(with_change(path, value), source="policies.yaml")
     text = str(info.value)
-    assert "policies.yaml" in text and "policy 'main'" in text, text
+    # The file, then the key path, which names the policy.
+    assert text.startswith(f"policies.yaml: policies.main.{path.split('.')[0]}"), text
     assert message in text, text
 
 

@@ -12,9 +12,10 @@ import pytest
 import yaml
 
 from app.cli import main
-from app.evaluation.logged_data import LoggedDataError, read_outcomes_topic
+from app.evaluation.logged_data import LoggedDataError
 from app.evaluation.simulator import TrafficSimulator
 from app.records import Outcome, now_ms
+from app.stream.kafka_io import read_outcomes_topic
 from tests.conftest import TEST_POLICIES, Deployment
 from tests.kafka_io import TopicReader, produce
 
@@ -76,7 +77,7 @@ def test_outcomes_are_read_by_time_range(
         monkeypatch.setenv(key, value)
     out = tmp_path / "bt.json"
     argv = ["backtest", "--topic", "--start", str(t1), "--end", str(t2), "--policy", "fixed:b"]
-    assert main([*argv, "--bootstrap", "0", "--no-progress", "--json", str(out)]) == 0
+    assert main([*argv, "--resamples", "0", "--no-progress", "--json", str(out)]) == 0
     doc = orjson.loads(out.read_bytes())
     assert doc["n_events"] == 60
     fixed_b = doc["policies"][0]["estimates"]

@@ -3,13 +3,23 @@ and the consumer-group timing profiles."""
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from app.settings import PREFIX, ROOT, Settings
+from app.settings import (
+    DRIFT_PATH,
+    FEATURES_PATH,
+    POLICIES_PATH,
+    PREFIX,
+    ROOT,
+    SIMULATOR_PATH,
+    Settings,
+    SettingsError,
+)
 
 
 def test_prefix_is_llmopt() -> None:
@@ -153,3 +163,42 @@ def test_decide_fetch_wait_follows_the_broker_profile_unless_set() -> None:
     assert Settings(embedded_broker=True).decide_fetch_wait == 20
     assert Settings(embedded_broker=False).decide_fetch_wait == 2
     assert Settings.from_env({"LLMOPT_DECIDE_FETCH_WAIT_MS": "5"}).decide_fetch_wait == 5
+
+
+def test_a_bad_value_says_what_to_set() -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({"LLMOPT_WEB_PORT": "abc"})
+    assert str(info.value) == (
+        "LLMOPT_WEB_PORT: 'abc' is not an integer; set a port number such as 6066"
+    )
+    with pytest.raises(SettingsError, match="set true or false"):
+        Settings.from_env({"LLMOPT_AUTO_CREATE_TOPICS": "sometimes"})
+
+
+@pytest.mark.parametrize("raw", ["0", "-1", "65536"])
+def test_a_web_port_it_cannot_serve_on_is_refused(raw: str) -> None:
+    # 0 would be "any free port", but `llmopt run` polls /health at the port
+    # it set and a worker's metrics carry it in the worker's id.
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({"LLMOPT_WEB_PORT": raw})
+    assert str(info.value).startswith(f"LLMOPT_WEB_PORT: {raw} is not a usable port; set ")
+
+
+def test_the_default_config_paths_are_the_loaders_defaults() -> None:
+    from app.drift.config import DriftConfig
+    from app.evaluation.simulator import SimulatorConfig
+    from app.policies.config import PoliciesConfig
+
+    s = Settings()
+    for load, path in (
+        (PoliciesConfig.load, s.policies_path),
+        (DriftConfig.load, s.drift_path),
+        (SimulatorConfig.from_yaml, s.simulator_path),
+    ):
+        assert inspect.signature(load).parameters["path"].default == path
+    assert (s.policies_path, s.drift_path, s.simulator_path) == (
+        POLICIES_PATH,
+        DRIFT_PATH,
+        SIMULATOR_PATH,
+    )
+    assert POLICIES_PATH.parent == ROOT / "config" and FEATURES_PATH.exists()

@@ -11,12 +11,8 @@ import pytest
 import yaml
 
 from app.evaluation import simulator as simmod
-from app.evaluation.simulator import (
-    ArmSpec,
-    SimulatorConfig,
-    TrafficSimulator,
-    load_arms,
-)
+from app.evaluation.simulator import SimulatorConfig, TrafficSimulator
+from app.policies.config import Arm, PoliciesConfig
 from app.records import Request, Reward
 from app.rewards import RewardSpec
 
@@ -24,6 +20,12 @@ REPO = Path(__file__).resolve().parents[1]
 SCENARIO = REPO / "config" / "simulator.yaml"
 POLICIES = REPO / "config" / "policies.yaml"
 DRIFT_AT_MS = 600_000  # default scenario: drift event at_seconds 600
+
+
+def default_arms() -> list[Arm]:
+    """The default policy's arms, read as the simulator reads them."""
+    policies = PoliciesConfig.load(POLICIES)
+    return list(policies.policies[policies.default_policy].arms)
 
 
 def raw_scenario() -> dict:
@@ -36,12 +38,12 @@ def make_sim(
     drift: bool = False,
     spec: RewardSpec | None = None,
     raw: dict | None = None,
-    arms: list[ArmSpec] | None = None,
+    arms: list[Arm] | None = None,
 ) -> TrafficSimulator:
     cfg = SimulatorConfig.from_dict(raw if raw is not None else raw_scenario())
     return TrafficSimulator(
         cfg.with_drift(drift),
-        arms or load_arms(POLICIES),
+        arms or default_arms(),
         spec or RewardSpec(),
         seed=seed,
         start_ms=0,
@@ -246,8 +248,8 @@ def test_temperature_effect():
 
 def test_max_tokens_caps_output_and_cost():
     arms = [
-        ArmSpec("long", "gpt-4o", {"max_tokens": 4096}),
-        ArmSpec("short", "gpt-4o", {"max_tokens": 200}),
+        Arm("long", "gpt-4o", {"max_tokens": 4096}),
+        Arm("short", "gpt-4o", {"max_tokens": 200}),
     ]
     sim = make_sim(arms=arms)
     r = req("creative", 300)
@@ -401,7 +403,7 @@ def _bad(mutate) -> dict:
         ),
         (
             lambda d: d["traffic"]["task_weights"].update(poetry=1),
-            r"unknown task type\(s\) \['poetry'\]",
+            r"traffic\.task_weights\.poetry: unknown task type 'poetry'",
         ),
         (
             lambda d: d["traffic"].update(daily_pattern=[1.0] * 23),
@@ -427,7 +429,7 @@ def _bad(mutate) -> dict:
             lambda d: d["drift"]["events"][0].update(latency_factor=0),
             r"drift\.events\[0\]\.latency_factor",
         ),
-        (lambda d: d.update(typo_key=1), r"top level: unknown key\(s\) \['typo_key'\]"),
+        (lambda d: d.update(typo_key=1), r"typo_key: unknown key 'typo_key'"),
         (
             lambda d: d["traffic"]["tenants"].append({"name": "acme", "weight": 1}),
             r"tenant names must be unique",
@@ -443,13 +445,13 @@ def test_config_validation_errors(mutate, match):
 def test_simulator_validation_errors():
     cfg = SimulatorConfig.from_dict(raw_scenario())
     with pytest.raises(ValueError, match="uses model 'gpt-5'"):
-        TrafficSimulator(cfg, [ArmSpec("x", "gpt-5", {})], RewardSpec(), start_ms=0)
+        TrafficSimulator(cfg, [Arm("x", "gpt-5", {})], RewardSpec(), start_ms=0)
     with pytest.raises(ValueError, match="arm names must be unique"):
         TrafficSimulator(
-            cfg, [ArmSpec("x", "gpt-4o"), ArmSpec("x", "gpt-4o-mini")], RewardSpec(), start_ms=0
+            cfg, [Arm("x", "gpt-4o"), Arm("x", "gpt-4o-mini")], RewardSpec(), start_ms=0
         )
     with pytest.raises(ValueError, match="max_tokens must be a positive integer"):
-        TrafficSimulator(cfg, [ArmSpec("x", "gpt-4o", {"max_tokens": 0})], RewardSpec())
+        TrafficSimulator(cfg, [Arm("x", "gpt-4o", {"max_tokens": 0})], RewardSpec())
     sim = make_sim()
     with pytest.raises(ValueError, match="unknown task type 'poetry'"):
         sim.expected_reward(req("poetry"), "gpt-4o", 0)

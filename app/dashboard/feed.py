@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from app import metrics
 from app.dashboard.history import MetricsHistory
 from app.records import InvalidEvent, MetricsSnapshot, decode
+from app.stream.kafka_io import assign_from, partitions_of
 from app.topics import TopicCatalog
 
 log = logging.getLogger(__name__)
@@ -105,10 +106,7 @@ class MetricsFeed:
     async def _assign(self, consumer: AIOKafkaConsumer) -> None:
         with contextlib.suppress(Exception):
             await consumer._client.force_metadata_update()  # topics created since start
-        tps: list[TopicPartition] = []
-        for name in self.topics:
-            parts = consumer.partitions_for_topic(name) or set()
-            tps += [TopicPartition(name, p) for p in sorted(parts)]
+        tps = partitions_of(consumer, *self.topics)
         if not tps:
             return
         new = [tp for tp in tps if tp.topic not in self.assigned]
@@ -117,12 +115,9 @@ class MetricsFeed:
         ends: dict[TopicPartition, Any] = await consumer.end_offsets(new)
         # assign() replaces the whole assignment: keep the positions already reached.
         kept = {tp: await consumer.position(tp) for tp in consumer.assignment()}
-        consumer.assign(tps)
-        for tp, offset in kept.items():
-            consumer.seek(tp, offset)
-        for tp in new:
-            # Explicit offsets: the embedded broker's EARLIEST lookup is unreliable.
-            consumer.seek(tp, max(0, int(ends.get(tp) or 0) - self.backfill))
+        starts = {tp: kept.get(tp, 0) for tp in tps}
+        starts.update({tp: max(0, int(ends.get(tp) or 0) - self.backfill) for tp in new})
+        assign_from(consumer, starts)
         self.assigned |= {tp.topic for tp in new}
         missing = set(self.topics) - self.assigned
         if missing:

@@ -1,4 +1,5 @@
-"""Drift, anomaly, alert and adaptation settings, from ``config/drift.yaml``."""
+"""Drift, anomaly, alert and adaptation settings, from ``config/drift.yaml``
+(every key checked by app/config_schema.py)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from river import drift
 from river.base import DriftDetector
 
+from app.config_schema import (
+    At,
+    ConfigError,
+    boolean,
+    integer,
+    known_keys,
+    known_parameters,
+    load_yaml,
+    mapping,
+    number,
+    one_of,
+    required,
+    text,
+)
 from app.drift.anomaly_detector import AnomalyDetector
 from app.drift.cusum import CUSUM
 from app.drift.half_space_trees import HalfSpaceTrees
@@ -18,9 +32,7 @@ from app.drift.iqr import IQR
 from app.drift.mad import MAD
 from app.drift.mahalanobis import Mahalanobis
 from app.drift.z_score import ZScore
-from app.settings import ROOT
-
-DEFAULT_PATH = ROOT / "config" / "drift.yaml"
+from app.settings import DRIFT_PATH
 
 SIGNALS = ("reward", "latency", "cost", "error")
 """The per-(policy, arm) streams: scalar reward, log latency, log cost, error 0/1."""
@@ -52,9 +64,22 @@ ALERT_METRICS = (
 )
 COMPARISONS = (">", ">=", "<", "<=")
 SEVERITIES = ("info", "warning", "critical")
+SCOPES = ("arm", "policy")
+ANOMALY_SIGNALS = ("reward", "latency", "cost", "quality", "multivariate")
+TOP_KEYS = ("enabled", "signals", "anomaly", "input_drift", "adaptation", "alerts", "limits")
+RULE_KEYS = (
+    "name",
+    "metric",
+    "comparison",
+    "threshold",
+    "window_seconds",
+    "severity",
+    "scope",
+    "min_samples",
+)
 
 
-class DriftConfigError(ValueError):
+class DriftConfigError(ConfigError):
     pass
 
 
@@ -138,86 +163,97 @@ class DriftConfig:
         return self.adaptation_by_policy.get(policy_id, self.adaptation)
 
     @classmethod
-    def load(cls, path: Path | str = DEFAULT_PATH) -> DriftConfig:
-        try:
-            doc = yaml.safe_load(Path(path).read_text())
-        except FileNotFoundError:
-            raise DriftConfigError(f"drift config {path} does not exist") from None
-        except yaml.YAMLError as exc:
-            raise DriftConfigError(f"{path}: not valid YAML: {exc}") from None
-        return cls.from_dict(doc or {}, source=str(path))
+    def load(cls, path: Path | str = DRIFT_PATH) -> DriftConfig:
+        return cls.from_dict(load_yaml(path, DriftConfigError) or {}, source=str(path))
 
     @classmethod
     def from_dict(cls, doc: Any, source: str = "<dict>") -> DriftConfig:
-        d = _mapping(doc, source)
-        _no_extra(
-            d,
-            {"enabled", "signals", "anomaly", "input_drift", "adaptation", "alerts", "limits"},
-            source,
-        )
+        at = At(source, error=DriftConfigError)
+        d = mapping(doc, at)
+        known_keys(d, at, TOP_KEYS)
         signals = dict(_DEFAULT_SIGNALS)
-        for sig, spec in _mapping(d.get("signals") or {}, f"{source}: signals").items():
-            if sig not in SIGNALS:
-                raise DriftConfigError(
-                    f"{source}: signals: unknown signal {sig!r}; known {SIGNALS}"
-                )
-            signals[sig] = _detector(spec, DRIFT_DETECTORS, f"{source}: signals.{sig}")
+        sig_at = at / "signals"
+        for sig, spec in mapping(d.get("signals"), sig_at, optional=True).items():
+            one_of(sig, sig_at / sig, SIGNALS, what="signal")
+            signals[sig] = _detector(spec, DRIFT_DETECTORS, sig_at / sig)
 
-        an = _mapping(d.get("anomaly") or {}, f"{source}: anomaly")
-        _no_extra(an, {"cooldown_outcomes", "detectors"}, f"{source}: anomaly")
+        an_at = at / "anomaly"
+        an = mapping(d.get("anomaly"), an_at, optional=True)
+        known_keys(an, an_at, ("cooldown_outcomes", "detectors"))
         anomaly = {}
-        for sig, spec in _mapping(an.get("detectors") or {}, f"{source}: anomaly").items():
-            where = f"{source}: anomaly.detectors.{sig}"
-            if sig == "multivariate":
-                anomaly[sig] = _detector(spec, MULTIVARIATE_ANOMALY, where)
-            elif sig in ("reward", "latency", "cost", "quality"):
-                anomaly[sig] = _detector(spec, UNIVARIATE_ANOMALY, where)
-            else:
-                raise DriftConfigError(
-                    f"{where}: unknown signal (reward, latency, cost, quality, multivariate)"
-                )
+        det_at = an_at / "detectors"
+        for sig, spec in mapping(an.get("detectors"), det_at, optional=True).items():
+            one_of(sig, det_at / sig, ANOMALY_SIGNALS, what="signal")
+            registry = MULTIVARIATE_ANOMALY if sig == "multivariate" else UNIVARIATE_ANOMALY
+            anomaly[sig] = _detector(spec, registry, det_at / sig)
 
-        ind = _mapping(d.get("input_drift") or {}, f"{source}: input_drift")
+        ind_at = at / "input_drift"
+        ind = mapping(d.get("input_drift"), ind_at, optional=True)
         input_params = {k: v for k, v in ind.items() if k != "enabled"}
-        input_drift = InputDriftSpec(bool(ind.get("enabled", True)), input_params)
+        enabled = (
+            {"enabled": boolean(ind["enabled"], ind_at / "enabled")} if "enabled" in ind else {}
+        )
+        input_drift = InputDriftSpec(**enabled, params=input_params)
+        from app.drift.input_drift import InputDrift
+
+        known_parameters(input_params, InputDrift, ind_at, "input_drift", skip=("features",))
         if input_drift.enabled:
-            from app.drift.input_drift import InputDrift
             from app.features.request_vector import FEATURE_NAMES
 
             try:
                 InputDrift(FEATURE_NAMES, **input_params)
             except (TypeError, ValueError) as exc:
-                raise DriftConfigError(f"{source}: input_drift: {exc}") from None
+                raise ind_at.fail(str(exc)) from None
 
-        ad = _mapping(d.get("adaptation") or {}, f"{source}: adaptation")
-        _no_extra(ad, {"default", "policies"}, f"{source}: adaptation")
-        default = _adaptation(ad.get("default") or {}, f"{source}: adaptation.default")
+        ad_at = at / "adaptation"
+        ad = mapping(d.get("adaptation"), ad_at, optional=True)
+        known_keys(ad, ad_at, ("default", "policies"))
+        default = _adaptation(ad.get("default"), ad_at / "default")
+        pol_at = ad_at / "policies"
         by_policy = {
-            str(pid): _adaptation(spec, f"{source}: adaptation.policies.{pid}")
-            for pid, spec in _mapping(ad.get("policies") or {}, f"{source}: adaptation").items()
+            str(pid): _adaptation(spec, pol_at / pid)
+            for pid, spec in mapping(ad.get("policies"), pol_at, optional=True).items()
         }
 
-        al = _mapping(d.get("alerts") or {}, f"{source}: alerts")
-        _no_extra(al, {"rules", "cooldown_seconds", "evaluate_every_seconds"}, f"{source}: alerts")
-        rules = tuple(
-            _rule(r, f"{source}: alerts.rules[{i}]") for i, r in enumerate(al.get("rules") or [])
-        )
+        al_at = at / "alerts"
+        al = mapping(d.get("alerts"), al_at, optional=True)
+        known_keys(al, al_at, ("rules", "cooldown_seconds", "evaluate_every_seconds"))
+        raw_rules = al.get("rules") or []
+        if not isinstance(raw_rules, list):
+            raise (al_at / "rules").fail(f"expected a list of rules, got {raw_rules!r}")
+        rules = tuple(_rule(r, (al_at / "rules").item(i)) for i, r in enumerate(raw_rules))
         names = [r.name for r in rules]
         if len(set(names)) != len(names):
-            raise DriftConfigError(f"{source}: alerts.rules: rule names must be unique")
-        lim = _mapping(d.get("limits") or {}, f"{source}: limits")
+            raise (al_at / "rules").fail("rule names must be unique")
+        lim_at = at / "limits"
+        lim = mapping(d.get("limits"), lim_at, optional=True)
+        known_keys(lim, lim_at, ("max_arms_per_policy",))
+        # Only the keys present: the defaults are the fields' own.
+        values: dict[str, Any] = {}
+        if "enabled" in d:
+            values["enabled"] = boolean(d["enabled"], at / "enabled")
+        if "cooldown_outcomes" in an:
+            values["anomaly_cooldown_outcomes"] = integer(
+                an["cooldown_outcomes"], an_at / "cooldown_outcomes", lo=0
+            )
+        for key, name in (
+            ("cooldown_seconds", "alert_cooldown_seconds"),
+            ("evaluate_every_seconds", "alert_evaluate_every_seconds"),
+        ):
+            if key in al:
+                values[name] = number(al[key], al_at / key, 0, lo_open=True)
+        if "max_arms_per_policy" in lim:
+            values["max_arms_per_policy"] = integer(
+                lim["max_arms_per_policy"], lim_at / "max_arms_per_policy", lo=1
+            )
         return cls(
-            enabled=bool(d.get("enabled", True)),
             signals=signals,
             anomaly=anomaly,
-            anomaly_cooldown_outcomes=int(an.get("cooldown_outcomes", 1000)),
             input_drift=input_drift,
             adaptation=default,
             adaptation_by_policy=by_policy,
             alert_rules=rules,
-            alert_cooldown_seconds=_positive(al.get("cooldown_seconds", 300.0), "cooldown"),
-            alert_evaluate_every_seconds=_positive(al.get("evaluate_every_seconds", 1.0), "every"),
-            max_arms_per_policy=int(lim.get("max_arms_per_policy", 64)),
+            **values,
         )
 
 
@@ -229,101 +265,56 @@ _DEFAULT_SIGNALS = {
 }
 
 
-def _mapping(v: Any, where: str) -> Mapping[str, Any]:
-    if not isinstance(v, Mapping):
-        raise DriftConfigError(f"{where}: expected a mapping, got {type(v).__name__}")
-    return v
-
-
-def _no_extra(d: Mapping[str, Any], allowed: set[str], where: str) -> None:
-    extra = set(d) - allowed
-    if extra:
-        raise DriftConfigError(
-            f"{where}: unknown key(s) {sorted(extra)}; allowed {sorted(allowed)}"
-        )
-
-
-def _positive(v: Any, what: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0:
-        raise DriftConfigError(f"alerts: {what} must be a positive number, got {v!r}")
-    return float(v)
-
-
-def _detector(spec: Any, registry: Mapping[str, Callable[..., Any]], where: str) -> DetectorSpec:
-    s = dict(_mapping(spec, where))
+def _detector(spec: Any, registry: Mapping[str, Callable[..., Any]], at: At) -> DetectorSpec:
+    s = dict(mapping(spec, at))
     name = s.pop("detector", None)
-    if name not in registry:
-        raise DriftConfigError(f"{where}: unknown detector {name!r}; known {sorted(registry)}")
+    one_of(name, at / "detector", sorted(registry), what="detector")
+    known_parameters(s, registry[name], at, name, prefix=f"bad parameters for {name}: ")
     out = DetectorSpec(str(name), s)
     try:
         out.build(registry)  # validate the parameters now, not on the first outcome
     except (TypeError, ValueError) as exc:
-        raise DriftConfigError(f"{where}: bad parameters for {name}: {exc}") from None
+        raise at.fail(f"bad parameters for {name}: {exc}") from None
     return out
 
 
-def _adaptation(spec: Any, where: str) -> AdaptationSpec:
-    s = _mapping(spec, where)
-    _no_extra(s, {"action", "factor", "signals"}, where)
-    action = s.get("action", "reset")
-    if action not in ACTIONS:
-        raise DriftConfigError(f"{where}: action must be one of {ACTIONS}, got {action!r}")
-    factor = s.get("factor", 0.2)
-    if isinstance(factor, bool) or not isinstance(factor, int | float) or not 0 <= factor <= 1:
-        raise DriftConfigError(f"{where}: factor must be in [0, 1], got {factor!r}")
-    signals = tuple(s.get("signals", ("reward",)))
-    unknown = set(signals) - set(SIGNALS)
-    if unknown:
-        raise DriftConfigError(f"{where}: unknown signals {sorted(unknown)}; known {SIGNALS}")
-    return AdaptationSpec(str(action), float(factor), signals)
+def _adaptation(spec: Any, at: At) -> AdaptationSpec:
+    s = mapping(spec, at, optional=True)
+    known_keys(s, at, ("action", "factor", "signals"))
+    values: dict[str, Any] = {}
+    if "action" in s:
+        values["action"] = one_of(s["action"], at / "action", ACTIONS, what="action")
+    if "factor" in s:
+        values["factor"] = number(s["factor"], at / "factor", 0, 1)
+    if "signals" in s:
+        raw = s["signals"]
+        if not isinstance(raw, list):
+            raise (at / "signals").fail(f"expected a list of signals, got {raw!r}")
+        values["signals"] = tuple(
+            one_of(sig, (at / "signals").item(i), SIGNALS, what="signal")
+            for i, sig in enumerate(raw)
+        )
+    return AdaptationSpec(**values)
 
 
-def _rule(spec: Any, where: str) -> AlertRule:
-    s = _mapping(spec, where)
-    _no_extra(
-        s,
-        {
-            "name",
-            "metric",
-            "comparison",
-            "threshold",
-            "window_seconds",
-            "severity",
-            "scope",
-            "min_samples",
-        },
-        where,
-    )
-    for key in ("name", "metric", "comparison", "threshold", "window_seconds"):
-        if key not in s:
-            raise DriftConfigError(f"{where}: '{key}' is required")
-    if s["metric"] not in ALERT_METRICS:
-        raise DriftConfigError(f"{where}: metric must be one of {ALERT_METRICS}")
-    if s["comparison"] not in COMPARISONS:
-        raise DriftConfigError(f"{where}: comparison must be one of {COMPARISONS}")
-    severity = s.get("severity", "warning")
-    if severity not in SEVERITIES:
-        raise DriftConfigError(f"{where}: severity must be one of {SEVERITIES}")
-    scope = s.get("scope", "arm")
-    if scope not in ("arm", "policy"):
-        raise DriftConfigError(f"{where}: scope must be arm or policy")
-    try:
-        threshold = float(s["threshold"])
-        window = float(s["window_seconds"])
-        min_samples = int(s.get("min_samples", 30))
-    except (TypeError, ValueError):
-        raise DriftConfigError(
-            f"{where}: threshold, window_seconds, min_samples: numbers"
-        ) from None
-    if not 0 < window <= 2_592_000 or min_samples < 0:
-        raise DriftConfigError(f"{where}: window_seconds in (0, 30 days], min_samples >= 0")
+def _rule(spec: Any, at: At) -> AlertRule:
+    s = mapping(spec, at)
+    known_keys(s, at, RULE_KEYS)
+    required(s, at, ("name", "metric", "comparison", "threshold", "window_seconds"))
+    values: dict[str, Any] = {}
+    if "severity" in s:
+        values["severity"] = one_of(s["severity"], at / "severity", SEVERITIES, what="severity")
+    if "scope" in s:
+        values["scope"] = one_of(s["scope"], at / "scope", SCOPES, what="scope")
+    if "min_samples" in s:
+        values["min_samples"] = integer(s["min_samples"], at / "min_samples", lo=0)
     return AlertRule(
-        str(s["name"]),
-        s["metric"],
-        s["comparison"],
-        threshold,
-        window,
-        severity,
-        scope,
-        min_samples,
+        name=text(s["name"], at / "name"),
+        metric=one_of(s["metric"], at / "metric", ALERT_METRICS, what="metric"),
+        comparison=one_of(s["comparison"], at / "comparison", COMPARISONS, what="comparison"),
+        threshold=number(s["threshold"], at / "threshold"),
+        window_seconds=number(
+            s["window_seconds"], at / "window_seconds", 0, 2_592_000, lo_open=True
+        ),
+        **values,
     )

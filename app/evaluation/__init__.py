@@ -8,14 +8,10 @@ TrafficSimulator
 SimulatorConfig
     A traffic scenario (tenants, task mix, models, parameter effects, drift);
     ``SimulatorConfig.from_yaml("config/simulator.yaml")``.
-ArmSpec
-    An arm as in ``config/policies.yaml``: name, model, parameters.
-load_arms
-    The arms of one policy in a policies file.
 
 Scenario parts
 --------------
-DriftEvent, LengthSpec, ModelSpec, ParameterEffect, TenantSpec
+ScheduledDrift, LengthSpec, ModelSpec, ParameterEffect, TenantSpec
 
 Multi-step environments (reinforcement learning)
 ------------------------------------------------
@@ -26,9 +22,10 @@ LLMWorkflowEnv
 
 Off-policy evaluation (backtests)
 ---------------------------------
-LoggedData, ColumnMapping, DataQuality, read_file, read_archive, read_outcomes_topic
+LoggedData, ColumnMapping, DataQuality, read_file, read_archive
     Logged bandit feedback as numpy arrays, from files, the Parquet archive or
-    the outcomes topic; unusable rows dropped and counted.
+    the outcomes topic (app/stream/kafka_io.py reads it); unusable rows
+    dropped and counted.
 IPS, SNIPS, DirectMethod, DoublyRobust, SelfNormalizedDoublyRobust,
 SwitchDoublyRobust, Replay, RidgeRewardModel, Estimate
     Vectorised estimators with clipping, bootstrap intervals and effective
@@ -45,15 +42,13 @@ from typing import TYPE_CHECKING, Any
 from app.evaluation.environment import Environment, average_return, run_episode
 from app.evaluation.simulator import (
     TASK_TYPES,
-    ArmSpec,
-    DriftEvent,
     LengthSpec,
     ModelSpec,
     ParameterEffect,
+    ScheduledDrift,
     SimulatorConfig,
     TenantSpec,
     TrafficSimulator,
-    load_arms,
 )
 from app.evaluation.workflow_env import LLMWorkflowEnv
 
@@ -76,7 +71,6 @@ if TYPE_CHECKING:
         LoggedData,
         read_archive,
         read_file,
-        read_outcomes_topic,
     )
     from app.evaluation.report import render_html, render_json, render_table
 
@@ -105,7 +99,6 @@ _LAZY = {
             "LoggedData",
             "read_archive",
             "read_file",
-            "read_outcomes_topic",
         ),
         "logged_data",
     ),
@@ -126,14 +119,12 @@ __all__ = [
     "IPS",
     "SNIPS",
     "TASK_TYPES",
-    "ArmSpec",
     "Backtest",
     "BacktestResult",
     "ColumnMapping",
     "DataQuality",
     "DirectMethod",
     "DoublyRobust",
-    "DriftEvent",
     "Environment",
     "Estimate",
     "LLMWorkflowEnv",
@@ -144,16 +135,15 @@ __all__ = [
     "PolicySpec",
     "Replay",
     "RidgeRewardModel",
+    "ScheduledDrift",
     "SelfNormalizedDoublyRobust",
     "SimulatorConfig",
     "SwitchDoublyRobust",
     "TenantSpec",
     "TrafficSimulator",
     "average_return",
-    "load_arms",
     "read_archive",
     "read_file",
-    "read_outcomes_topic",
     "render_html",
     "render_json",
     "render_table",

@@ -9,8 +9,8 @@ context vector, the arms that were available, a slot position and a time.
 Loaders:
 
 * :meth:`LoggedData.from_outcomes` — :class:`~app.records.Outcome` records;
-* :func:`read_outcomes_topic` — the outcomes topic for a time range, from any
-  Kafka cluster (aiokafka, imported lazily);
+* :func:`outcomes_from_values` — outcomes as the outcomes topic holds them
+  (``app.stream.kafka_io.read_outcomes_topic`` reads a time range of it);
 * :func:`read_archive` — the Parquet archive of outcomes (a directory of
   Parquet files, hive partitions allowed);
 * :func:`read_file` — an external logged-bandit file (CSV, Parquet, JSONL)
@@ -24,10 +24,8 @@ reason, in :class:`DataQuality` (``LoggedData.quality``).
 
 from __future__ import annotations
 
-import asyncio
 import fnmatch
 import math
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -43,11 +41,10 @@ __all__ = [
     "DataQuality",
     "LoggedData",
     "LoggedDataError",
+    "outcomes_from_values",
     "read_archive",
     "read_file",
-    "read_outcomes_topic",
     "read_table",
-    "read_topic_range",
 ]
 
 
@@ -319,7 +316,8 @@ class ColumnMapping:
 
     @classmethod
     def for_outcomes(cls) -> ColumnMapping:
-        """The columns of outcome records (topic and Parquet archive)."""
+        """The columns of outcome records (topic and Parquet archive):
+        :class:`~app.records.Outcome` fields, as ``tests/test_records.py`` checks."""
         return cls(
             action="arm",
             reward="reward",
@@ -575,7 +573,7 @@ def read_archive(
 ) -> LoggedData:
     """The Parquet archive of outcomes (a directory of Parquet files with the
     outcome fields plus ``features``; hive partitions such as ``date=`` and
-    ``policy_id=`` are read as columns). Rows are filtered by ``policy_id``
+    ``policy=`` are read as columns). Rows are filtered by ``policy_id``
     and by decision time before conversion."""
     import pyarrow.dataset as ds
 
@@ -609,139 +607,28 @@ def read_archive(
     return read_table(table, mapping, arm_names)
 
 
-# -- Kafka ----------------------------------------------------------------------------------
+# -- Kafka records ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Message:
-    key: bytes | None
-    value: bytes | None
-    timestamp: int
-    partition: int
-    offset: int
-
-
-async def _stop(consumer: Any) -> None:
-    """Stop a consumer. aiokafka's group-less coordinator can raise the
-    CancelledError of its own background task from ``stop()`` when nothing
-    was ever assigned; only a cancellation of this task is passed on."""
-    try:
-        await consumer.stop()
-    except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise
-
-
-async def read_topic_range(
-    bootstrap: str,
-    topic: str,
-    start_ms: int,
-    end_ms: int,
-    idle_timeout_s: float = 5.0,
-    on_progress: Any = None,
-) -> list[Any]:
-    """Every record of ``topic`` with Kafka time in ``[start_ms, end_ms)``,
-    read without a consumer group (records have ``key``, ``value``,
-    ``timestamp``, ``partition``, ``offset``).
-
-    Each partition starts at ``offsets_for_times(start_ms)`` and stops at the
-    high-water mark seen in fetch responses or at the first record at or
-    after ``end_ms``. On the embedded broker a start past the end returns
-    offset 0 and ``end_offsets`` is too low (EMBEDDED_BROKER.md), so the
-    record-time filter, not the offsets, decides what is in range, and the end
-    comes from the fetch high-water mark.
-    """
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    if end_ms <= start_ms:
-        raise LoggedDataError(f"empty time range: end {end_ms} is not after start {start_ms}")
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        enable_auto_commit=False,
-        fetch_max_wait_ms=100,
-        max_partition_fetch_bytes=4 << 20,
-    )
-    await consumer.start()
-    out: list[Any] = []
-    try:
-        parts = consumer.partitions_for_topic(topic)
-        if not parts:
-            raise LoggedDataError(f"topic {topic!r} does not exist on {bootstrap}")
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        consumer.assign(tps)
-        found = await consumer.offsets_for_times(dict.fromkeys(tps, start_ms))
-        pending = set()
-        first: dict[Any, int] = {}  # the offset offsets_for_times answered, per partition
-        for tp in tps:
-            ot = found.get(tp)
-            if ot is None:
-                continue  # nothing written at or after start_ms
-            consumer.seek(tp, ot.offset)
-            pending.add(tp)
-            first[tp] = ot.offset
-        last = time.monotonic()
-        while pending:
-            batch = await consumer.getmany(*pending, timeout_ms=200)
-            got = False
-            for tp, msgs in batch.items():
-                got = got or bool(msgs)
-                for m in msgs:
-                    if m.offset == first.get(tp) and m.timestamp < start_ms:
-                        # The record offsets_for_times pointed at is older than
-                        # the start: the embedded broker's answer for "past the
-                        # end". Nothing in this partition is in range.
-                        pending.discard(tp)
-                        break
-                    if m.timestamp >= end_ms:
-                        pending.discard(tp)
-                        break
-                    if m.timestamp >= start_ms:
-                        out.append(_Message(m.key, m.value, m.timestamp, m.partition, m.offset))
-            for tp in list(pending):
-                hw = consumer.highwater(tp)
-                if hw is not None and await consumer.position(tp) >= hw:
-                    pending.discard(tp)
-            if got:
-                last = time.monotonic()
-                if on_progress is not None:
-                    on_progress(len(out))
-            elif time.monotonic() - last > idle_timeout_s:
-                break  # no fetch brought a high-water mark: take it as the end
-    finally:
-        await _stop(consumer)
-    out.sort(key=lambda m: (m.timestamp, m.partition, m.offset))
-    return out
-
-
-async def read_outcomes_topic(
-    bootstrap: str,
-    topic: str,
-    start_ms: int,
-    end_ms: int,
-    policy_id: str | None = None,
+def outcomes_from_values(
+    values: Iterable[bytes | None],
+    where: str,
     arm_names: Sequence[str] | None = None,
-    idle_timeout_s: float = 5.0,
-    on_progress: Any = None,
+    policy_id: str | None = None,
 ) -> LoggedData:
-    """Outcomes written to ``topic`` in ``[start_ms, end_ms)`` (Kafka record
-    time; see :func:`read_topic_range`). Unparseable records are skipped and
-    counted in the error if nothing else is left."""
+    """Outcomes as the outcomes topic holds them (serialized
+    :class:`~app.records.Outcome` records; app/stream/kafka_io.py reads
+    them) as logged data. Unparseable records are skipped and counted in the
+    error if nothing else is left; ``where`` says where they were read."""
     from app.records import InvalidEvent, Outcome
 
-    messages = await read_topic_range(
-        bootstrap, topic, start_ms, end_ms, idle_timeout_s, on_progress
-    )
     rows: list[dict[str, Any]] = []
     bad = 0
-    for m in messages:
+    for value in values:
         try:
-            rows.append(Outcome.loads(m.value).to_dict())
+            rows.append(Outcome.loads(value).to_dict())
         except InvalidEvent:
             bad += 1
     if not rows:
-        raise LoggedDataError(
-            f"no outcomes on {topic!r} between {start_ms} and {end_ms}"
-            + (f" ({bad} unparseable)" if bad else "")
-        )
+        raise LoggedDataError(f"no outcomes {where}" + (f" ({bad} unparseable)" if bad else ""))
     return LoggedData.from_outcomes(rows, arm_names, policy_id)

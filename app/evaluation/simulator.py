@@ -43,33 +43,44 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from statistics import NormalDist
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import yaml
 
+from app.config_schema import (
+    At,
+    ConfigError,
+    boolean,
+    integer,
+    known_keys,
+    load_yaml,
+    mapping,
+    number,
+    one_of,
+    required,
+    text,
+)
 from app.records import Request, Reward
 from app.rewards import RewardSpec
+from app.settings import POLICIES_PATH, SIMULATOR_PATH
+
+if TYPE_CHECKING:
+    from app.policies.config import Arm
 
 __all__ = [
     "TASK_TYPES",
-    "ArmSpec",
-    "DriftEvent",
     "LengthSpec",
     "ModelSpec",
     "ParameterEffect",
+    "ScheduledDrift",
     "SimulatorConfig",
+    "SimulatorConfigError",
     "TenantSpec",
     "TrafficSimulator",
-    "load_arms",
 ]
 
 TASK_TYPES: tuple[str, ...] = ("code", "qa", "summarization", "creative", "chat")
 """The task types of the default scenario (a config may define others)."""
-
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
-DEFAULT_SCENARIO = CONFIG_DIR / "simulator.yaml"
-DEFAULT_POLICIES = CONFIG_DIR / "policies.yaml"
 
 MAX_INPUT_TOKENS = 200_000
 _Q_MIN, _Q_MAX = 0.01, 0.99  # mean quality is kept inside (0, 1) for the Beta law
@@ -79,52 +90,27 @@ _SQRT2 = math.sqrt(2.0)
 # --------------------------------------------------------------------------- config
 
 
-def _err(where: str, msg: str) -> ValueError:
-    return ValueError(f"simulator config: {where}: {msg}")
+class SimulatorConfigError(ConfigError):
+    """A scenario the simulator cannot use; the message names the key."""
 
 
-def _mapping(v: Any, where: str) -> Mapping[str, Any]:
-    if not isinstance(v, Mapping):
-        raise _err(where, f"must be a mapping, got {type(v).__name__}")
-    return v
-
-
-def _no_extra(d: Mapping[str, Any], allowed: set[str], where: str) -> None:
-    extra = set(d) - allowed
-    if extra:
-        raise _err(where, f"unknown key(s) {sorted(extra)}; allowed: {sorted(allowed)}")
-
-
-def _number(
-    v: Any, where: str, lo: float = -math.inf, hi: float = math.inf, lo_open: bool = False
-) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise _err(where, f"must be a finite number, got {v!r}")
-    if v < lo or v > hi or (lo_open and v == lo):
-        bound = f"({lo}, {hi}]" if lo_open else f"[{lo}, {hi}]"
-        raise _err(where, f"must be in {bound}, got {v!r}")
-    return float(v)
-
-
-def _weights(v: Any, where: str, n: int | None = None) -> tuple[float, ...]:
+def _weights(v: Any, at: At, n: int | None = None) -> tuple[float, ...]:
     if not isinstance(v, Sequence) or isinstance(v, str):
-        raise _err(where, "must be a list of non-negative numbers")
+        raise at.fail("must be a list of non-negative numbers")
     if n is not None and len(v) != n:
-        raise _err(where, f"must have exactly {n} values, got {len(v)}")
-    out = tuple(_number(x, f"{where}[{i}]", lo=0.0) for i, x in enumerate(v))
+        raise at.fail(f"must have exactly {n} values, got {len(v)}")
+    out = tuple(number(x, at.item(i), lo=0.0) for i, x in enumerate(v))
     if not out or sum(out) <= 0:
-        raise _err(where, "weights must sum to more than 0")
+        raise at.fail("weights must sum to more than 0")
     return out
 
 
-def _task_weights(v: Any, tasks: Sequence[str], where: str) -> tuple[float, ...]:
-    d = _mapping(v, where)
-    unknown = set(d) - set(tasks)
-    if unknown:
-        raise _err(where, f"unknown task type(s) {sorted(unknown)}; known: {list(tasks)}")
-    out = tuple(_number(d.get(t, 0.0), f"{where}.{t}", lo=0.0) for t in tasks)
+def _task_weights(v: Any, tasks: Sequence[str], at: At) -> tuple[float, ...]:
+    d = mapping(v, at)
+    known_keys(d, at, tasks, noun="task type")
+    out = tuple(number(d.get(t, 0.0), at / t, lo=0.0) for t in tasks)
     if sum(out) <= 0:
-        raise _err(where, "weights must sum to more than 0")
+        raise at.fail("weights must sum to more than 0")
     return out
 
 
@@ -133,16 +119,15 @@ class LengthSpec:
     """A lognormal token-length law: ``median`` tokens, log-sd ``sigma``."""
 
     median: float
-    sigma: float
+    sigma: float = 0.0
 
     @classmethod
-    def from_dict(cls, d: Any, where: str) -> LengthSpec:
-        d = _mapping(d, where)
-        _no_extra(d, {"median", "sigma"}, where)
-        return cls(
-            median=_number(d.get("median"), f"{where}.median", lo=0.0, lo_open=True),
-            sigma=_number(d.get("sigma", 0.0), f"{where}.sigma", lo=0.0, hi=5.0),
-        )
+    def from_dict(cls, d: Any, at: At) -> LengthSpec:
+        d = mapping(d, at)
+        known_keys(d, at, ("median", "sigma"))
+        required(d, at, ("median",))
+        sigma = {"sigma": number(d["sigma"], at / "sigma", 0.0, 5.0)} if "sigma" in d else {}
+        return cls(median=number(d["median"], at / "median", 0.0, lo_open=True), **sigma)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +135,7 @@ class TenantSpec:
     """A tenant, its share of traffic and optionally its own task mix."""
 
     name: str
-    weight: float
+    weight: float = 1.0
     task_weights: tuple[float, ...] | None = None  # aligned with SimulatorConfig.task_names
 
 
@@ -163,9 +148,9 @@ class ModelSpec:
     price_per_1k_input_usd: float
     price_per_1k_output_usd: float
     latency_median_ms: float
-    latency_per_output_token_ms: float
-    latency_sigma: float
-    error_rate: float
+    latency_per_output_token_ms: float = 0.0
+    latency_sigma: float = 0.0
+    error_rate: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +162,7 @@ class ParameterEffect:
 
 
 @dataclass(frozen=True, slots=True)
-class DriftEvent:
+class ScheduledDrift:
     """From ``start + at_seconds`` on, ``model`` degrades: its mean quality and
     latency are multiplied by the factors, and its error rate is replaced by
     ``error_rate`` unless that is ``None``. Events on a model compound."""
@@ -187,6 +172,34 @@ class DriftEvent:
     quality_factor: float = 1.0
     latency_factor: float = 1.0
     error_rate: float | None = None
+
+
+TOP_KEYS = (
+    "traffic",
+    "tasks",
+    "models",
+    "parameter_effects",
+    "output_quantiles",
+    "quality_concentration",
+    "truncation_quality_factor",
+    "drift",
+    "evaluation",
+)
+TRAFFIC_KEYS = (
+    "base_rate_per_second",
+    "daily_pattern",
+    "task_weights",
+    "priority_weights",
+    "tenants",
+)
+MODEL_KEYS = (
+    "quality",
+    "price_per_1k_input_usd",
+    "price_per_1k_output_usd",
+    "latency",
+    "error_rate",
+)
+DRIFT_EVENT_KEYS = ("at_seconds", "model", "quality_factor", "latency_factor", "error_rate")
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,201 +220,120 @@ class SimulatorConfig:
     quality_concentration: float = 12.0
     truncation_quality_factor: float = 0.7
     drift_enabled: bool = False
-    drift_events: tuple[DriftEvent, ...] = ()
+    drift_events: tuple[ScheduledDrift, ...] = ()
     mix_sample_size: int = 2000
     mix_sample_seed: int = 0
 
-    _TOP = frozenset(
-        {
-            "traffic",
-            "tasks",
-            "models",
-            "parameter_effects",
-            "output_quantiles",
-            "quality_concentration",
-            "truncation_quality_factor",
-            "drift",
-            "evaluation",
-        }
-    )
-
     @classmethod
-    def from_yaml(cls, path: str | Path = DEFAULT_SCENARIO) -> SimulatorConfig:
+    def from_yaml(cls, path: str | Path = SIMULATOR_PATH) -> SimulatorConfig:
         """Load a scenario file (default: ``config/simulator.yaml``)."""
-        with Path(path).open() as fh:
-            return cls.from_dict(yaml.safe_load(fh))
+        return cls.from_dict(load_yaml(path, SimulatorConfigError), source=str(path))
 
     @classmethod
-    def from_dict(cls, d: Any) -> SimulatorConfig:
-        """Parse and validate; every problem is a :class:`ValueError` naming
-        the offending key."""
-        d = _mapping(d, "top level")
-        _no_extra(d, set(cls._TOP), "top level")
+    def from_dict(cls, d: Any, source: str = "simulator config") -> SimulatorConfig:
+        """Parse and validate; every problem is a :class:`SimulatorConfigError`
+        (a ``ValueError``) naming the offending key. A key left out takes the
+        field's default."""
+        at = At(source, error=SimulatorConfigError)
+        d = mapping(d, at)
+        known_keys(d, at, TOP_KEYS)
+        values: dict[str, Any] = {}
 
-        tasks_d = _mapping(d.get("tasks"), "tasks")
+        tasks_d = mapping(d.get("tasks"), at / "tasks")
         if not tasks_d:
-            raise _err("tasks", "at least one task type is required")
+            raise (at / "tasks").fail("at least one task type is required")
         task_names = tuple(str(t) for t in tasks_d)
         input_tokens, output_tokens = {}, {}
         for t in task_names:
-            td = _mapping(tasks_d[t], f"tasks.{t}")
-            _no_extra(td, {"input_tokens", "output_tokens"}, f"tasks.{t}")
-            input_tokens[t] = LengthSpec.from_dict(
-                td.get("input_tokens"), f"tasks.{t}.input_tokens"
-            )
-            output_tokens[t] = LengthSpec.from_dict(
-                td.get("output_tokens"), f"tasks.{t}.output_tokens"
-            )
+            t_at = at / "tasks" / t
+            td = mapping(tasks_d[t], t_at)
+            known_keys(td, t_at, ("input_tokens", "output_tokens"))
+            input_tokens[t] = LengthSpec.from_dict(td.get("input_tokens"), t_at / "input_tokens")
+            output_tokens[t] = LengthSpec.from_dict(td.get("output_tokens"), t_at / "output_tokens")
 
-        tr = _mapping(d.get("traffic"), "traffic")
-        _no_extra(
-            tr,
-            {
-                "base_rate_per_second",
-                "daily_pattern",
-                "task_weights",
-                "priority_weights",
-                "tenants",
-            },
-            "traffic",
-        )
-        task_weights = _task_weights(tr.get("task_weights"), task_names, "traffic.task_weights")
+        tr_at = at / "traffic"
+        tr = mapping(d.get("traffic"), tr_at)
+        known_keys(tr, tr_at, TRAFFIC_KEYS)
+        task_weights = _task_weights(tr.get("task_weights"), task_names, tr_at / "task_weights")
+        if "base_rate_per_second" in tr:
+            values["base_rate_per_second"] = number(
+                tr["base_rate_per_second"], tr_at / "base_rate_per_second", 0.0, lo_open=True
+            )
         tenants_v = tr.get("tenants")
         if not isinstance(tenants_v, list) or not tenants_v:
-            raise _err("traffic.tenants", "must be a non-empty list of {name, weight}")
+            raise (tr_at / "tenants").fail("must be a non-empty list of {name, weight}")
         tenants = []
         for i, tv in enumerate(tenants_v):
-            where = f"traffic.tenants[{i}]"
-            tv = _mapping(tv, where)
-            _no_extra(tv, {"name", "weight", "task_weights"}, where)
-            name = tv.get("name")
-            if not isinstance(name, str) or not name:
-                raise _err(f"{where}.name", "must be a non-empty string")
+            t_at = (tr_at / "tenants").item(i)
+            tv = mapping(tv, t_at)
+            known_keys(tv, t_at, ("name", "weight", "task_weights"))
             tw = tv.get("task_weights")
-            tenants.append(
-                TenantSpec(
-                    name=name,
-                    weight=_number(tv.get("weight", 1.0), f"{where}.weight", lo=0.0),
-                    task_weights=None
-                    if tw is None
-                    else _task_weights(tw, task_names, f"{where}.task_weights"),
-                )
-            )
+            tenant: dict[str, Any] = {"name": text(tv.get("name"), t_at / "name")}
+            if "weight" in tv:
+                tenant["weight"] = number(tv["weight"], t_at / "weight", lo=0.0)
+            if tw is not None:
+                tenant["task_weights"] = _task_weights(tw, task_names, t_at / "task_weights")
+            tenants.append(TenantSpec(**tenant))
         if len({t.name for t in tenants}) != len(tenants):
-            raise _err("traffic.tenants", "tenant names must be unique")
+            raise (tr_at / "tenants").fail("tenant names must be unique")
         if sum(t.weight for t in tenants) <= 0:
-            raise _err("traffic.tenants", "tenant weights must sum to more than 0")
+            raise (tr_at / "tenants").fail("tenant weights must sum to more than 0")
 
         models = {}
-        models_d = _mapping(d.get("models"), "models")
+        models_d = mapping(d.get("models"), at / "models")
         if not models_d:
-            raise _err("models", "at least one model is required")
+            raise (at / "models").fail("at least one model is required")
         for m, md in models_d.items():
-            where = f"models.{m}"
-            md = _mapping(md, where)
-            _no_extra(
-                md,
-                {
-                    "quality",
-                    "price_per_1k_input_usd",
-                    "price_per_1k_output_usd",
-                    "latency",
-                    "error_rate",
-                },
-                where,
-            )
-            qd = _mapping(md.get("quality"), f"{where}.quality")
-            missing = [t for t in task_names if t not in qd]
-            if missing:
-                raise _err(f"{where}.quality", f"missing task type(s) {missing}")
-            unknown = set(qd) - set(task_names)
-            if unknown:
-                raise _err(f"{where}.quality", f"unknown task type(s) {sorted(unknown)}")
-            lat = _mapping(md.get("latency"), f"{where}.latency")
-            _no_extra(lat, {"median_ms", "per_output_token_ms", "sigma"}, f"{where}.latency")
-            models[str(m)] = ModelSpec(
-                name=str(m),
-                quality={t: _number(qd[t], f"{where}.quality.{t}", 0.0, 1.0) for t in task_names},
-                price_per_1k_input_usd=_number(
-                    md.get("price_per_1k_input_usd"), f"{where}.price_per_1k_input_usd", lo=0.0
-                ),
-                price_per_1k_output_usd=_number(
-                    md.get("price_per_1k_output_usd"), f"{where}.price_per_1k_output_usd", lo=0.0
-                ),
-                latency_median_ms=_number(
-                    lat.get("median_ms"), f"{where}.latency.median_ms", lo=0.0, lo_open=True
-                ),
-                latency_per_output_token_ms=_number(
-                    lat.get("per_output_token_ms", 0.0),
-                    f"{where}.latency.per_output_token_ms",
-                    lo=0.0,
-                ),
-                latency_sigma=_number(lat.get("sigma", 0.0), f"{where}.latency.sigma", 0.0, 5.0),
-                error_rate=_number(md.get("error_rate", 0.0), f"{where}.error_rate", 0.0, 1.0),
-            )
+            models[str(m)] = _model(str(m), md, task_names, at / "models" / m)
 
         effects = {}
-        for p, pd in _mapping(d.get("parameter_effects") or {}, "parameter_effects").items():
-            where = f"parameter_effects.{p}"
-            pd = _mapping(pd, where)
-            _no_extra(pd, {"reference", "slopes"}, where)
-            sd = _mapping(pd.get("slopes") or {}, f"{where}.slopes")
-            unknown = set(sd) - set(task_names)
-            if unknown:
-                raise _err(f"{where}.slopes", f"unknown task type(s) {sorted(unknown)}")
+        pe_at = at / "parameter_effects"
+        for p, pd in mapping(d.get("parameter_effects"), pe_at, optional=True).items():
+            p_at = pe_at / p
+            pd = mapping(pd, p_at)
+            known_keys(pd, p_at, ("reference", "slopes"))
+            sd = mapping(pd.get("slopes"), p_at / "slopes", optional=True)
+            known_keys(sd, p_at / "slopes", task_names, noun="task type")
             effects[str(p)] = ParameterEffect(
-                reference=_number(pd.get("reference", 0.0), f"{where}.reference"),
-                slopes={t: _number(sd.get(t, 0.0), f"{where}.slopes.{t}") for t in task_names},
+                reference=number(pd.get("reference", 0.0), p_at / "reference"),
+                slopes={t: number(sd.get(t, 0.0), p_at / "slopes" / t) for t in task_names},
             )
 
-        dr = _mapping(d.get("drift") or {}, "drift")
-        _no_extra(dr, {"enabled", "events"}, "drift")
-        enabled = dr.get("enabled", False)
-        if not isinstance(enabled, bool):
-            raise _err("drift.enabled", "must be true or false")
-        events = []
-        for i, ev in enumerate(dr.get("events") or []):
-            where = f"drift.events[{i}]"
-            ev = _mapping(ev, where)
-            _no_extra(
-                ev, {"at_seconds", "model", "quality_factor", "latency_factor", "error_rate"}, where
-            )
-            if ev.get("model") not in models:
-                raise _err(
-                    f"{where}.model", f"unknown model {ev.get('model')!r}; known: {sorted(models)}"
-                )
-            er = ev.get("error_rate")
-            events.append(
-                DriftEvent(
-                    at_seconds=_number(ev.get("at_seconds"), f"{where}.at_seconds", lo=0.0),
-                    model=ev["model"],
-                    quality_factor=_number(
-                        ev.get("quality_factor", 1.0), f"{where}.quality_factor", lo=0.0
-                    ),
-                    latency_factor=_number(
-                        ev.get("latency_factor", 1.0),
-                        f"{where}.latency_factor",
-                        lo=0.0,
-                        lo_open=True,
-                    ),
-                    error_rate=None if er is None else _number(er, f"{where}.error_rate", 0.0, 1.0),
-                )
-            )
+        dr_at = at / "drift"
+        dr = mapping(d.get("drift"), dr_at, optional=True)
+        known_keys(dr, dr_at, ("enabled", "events"))
+        if "enabled" in dr:
+            values["drift_enabled"] = boolean(dr["enabled"], dr_at / "enabled")
+        raw_events = dr.get("events") or []
+        if not isinstance(raw_events, list):
+            raise (dr_at / "events").fail(f"expected a list of events, got {raw_events!r}")
+        events = [
+            _drift_event(ev, models, (dr_at / "events").item(i)) for i, ev in enumerate(raw_events)
+        ]
         events.sort(key=lambda e: e.at_seconds)
 
-        ev_d = _mapping(d.get("evaluation") or {}, "evaluation")
-        _no_extra(ev_d, {"mix_sample_size", "mix_sample_seed"}, "evaluation")
-
-        kq = d.get("output_quantiles", 16)
-        if isinstance(kq, bool) or not isinstance(kq, int) or not 1 <= kq <= 256:
-            raise _err("output_quantiles", f"must be an integer in [1, 256], got {kq!r}")
-        size = ev_d.get("mix_sample_size", 2000)
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise _err("evaluation.mix_sample_size", f"must be a positive integer, got {size!r}")
-        mseed = ev_d.get("mix_sample_seed", 0)
-        if isinstance(mseed, bool) or not isinstance(mseed, int) or mseed < 0:
-            raise _err(
-                "evaluation.mix_sample_seed", f"must be a non-negative integer, got {mseed!r}"
+        ev_at = at / "evaluation"
+        ev_d = mapping(d.get("evaluation"), ev_at, optional=True)
+        known_keys(ev_d, ev_at, ("mix_sample_size", "mix_sample_seed"))
+        if "mix_sample_size" in ev_d:
+            values["mix_sample_size"] = integer(
+                ev_d["mix_sample_size"], ev_at / "mix_sample_size", lo=1
+            )
+        if "mix_sample_seed" in ev_d:
+            values["mix_sample_seed"] = integer(
+                ev_d["mix_sample_seed"], ev_at / "mix_sample_seed", lo=0
+            )
+        if "output_quantiles" in d:
+            values["output_quantiles"] = integer(
+                d["output_quantiles"], at / "output_quantiles", 1, 256
+            )
+        if "quality_concentration" in d:
+            values["quality_concentration"] = number(
+                d["quality_concentration"], at / "quality_concentration", 0.0, lo_open=True
+            )
+        if "truncation_quality_factor" in d:
+            values["truncation_quality_factor"] = number(
+                d["truncation_quality_factor"], at / "truncation_quality_factor", 0.0, 1.0
             )
 
         return cls(
@@ -411,30 +343,15 @@ class SimulatorConfig:
             output_tokens=output_tokens,
             tenants=tuple(tenants),
             priority_weights=_weights(
-                tr.get("priority_weights", [1.0] * 11), "traffic.priority_weights", n=11
+                tr.get("priority_weights", [1.0] * 11), tr_at / "priority_weights", n=11
             ),
             daily_pattern=_weights(
-                tr.get("daily_pattern", [1.0] * 24), "traffic.daily_pattern", n=24
+                tr.get("daily_pattern", [1.0] * 24), tr_at / "daily_pattern", n=24
             ),
             models=models,
             parameter_effects=effects,
-            base_rate_per_second=_number(
-                tr.get("base_rate_per_second", 20.0),
-                "traffic.base_rate_per_second",
-                lo=0.0,
-                lo_open=True,
-            ),
-            output_quantiles=kq,
-            quality_concentration=_number(
-                d.get("quality_concentration", 12.0), "quality_concentration", lo=0.0, lo_open=True
-            ),
-            truncation_quality_factor=_number(
-                d.get("truncation_quality_factor", 0.7), "truncation_quality_factor", 0.0, 1.0
-            ),
-            drift_enabled=enabled,
             drift_events=tuple(events),
-            mix_sample_size=size,
-            mix_sample_seed=mseed,
+            **values,
         )
 
     def with_drift(self, enabled: bool = True) -> SimulatorConfig:
@@ -442,30 +359,60 @@ class SimulatorConfig:
         return replace(self, drift_enabled=enabled)
 
 
-@dataclass(frozen=True, slots=True)
-class ArmSpec:
-    """An arm as in ``config/policies.yaml``: a model plus call parameters."""
-
-    name: str
-    model: str
-    parameters: dict = field(default_factory=dict)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> ArmSpec:
-        return cls(
-            name=str(d["name"]), model=str(d["model"]), parameters=dict(d.get("parameters") or {})
+def _model(name: str, md: Any, task_names: Sequence[str], at: At) -> ModelSpec:
+    md = mapping(md, at)
+    known_keys(md, at, MODEL_KEYS)
+    required(md, at, ("quality", "price_per_1k_input_usd", "price_per_1k_output_usd", "latency"))
+    qd = mapping(md["quality"], at / "quality")
+    missing = [t for t in task_names if t not in qd]
+    if missing:
+        raise (at / "quality").fail(f"missing task type(s) {missing}")
+    known_keys(qd, at / "quality", task_names, noun="task type")
+    lat_at = at / "latency"
+    lat = mapping(md["latency"], lat_at)
+    known_keys(lat, lat_at, ("median_ms", "per_output_token_ms", "sigma"))
+    required(lat, lat_at, ("median_ms",))
+    values: dict[str, Any] = {}
+    if "per_output_token_ms" in lat:
+        values["latency_per_output_token_ms"] = number(
+            lat["per_output_token_ms"], lat_at / "per_output_token_ms", lo=0.0
         )
+    if "sigma" in lat:
+        values["latency_sigma"] = number(lat["sigma"], lat_at / "sigma", 0.0, 5.0)
+    if "error_rate" in md:
+        values["error_rate"] = number(md["error_rate"], at / "error_rate", 0.0, 1.0)
+    return ModelSpec(
+        name=name,
+        quality={t: number(qd[t], at / "quality" / t, 0.0, 1.0) for t in task_names},
+        price_per_1k_input_usd=number(
+            md["price_per_1k_input_usd"], at / "price_per_1k_input_usd", lo=0.0
+        ),
+        price_per_1k_output_usd=number(
+            md["price_per_1k_output_usd"], at / "price_per_1k_output_usd", lo=0.0
+        ),
+        latency_median_ms=number(lat["median_ms"], lat_at / "median_ms", 0.0, lo_open=True),
+        **values,
+    )
 
 
-def load_arms(path: str | Path = DEFAULT_POLICIES, policy_id: str | None = None) -> list[ArmSpec]:
-    """The arms of one policy in a policies file (default: its ``default_policy``)."""
-    with Path(path).open() as fh:
-        doc = yaml.safe_load(fh)
-    pid = policy_id or doc.get("default_policy")
-    policies = doc.get("policies") or {}
-    if pid not in policies:
-        raise ValueError(f"policy {pid!r} not found in {path}; known: {sorted(policies)}")
-    return [ArmSpec.from_dict(a) for a in policies[pid]["arms"]]
+def _drift_event(ev: Any, models: Mapping[str, ModelSpec], at: At) -> ScheduledDrift:
+    ev = mapping(ev, at)
+    known_keys(ev, at, DRIFT_EVENT_KEYS)
+    required(ev, at, ("at_seconds", "model"))
+    values: dict[str, Any] = {}
+    if "quality_factor" in ev:
+        values["quality_factor"] = number(ev["quality_factor"], at / "quality_factor", lo=0.0)
+    if "latency_factor" in ev:
+        values["latency_factor"] = number(
+            ev["latency_factor"], at / "latency_factor", 0.0, lo_open=True
+        )
+    if ev.get("error_rate") is not None:
+        values["error_rate"] = number(ev["error_rate"], at / "error_rate", 0.0, 1.0)
+    return ScheduledDrift(
+        at_seconds=number(ev["at_seconds"], at / "at_seconds", lo=0.0),
+        model=one_of(ev["model"], at / "model", sorted(models), what="model"),
+        **values,
+    )
 
 
 # ----------------------------------------------------------------------- simulator
@@ -526,7 +473,7 @@ class TrafficSimulator:
     def __init__(
         self,
         config: SimulatorConfig,
-        arms: list[ArmSpec],
+        arms: Sequence[Arm],
         reward_spec: RewardSpec,
         seed: int = 0,
         start_ms: int | None = None,
@@ -550,7 +497,7 @@ class TrafficSimulator:
             if mt is not None and (isinstance(mt, bool) or not isinstance(mt, int) or mt < 1):
                 raise ValueError(f"arm {a.name!r}: max_tokens must be a positive integer")
         self.config = config
-        self.arms: dict[str, ArmSpec] = {a.name: a for a in arms}
+        self.arms: dict[str, Arm] = {a.name: a for a in arms}
         self.arm_names: tuple[str, ...] = tuple(names)
         self.reward_spec = reward_spec
         self.seed = seed
@@ -614,12 +561,17 @@ class TrafficSimulator:
         drift: bool | None = None,
         reward_spec: RewardSpec | None = None,
     ) -> TrafficSimulator:
-        """The default scenario with the default policy's arms and
-        ``RewardSpec()``; ``drift`` overrides the file's ``drift.enabled``."""
-        cfg = SimulatorConfig.from_yaml(DEFAULT_SCENARIO)
+        """The default scenario with the default policy's arms (of
+        ``config/policies.yaml``) and ``RewardSpec()``; ``drift`` overrides
+        the file's ``drift.enabled``."""
+        from app.policies.config import PoliciesConfig  # loads every algorithm: only when needed
+
+        cfg = SimulatorConfig.from_yaml(SIMULATOR_PATH)
         if drift is not None:
             cfg = cfg.with_drift(drift)
-        return cls(cfg, load_arms(DEFAULT_POLICIES), reward_spec or RewardSpec(), seed, start_ms)
+        policies = PoliciesConfig.load(POLICIES_PATH)
+        arms = policies.policies[policies.default_policy].arms
+        return cls(cfg, arms, reward_spec or RewardSpec(), seed, start_ms)
 
     # ------------------------------------------------------------------ traffic
 

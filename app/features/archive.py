@@ -5,9 +5,9 @@ Layout (hive-style, readable with ``pyarrow.dataset.dataset(root, partitioning="
     <root>/date=2025-01-31/policy=<policy_id>/part-<first decided_at>-<uuid>.parquet
 
 ``date`` is the UTC date of ``decided_at``. Each file holds every field of
-the outcome event as a column (see :data:`SCHEMA`; ``components`` is a
-struct, ``features`` a list, ``spec_features`` a struct with the spec's
-lineage and values). Delivery is at-least-once: after a crash a batch may
+the outcome event but ``workflow`` as a column (see :data:`SCHEMA`;
+``components`` is a struct, ``features`` a list, ``spec_features`` a struct
+with the spec's lineage and values). Delivery is at-least-once: after a crash a batch may
 be written twice, so readers dedupe by ``request_id``
 (:func:`app.features.training_set.build_training_set` does).
 """
@@ -42,6 +42,9 @@ SPEC_FEATURES = pa.struct(
         ("values", pa.list_(pa.float64())),
     ]
 )
+# Written out rather than derived, so that no change to the records changes
+# the files silently; tests/test_archive.py checks it against the outcome's
+# declaration in app/records.py.
 SCHEMA = pa.schema(
     [
         ("request_id", pa.string()),

@@ -148,9 +148,6 @@ class FeatureExtractor:
             x += self.values(r)
         return x
 
-    def vector(self, r: Request) -> np.ndarray:
-        return np.asarray(self.row(r))
-
     # -- decisions ----------------------------------------------------------------
     def annotate(self, requests: list[Request], decisions: list[Any]) -> None:
         """Log on each decision document (aligned with ``requests``; errors are

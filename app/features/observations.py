@@ -7,13 +7,19 @@ outcomes, its per-arm outcomes — is routed by the tenant id, the key of the
 requests topic, so a tenant's windows live on the partition that
 ``select_arm`` decides its requests from. Task-type entities are routed by
 the task type.
+
+An observation has two forms: the one the windows take
+(:class:`app.features.aggregate.WindowAggregate`: ``{"k": "r"|"o", "t": ms,
+...}``, no entity) and, on the observations topic, a
+:class:`~app.records.FeatureObservation` (:func:`observation_doc`,
+:func:`read_observation`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from app.records import Outcome, Request
+from app.records import SCHEMA_VERSION, FeatureObservation, InvalidEvent, Outcome, Request
 
 JSON = dict[str, Any]
 
@@ -57,3 +63,53 @@ def outcome_observations(o: Outcome) -> list[tuple[str, str, JSON]]:
         (o.tenant_id, tenant_entity(o.tenant_id), obs),
         (o.tenant_id, tenant_arm_entity(o.tenant_id, o.arm), obs),
     ]
+
+
+# The windows' kind codes; the topic spells them out.
+KINDS = {"r": "request", "o": "outcome"}
+_CODES = {name: code for code, name in KINDS.items()}
+_LEGACY_KEYS = {"e": "entity", "k": "kind", "t": "time"}
+
+
+def observation_doc(entity: str, obs: JSON) -> JSON:
+    """An observation as the observations topic carries it.
+
+    >>> observation_doc("tenant=acme", {"k": "r", "t": 7, "input_tokens": 40})
+    {'entity': 'tenant=acme', 'kind': 'request', 'time': 7, 'input_tokens': 40, 'schema_version': 1}
+    """
+    # A plain dict, as FeatureObservation.to_dict would emit it (tests/test_records.py
+    # checks): building the record costs several times more, per observation.
+    doc = {"entity": entity, "kind": KINDS[obs["k"]], "time": obs["t"]}
+    doc.update((k, v) for k, v in obs.items() if k != "k" and k != "t")
+    doc["schema_version"] = SCHEMA_VERSION
+    return doc
+
+
+def read_observation(doc: Any) -> tuple[str, JSON]:
+    """One observation of a message → (entity, the observation as the
+    windows take it), or :class:`InvalidEvent`.
+
+    Also reads the form written before observations had a schema (``e``,
+    ``k``, ``t``, no ``schema_version``): a worker upgraded mid-stream still
+    reads what is already in the topic.
+
+    >>> read_observation({"e": "tenant=acme", "k": "o", "t": 9, "reward": 0.5})
+    ('tenant=acme', {'k': 'o', 't': 9, 'reward': 0.5})
+    """
+    if type(doc) is not dict:
+        raise InvalidEvent("schema_violation", "an observation must be an object")
+    if "schema_version" not in doc:
+        doc = {
+            _LEGACY_KEYS.get(k, k): KINDS.get(v, v) if k == "k" and type(v) is str else v
+            for k, v in doc.items()
+            # absent and null meant the same then
+            if not (v is None and k in ("cost_usd", "latency_ms"))
+        }
+        doc["schema_version"] = SCHEMA_VERSION
+    o = FeatureObservation.from_dict(doc)
+    obs: JSON = {"k": _CODES[o.kind], "t": o.time}
+    for name in ("input_tokens", "reward", "cost_usd", "latency_ms", "error"):
+        v = getattr(o, name)
+        if v is not None:
+            obs[name] = v
+    return o.entity, obs

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from app.records import Request
 
 TASK_TYPES = ("code", "qa", "summarization", "creative", "chat", "other")
@@ -58,9 +56,3 @@ class RequestVectorizer:
         x[5], x[6] = math.sin(week), math.cos(week)
         x[_TASK_INDEX.get(r.task_type, _TASK_INDEX["other"])] = 1.0
         return x
-
-    def vector(self, r: Request) -> np.ndarray:
-        return np.asarray(self.row(r))
-
-    def matrix(self, requests: list[Request]) -> np.ndarray:
-        return np.asarray([self.row(r) for r in requests], dtype=float).reshape(-1, self.dim)

@@ -9,7 +9,9 @@ store, e.g. ``window.tenant.mean_reward_5m``). Numeric features may declare a
 valid ``range: [lo, hi]`` and a ``transform`` (``log``, ``standard``,
 ``min_max``); every feature has a ``default`` used when the value is missing
 or invalid. ``policy_vector: true`` appends the spec's columns to the vector
-contextual policies see. See ``config/features.yaml``.
+contextual policies see. See ``config/features.yaml``. Every key is checked
+(app/config_schema.py): a problem is a :class:`FeatureSpecError` naming the
+file and the key path.
 """
 
 from __future__ import annotations
@@ -21,8 +23,22 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import yaml
 
+from app.config_schema import (
+    At,
+    ConfigError,
+    boolean,
+    integer,
+    known_keys,
+    known_parameters,
+    load_yaml,
+    mapping,
+    number,
+    one_of,
+    parameters,
+    required,
+    text,
+)
 from app.features.aggregate import METRICS
 from app.features.transformers import (
     FeatureHasher,
@@ -42,9 +58,15 @@ TRANSFORMS: dict[str, Any] = {
 }
 REQUEST_FIELDS = ("input_tokens", "priority", "task_type")
 WINDOW_ENTITIES = ("tenant", "task_type")
+ENCODERS: dict[str, Any] = {"one_hot": OneHotEncoder, "hashed": FeatureHasher}
+TOP_KEYS = ("name", "version", "policy_vector", "windows", "features")
+WINDOWS_KEYS = ("grace_seconds", "retention_seconds", "definitions")
+WINDOW_KEYS = ("name", "size_seconds", "hop_seconds")
+FEATURE_KEYS = ("name", "type", "source", "default")
+NUMERIC_KEYS = ("range", "transform")
 
 
-class FeatureSpecError(ValueError):
+class FeatureSpecError(ConfigError):
     """A feature spec that cannot be used; the message says where and why."""
 
 
@@ -93,36 +115,28 @@ class FeatureSpec:
 
     @classmethod
     def load(cls, path: str | Path) -> FeatureSpec:
-        try:
-            doc = yaml.safe_load(Path(path).read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise FeatureSpecError(f"{path}: {exc}") from None
-        try:
-            return cls.from_dict(doc)
-        except FeatureSpecError as exc:
-            raise FeatureSpecError(f"{path}: {exc}") from None
+        return cls.from_dict(load_yaml(path, FeatureSpecError), source=str(path))
 
     @classmethod
-    def from_dict(cls, doc: Any) -> FeatureSpec:
+    def from_dict(cls, doc: Any, source: str = "<dict>") -> FeatureSpec:
+        at = At(source, error=FeatureSpecError)
         if not isinstance(doc, dict):
-            raise FeatureSpecError("a feature spec must be a mapping")
-        unknown = set(doc) - {"name", "version", "policy_vector", "windows", "features"}
-        if unknown:
-            raise FeatureSpecError(f"unknown key(s) {sorted(unknown)}")
-        name, version = doc.get("name"), doc.get("version")
-        if not isinstance(name, str) or not name:
-            raise FeatureSpecError("'name' must be a non-empty string")
-        if type(version) is not int or version < 1:
-            raise FeatureSpecError("'version' must be a positive integer")
-        windows, grace_ms, retention_ms = _windows(doc.get("windows") or {})
+            raise at.fail("a feature spec must be a mapping")
+        known_keys(doc, at, TOP_KEYS)
+        required(doc, at, ("name", "version"))
+        name = text(doc["name"], at / "name")
+        version = integer(doc["version"], at / "version", lo=1)
+        windows, grace_ms, retention_ms = _windows(doc.get("windows"), at / "windows")
         raw = doc.get("features") or []
         if not isinstance(raw, list):
-            raise FeatureSpecError("'features' must be a list")
+            raise (at / "features").fail("'features' must be a list")
         window_names = {w.name for w in windows}
-        features = tuple(_feature(f, i, window_names) for i, f in enumerate(raw))
+        features = tuple(
+            _feature(f, (at / "features").item(i), window_names) for i, f in enumerate(raw)
+        )
         names = [f.name for f in features]
         if len(set(names)) != len(names):
-            raise FeatureSpecError("feature names must be distinct")
+            raise (at / "features").fail("feature names must be distinct")
         # Content hash over the canonical document: any change that could
         # change a vector changes the hash, whatever the version says.
         canonical = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
@@ -130,7 +144,7 @@ class FeatureSpec:
             name=name,
             version=version,
             features=features,
-            policy_vector=bool(doc.get("policy_vector", False)),
+            policy_vector=boolean(doc.get("policy_vector", False), at / "policy_vector"),
             windows=windows,
             grace_ms=grace_ms,
             retention_ms=retention_ms,
@@ -139,84 +153,101 @@ class FeatureSpec:
         )
 
 
-def _windows(w: Any) -> tuple[tuple[Window, ...], int, int]:
-    if not isinstance(w, dict):
-        raise FeatureSpecError("'windows' must be a mapping")
-    try:
-        defs = (
-            tuple(
-                Window(
-                    str(d["name"]),
-                    int(float(d["size_seconds"]) * 1000),
-                    int(float(d.get("hop_seconds", d["size_seconds"])) * 1000),
-                )
-                for d in w.get("definitions", [])
-            )
-            or DEFAULT_WINDOWS
+def _windows(raw: Any, at: At) -> tuple[tuple[Window, ...], int, int]:
+    w = mapping(raw, at, optional=True)
+    known_keys(w, at, WINDOWS_KEYS)
+    raw_defs = w.get("definitions") or []
+    if not isinstance(raw_defs, list):
+        raise (at / "definitions").fail(f"expected a list of windows, got {raw_defs!r}")
+    defs = tuple(_window(d, (at / "definitions").item(i)) for i, d in enumerate(raw_defs))
+    defs = defs or DEFAULT_WINDOWS
+    grace_ms, retention_ms = FeatureSpec.grace_ms, FeatureSpec.retention_ms
+    if "grace_seconds" in w:
+        grace_ms = int(number(w["grace_seconds"], at / "grace_seconds", lo=0) * 1000)
+    if "retention_seconds" in w:
+        retention_ms = int(number(w["retention_seconds"], at / "retention_seconds", lo=0) * 1000)
+    if retention_ms < max(d.size_ms for d in defs) + grace_ms:
+        raise (at / "retention_seconds").fail(
+            "windows: retention must cover the longest window plus grace"
         )
-        grace_ms = int(float(w.get("grace_seconds", 5)) * 1000)
-        retention_ms = int(float(w.get("retention_seconds", 3600)) * 1000)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise FeatureSpecError(f"windows: {exc}") from None
-    if any("_" in d.name or "," in d.name for d in defs):
-        raise FeatureSpecError("window names may not contain '_' or ','")
-    if retention_ms < max(d.size_ms for d in defs) + grace_ms or grace_ms < 0:
-        raise FeatureSpecError("windows: retention must cover the longest window plus grace")
     return defs, grace_ms, retention_ms
 
 
-def _feature(f: Any, i: int, window_names: set[str]) -> FeatureDef:
-    where = f"features[{i}]"
-    if not isinstance(f, dict):
-        raise FeatureSpecError(f"{where} must be a mapping")
-    name, typ, source = f.get("name"), f.get("type", "numeric"), f.get("source")
-    if not isinstance(name, str) or not name:
-        raise FeatureSpecError(f"{where}: 'name' must be a non-empty string")
-    where = f"feature {name!r}"
-    if typ not in TYPES:
-        raise FeatureSpecError(f"{where}: type must be one of {TYPES}")
-    if not isinstance(source, str):
-        raise FeatureSpecError(f"{where}: 'source' must be a string")
-    _check_source(where, source, window_names)
-    if "default" not in f:
-        raise FeatureSpecError(f"{where}: a 'default' is required (used when the value is missing)")
-    default = f["default"]
+def _window(raw: Any, at: At) -> Window:
+    d = mapping(raw, at)
+    known_keys(d, at, WINDOW_KEYS)
+    required(d, at, ("name", "size_seconds"))
+    name = text(d["name"], at / "name")
+    if "_" in name or "," in name:
+        raise (at / "name").fail("window names may not contain '_' or ','")
+    size = number(d["size_seconds"], at / "size_seconds", 0, lo_open=True)
+    hop = number(d.get("hop_seconds", size), at / "hop_seconds", 0, size, lo_open=True)
     try:
-        if typ == "numeric":
-            return _numeric(where, name, source, default, f)
-        encoder = OneHotEncoder.from_config(f) if typ == "one_hot" else FeatureHasher.from_config(f)
+        return Window(name, int(size * 1000), int(hop * 1000))
+    except ValueError as exc:
+        raise at.fail(str(exc)) from None
+
+
+def _feature(f: Any, at: At, window_names: set[str]) -> FeatureDef:
+    if not isinstance(f, dict):
+        raise at.fail(f"each feature must be a mapping, got {f!r}")
+    typ = one_of(f.get("type", "numeric"), at / "type", TYPES, what="feature type")
+    extra = NUMERIC_KEYS if typ == "numeric" else parameters(ENCODERS[typ]) or ()
+    known_keys(f, at, (*FEATURE_KEYS, *extra))
+    name = text(f.get("name"), at / "name")
+    if not isinstance(f.get("source"), str):
+        raise (at / "source").fail(f"'source' must be a string, got {f.get('source')!r}")
+    source = f["source"]
+    _check_source(at / "source", source, window_names)
+    if "default" not in f:
+        raise (at / "default").fail("a 'default' is required (used when the value is missing)")
+    default = f["default"]
+    if typ == "numeric":
+        return _numeric(at, name, source, default, f)
+    if typ == "one_hot":
+        required(f, at, ("categories",))
+    try:
+        encoder = ENCODERS[typ].from_config(f)
     except (KeyError, TypeError, ValueError) as exc:
-        raise FeatureSpecError(f"{where}: {exc}") from None
+        raise at.fail(str(exc)) from None
     return FeatureDef(name, typ, source, str(default), encoder=encoder)
 
 
-def _numeric(where: str, name: str, source: str, default: Any, f: JSON) -> FeatureDef:
-    if isinstance(default, bool) or not isinstance(default, int | float):
-        raise FeatureSpecError(f"{where}: a numeric feature's default must be a number")
+def _numeric(at: At, name: str, source: str, default: Any, f: JSON) -> FeatureDef:
+    default = number(default, at / "default")
     rng = f.get("range")
     if rng is not None:
-        if not (isinstance(rng, list) and len(rng) == 2 and float(rng[0]) <= float(rng[1])):
-            raise FeatureSpecError(f"{where}: range must be [lo, hi] with lo ≤ hi")
-        rng = (float(rng[0]), float(rng[1]))
-        if not rng[0] <= default <= rng[1]:
-            raise FeatureSpecError(f"{where}: default {default} is outside range {list(rng)}")
+        if not (isinstance(rng, list) and len(rng) == 2):
+            raise (at / "range").fail("range must be [lo, hi] with lo ≤ hi")
+        lo = number(rng[0], (at / "range").item(0))
+        hi = number(rng[1], (at / "range").item(1), lo)
+        rng = (lo, hi)
+        if not lo <= default <= hi:
+            raise (at / "default").fail(f"default {default:g} is outside range {list(rng)}")
     transform = None
     t = f.get("transform")
     if t is not None:
+        t_at = at / "transform"
         if isinstance(t, str):
             t = {t: {}}
-        if not isinstance(t, dict) or len(t) != 1 or next(iter(t)) not in TRANSFORMS:
-            raise FeatureSpecError(f"{where}: transform must be one of {sorted(TRANSFORMS)}")
+        if not isinstance(t, dict) or len(t) != 1:
+            raise t_at.fail(f"transform must be one of {sorted(TRANSFORMS)}")
         kind, params = next(iter(t.items()))
-        transform = TRANSFORMS[kind].from_config(params or {})
+        one_of(kind, t_at / kind, sorted(TRANSFORMS), what="transform")
+        params = mapping(params, t_at / kind, optional=True)
+        known_parameters(params, TRANSFORMS[kind], t_at / kind, kind)
+        try:
+            transform = TRANSFORMS[kind].from_config(dict(params))
+        except (TypeError, ValueError) as exc:
+            raise (t_at / kind).fail(str(exc)) from None
         if kind == "log" and (rng is None or rng[0] < 0):
-            raise FeatureSpecError(f"{where}: a log transform needs a range with lo ≥ 0")
-    if transform is not None and not math.isfinite(transform.transform(float(default))):
-        raise FeatureSpecError(f"{where}: the default does not transform to a finite number")
-    return FeatureDef(name, "numeric", source, float(default), rng, transform)
+            raise t_at.fail("a log transform needs a range with lo ≥ 0")
+    if transform is not None and not math.isfinite(transform.transform(default)):
+        raise (at / "default").fail("the default does not transform to a finite number")
+    return FeatureDef(name, "numeric", source, default, rng, transform)
 
 
-def _check_source(where: str, source: str, window_names: set[str]) -> None:
+def _check_source(at: At, source: str, window_names: set[str]) -> None:
     kind, _, rest = source.partition(".")
     if kind == "metadata" and rest:
         return
@@ -227,11 +258,11 @@ def _check_source(where: str, source: str, window_names: set[str]) -> None:
         metric, _, window = feature.rpartition("_")
         if entity in WINDOW_ENTITIES and metric in METRICS and window in window_names:
             return
-        raise FeatureSpecError(
-            f"{where}: window source must be window.<{'|'.join(WINDOW_ENTITIES)}>."
+        raise at.fail(
+            f"window source must be window.<{'|'.join(WINDOW_ENTITIES)}>."
             f"<metric>_<window> with a window in {sorted(window_names)}"
         )
-    raise FeatureSpecError(
-        f"{where}: source must be metadata.<key>, request.<{'|'.join(REQUEST_FIELDS)}> "
+    raise at.fail(
+        f"source must be metadata.<key>, request.<{'|'.join(REQUEST_FIELDS)}> "
         "or window.<entity>.<feature>"
     )

@@ -113,9 +113,6 @@ class WindowedAggregates:
         """Events dropped as later than the grace period."""
         return self._late
 
-    def pane_start(self, t: int) -> int:
-        return t - t % self.pane_ms
-
     def add(self, obs: JSON, pos: int = -1) -> int | None:
         """Apply one observation; returns the start of the pane it changed,
         or ``None`` when it came too late (dropped) or, given its source

@@ -48,8 +48,8 @@ def linear_decay(start: float, end: float, steps: int, t: int) -> float:
 class Agent(ValuePolicy):
     """A contextual policy that learns from transitions. Subclasses implement
     ``_compute_values`` (a score per arm for one state), ``probabilities``,
-    ``_observe``, ``_grow_model``, ``_shrink_model``, ``_get_model_state``,
-    ``_set_model_state`` and ``_params``."""
+    ``_observe``, ``_grow_model``, ``_shrink_model``, ``_get_model_state``
+    and ``_set_model_state``."""
 
     # Hyperparameters that shape the learned state: they cannot change live.
     _structural: tuple[str, ...] = ("context_dim",)

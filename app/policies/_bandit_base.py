@@ -4,7 +4,8 @@ modules whose name starts with ``_``, and these classes name no algorithm).
 ``BanditPolicy`` keeps per-arm state in small numpy arrays, caches the
 scores and probabilities of each allowed set until the state changes (so
 repeated selections between updates cost a dictionary lookup), and does the
-bookkeeping the contract asks for: add/remove arms, snapshot state, stats.
+bookkeeping the contract asks for: add/remove arms, snapshot state, stats,
+and the discounting of per-arm evidence after a drift.
 ``IndexPolicy`` adds what the deterministic UCB family shares: untried arms
 first, then the highest index, ties broken by a seeded per-arm priority;
 ``MeanIndexPolicy`` what the ones indexed on sample means (UCB1, UCB-V,
@@ -15,16 +16,19 @@ from __future__ import annotations
 
 import abc
 import hashlib
-from bisect import bisect_right
 from collections.abc import Sequence
 from itertools import accumulate
 from typing import Any, ClassVar
 
 import numpy as np
 
-from app.policies.base import Policy, Selection
+from app.policies.base import Policy, Selection, draw_selection
 
 _CACHE_LIMIT = 256  # allowed sets remembered per state; beyond it the cache starts afresh
+# Learned arrays that are evidence (shrunk toward the prior when adapting to a
+# drift) and those that are estimates (kept as they are).
+_EVIDENCE = frozenset({"_alpha", "_beta", "_n", "_m2", "_dn", "_ds"})
+_ESTIMATES = frozenset({"_mean"})
 
 
 class BanditPolicy(Policy):
@@ -34,7 +38,9 @@ class BanditPolicy(Policy):
     ``add_arm(prior_from=...)``); ``_pulls`` and ``_reward_sum`` count what
     really happened to each arm and are never copied. Call ``_allocate()``
     once the hyperparameters are set, ``_record()`` from ``_update`` and
-    ``_changed()`` after any other change of state.
+    ``_changed()`` after any other change of state. The learned arrays in
+    ``_EVIDENCE`` are what ``discount_evidence`` and ``shrink_evidence`` act
+    on, provided every learned array is in ``_EVIDENCE`` or ``_ESTIMATES``.
     """
 
     _learned: ClassVar[tuple[str, ...]] = ()
@@ -199,15 +205,45 @@ class BanditPolicy(Policy):
                 self._select_cache.clear()
             self._select_cache[key] = t
         names, scores, probs, cum, greedy = t
-        # bisect_right: an arm of probability 0 (an empty interval) is never chosen.
-        choice = min(bisect_right(cum, self._rng.random() * cum[-1]), len(names) - 1)
-        return Selection(
-            arm=names[choice],
-            propensity=probs[choice],
-            scores=dict(zip(names, scores, strict=True)),
-            explored=choice != greedy,
-            probabilities=dict(zip(names, probs, strict=True)),
-        )
+        return draw_selection(self._rng, names, scores, probs, greedy=greedy, cumulative=cum)
+
+    # -- evidence ------------------------------------------------------------------------------
+    @classmethod
+    def _evidence_arrays(cls) -> tuple[str, ...]:
+        """The learned arrays that are evidence, by name; none unless every
+        learned array is known to be evidence or an estimate."""
+        learned = set(cls._learned)
+        if not learned <= _EVIDENCE | _ESTIMATES:
+            return ()
+        return tuple(sorted(learned & _EVIDENCE))
+
+    def arm_evidence(self, arm: str) -> dict[str, float]:
+        i = self.index_of(arm)
+        return {name[1:]: float(getattr(self, name)[i]) for name in self._evidence_arrays()}
+
+    def discount_evidence(self, arm: str, factor: float) -> bool:
+        i = self.index_of(arm)
+        names = self._evidence_arrays()
+        if not names:
+            return False
+        for name in names:
+            arr = getattr(self, name)
+            fresh = self._fresh(name)
+            arr[i] = fresh + factor * (arr[i] - fresh)
+        self._changed()
+        return True
+
+    def shrink_evidence(self, arm: str, factor: float) -> bool:
+        """Counts (and squared deviations) are multiplied by ``factor``; the
+        means beside them are kept."""
+        i = self.index_of(arm)
+        names = self._evidence_arrays()
+        if not names:
+            return False
+        for name in names:
+            getattr(self, name)[i] *= factor
+        self._changed()
+        return True
 
     # -- reporting -----------------------------------------------------------------------------
     def _arm_stats(self, index: int) -> dict[str, float]:

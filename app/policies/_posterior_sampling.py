@@ -36,8 +36,8 @@ class PosteriorSampling(BanditPolicy):
     Subclasses draw from the posterior of given arrays (``_draw``) and say
     how many rewards' worth of evidence the current posterior holds
     (``_evidence``); hyperparameters ``propensity_samples`` and
-    ``refresh_fraction`` are theirs to accept and list in ``_params``, and
-    their ``__init__`` ends with ``_freeze()`` once the arrays exist.
+    ``refresh_fraction`` are their constructors' to accept, and their
+    ``__init__`` ends with ``_freeze()`` once the arrays exist.
     """
 
     propensity_samples: int

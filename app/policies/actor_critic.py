@@ -129,17 +129,6 @@ class ActorCritic(_nn.TorchAgent):
         self._resize_moments(self._net, self._net["policy"], moment_op)
 
     # -- persistence ------------------------------------------------------------------------
-    def _params(self) -> dict[str, Any]:
-        return {
-            "context_dim": self.context_dim,
-            "hidden": list(self.hidden),
-            "learning_rate": self.learning_rate,
-            "gamma": self.gamma,
-            "value_coef": self.value_coef,
-            "entropy_coef": self.entropy_coef,
-            "max_grad_norm": self.max_grad_norm,
-        }
-
     def _get_model_state(self) -> dict[str, Any]:
         return self._torch_state({"net": self._net})
 

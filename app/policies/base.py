@@ -1,12 +1,15 @@
-"""The contract every policy keeps (ARCHITECTURE.md §4)."""
+"""The contract every policy keeps (docs/architecture.md#the-policy-contract)."""
 
 from __future__ import annotations
 
 import abc
+import copy
+import inspect
 import math
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from itertools import accumulate
 from typing import Any, ClassVar
 
@@ -47,10 +50,67 @@ class Selection:
     probabilities: dict[str, float] = field(default_factory=dict)
 
 
+def weighted_draw(rng: np.random.Generator, cumulative: Sequence[float]) -> int:
+    """A position drawn with probability proportional to its weight, from the
+    running sums of the weights: one uniform draw and a bisection."""
+    # bisect_right: a weight of 0 (an empty interval) is never drawn, not even at u == 0.
+    return min(bisect_right(cumulative, rng.random() * cumulative[-1]), len(cumulative) - 1)
+
+
+def draw_selection(
+    rng: np.random.Generator,
+    names: Sequence[str],
+    scores: list[float],
+    probabilities: list[float],
+    *,
+    greedy: int | None = None,
+    cumulative: Sequence[float] | None = None,
+) -> Selection:
+    """An arm drawn from ``probabilities`` (one per name), as the
+    :class:`Selection` that logs its probability and whether it departs from
+    ``greedy`` (the position of the highest score unless given).
+    ``cumulative``, when given, are the running sums of the weights the draw
+    is made with instead: cached ones, or those of a mixture's component."""
+    if greedy is None:
+        greedy = max(range(len(names)), key=scores.__getitem__)
+    if cumulative is None:
+        cumulative = list(accumulate(probabilities))
+    choice = weighted_draw(rng, cumulative)
+    return Selection(
+        arm=names[choice],
+        propensity=probabilities[choice],
+        scores=dict(zip(names, scores, strict=True)),
+        explored=choice != greedy,
+        probabilities=dict(zip(names, probabilities, strict=True)),
+    )
+
+
+_NOT_HYPERPARAMETERS = {"self", "arms", "seed"}
+_PLACEHOLDER = "\x00adapting"  # holds a lone arm's place while it is rebuilt
+
+
+@cache
+def _hyperparameter_names(cls: type[Policy]) -> tuple[str, ...]:
+    """The parameters of ``cls``'s constructor after ``arms`` and ``seed``."""
+    return tuple(
+        p.name
+        for p in inspect.signature(cls.__init__).parameters.values()
+        if p.name not in _NOT_HYPERPARAMETERS
+        and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    )
+
+
+def _plain(value: Any) -> Any:
+    """A hyperparameter as a snapshot keeps it: a tuple as a list, anything
+    else a copy (so that no caller can change the live policy's)."""
+    return list(value) if isinstance(value, tuple) else copy.deepcopy(value)
+
+
 class Policy(abc.ABC):
     """Select an arm from the allowed ones, learn from (arm, reward), and
     round-trip through bytes. Subclasses keep hyperparameters under their
-    constructor names and learned state ``_``-prefixed."""
+    constructor names (which is how :meth:`_params` finds them) and learned
+    state ``_``-prefixed."""
 
     algorithm: ClassVar[str]
     snapshot_format: ClassVar[int] = 1
@@ -82,6 +142,10 @@ class Policy(abc.ABC):
     @property
     def arms(self) -> list[str]:
         return list(self._arms)
+
+    def has_arm(self, arm: str) -> bool:
+        """Whether ``arm`` is one of :attr:`arms` (without copying them)."""
+        return arm in self._index
 
     def index_of(self, arm: str) -> int:
         try:
@@ -162,19 +226,14 @@ class Policy(abc.ABC):
         greedy = max(range(len(names)), key=scores.__getitem__)
         if explore:
             probs = self.probabilities(names, context).tolist()
-            # bisect_right over the cumulative sums: an arm of probability 0
-            # (an empty interval) can never be chosen, not even at u == 0.
-            cum = list(accumulate(probs))
-            choice = min(bisect_right(cum, self._rng.random() * cum[-1]), len(names) - 1)
-        else:
-            probs = [0.0] * len(names)
-            probs[greedy] = 1.0
-            choice = greedy
+            return draw_selection(self._rng, names, scores, probs, greedy=greedy)
+        probs = [0.0] * len(names)
+        probs[greedy] = 1.0
         return Selection(
-            arm=names[choice],
-            propensity=probs[choice],
+            arm=names[greedy],
+            propensity=1.0,
             scores=dict(zip(names, scores, strict=True)),
-            explored=choice != greedy,
+            explored=False,
             probabilities=dict(zip(names, probs, strict=True)),
         )
 
@@ -220,9 +279,60 @@ class Policy(abc.ABC):
             )
         return "\n".join(lines)
 
+    # -- forgetting (after a drift, say) ---------------------------------------
+    def reset(self) -> None:
+        """Forget everything learnt, keeping the arms and hyperparameters: the
+        policy decides from now on as a new one built with them and its seed."""
+        fresh = type(self)(self._arms, seed=self.seed, **self._params())
+        vars(self).clear()
+        vars(self).update(vars(fresh))
+
+    def reset_arm(self, arm: str) -> bool:
+        """Forget what was learnt about ``arm``. Returns ``True`` when the
+        policy resets it in place (its place and its pulls kept). By default
+        it is rebuilt instead, and ``False`` returned: removed and added again,
+        so it starts from the prior with no pulls and moves to the end of
+        :attr:`arms` (decisions address arms by name, so only tie-breaking
+        order can change); a lone arm is rebuilt with a placeholder arm held
+        in between."""
+        self.index_of(arm)
+        lone = len(self._arms) == 1
+        if lone:
+            self.add_arm(_PLACEHOLDER)
+        self.remove_arm(arm)
+        self.add_arm(arm)
+        if lone:
+            self.remove_arm(_PLACEHOLDER)
+        return False
+
+    def arm_evidence(self, arm: str) -> dict[str, float]:
+        """The figures of the evidence about ``arm`` that
+        :meth:`discount_evidence` and :meth:`shrink_evidence` act on, by name
+        (none by default: the policy keeps no per-arm evidence of that kind)."""
+        self.index_of(arm)
+        return {}
+
+    def discount_evidence(self, arm: str, factor: float) -> bool:
+        """Keep ``factor`` of the evidence about ``arm``, pulled toward the
+        prior: each figure of :meth:`arm_evidence` becomes
+        ``prior + factor · (value − prior)``; estimates are kept. Returns
+        ``False``, having changed nothing, when there is no such evidence."""
+        self.index_of(arm)
+        return False
+
+    def shrink_evidence(self, arm: str, factor: float) -> bool:
+        """Make ``arm`` uncertain again without moving its estimate: keep
+        ``factor`` of its evidence, but no less uncertainty than the prior's.
+        Returns ``False``, having changed nothing, when there is no such
+        evidence."""
+        self.index_of(arm)
+        return False
+
     # -- persistence ---------------------------------------------------------
-    @abc.abstractmethod
-    def _params(self) -> dict[str, Any]: ...
+    def _params(self) -> dict[str, Any]:
+        """The hyperparameters: each parameter of the constructor after
+        ``arms`` and ``seed``, read from the attribute of the same name."""
+        return {name: _plain(getattr(self, name)) for name in _hyperparameter_names(type(self))}
 
     def set_params(self, **params: Any) -> None:
         """Change hyperparameters of a live policy (e.g. a restored one whose

@@ -1,26 +1,70 @@
-"""Policies configured per ``policy_id`` in a YAML file (config/policies.yaml)."""
+"""Policies configured per ``policy_id`` in a YAML file (config/policies.yaml).
+
+Every key is checked (app/config_schema.py): an unknown key, hyperparameter
+or reward weight, a wrong type or a value out of range is a
+:class:`PolicyConfigError` naming the file and the key path."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from app.config_schema import (
+    At,
+    ConfigError,
+    did_you_mean,
+    integer,
+    known_keys,
+    known_parameters,
+    load_yaml,
+    mapping,
+    number,
+    one_of,
+    text,
+)
 from app.features.request_vector import RequestVectorizer
 from app.policies.base import Policy
+from app.policies.guardrails import _BUDGET_KEYS as BUDGET_KEYS
+from app.policies.guardrails import _KEYS as GUARDRAIL_KEYS
 from app.policies.guardrails import GuardrailError, Guardrails, reconcile_arms
 from app.policies.registry import algorithms
 from app.rewards import RewardSpec
+from app.settings import POLICIES_PATH
 
 ALGORITHMS: dict[str, type[Policy]] = algorithms()
 
 
 CONTEXTS = ("request", "workflow")
+POLICY_KEYS = (
+    "algorithm",
+    "arms",
+    "hyperparameters",
+    "reward",
+    "guardrails",
+    "fallback_arm",
+    "snapshot",
+    "seed",
+    "context",
+    "episode",
+    "tenants",
+)
+ARM_KEYS = ("name", "model", "parameters")
+SNAPSHOT_KEYS = ("every_updates", "every_ms")
+EPISODE_KEYS = ("terminal_arms", "timeout_seconds")
+# ``reward.weights.<c>`` sets RewardSpec's ``<c>_weight``; every other key of
+# ``reward`` the RewardSpec field of its name (whose defaults apply).
+_WEIGHT = "_weight"
+REWARD_WEIGHTS = tuple(
+    f.name.removesuffix(_WEIGHT) for f in fields(RewardSpec) if f.name.endswith(_WEIGHT)
+)
+REWARD_KEYS = ("weights", *(f.name for f in fields(RewardSpec) if not f.name.endswith(_WEIGHT)))
+# Constructor arguments the config sets from keys of its own, not hyperparameters.
+_NOT_HYPERPARAMETERS = ("arms", "seed")
 
 
-class PolicyConfigError(ValueError):
+class PolicyConfigError(ConfigError):
     pass
 
 
@@ -30,7 +74,7 @@ class Arm:
 
     name: str
     model: str
-    parameters: dict[str, Any]
+    parameters: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -99,77 +143,61 @@ class PoliciesConfig:
         return self.policies.get(policy_id or self.default_policy)
 
     @classmethod
-    def load(cls, path: Path | str) -> PoliciesConfig:
-        try:
-            doc = yaml.safe_load(Path(path).read_text())
-        except FileNotFoundError:
-            raise PolicyConfigError(f"policies file {path} does not exist") from None
-        except yaml.YAMLError as exc:
-            raise PolicyConfigError(f"policies file {path} is not valid YAML: {exc}") from None
-        return cls.from_dict(doc, source=str(path))
+    def load(cls, path: Path | str = POLICIES_PATH) -> PoliciesConfig:
+        return cls.from_dict(load_yaml(path, PolicyConfigError), source=str(path))
 
     @classmethod
-    def from_dict(cls, doc: dict[str, Any], source: str = "<dict>") -> PoliciesConfig:
-        if not isinstance(doc, dict) or not isinstance(doc.get("policies"), dict):
-            raise PolicyConfigError(f"{source}: expected a mapping with a 'policies' mapping")
-        policies = {pid: _policy(pid, p, source) for pid, p in doc["policies"].items()}
+    def from_dict(cls, doc: Any, source: str = "<dict>") -> PoliciesConfig:
+        at = At(source, error=PolicyConfigError)
+        if not isinstance(doc, Mapping) or not isinstance(doc.get("policies"), Mapping):
+            raise at.fail("expected a mapping with a 'policies' mapping")
+        known_keys(doc, at, ("default_policy", "policies"))
+        policies = {
+            str(pid): _policy(str(pid), p, at / "policies" / pid)
+            for pid, p in doc["policies"].items()
+        }
         default = doc.get("default_policy", next(iter(policies), ""))
         if default not in policies:
-            raise PolicyConfigError(f"{source}: default_policy {default!r} is not defined")
+            raise (at / "default_policy").fail(
+                f"default_policy {default!r} is not defined{did_you_mean(default, policies)}; "
+                f"policies: {', '.join(policies) or 'none'}"
+            )
         return cls(default_policy=default, policies=policies)
 
 
-def _policy(pid: str, p: dict[str, Any], source: str) -> PolicyConfig:
-    where = f"{source}: policy {pid!r}"
-    algorithm = p.get("algorithm")
-    if algorithm not in ALGORITHMS:
-        raise PolicyConfigError(
-            f"{where}: unknown algorithm {algorithm!r}; known: {sorted(ALGORITHMS)}"
-        )
-    raw_arms = p.get("arms") or []
-    if not raw_arms:
-        raise PolicyConfigError(f"{where}: needs at least one arm")
-    try:
-        arms = tuple(
-            Arm(
-                name=str(a["name"]), model=str(a["model"]), parameters=dict(a.get("parameters", {}))
-            )
-            for a in raw_arms
-        )
-    except (KeyError, TypeError) as exc:
-        raise PolicyConfigError(f"{where}: each arm needs a name and a model ({exc})") from None
+def _policy(pid: str, raw: Any, at: At) -> PolicyConfig:
+    p = mapping(raw, at)
+    known_keys(p, at, POLICY_KEYS)
+    algorithm = one_of(p.get("algorithm"), at / "algorithm", ALGORITHMS, what="algorithm")
+    arms = _arms(p.get("arms"), at / "arms")
     names = [a.name for a in arms]
-    if len(set(names)) != len(names):
-        raise PolicyConfigError(f"{where}: duplicate arm names")
-    r = p.get("reward", {})
-    weights = r.get("weights", {})
-    try:
-        reward = RewardSpec(
-            quality_weight=float(weights.get("quality", 0.6)),
-            cost_weight=float(weights.get("cost", 0.25)),
-            latency_weight=float(weights.get("latency", 0.15)),
-            feedback_weight=float(weights.get("feedback", 0.0)),
-            cost_scale_usd=float(r.get("cost_scale_usd", 0.02)),
-            latency_scale_ms=float(r.get("latency_scale_ms", 8000)),
-            error_reward=float(r.get("error_reward", 0.0)),
-            wait_seconds=float(r.get("wait_seconds", 30)),
-            default_reward=float(r.get("default_reward", 0.0)),
-        )
-    except ValueError as exc:
-        raise PolicyConfigError(f"{where}: reward: {exc}") from None
+    values: dict[str, Any] = {"reward": _reward(p.get("reward"), at / "reward")}
     fallback = p.get("fallback_arm", names[0])
     if fallback not in names:
-        raise PolicyConfigError(f"{where}: fallback_arm {fallback!r} is not one of its arms")
-    snap = p.get("snapshot", {})
-    hyperparameters = dict(p.get("hyperparameters", {}))
+        raise (at / "fallback_arm").fail(
+            f"fallback_arm {fallback!r} is not one of its arms{did_you_mean(fallback, names)}; "
+            f"arms: {', '.join(names)}"
+        )
+    snap = mapping(p.get("snapshot"), at / "snapshot", optional=True)
+    known_keys(snap, at / "snapshot", SNAPSHOT_KEYS)
+    if "every_updates" in snap:
+        values["snapshot_every_updates"] = integer(
+            snap["every_updates"], at / "snapshot" / "every_updates", lo=1
+        )
+    if "every_ms" in snap:
+        values["snapshot_every_ms"] = integer(snap["every_ms"], at / "snapshot" / "every_ms", lo=1)
+    if "seed" in p:
+        values["seed"] = integer(p["seed"], at / "seed", lo=0)
+    hyperparameters = _hyperparameters(algorithm, p.get("hyperparameters"), at)
     context = p.get("context", "request")
     if context not in CONTEXTS:
-        raise PolicyConfigError(f"{where}: context must be one of {CONTEXTS}, got {context!r}")
+        hint = did_you_mean(context, CONTEXTS) if isinstance(context, str) else ""
+        raise (at / "context").fail(f"context must be one of {CONTEXTS}, got {context!r}{hint}")
     contextual = ALGORITHMS[algorithm].contextual_for(hyperparameters)
     if context == "workflow":
         if not contextual or "context_dim" not in hyperparameters:
-            raise PolicyConfigError(
-                f"{where}: context: workflow needs a contextual algorithm and its "
+            raise (at / "context").fail(
+                "context: workflow needs a contextual algorithm and its "
                 "hyperparameters.context_dim (the length of the workflow state)"
             )
     elif contextual:
@@ -178,53 +206,131 @@ def _policy(pid: str, p: dict[str, Any], source: str) -> PolicyConfig:
         # (the decider checks the length against the configured extractor).
         dim = hyperparameters.setdefault("context_dim", RequestVectorizer.dim)
         if not isinstance(dim, int) or dim < RequestVectorizer.dim:
-            raise PolicyConfigError(
-                f"{where}: context_dim {dim} is below the request vector's "
-                f"{RequestVectorizer.dim} features"
+            raise (at / "hyperparameters" / "context_dim").fail(
+                f"context_dim {dim} is below the request vector's {RequestVectorizer.dim} features"
             )
-    episode = dict(p.get("episode") or {})
-    terminal = tuple(str(a) for a in episode.get("terminal_arms", ()))
-    stray_terminal = [a for a in terminal if a not in names]
-    if stray_terminal:
-        raise PolicyConfigError(f"{where}: episode.terminal_arms {stray_terminal} are not arms")
-    timeout_s = float(episode.get("timeout_seconds", 600))
-    if not timeout_s > 0:
-        raise PolicyConfigError(f"{where}: episode.timeout_seconds must be positive")
-    raw_guardrails = dict(p.get("guardrails") or {})
+    episode = mapping(p.get("episode"), at / "episode", optional=True)
+    known_keys(episode, at / "episode", EPISODE_KEYS)
+    terminal = _terminal_arms(episode.get("terminal_arms", []), names, at / "episode")
+    if "timeout_seconds" in episode:
+        timeout_s = number(
+            episode["timeout_seconds"], at / "episode" / "timeout_seconds", lo=0, lo_open=True
+        )
+        values["episode_timeout_ms"] = int(timeout_s * 1000)
+    raw_guardrails = dict(_guardrails(p.get("guardrails"), names, at / "guardrails"))
     try:
         guardrails = Guardrails.from_config(raw_guardrails)
     except GuardrailError as exc:
-        raise PolicyConfigError(f"{where}: guardrails: {exc}") from None
-    stray = [a for a in guardrails.prior_from if a not in names]
-    if stray:
-        raise PolicyConfigError(f"{where}: guardrails.prior_from names unconfigured arms {stray}")
+        raise (at / "guardrails").fail(str(exc)) from None
     config = PolicyConfig(
         policy_id=pid,
         algorithm=algorithm,
         arms=arms,
         hyperparameters=hyperparameters,
-        reward=reward,
         max_explore_priority=guardrails.max_explore_priority,
         guardrails=raw_guardrails,
         fallback_arm=fallback,
-        snapshot_every_updates=int(snap.get("every_updates", 100)),
-        snapshot_every_ms=int(snap.get("every_ms", 250)),
-        seed=int(p.get("seed", 0)),
         context=context,
         terminal_arms=terminal,
-        episode_timeout_ms=int(timeout_s * 1000),
-        tenants=_tenants(where, p.get("tenants")),
+        tenants=_tenants(p.get("tenants"), at / "tenants"),
+        **values,
     )
     try:
         config.build()
     except (TypeError, ValueError) as exc:
-        raise PolicyConfigError(f"{where}: bad hyperparameters: {exc}") from None
+        raise (at / "hyperparameters").fail(f"bad hyperparameters: {exc}") from None
     return config
 
 
-def _tenants(where: str, raw: Any) -> frozenset[str] | None:
+def _arms(raw: Any, at: At) -> tuple[Arm, ...]:
+    if raw is None or raw == []:
+        raise at.fail("needs at least one arm")
+    if not isinstance(raw, list):
+        raise at.fail(f"expected a list of arms, got {type(raw).__name__}")
+    arms = []
+    for i, a in enumerate(raw):
+        where = at.item(i)
+        if not isinstance(a, Mapping):
+            raise where.fail(f"each arm needs a name and a model, got {a!r}")
+        known_keys(a, where, ARM_KEYS)
+        missing = [k for k in ("name", "model") if k not in a]
+        if missing:
+            raise (where / missing[0]).fail("each arm needs a name and a model")
+        parameters = mapping(a.get("parameters"), where / "parameters", optional=True)
+        arms.append(
+            Arm(
+                name=text(a["name"], where / "name"),
+                model=text(a["model"], where / "model"),
+                parameters=dict(parameters),
+            )
+        )
+    names = [a.name for a in arms]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise at.fail(f"duplicate arm names {duplicates}")
+    return tuple(arms)
+
+
+def _reward(raw: Any, at: At) -> RewardSpec:
+    r = mapping(raw, at, optional=True)
+    known_keys(r, at, REWARD_KEYS)
+    weights = mapping(r.get("weights"), at / "weights", optional=True)
+    known_keys(weights, at / "weights", REWARD_WEIGHTS, noun="reward weight")
+    values = {k + _WEIGHT: number(v, at / "weights" / k) for k, v in weights.items()}
+    values.update({k: number(v, at / k) for k, v in r.items() if k != "weights"})
+    try:
+        return RewardSpec(**values)
+    except ValueError as exc:
+        raise at.fail(str(exc)) from None
+
+
+def _hyperparameters(algorithm: str, raw: Any, at: At) -> dict[str, Any]:
+    """The policy's hyperparameters, each one its algorithm's constructor takes."""
+    hyperparameters = dict(mapping(raw, at / "hyperparameters", optional=True))
+    known_parameters(
+        hyperparameters,
+        ALGORITHMS[algorithm],
+        at / "hyperparameters",
+        owner=algorithm,
+        skip=_NOT_HYPERPARAMETERS,
+        noun="hyperparameter",
+        prefix="bad hyperparameters: ",
+    )
+    return hyperparameters
+
+
+def _terminal_arms(raw: Any, names: list[str], at: At) -> tuple[str, ...]:
+    if not isinstance(raw, list):
+        raise (at / "terminal_arms").fail(f"expected a list of arm names, got {raw!r}")
+    stray = [a for a in raw if a not in names]
+    if stray:
+        raise (at / "terminal_arms").fail(f"episode.terminal_arms {stray} are not arms")
+    return tuple(raw)
+
+
+def _guardrails(raw: Any, names: list[str], at: At) -> Mapping[str, Any]:
+    """The ``guardrails:`` mapping, its keys and types checked; the rules
+    between them are :meth:`Guardrails.from_config`'s."""
+    g = mapping(raw, at, optional=True)
+    known_keys(g, at, GUARDRAIL_KEYS, noun="guardrail")
+    for key in ("max_explore_priority", "min_pulls"):
+        if key in g:
+            integer(g[key], at / key, lo=0)
+    budget = g.get("exploration_budget")
+    if budget is not None:
+        known_keys(
+            mapping(budget, at / "exploration_budget"), at / "exploration_budget", BUDGET_KEYS
+        )
+    priors = mapping(g.get("prior_from"), at / "prior_from", optional=True)
+    stray = [new for new in priors if new not in names]
+    if stray:
+        raise (at / "prior_from").fail(f"guardrails.prior_from names unconfigured arms {stray}")
+    return g
+
+
+def _tenants(raw: Any, at: At) -> frozenset[str] | None:
     if raw is None:
         return None
     if not isinstance(raw, list) or not raw or not all(isinstance(t, str) and t for t in raw):
-        raise PolicyConfigError(f"{where}: tenants must be a non-empty list of tenant ids")
+        raise at.fail(f"tenants must be a non-empty list of tenant ids, got {raw!r}")
     return frozenset(raw)

@@ -83,6 +83,3 @@ class DiscountedUCB(IndexPolicy):
             "value": float(self._ds[index]) / n if n > 0.0 else 0.0,
             "discounted_count": n,
         }
-
-    def _params(self) -> dict[str, Any]:
-        return {"gamma": self.gamma, "c": self.c}

@@ -201,26 +201,6 @@ class DQN(_nn.TorchAgent):
         self._buffer.remove_action(index)
 
     # -- persistence ------------------------------------------------------------------------
-    def _params(self) -> dict[str, Any]:
-        return {
-            "context_dim": self.context_dim,
-            "hidden": list(self.hidden),
-            "learning_rate": self.learning_rate,
-            "gamma": self.gamma,
-            "epsilon": self.epsilon,
-            "epsilon_start": self.epsilon_start,
-            "epsilon_decay_steps": self.epsilon_decay_steps,
-            "batch_size": self.batch_size,
-            "buffer_size": self.buffer_size,
-            "learning_starts": self.learning_starts,
-            "train_every": self.train_every,
-            "target_update": self.target_update,
-            "tau": self.tau,
-            "double": self.double,
-            "max_grad_norm": self.max_grad_norm,
-            "snapshot_buffer_max": self.snapshot_buffer_max,
-        }
-
     def _get_model_state(self) -> dict[str, Any]:
         return self._torch_state({"q": self._q, "target": self._target}) | {
             "buffer": self._buffer.to_dict(max_items=self.snapshot_buffer_max),

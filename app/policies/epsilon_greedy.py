@@ -118,16 +118,14 @@ class EpsilonGreedy(BanditPolicy):
     def _arm_stats(self, index: int) -> dict[str, float]:
         return {"value": float(self._mean[index]), "count": float(self._n[index])}
 
-    def _params(self) -> dict[str, Any]:
-        return {
-            "epsilon": self.epsilon,
-            "decay": self.decay,
-            "min_epsilon": self.min_epsilon,
-            "decay_rate": self.decay_rate,
-            "horizon": self.horizon,
-            "adaptive": self.adaptive,
-            "sigma": self.sigma,
-        }
+    def shrink_evidence(self, arm: str, factor: float) -> bool:
+        """Also rewinds the ε decay by ``factor`` (and lifts VDBE's ε back to
+        at least ``epsilon``), so that every arm is explored again."""
+        super().shrink_evidence(arm, factor)
+        self._t = int(self._t * factor)
+        self._epsilon = max(self._epsilon, self.epsilon)
+        self._changed()
+        return True
 
     def _extra_state(self) -> dict[str, Any]:
         return {"epsilon": self._epsilon}

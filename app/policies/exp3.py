@@ -110,6 +110,3 @@ class Exp3(BanditPolicy):
     def _arm_stats(self, index: int) -> dict[str, float]:
         # Log-weights are shifted when arms come and go; the gain estimate is not.
         return {"estimated_gain": float(self._gain[index])}
-
-    def _params(self) -> dict[str, Any]:
-        return {"gamma": self.gamma}

@@ -113,13 +113,3 @@ class GaussianThompson(PosteriorSampling):
             "degrees_of_freedom": df,
             "variance": float(self._m2[index]) / n if n else 0.0,
         }
-
-    def _params(self) -> dict[str, Any]:
-        return {
-            "prior_mean": self.prior_mean,
-            "prior_kappa": self.prior_kappa,
-            "prior_alpha": self.prior_alpha,
-            "prior_beta": self.prior_beta,
-            "propensity_samples": self.propensity_samples,
-            "refresh_fraction": self.refresh_fraction,
-        }

@@ -51,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from app.policies.base import Policy, PolicyError, Selection
+from app.policies.base import Policy, PolicyError, Selection, draw_selection
 
 _METRICS = ("cost_usd", "latency_ms")
 # Request metadata key -> the metric it limits.
@@ -464,17 +464,9 @@ class Guardrails:
     ) -> Selection:
         if self._rng is None:
             self._rng = np.random.default_rng([policy.seed or 0, 0x6775617264])
-        arm = under[min(int(self._rng.random() * len(under)), len(under) - 1)]
         scores = policy.scores(names, context).tolist()
-        greedy = names[max(range(len(names)), key=scores.__getitem__)]
         p = 1.0 / len(under)
-        return Selection(
-            arm=arm,
-            propensity=p,
-            scores=dict(zip(names, scores, strict=True)),
-            explored=arm != greedy,
-            probabilities={a: p if a in under else 0.0 for a in names},
-        )
+        return draw_selection(self._rng, names, scores, [p if a in under else 0.0 for a in names])
 
     @staticmethod
     def _limits(meta: Mapping[str, Any] | None) -> dict[str, float]:

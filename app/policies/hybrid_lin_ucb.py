@@ -104,14 +104,6 @@ class HybridLinUCB(ValuePolicy):
         self._check_params()
         self._cache = None
 
-    def _params(self) -> dict[str, Any]:
-        return {
-            "context_dim": self.context_dim,
-            "shared_dim": self.shared_dim,
-            "alpha": self.alpha,
-            "ridge": self.ridge,
-        }
-
     # -- arms ------------------------------------------------------------------
     def _grow(self, prior_from: int | None) -> None:
         """A clone copies the source arm's own statistics; the shared ones are

@@ -94,9 +94,6 @@ class LinUCB(ContextualPolicy):
         self._check_params()  # ridge applies to arms added from now on
         self._stale()
 
-    def _params(self) -> dict[str, Any]:
-        return {"context_dim": self.context_dim, "alpha": self.alpha, "ridge": self.ridge}
-
     # -- state plumbing ------------------------------------------------------
     def _bind(self) -> None:
         """Views and scratch buffers over ``_model`` (after it is replaced)."""

@@ -101,14 +101,6 @@ class LinearThompson(ContextualPolicy):
         self._check_params()
         self._forget()
 
-    def _params(self) -> dict[str, Any]:
-        return {
-            "context_dim": self.context_dim,
-            "v": self.v,
-            "ridge": self.ridge,
-            "propensity_samples": self.propensity_samples,
-        }
-
     def _forget(self) -> None:
         """Drop what was derived from the state (the propensities and the pairing
         of the draws; the pool of draws itself depends only on the arm count)."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import math
-from bisect import bisect_right
 from collections.abc import Sequence
 from itertools import accumulate
 from typing import Any, ClassVar
@@ -12,7 +11,14 @@ from typing import Any, ClassVar
 import numpy as np
 import orjson
 
-from app.policies.base import InvalidRewardError, Policy, PolicyError, Selection
+from app.policies.base import (
+    InvalidRewardError,
+    Policy,
+    PolicyError,
+    Selection,
+    draw_selection,
+    weighted_draw,
+)
 
 METAS = ("exp3", "thompson")
 # Without ``candidates``: hedge between stationary and drift-following
@@ -185,15 +191,6 @@ class MetaSelector(Policy):
             hp.setdefault("context_dim", self.context_dim)
         return hp
 
-    def _params(self) -> dict[str, Any]:
-        return {
-            "candidates": copy.deepcopy(self.candidates),
-            "meta": self.meta,
-            "gamma": self.gamma,
-            "propensity_samples": self.propensity_samples,
-            "context_dim": self.context_dim,
-        }
-
     def _params_changed(self) -> None:
         """Keep what each candidate learnt when its algorithm stays (its new
         hyperparameters apply); a candidate of another algorithm, or a new
@@ -324,25 +321,15 @@ class MetaSelector(Policy):
     ) -> Selection:
         """Route to a candidate (probability ``q_c``), let it choose (its
         ``P_c``); log the mixture probability of the arm."""
+        if not explore:
+            return super().select(context, allowed, explore)
         names = list(allowed) if allowed is not None else self._arms
         scores = self.scores(names, context).tolist()
-        greedy = max(range(len(names)), key=scores.__getitem__)
-        if explore:
-            probs = self.probabilities(names, context).tolist()
-            q = list(accumulate(self._weights().tolist()))
-            c = min(bisect_right(q, self._rng.random() * q[-1]), len(q) - 1)
-            cum = list(accumulate(self._policies[c].probabilities(names, context).tolist()))
-            choice = min(bisect_right(cum, self._rng.random() * cum[-1]), len(names) - 1)
-        else:
-            probs = [0.0] * len(names)
-            probs[greedy] = 1.0
-            choice = greedy
-        return Selection(
-            arm=names[choice],
-            propensity=probs[choice],
-            scores=dict(zip(names, scores, strict=True)),
-            explored=choice != greedy,
-            probabilities=dict(zip(names, probs, strict=True)),
+        probs = self.probabilities(names, context).tolist()
+        c = weighted_draw(self._rng, list(accumulate(self._weights().tolist())))
+        chosen_by = self._policies[c].probabilities(names, context).tolist()
+        return draw_selection(
+            self._rng, names, scores, probs, cumulative=list(accumulate(chosen_by))
         )
 
     # -- learning ----------------------------------------------------------------------------

@@ -140,17 +140,6 @@ class NeuralArmValue(ValuePolicy):
         _nn.set_lr(self._opt, self.lr)
         self._cache = None
 
-    def _params(self) -> dict[str, Any]:
-        return {
-            "context_dim": self.context_dim,
-            "hidden": self.hidden,
-            "lr": self.lr,
-            "optimizer": self.optimizer,
-            "exploration": self.exploration,
-            "epsilon": self.epsilon,
-            "temperature": self.temperature,
-        }
-
     def _make_optimizer(self) -> torch.optim.Optimizer:
         self._opt_name = self.optimizer
         params = list(self._net.parameters())

@@ -162,23 +162,6 @@ class QLearning(Agent):
             self._table[key] = np.delete(row, index)
         self._buffer.remove_action(index)
 
-    def _params(self) -> dict[str, Any]:
-        return {
-            "context_dim": self.context_dim,
-            "bins": self.bins,
-            "low": self.low,
-            "high": self.high,
-            "learning_rate": self.learning_rate,
-            "gamma": self.gamma,
-            "epsilon": self.epsilon,
-            "epsilon_start": self.epsilon_start,
-            "epsilon_decay_steps": self.epsilon_decay_steps,
-            "initial_q": self.initial_q,
-            "buffer_size": self.buffer_size,
-            "replay_steps": self.replay_steps,
-            "snapshot_buffer_max": self.snapshot_buffer_max,
-        }
-
     def _get_model_state(self) -> dict[str, Any]:
         return {
             "table": {key: row.tolist() for key, row in self._table.items()},

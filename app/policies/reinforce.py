@@ -156,17 +156,6 @@ class Reinforce(_nn.TorchAgent):
         self._ep_actions = [a - (a > index) for a in (self._ep_actions[j] for j in keep)]
 
     # -- persistence ------------------------------------------------------------------------
-    def _params(self) -> dict[str, Any]:
-        return {
-            "context_dim": self.context_dim,
-            "hidden": list(self.hidden),
-            "learning_rate": self.learning_rate,
-            "gamma": self.gamma,
-            "baseline_rate": self.baseline_rate,
-            "entropy_coef": self.entropy_coef,
-            "max_grad_norm": self.max_grad_norm,
-        }
-
     def _get_model_state(self) -> dict[str, Any]:
         states = np.stack(self._ep_states) if self._ep_states else np.zeros((0, self.context_dim))
         return self._torch_state({"net": self._net}) | {

@@ -138,9 +138,6 @@ class RiverEpsilonGreedy(ValuePolicy):
             self._models = [MODELS[self.model]() for _ in self._arms]
         self._cache = None
 
-    def _params(self) -> dict[str, Any]:
-        return {"context_dim": self.context_dim, "epsilon": self.epsilon, "model": self.model}
-
     # -- arms ------------------------------------------------------------------
     def _grow(self, prior_from: int | None) -> None:
         new = (

@@ -169,6 +169,3 @@ class SlidingWindowUCB(IndexPolicy):
     def _arm_stats(self, index: int) -> dict[str, float]:
         n = float(self._wn[index])
         return {"value": float(self._ws[index]) / n if n > 0.0 else 0.0, "window_count": n}
-
-    def _params(self) -> dict[str, Any]:
-        return {"window": self.window, "c": self.c}

@@ -81,10 +81,3 @@ class Softmax(BanditPolicy):
 
     def _arm_stats(self, index: int) -> dict[str, float]:
         return {"value": float(self._mean[index]), "count": float(self._n[index])}
-
-    def _params(self) -> dict[str, Any]:
-        return {
-            "temperature": self.temperature,
-            "decay_rate": self.decay_rate,
-            "min_temperature": self.min_temperature,
-        }

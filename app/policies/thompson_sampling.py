@@ -93,21 +93,23 @@ class ThompsonSampling(PosteriorSampling):
         self._beta[index] += 1.0 - reward
         self._record(index, reward)
 
-    def reset_arm(self, arm: str) -> None:
-        """Forget what was learnt about one arm (after a drift, say)."""
+    def reset_arm(self, arm: str) -> bool:
+        """Put the arm's posterior back to the prior, in place."""
         i = self.index_of(arm)
         self._alpha[i], self._beta[i] = self.prior_alpha, self.prior_beta
         self._changed()
+        return True
+
+    def shrink_evidence(self, arm: str, factor: float) -> bool:
+        """The posterior keeps its mean and ``factor`` of its weight α + β,
+        but not less weight than the prior's (unless it had less)."""
+        i = self.index_of(arm)
+        a, b = float(self._alpha[i]), float(self._beta[i])
+        total = max(factor * (a + b), min(self.prior_alpha + self.prior_beta, a + b))
+        self._alpha[i], self._beta[i] = a / (a + b) * total, b / (a + b) * total
+        self._changed()
+        return True
 
     def _arm_stats(self, index: int) -> dict[str, float]:
         a, b = float(self._alpha[index]), float(self._beta[index])
         return {"posterior_mean": a / (a + b), "alpha": a, "beta": b}
-
-    def _params(self) -> dict[str, Any]:
-        return {
-            "prior_alpha": self.prior_alpha,
-            "prior_beta": self.prior_beta,
-            "discount": self.discount,
-            "propensity_samples": self.propensity_samples,
-            "refresh_fraction": self.refresh_fraction,
-        }

@@ -56,6 +56,3 @@ class UCB1(MeanIndexPolicy):
         if not 0.0 <= reward <= 1.0:
             raise InvalidRewardError(f"UCB1 needs rewards in [0, 1], got {reward}")
         super()._update(index, reward, context)
-
-    def _params(self) -> dict[str, Any]:
-        return {"c": self.c}

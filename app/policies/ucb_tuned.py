@@ -56,6 +56,3 @@ class UCBTuned(MeanIndexPolicy):
                 self._mean[idx].tolist(), self._m2[idx].tolist(), counts, strict=True
             )
         ]
-
-    def _params(self) -> dict[str, Any]:
-        return {"reward_range": self.reward_range}

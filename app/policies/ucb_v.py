@@ -69,6 +69,3 @@ class UCBV(MeanIndexPolicy):
                 self._mean[idx].tolist(), self._m2[idx].tolist(), counts, strict=True
             )
         ]
-
-    def _params(self) -> dict[str, Any]:
-        return {"c": self.c, "zeta": self.zeta, "reward_range": self.reward_range}

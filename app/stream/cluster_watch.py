@@ -1,7 +1,7 @@
 """The worker's view of its Kafka cluster, without a Kafka client: whether it
 answers, whether it is still the cluster the worker started on, which topics
 it is missing, and which partitions restarted below a consumer's position.
-``agents/watch_cluster.py`` probes the cluster and acts on what this says.
+``app/stream/cluster_watcher.py`` probes the cluster and acts on what this says.
 
 A broker that lost its logs (the embedded broker keeps them in memory; a
 cluster rebuilt from scratch) comes back empty: the topics are gone, and every

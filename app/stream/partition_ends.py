@@ -138,7 +138,7 @@ async def committed_offsets(
 
 class RangeReader:
     """Reads given offset ranges of partitions with a group-less consumer
-    (records a stream skipped, see app/offset_sequence.py)."""
+    (records a stream skipped, see app/stream/offset_sequence.py)."""
 
     def __init__(self, bootstrap: str, client_id: str) -> None:
         self.bootstrap, self.client_id = bootstrap, client_id

@@ -1,4 +1,4 @@
-"""Keeps a Faust agent's records in offset order (see app/offset_sequence.py):
+"""Keeps a Faust agent's records in offset order (see app/stream/offset_sequence.py):
 records a stream skipped are read straight from the partition and handled
 before the record after the gap, so nothing is lost."""
 
@@ -10,8 +10,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from app import metrics
-from app.offset_sequence import OffsetSequence
-from app.partition_ends import RangeReader, committed_offsets
+from app.stream.offset_sequence import OffsetSequence
+from app.stream.partition_ends import RangeReader, committed_offsets
 
 log = logging.getLogger(__name__)
 LOOKUP_TIMEOUT_S = 5.0

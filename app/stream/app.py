@@ -1,0 +1,146 @@
+"""``create_app(settings)`` → the Faust application with its agents.
+
+The agents of a worker are registered from one table, :data:`AGENTS`: each
+entry is an agent's ``register(app, runtime)`` and the condition (a role,
+a setting) under which this worker runs it. This factory is the one module
+under ``app/`` that imports ``agents``; the agents never import it (what
+they share is :class:`~app.stream.runtime.Runtime`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import faust
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from agents import (
+    aggregate_features,
+    archive_outcomes,
+    detect_drift,
+    featurize_outcomes,
+    featurize_requests,
+    follow_metrics,
+    join_rewards,
+    learn_from_outcomes,
+    publish_metrics,
+    select_arm,
+    serve_features,
+    watch_cluster,
+)
+from app.error_log_counter import ErrorLogCounter
+from app.features.runtime import build_features
+from app.settings import Settings
+from app.stream import faust_transport
+from app.stream.agent_sensor import AgentSensor
+from app.stream.cluster_watch import health_report
+from app.stream.cluster_watcher import cluster_state
+from app.stream.runtime import Runtime
+
+
+def _role(name: str) -> Callable[[Settings], bool]:
+    return lambda settings: name in settings.roles
+
+
+def _always(settings: Settings) -> bool:
+    return True
+
+
+# (register(app, runtime), whether this worker runs it), in registration order.
+AGENTS: tuple[tuple[Callable[[faust.App, Runtime], Any], Callable[[Settings], bool]], ...] = (
+    (watch_cluster.register, _always),  # /health reports what it finds
+    (serve_features.register, _always),  # GET /features, /features/history
+    (select_arm.register, _role("decide")),
+    (join_rewards.register, _role("join")),
+    (learn_from_outcomes.register, _role("learn")),
+    # Beside the learner: same outcome partitions, drifts back to their owner.
+    (detect_drift.register, _role("learn")),
+    (featurize_requests.register, _role("features")),
+    (featurize_outcomes.register, _role("features")),
+    (aggregate_features.register, _role("features")),
+    (archive_outcomes.register, _role("archive")),
+    (publish_metrics.register, lambda s: s.metrics_publish_seconds > 0),
+    (follow_metrics.register, lambda s: s.dashboard_history_points > 0),
+)
+
+
+def faust_settings(settings: Settings) -> dict[str, Any]:
+    profile = settings.broker_profile()
+    conf: dict[str, Any] = {
+        "broker": f"kafka://{settings.bootstrap}",
+        "store": "rocksdb://",
+        "datadir": str(settings.data_dir),
+        "web_host": settings.web_host,
+        "web_port": settings.web_port,
+        "web_bind": settings.web_host,
+        "topic_partitions": 4,
+        "topic_replication_factor": 1,
+        "processing_guarantee": "at_least_once",
+        "consumer_auto_offset_reset": "earliest",
+        "broker_session_timeout": profile["session_timeout"],
+        "broker_heartbeat_interval": profile["heartbeat_interval"],
+        "broker_rebalance_timeout": profile["rebalance_timeout"],
+        "producer_linger_ms": settings.producer_linger_ms,
+        "broker_commit_interval": 0.5,
+        # Do not wait for the last record each agent holds to be acked before
+        # a rebalance or shutdown: an agent acks a record when it takes the
+        # next one, so with no next one a SIGTERM waited 10-15 s. The record
+        # is read again by the next owner, and every agent makes a
+        # redelivery harmless.
+        "stream_wait_empty": False,
+        # Events and table values are orjson bytes, encoded by our own code.
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+    }
+    if settings.embedded_broker:
+        # docs/architecture.md#the-embedded-broker: its ListOffsets(LATEST) is too low, which trips
+        # Faust's recovery check; and it has no standby replicas to speak of.
+        conf.update(recovery_consistency_check=False, table_standby_replicas=0)
+    return conf
+
+
+def create_app(settings: Settings | None = None) -> faust.App:
+    settings = settings or Settings.from_env()
+    runtime = Runtime.for_settings(settings)
+    app = faust.App(settings.app_id, **faust_settings(settings))
+    # A producer flush that drains (state writes durable before offsets are
+    # committed); on the embedded broker, changelog ends from fetches.
+    faust_transport.install(app, settings.embedded_broker)
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    # Ops view: per-agent processing time, logged errors (see app/metrics.py).
+    app.sensors.add(AgentSensor())
+
+    @app.task
+    async def count_logged_errors() -> None:
+        # Here, not earlier: the worker's logging setup clears the root logger's handlers.
+        ErrorLogCounter.install()
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    @app.page("/health")
+    async def health(web: Any, request: Any) -> Any:
+        """200 once every role of this worker holds partitions and the
+        cluster answers with every topic; 503 with the reason otherwise."""
+        assigned = bool(app.consumer.assignment()) if app.consumer else False
+        ready = {"decide": runtime.decide_ready, "join": assigned, "learn": assigned}
+        ready.update(features=assigned, archive=assigned)
+        cluster = cluster_state(app)
+        problem = cluster.problem() if cluster is not None else None
+        status, body = health_report({r: ready[r] for r in settings.roles}, problem)
+        return web.json(body, status=status)
+
+    @app.timer(settings.policies_reload_seconds)
+    async def reload_policies() -> None:
+        runtime.reload_policies()
+
+    runtime.feature_spec, runtime.feature_store, runtime.feature_extractor = build_features(
+        settings
+    )
+    for register, runs in AGENTS:
+        if runs(settings):
+            register(app, runtime)
+    return app

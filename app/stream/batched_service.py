@@ -1,0 +1,203 @@
+"""Consume → process → produce a batch at a time, outside Faust's streams.
+
+A Faust agent spends more per event on its own bookkeeping (event objects,
+acks, per-event sends) than a vectorised step costs, which caps it at a
+fraction of what the broker can move. :class:`BatchedService` has its own
+aiokafka consumer in a group of its own, fetches batches, hands each to a
+:class:`BatchHandler`, which enqueues its sends without awaiting each one,
+and commits the batch's offsets once those sends are acknowledged
+(at-least-once). It runs inside the Faust worker as a service, so it
+starts, stops and scales out with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from mode import Service
+
+from app import metrics
+from app.records import InvalidEvent
+from app.settings import Settings
+from app.stream.cluster_watcher import rewind_restarted_logs
+from app.stream.dead_letter import dead_letter, dead_letter_key
+from app.stream.partitioning import partitions_for
+
+log = logging.getLogger(__name__)
+Batch = dict[TopicPartition, list[Any]]
+
+
+class BatchHandler(Protocol):
+    """What a :class:`BatchedService` does with its batches."""
+
+    async def start(self, service: BatchedService) -> None:
+        """Before the first fetch; the service's producer is started."""
+
+    async def background(self, service: BatchedService) -> None:
+        """Runs beside the batches until the service stops (may return at once)."""
+
+    async def handle(self, service: BatchedService, batch: Batch) -> list[asyncio.Future[Any]]:
+        """Process one fetched batch; the futures of every send made for it
+        (its offsets are committed once all are done)."""
+        ...
+
+    async def stop(self) -> None:
+        """After the consumer stopped, before the producer does."""
+
+
+class BatchedService(Service):
+    """``name``: the consumer group is ``<app_id>-<name>``, and the agent
+    label of the metrics; ``source_role``: the role of ``source`` in
+    topics.yaml, the label of its consumer lag."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        name: str,
+        source: str,
+        source_role: str,
+        dead_letter_topic: str,
+        handler: BatchHandler,
+        fetch_wait_ms: int,
+        batch_max: int,
+        on_fetch: Callable[[bool], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.settings, self.name, self.source = settings, name, source
+        self.source_role, self.dead_letter_topic = source_role, dead_letter_topic
+        self.handler, self.fetch_wait_ms, self.batch_max = handler, fetch_wait_ms, batch_max
+        # Called with whether the consumer holds partitions, after every fetch.
+        self.on_fetch = on_fetch
+        self._pending_commits: asyncio.Queue[tuple[asyncio.Future[Any], dict[TopicPartition, int]]]
+        self._pending_commits = asyncio.Queue(maxsize=64)
+        self._lag: dict[TopicPartition, int] = {}
+        self._partitions: dict[str, int] = {}
+
+    async def on_start(self) -> None:
+        s = self.settings
+        profile = s.broker_profile()
+        client_id = f"{s.app_id}-{self.name.replace('_', '-')}"
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=s.bootstrap,
+            client_id=client_id,
+            linger_ms=s.producer_linger_ms,
+            max_batch_size=512 * 1024,
+            acks=1,
+        )
+        self.consumer = AIOKafkaConsumer(
+            self.source,
+            bootstrap_servers=s.bootstrap,
+            group_id=client_id,
+            client_id=client_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=self.fetch_wait_ms,
+            max_poll_records=self.batch_max,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            session_timeout_ms=int(profile["session_timeout"] * 1000),
+            heartbeat_interval_ms=int(profile["heartbeat_interval"] * 1000),
+            rebalance_timeout_ms=int(profile["rebalance_timeout"] * 1000),
+        )
+        await self.producer.start()
+        await self.handler.start(self)
+        await self.consumer.start()
+
+    async def on_stop(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.consumer.stop()
+        with contextlib.suppress(Exception):
+            await self.handler.stop()
+        with contextlib.suppress(Exception):
+            await self.producer.stop()
+
+    async def partition_count(self, topic: str) -> int:
+        """How many partitions ``topic`` has (asked once)."""
+        if topic not in self._partitions:
+            self._partitions[topic] = len(await self.producer.partitions_for(topic))
+        return self._partitions[topic]
+
+    @Service.task
+    async def _background(self) -> None:
+        await self.handler.background(self)
+
+    @Service.task
+    async def _consume(self) -> None:
+        limit = self.batch_max
+        while not self.should_stop:
+            batch = await self.consumer.getmany(timeout_ms=100, max_records=limit)
+            if self.on_fetch is not None:
+                self.on_fetch(bool(self.consumer.assignment()))
+            await rewind_restarted_logs(self.consumer, self.name)
+            if batch:
+                await self._process(batch)
+
+    async def _process(self, batch: Batch) -> None:
+        started = time.perf_counter()
+        offsets = {tp: msgs[-1].offset + 1 for tp, msgs in batch.items()}
+        futures = await self.handler.handle(self, batch)
+        metrics.AGENT_PROCESSING_SECONDS.labels(self.name).observe(time.perf_counter() - started)
+        await self._pending_commits.put((asyncio.gather(*futures), offsets))
+
+    async def send_batches(
+        self, topic: str, keys: list[bytes], values: list[bytes], ts: int
+    ) -> list[asyncio.Future[Any]]:
+        """One BatchBuilder per partition, one future per batch: producer.send()
+        costs a future, a gather callback and a pure-Python murmur2 per record.
+        Partitions are Kafka's default (murmur2 of the key), as send() picks;
+        ``topic``'s partition count must be known (:meth:`partition_count`)."""
+        producer = self.producer
+        futures: list[asyncio.Future[Any]] = []
+        builders: dict[int, Any] = {}
+        for key, value, p in zip(
+            keys, values, partitions_for(keys, self._partitions[topic]), strict=True
+        ):
+            b = builders.get(p)
+            if b is None:
+                b = builders[p] = producer.create_batch()
+            if b.append(key=key, value=value, timestamp=ts) is None:  # full
+                futures.append(await producer.send_batch(b, topic, partition=p))
+                b = builders[p] = producer.create_batch()
+                b.append(key=key, value=value, timestamp=ts)
+        for p, b in builders.items():
+            futures.append(await producer.send_batch(b, topic, partition=p))
+        return futures
+
+    async def dead(self, m: Any, exc: InvalidEvent) -> asyncio.Future[Any]:
+        """Send a dead letter for the consumed record ``m``; its future."""
+        metrics.DEAD_LETTERS.labels(self.name, exc.code).inc()
+        metrics.EVENTS.labels(self.name, "dead_letter").inc()
+        doc = dead_letter(m.topic, m.partition, m.offset, m.key, m.value, exc)
+        return await self.producer.send(self.dead_letter_topic, doc, key=dead_letter_key(m.key))
+
+    @Service.task
+    async def _commit(self) -> None:
+        """Commit each batch's offsets once all its sends are acknowledged."""
+        while not self.should_stop:
+            done, offsets = await self._pending_commits.get()
+            await done
+            latest = dict(offsets)
+            while not self._pending_commits.empty():
+                done, offsets = self._pending_commits.get_nowait()
+                await done
+                latest.update(offsets)
+            try:
+                await self.consumer.commit(latest)
+            except Exception as exc:  # a rebalance took the partitions: their new owner redoes them
+                log.warning("offset commit failed (will be redone by the new owner): %s", exc)
+            self._record_lag(latest)
+
+    def _record_lag(self, committed: dict[TopicPartition, int]) -> None:
+        assigned = self.consumer.assignment()
+        for tp, offset in committed.items():
+            high = self.consumer.highwater(tp)
+            if high is not None:
+                self._lag[tp] = high - offset
+        lag = sum(v for tp, v in self._lag.items() if tp in assigned)
+        metrics.set_consumer_lag(self.name, {self.source_role: lag})

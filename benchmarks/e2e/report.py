@@ -1,0 +1,180 @@
+"""The e2e table."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from benchmarks.common import short_commit
+from benchmarks.e2e.configs import LABELS
+
+
+def fmt(v: Any, spec: str = ",.0f", none: str = "-") -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return none
+    return format(v, spec)
+
+
+def _row(cells: list[tuple[str, int]]) -> str:
+    """Right-aligned columns after a left-aligned first one."""
+    (first, w0), *rest = cells
+    return f"{first:<{w0}}" + "".join(f" {text:>{w}}" for text, w in rest)
+
+
+def render(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    p = results["params"]
+    out = [
+        f"LLM Auto-Optimizer e2e benchmark: commit {short_commit(results['git_commit'])}, "
+        f"{results['started_at']}, {results.get('wall_seconds', 0):.0f} s",
+        f"machine: {m['nproc']} cores ({m['cpu_model']}), Python {m['python']}, load avg "
+        f"{m['loadavg_start'][0]:.2f} at start; embedded broker (Tansu), a fresh one per "
+        "measurement; broker, processor, driver and meter share the cores",
+        "",
+        f"Saturation throughput: N={p['n']:,} requests pre-filled, best of {p['repeat']} "
+        "interleaved runs; rate = N / (last output received - first output produced)",
+    ]
+    widths = [20, 9, 9, 6, 6, 6, 9, 8, 8, 6, 6, 6, 6, 8]
+    out.append(
+        _row(
+            list(
+                zip(
+                    [
+                        "config",
+                        "req/s",
+                        "median",
+                        "×echo",
+                        "×med",
+                        "×cpu",
+                        "complete",
+                        "drain s",
+                        "start s",
+                        "proc",
+                        "broker",
+                        "meter",
+                        "other",
+                        "µs/req",
+                    ],
+                    widths,
+                    strict=True,
+                )
+            )
+        )
+    )
+    for cfg, r in results["configs"].items():
+        tp = r.get("throughput")
+        if not tp:
+            continue
+        c = tp.get("cpu_cores") or {}
+        us = (tp.get("cpu_us_per_request") or {}).get("processor")
+        cells = [
+            LABELS[cfg],
+            fmt(tp["rate_per_s"]),
+            fmt(tp.get("median_rate_per_s")),
+            fmt(r.get("ratio_vs_echo"), ".2f"),
+            fmt(r.get("ratio_vs_echo_median"), ".2f"),
+            fmt(r.get("cpu_ratio_vs_echo"), ".2f"),
+            "yes" if tp["complete"] else "NO",
+            fmt(tp["drain_seconds"], ".2f"),
+            fmt(tp["startup_to_first_output_s"], ".1f"),
+            fmt(c.get("processor"), ".2f"),
+            fmt(c.get("broker"), ".2f"),
+            fmt(c.get("meter"), ".2f"),
+            fmt(c.get("other"), ".2f"),
+            fmt(us, ".1f"),
+        ]
+        out.append(
+            _row(list(zip(cells, widths, strict=True)))
+            + ("  (profiled)" if tp.get("profiled") else "")
+        )
+    out.append(
+        "  ×echo, ×med: best and median rate over echo's; ×cpu: echo's processor CPU per "
+        "request over this one's (insensitive to other load); proc/broker/meter/other: "
+        "CPU cores used during the drain; µs/req: processor CPU per request"
+    )
+    for cfg, r in results["configs"].items():
+        j = (r.get("throughput") or {}).get("join")
+        if j:
+            out.append(
+                f"  {LABELS[cfg]}: join_rewards had joined {j['joined_at_start']:,} of "
+                f"{p['n']:,} decisions when the last came out, then joined "
+                f"{j['rate_per_s']:,.0f}/s ({j['backlog_at_end']:,} left after "
+                f"{j['window_s']:g} s)"
+            )
+    out += [
+        "",
+        f"Latency, request sent -> output received, {p['duration_s']:g} s per offered rate "
+        f"(driver process, bursts every {p['burst_ms']:g} ms; meter in this process)",
+    ]
+    widths = [20, 8, 8, 8, 7, 7, 7, 8, 6, 7, 7, 7, 6, 6, 6, 6, 9]
+    out.append(
+        _row(
+            list(
+                zip(
+                    [
+                        "config",
+                        "offered",
+                        "sent/s",
+                        "out/s",
+                        "p50 ms",
+                        "p95",
+                        "p99",
+                        "max",
+                        "lost",
+                        "->proc",
+                        "2s p50",
+                        "2s p99",
+                        "proc",
+                        "broker",
+                        "driver",
+                        "other",
+                        "join lag",
+                    ],
+                    widths,
+                    strict=True,
+                )
+            )
+        )
+    )
+    for cfg, r in results["configs"].items():
+        lat = r.get("latency")
+        if not lat:
+            continue
+        for st in lat["steps"]:
+            lt, c = st["latency_ms"], st["cpu_cores"]
+            cells = [
+                LABELS[cfg],
+                fmt(st["offered_per_s"]),
+                fmt(st["achieved_per_s"]),
+                fmt(st["received_per_s"]),
+                fmt(lt["p50"], ".2f"),
+                fmt(lt["p95"], ".2f"),
+                fmt(lt["p99"], ".2f"),
+                fmt(lt["max"], ".1f"),
+                str(st["lost"]),
+                fmt(st["to_processor_send_ms"]["p50"], ".1f"),
+                fmt(st["first_2s_latency_ms"]["p50"], ".2f"),
+                fmt(st["first_2s_latency_ms"]["p99"], ".2f"),
+                fmt(c.get("processor"), ".2f"),
+                fmt(c.get("broker"), ".2f"),
+                fmt(c.get("driver"), ".2f"),
+                fmt(c.get("other"), ".2f"),
+                fmt(st.get("join_backlog_at_end")),
+            ]
+            out.append(_row(list(zip(cells, widths, strict=True))))
+    out.append(
+        "  ->proc: p50 ms from send to the processor's produce() of the output (Kafka "
+        "CreateTime, 1 ms resolution); 2s p50/p99: over the first 2 s of sends (the "
+        "broker's fetch cost grows during a step); proc..other: CPU cores during the "
+        "step; join lag: decisions join_rewards had not committed at the end"
+    )
+    out += ["", "Targets"]
+    for t in results["targets"]:
+        verdict = {True: "PASS", False: "FAIL", None: "n/a "}[t["pass"]]
+        if t.get("informational"):
+            verdict = verdict.lower()
+        val = fmt(t["value"], ".2f")
+        out.append(f"  {verdict}  {LABELS[t['config']]:<20} {t['target']:<42} measured {val}")
+    if results.get("errors"):
+        out += ["", "Errors"] + [f"  {e}" for e in results["errors"]]
+    return "\n".join(out)
