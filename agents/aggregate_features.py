@@ -22,10 +22,9 @@ import time
 from typing import Any
 
 import faust
-import orjson
 
 from app import metrics
-from app.features.observations import read_observation
+from app.features.observations import parse_observations
 from app.features.store import pane_key
 from app.records import InvalidEvent
 from app.stream.current_event import set_current_event
@@ -39,26 +38,6 @@ EXPIRE_EVERY_S = 10.0
 # (messages hold at most a few thousand observations).
 POS_PER_MESSAGE = 1_000_000
 JSON = dict[str, Any]
-
-
-def parse_observations(raw: bytes | None) -> tuple[list[tuple[int, str, JSON]], int]:
-    """One message of the observations topic → (index in the message,
-    entity, observation) of each valid observation, and how many others
-    there were. :class:`InvalidEvent` if the message is not a JSON array."""
-    try:
-        batch = orjson.loads(raw) if raw is not None else None
-    except orjson.JSONDecodeError as exc:
-        raise InvalidEvent("malformed_json", str(exc)) from None
-    if type(batch) is not list:
-        raise InvalidEvent("malformed_json", "an observations message must be a JSON array")
-    valid = []
-    for i, doc in enumerate(batch):
-        # Anything else would raise in the store, or leave a pane half-updated.
-        try:
-            valid.append((i, *read_observation(doc)))
-        except InvalidEvent:
-            continue
-    return valid, len(batch) - len(valid)
 
 
 def register(app: faust.App, runtime: Runtime) -> None:

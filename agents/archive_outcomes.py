@@ -22,30 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import faust
-import orjson
 
 from app import metrics
-from app.features.archive import OutcomeArchive, utc_date
+from app.features.archive import OutcomeArchive, archive_row
 from app.records import InvalidEvent, Outcome
 from app.stream.dead_letter import send_dead_letter, send_internal_error
 from app.stream.runtime import Runtime
 
 log = logging.getLogger(__name__)
 AGENT = "archive_outcomes"
-
-
-def archive_row(raw: bytes) -> dict[str, Any]:
-    """A valid outcome message → the document to archive, or
-    :class:`InvalidEvent` when the archive's layout cannot hold it."""
-    doc: dict[str, Any] = orjson.loads(raw)
-    try:
-        utc_date(doc["decided_at"])
-    except (ValueError, OverflowError, OSError):
-        raise InvalidEvent("invalid_value", "'decided_at' is beyond year 9999") from None
-    pid = doc["policy_id"]
-    if pid in (".", "..") or "/" in pid or "\\" in pid or "\0" in pid:
-        raise InvalidEvent("invalid_value", "'policy_id' cannot name an archive directory")
-    return doc
 
 
 def register(app: faust.App, runtime: Runtime) -> None:

@@ -1,7 +1,7 @@
 """join_rewards: decisions + rewards → outcomes, through a RocksDB table of
 pending decisions keyed by tenant and request id.
 
-Decisions, rewards and timeout ticks are co-partitioned (same key, same
+Decisions, rewards and reward timeouts (ticks) are co-partitioned (same key, same
 partition count; see topics.yaml ``joins``), so one stream over the three
 topics sees every event of a request on one partition. Due entries (waits
 that ran out, held rewards, finished requests past retention) are found in
@@ -57,17 +57,17 @@ RESOLVE_PER_TICK = 2_000
 def register(app: faust.App, runtime: Runtime) -> None:
     t = runtime.topics
     s = runtime.settings
-    decisions, rewards, ticks = t.name("decisions"), t.name("rewards"), t.name("reward_timeouts")
+    decisions, rewards, timeouts = t.name("decisions"), t.name("rewards"), t.name("reward_timeouts")
     source = app.topic(
         decisions,
         rewards,
-        ticks,
+        timeouts,
         key_type=bytes,
         value_type=bytes,
         key_serializer="raw",
         value_serializer="raw",
     )
-    ticks_topic = app.topic(ticks, key_serializer="raw", value_serializer="raw")
+    reward_timeouts_topic = app.topic(timeouts, key_serializer="raw", value_serializer="raw")
     outcomes = app.topic(t.name("outcomes"), key_serializer="raw", value_serializer="raw")
     dead = app.topic(t.name("dead_letter"), key_serializer="raw", value_serializer="raw")
     pending = app.Table(
@@ -159,7 +159,7 @@ def register(app: faust.App, runtime: Runtime) -> None:
     async def handle(msg: Any) -> None:
         now = now_ms()
         try:
-            if msg.topic == ticks:
+            if msg.topic == timeouts:
                 await resolve_due(msg, now)
                 return
             progress.saw(msg.topic, msg.partition, msg.offset)
@@ -197,7 +197,7 @@ def register(app: faust.App, runtime: Runtime) -> None:
                 metrics.POISONED_STATE.labels("join-pending").inc()
         metrics.PENDING_DECISIONS.set(due.size())
         if len(keys) >= RESOLVE_PER_TICK:
-            await ticks_topic.send(value=b"{}", partition=p)
+            await reward_timeouts_topic.send(value=b"{}", partition=p)
 
     async def resolve(key: bytes, msg: Any, now: int, view: Progress) -> None:
         step = joiner.on_due(entry(key), now, view)
@@ -242,7 +242,7 @@ def register(app: faust.App, runtime: Runtime) -> None:
     @app.timer(s.join_timer_interval_seconds)
     async def tick_owned_partitions() -> None:
         assignment = app.consumer.assignment() if app.consumer else set()
-        owned = sorted(tp.partition for tp in assignment if tp.topic == ticks)
+        owned = sorted(tp.partition for tp in assignment if tp.topic == timeouts)
         cluster = current_cluster_id(app)
         if cluster is not None and state["cluster"] not in (None, cluster):
             # Positions in another cluster's logs (a broker that lost them)
@@ -274,4 +274,4 @@ def register(app: faust.App, runtime: Runtime) -> None:
                 or reading.ready((rewards, p), progress.done.get((rewards, p)))
                 or reading.ready((decisions, p), progress.done.get((decisions, p)))
             ):
-                await ticks_topic.send(value=b"{}", partition=p)
+                await reward_timeouts_topic.send(value=b"{}", partition=p)

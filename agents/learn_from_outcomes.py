@@ -27,7 +27,7 @@ import orjson
 from app import metrics
 from app.drift.config import DriftConfig
 from app.ingress import join_key
-from app.learner import Learner
+from app.learner import Learner, applied_in_state
 from app.records import DriftEvent, InvalidEvent, Outcome, now_ms
 from app.stream.cluster_watch import offsets_key
 from app.stream.cluster_watcher import current_cluster_id
@@ -38,19 +38,6 @@ from app.stream.snapshot_log import published_versions
 
 log = logging.getLogger(__name__)
 AGENT = "learn_from_outcomes"
-
-
-def applied_in_state(mark: bytes | None, version: int) -> bool:
-    """Whether the policy state at ``version`` already holds the request an
-    applied-requests entry names. The entry records the version its update
-    made; the two tables are written separately, so after a crash the entry
-    may outlive the state write, and then the update must be made again."""
-    if mark is None:
-        return False
-    try:
-        return int(mark) <= version
-    except ValueError:
-        return True  # unreadable: treat as applied rather than apply twice
 
 
 def register(app: faust.App, runtime: Runtime) -> None:

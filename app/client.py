@@ -28,6 +28,7 @@ from app.decider import Decider
 from app.policies.config import PoliciesConfig
 from app.records import Decision, InvalidEvent, Request, Reward, now_ms
 from app.settings import Settings
+from app.stream.kafka_io import assign_from_start
 from app.topics import TopicCatalog
 
 T = TypeVar("T")
@@ -81,9 +82,8 @@ class AsyncClient:
         )
         await self._producer.start()
         await self._consumer.start()
-        tp = TopicPartition(self.reply_topic, 0)
-        self._consumer.assign([tp])
-        self._consumer.seek(tp, 0)  # a new topic: everything in it is ours
+        # A new topic: everything in it is ours.
+        assign_from_start(self._consumer, [TopicPartition(self.reply_topic, 0)])
         self._reader = asyncio.create_task(self._read_replies())
 
     async def stop(self) -> None:

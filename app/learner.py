@@ -254,3 +254,16 @@ class Learner:
             },
             created_at=now,
         )
+
+
+def applied_in_state(mark: bytes | None, version: int) -> bool:
+    """Whether the policy state at ``version`` already holds the request an
+    applied-requests entry names. The entry records the version its update
+    made; the two tables are written separately, so after a crash the entry
+    may outlive the state write, and then the update must be made again."""
+    if mark is None:
+        return False
+    try:
+        return int(mark) <= version
+    except ValueError:
+        return True  # unreadable: treat as applied rather than apply twice

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from app.evaluation.simulator import TrafficSimulator
 from app.records import Request, now_ms
+from app.stream.kafka_io import partitions_of
 from app.topics import TopicCatalog
 
 METRICS_EVERY_SECONDS = 2.0
@@ -105,10 +106,9 @@ class TrafficDriver:
         await self.consumer.start()
         try:
             topic = self.topics.name("decisions")
-            parts = self.consumer.partitions_for_topic(topic) or set()
-            if not parts:
+            tps = partitions_of(self.consumer, topic)
+            if not tps:
                 raise RuntimeError(f"topic {topic} is missing: run `llmopt topics apply`")
-            tps = [TopicPartition(topic, p) for p in sorted(parts)]
             self.consumer.assign(tps)
             await self.consumer.seek_to_end(*tps)
             tasks = [asyncio.create_task(self._produce()), asyncio.create_task(self._consume())]

@@ -422,9 +422,10 @@ async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
 
 class Follower:
     """Reads every partition of a topic from offset 0, without a group, and
-    hands each message to ``handler``. Caught up when each partition's
-    position reaches the high-water mark of the last fetch (the embedded
-    broker's ListOffsets is wrong; docs/data-safety.md)."""
+    hands each message to ``handler`` as it comes (app/stream/kafka_io.py
+    reads a range and stops). Caught up when each partition's position
+    reaches the high-water mark of the last fetch (the embedded broker's
+    ListOffsets is wrong; docs/data-safety.md)."""
 
     def __init__(
         self, bootstrap: str, topic: str, handler: Callable[[Any], None] | None = None
@@ -436,7 +437,9 @@ class Follower:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> Follower:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka import AIOKafkaConsumer
+
+        from app.stream.kafka_io import assign_from_start, partitions_of
 
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
@@ -447,15 +450,12 @@ class Follower:
             client_id="llmopt-chaos-follower",
         )
         await self.consumer.start()
-        parts = self.consumer.partitions_for_topic(self.topic) or set()
-        if not parts:
+        self.tps = partitions_of(self.consumer, self.topic)
+        if not self.tps:
             await self.consumer.stop()
             raise ChaosError(f"topic {self.topic} does not exist")
-        self.tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
-        self.consumer.assign(self.tps)
-        for tp in self.tps:
-            self.consumer.seek(tp, 0)
-            self.next[tp.partition] = 0
+        assign_from_start(self.consumer, self.tps)
+        self.next.update(dict.fromkeys((tp.partition for tp in self.tps), 0))
         self._task = asyncio.create_task(self._run())
         return self
 

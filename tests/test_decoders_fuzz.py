@@ -27,10 +27,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from agents.aggregate_features import parse_observations
-from agents.archive_outcomes import archive_row
 from app.dashboard.feed import MetricsFeed
 from app.dashboard.history import MetricsHistory
+from app.features.archive import archive_row
+from app.features.observations import parse_observations
 from app.features.store import FeatureStore
 from app.join import parse_decision
 from app.records import (

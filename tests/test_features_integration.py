@@ -143,6 +143,14 @@ def test_feature_tables_answer_over_http_and_survive_a_restart(
     for e in entities:
         wait_for(again, e, json.loads(json.dumps(expected[e])))
 
-    archived = ds.dataset(tmp_path / "archive", partitioning="hive").to_table()
+    # Outcomes the killed worker had not archived yet are archived by the new
+    # one (at-least-once): wait for them.
+    deadline = time.monotonic() + 60
+    while True:
+        archived = ds.dataset(tmp_path / "archive", partitioning="hive").to_table()
+        missing = {o.request_id for o in outs} - set(archived["request_id"].to_pylist())
+        if not missing or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert set(archived["request_id"].to_pylist()) == {o.request_id for o in outs}
     assert set(archived["policy"].to_pylist()) == {"default"}

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import orjson
 import yaml
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from app.evaluation.simulator import TrafficSimulator
 from app.policies.config import PoliciesConfig
 from app.records import Decision, Outcome, PolicySnapshot, Request, now_ms
+from app.stream.kafka_io import assign_from_start, partitions_of
 from tests.conftest import TEST_POLICIES, Deployment
 from tests.kafka_io import TopicReader, produce
 
@@ -113,13 +114,7 @@ async def _kill_and_restart(d: Deployment) -> None:
     )
     await producer.start()
     await consumer.start()
-    tps = [
-        TopicPartition(t.name("decisions"), p)
-        for p in sorted(consumer.partitions_for_topic(t.name("decisions")) or [])
-    ]
-    consumer.assign(tps)
-    for tp in tps:
-        consumer.seek(tp, 0)
+    assign_from_start(consumer, partitions_of(consumer, t.name("decisions")))
 
     async def send_requests() -> None:
         start = time.monotonic()
@@ -192,10 +187,16 @@ async def _kill_and_restart(d: Deployment) -> None:
     assert not reasons, seen
     assert snap is not None and snap.updates == len(rewarded), f"applied once each? {seen}"
     back = [i for i in range(1, len(updates)) if updates[i] < updates[i - 1]]
-    around = [
-        (s.updates, s.version, s.created_at)
-        for s in [x for x in ours if x.policy_id == "default"][max(0, back[0] - 3) : back[0] + 3]
-    ] if back else []
+    around = (
+        [
+            (s.updates, s.version, s.created_at)
+            for s in [x for x in ours if x.policy_id == "default"][
+                max(0, back[0] - 3) : back[0] + 3
+            ]
+        ]
+        if back
+        else []
+    )
     assert not back, f"the published update count went backwards: {seen}; around: {around}"
 
 

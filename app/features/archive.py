@@ -20,8 +20,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from app.records import InvalidEvent
 
 JSON = dict[str, Any]
 
@@ -124,3 +127,17 @@ class OutcomeArchive:
             paths.append(path)
             self.rows_written += len(rows)
         return paths
+
+
+def archive_row(raw: bytes) -> dict[str, Any]:
+    """A valid outcome message → the document to archive, or
+    :class:`InvalidEvent` when the archive's layout cannot hold it."""
+    doc: dict[str, Any] = orjson.loads(raw)
+    try:
+        utc_date(doc["decided_at"])
+    except (ValueError, OverflowError, OSError):
+        raise InvalidEvent("invalid_value", "'decided_at' is beyond year 9999") from None
+    pid = doc["policy_id"]
+    if pid in (".", "..") or "/" in pid or "\\" in pid or "\0" in pid:
+        raise InvalidEvent("invalid_value", "'policy_id' cannot name an archive directory")
+    return doc

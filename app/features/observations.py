@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from app.records import SCHEMA_VERSION, FeatureObservation, InvalidEvent, Outcome, Request
 
 JSON = dict[str, Any]
@@ -113,3 +115,23 @@ def read_observation(doc: Any) -> tuple[str, JSON]:
         if v is not None:
             obs[name] = v
     return o.entity, obs
+
+
+def parse_observations(raw: bytes | None) -> tuple[list[tuple[int, str, JSON]], int]:
+    """One message of the observations topic → (index in the message,
+    entity, observation) of each valid observation, and how many others
+    there were. :class:`InvalidEvent` if the message is not a JSON array."""
+    try:
+        batch = orjson.loads(raw) if raw is not None else None
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent("malformed_json", str(exc)) from None
+    if type(batch) is not list:
+        raise InvalidEvent("malformed_json", "an observations message must be a JSON array")
+    valid = []
+    for i, doc in enumerate(batch):
+        # Anything else would raise in the store, or leave a pane half-updated.
+        try:
+            valid.append((i, *read_observation(doc)))
+        except InvalidEvent:
+            continue
+    return valid, len(batch) - len(valid)

@@ -34,7 +34,9 @@ class Meter:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka import AIOKafkaConsumer
+
+        from app.stream.kafka_io import assign_from_start, partitions_of
 
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
@@ -44,13 +46,10 @@ class Meter:
             client_id="llmopt-bench-meter",
         )
         await self.consumer.start()
-        parts = self.consumer.partitions_for_topic(self.topic) or set()
-        if not parts:
+        tps = partitions_of(self.consumer, self.topic)
+        if not tps:
             raise BenchError(f"output topic {self.topic} does not exist")
-        tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
-        self.consumer.assign(tps)
-        for tp in tps:  # explicit 0: the embedded broker's EARLIEST lookup is unreliable
-            self.consumer.seek(tp, 0)
+        assign_from_start(self.consumer, tps)
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
