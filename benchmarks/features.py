@@ -33,7 +33,6 @@ import os
 import random
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,6 +50,7 @@ from app.features.store import FeatureStore
 from app.records import Outcome, Request, now_ms
 from app.settings import Settings
 from app.stream.broker import EmbeddedBroker, free_port
+from app.stream.worker_process import WorkerProcess
 from app.topics import TopicCatalog, apply_topics
 from benchmarks.common import ROOT, report, result_path, run_header
 
@@ -217,26 +217,15 @@ def bench_worker(n_obs: int, reads: int) -> dict[str, float]:
                 for i in range(per_msg)
             ]
             msgs.append((tenant.encode(), orjson.dumps(batch)))
-        log = open(Path(tmp) / "worker.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "worker"],
+        with WorkerProcess(
+            Path(tmp) / "worker.log",
+            f"http://127.0.0.1:{port}/health",
             env=env,
             cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + 90
-            while True:
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
-                        if r.status == 200:
-                            break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("worker did not start")
-                time.sleep(0.3)
+            new_session=False,
+            grace_s=20,
+        ) as worker:
+            worker.wait_ready(timeout=90)
             from tests.kafka_io import produce
 
             asyncio.run(produce(broker.bootstrap, topics.name("feature_observations"), msgs))
@@ -270,13 +259,6 @@ def bench_worker(n_obs: int, reads: int) -> dict[str, float]:
                 "online_read_p50_ms": lat[len(lat) // 2],
                 "online_read_p99_ms": lat[int(len(lat) * 0.99) - 1],
             }
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            log.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -137,9 +137,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
     async def reload_policies() -> None:
         runtime.reload_policies()
 
-    runtime.feature_spec, runtime.feature_store, runtime.feature_extractor = build_features(
-        settings
-    )
+    _, runtime.feature_store, runtime.feature_extractor = build_features(settings)
     for register, runs in AGENTS:
         if runs(settings):
             register(app, runtime)

@@ -27,9 +27,8 @@ class Runtime:
     topics: TopicCatalog
     policies: PoliciesConfig
     decide_ready: bool = False
-    # Features (app/features): the spec (or None), the windowed feature store
-    # this worker keeps, and the extractor select_arm decides with (or None).
-    feature_spec: Any = None
+    # Features (app/features): the windowed feature store this worker keeps,
+    # and the extractor select_arm decides with (None without a spec).
     feature_store: Any = None
     feature_extractor: Any = None
     # Called with the new config when the policies file changes.
