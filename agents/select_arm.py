@@ -19,6 +19,7 @@ import contextlib
 import logging
 import time
 from collections import Counter as Tally
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -30,7 +31,11 @@ from app.decider import Decider
 from app.ingress import accept_request_message
 from app.records import InvalidEvent, PolicySnapshot, Request, now_ms
 from app.stream.batched_service import Batch, BatchedService
-from app.stream.cluster_watcher import rewind_restarted_logs
+from app.stream.cluster_watcher import (
+    current_cluster_id,
+    rewind_restarted_logs,
+    rewind_to_start,
+)
 from app.stream.dead_letter import internal_error
 from app.stream.kafka_io import assign_from_start, partitions_of
 from app.stream.reply_topics import ReplyTopics
@@ -46,8 +51,10 @@ class SelectArm:
     :class:`~app.stream.batched_service.BatchHandler`), with the policy
     snapshots followed beside them."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, cluster_id: Callable[[], str | None]) -> None:
         self.rt = runtime
+        self.cluster_id = cluster_id  # of the cluster last reached
+        self._cluster: str | None = None
         self.decider = Decider(
             runtime.policies,
             extractor=runtime.feature_extractor,
@@ -118,7 +125,12 @@ class SelectArm:
         """Follow the snapshots."""
         while not service.should_stop:
             batch = await self.snapshots.getmany(timeout_ms=200)
-            await rewind_restarted_logs(self.snapshots, "snapshot_follower")
+            cluster = self.cluster_id()
+            if cluster is not None and self._cluster not in (None, cluster):
+                await rewind_to_start(self.snapshots, "snapshot_follower")
+            else:
+                await rewind_restarted_logs(self.snapshots, "snapshot_follower")
+            self._cluster = cluster or self._cluster
             self._apply_snapshots(batch)
 
     # -- decisions -----------------------------------------------------------
@@ -204,7 +216,7 @@ def register(app: faust.App, runtime: Runtime) -> None:
             source=t.name("requests"),
             source_role="requests",
             dead_letter_topic=t.name("dead_letter"),
-            handler=SelectArm(runtime),
+            handler=SelectArm(runtime, lambda: current_cluster_id(app)),
             fetch_wait_ms=s.decide_fetch_wait,
             batch_max=s.decide_batch_max,
             on_fetch=ready,

@@ -322,6 +322,23 @@ async def rewind_restarted_logs(consumer: Any, name: str, every_s: float = 1.0) 
     return len(found)
 
 
+async def rewind_to_start(consumer: Any, name: str) -> int:
+    """For a group-less consumer after the cluster id changed (a new cluster
+    holds none of the old logs): seek every assigned partition it had read
+    into back to offset 0, counted as data loss on the broker side. Not left
+    to :func:`rewind_restarted_logs`: once the new log has grown past the old
+    position, a position check alone can no longer tell."""
+    positions = await _positions(consumer, list(consumer.assignment()))
+    rewound = 0
+    for tp, position in positions.items():
+        if position:
+            _report_data_loss(name, tp, position, 0)
+            with contextlib.suppress(Exception):  # revoked meanwhile
+                consumer.seek(tp, 0)
+            rewound += 1
+    return rewound
+
+
 def forbid_auto_topic_creation() -> None:
     """Make this process's Kafka clients ask for metadata without creating
     topics (the Java clients' ``allow.auto.create.topics=false``, which
