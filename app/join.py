@@ -353,7 +353,9 @@ def valid_entry(raw: bytes | None) -> JoinEntry | None:
         or type(e.get("partition")) is not int
     ):
         return None
-    return cast(JoinEntry, {k: v for k, v in e.items() if k in ENTRY_FIELDS})
+    if not e.keys() <= ENTRY_FIELDS:  # read on every join event: copy only when needed
+        e = {k: v for k, v in e.items() if k in ENTRY_FIELDS}
+    return cast(JoinEntry, e)
 
 
 def parse_decision(raw: bytes | None) -> JSON:

@@ -33,11 +33,13 @@ class Runner:
 
     forkable = True
 
+    # A runner implements the workloads its library supports; the roster
+    # only pairs it with those.
     def bern(self, env: Bernoulli, means: list[float], start: int, stop: int, tr: Trace) -> None:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} has no Bernoulli workload")
 
     def linear(self, env: Linear, start: int, stop: int, tr: Trace) -> None:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} has no linear workload")
 
     def close(self) -> None:
         return None
