@@ -16,11 +16,21 @@ A due entry is resolved only once the stream has read far enough
 (:class:`app.join.Progress`): the agent tracks, per decisions and rewards
 partition, the next offset it has yet to process and the end the consumer
 last fetched.
+
+Events are taken a batch at a time (:class:`JoinBatch`): within a batch the
+entries are read and changed in memory, and at its end each changed key is
+written to the table once (a decision and its reward in one batch cost one
+table and changelog write, not two), and the outcomes and dead letters are
+handed to the producer together. Faust acks a batch's events only after
+that, and commits only after the producer has flushed, so a crash at any
+point redoes the batch against the state written so far: every join rule
+takes a redelivered event as such.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from typing import Any
 
 import faust
@@ -41,6 +51,7 @@ from app.join import (
 from app.key_heaps import KeyHeaps
 from app.records import InvalidEvent, Reward, decode, now_ms
 from app.stream.cluster_watcher import current_cluster_id
+from app.stream.current_event import set_current_event
 from app.stream.dead_letter import dead_letter, dead_letter_key, internal_error
 from app.stream.in_sequence import InSequence
 from app.stream.partition_ends import PartitionEnds
@@ -52,6 +63,25 @@ AGENT = "join_rewards"
 # Entries resolved per tick; more are left to a tick sent at once, so that
 # decisions and rewards keep flowing between them.
 RESOLVE_PER_TICK = 2_000
+# Events per batch, and how long a batch waits to fill.
+BATCH_MAX = 4_000
+BATCH_WITHIN_S = 0.02
+
+
+class JoinBatch:
+    """What one batch changed, applied at its end: the entries (key →
+    (partition, entry or None for deleted)), the records to send, and the
+    counters. ``events[p]`` is an event of the batch on partition ``p``:
+    table writes go to the partition of Faust's current event."""
+
+    def __init__(self) -> None:
+        self.entries: dict[bytes, tuple[int, JoinEntry | None]] = {}
+        self.events: dict[int, Any] = {}
+        self.sends: list[tuple[str, bytes | None, bytes]] = []
+        self.results: Counter[str] = Counter()
+        self.outcomes: Counter[tuple[str, str]] = Counter()
+        self.rewards: dict[str, float] = {}
+        self.dead: Counter[str] = Counter()
 
 
 def register(app: faust.App, runtime: Runtime) -> None:
@@ -68,8 +98,6 @@ def register(app: faust.App, runtime: Runtime) -> None:
         value_serializer="raw",
     )
     reward_timeouts_topic = app.topic(timeouts, key_serializer="raw", value_serializer="raw")
-    outcomes = app.topic(t.name("outcomes"), key_serializer="raw", value_serializer="raw")
-    dead = app.topic(t.name("dead_letter"), key_serializer="raw", value_serializer="raw")
     pending = app.Table(
         "join-pending",
         key_type=bytes,
@@ -93,40 +121,70 @@ def register(app: faust.App, runtime: Runtime) -> None:
 
     state: dict[str, Any] = {"rebuild": True, "cluster": None}
     max_bytes = s.max_event_bytes
+    outcomes_name, dead_name = t.name("outcomes"), t.name("dead_letter")
+    batch = JoinBatch()
 
-    async def apply(key: bytes, step: Step, msg: Any) -> None:
+    def apply(key: bytes, step: Step, msg: Any) -> None:
         marks.pop(key, None)
         if not step.keep:
-            pending.pop(key, None)
+            batch.entries[key] = (msg.partition, None)
         elif step.entry is not None:
-            pending[key] = encode_entry(step.entry)
+            batch.entries[key] = (msg.partition, step.entry)
             due.push(step.entry["partition"], step.entry["due"], key)
         if step.outcome is not None:
             o = step.outcome
-            await outcomes.send(key=o["policy_id"].encode(), value=orjson.dumps(o))
-            kind = "defaulted" if o["defaulted"] else "rewarded"
-            metrics.OUTCOMES.labels(o["policy_id"], kind).inc()
-            metrics.OUTCOME_REWARD.labels(o["policy_id"]).inc(o["reward"])
+            batch.sends.append((outcomes_name, o["policy_id"].encode(), orjson.dumps(o)))
+            batch.outcomes[(o["policy_id"], "defaulted" if o["defaulted"] else "rewarded")] += 1
+            batch.rewards[o["policy_id"]] = batch.rewards.get(o["policy_id"], 0.0) + o["reward"]
         if step.error is not None:
             if step.original is not None:
-                await send_dead(msg, step.error, step.original[1], step.original[0])
+                send_dead(msg, step.error, step.original[1], step.original[0])
             else:
-                await send_dead(msg, step.error)
+                send_dead(msg, step.error)
         if step.result.endswith("_at_bound"):
             metrics.JOIN_AT_BOUND.labels(step.result.removesuffix("_at_bound")).inc()
-        metrics.EVENTS.labels(AGENT, step.result).inc()
+        batch.results[step.result] += 1
 
-    async def send_dead(
+    def send_dead(
         msg: Any, err: InvalidEvent, value: bytes | None = None, src: list[Any] | None = None
     ) -> None:
         topic, partition, offset = src or (msg.topic, msg.partition, msg.offset)
         doc = dead_letter(
             topic, partition, offset, msg.key, value if value is not None else msg.value, err
         )
-        await dead.send(key=dead_letter_key(msg.key), value=doc)
-        metrics.DEAD_LETTERS.labels(AGENT, err.code).inc()
+        batch.sends.append((dead_name, dead_letter_key(msg.key), doc))
+        batch.dead[err.code] += 1
+
+    async def finish_batch() -> None:
+        """Each changed key written once, then the records sent (see the
+        module docstring); then the counters."""
+        nonlocal batch
+        done, batch = batch, JoinBatch()
+        for key, (p, e) in done.entries.items():
+            set_current_event(done.events[p])
+            if e is None:
+                pending.pop(key, None)
+            else:
+                pending[key] = encode_entry(e)
+        send = app.producer.send
+        for topic, record_key, value in done.sends:
+            await send(topic, record_key, value, None, None, None)
+        for (pid, kind), n in done.outcomes.items():
+            metrics.OUTCOMES.labels(pid, kind).inc(n)
+        for pid, total in done.rewards.items():
+            metrics.OUTCOME_REWARD.labels(pid).inc(total)
+        for code, n in done.dead.items():
+            metrics.DEAD_LETTERS.labels(AGENT, code).inc(n)
+        for result, n in done.results.items():
+            metrics.EVENTS.labels(AGENT, result).inc(n)
 
     def entry(key: bytes) -> JoinEntry | None:
+        changed = batch.entries.get(key)
+        if changed is not None:
+            e = changed[1]
+            if e is not None and key in marks:
+                e = {**e, "mark": marks[key]}
+            return e
         raw = pending.get(key)
         e = valid_entry(raw)
         if raw is not None and e is None:
@@ -136,15 +194,15 @@ def register(app: faust.App, runtime: Runtime) -> None:
             e["mark"] = marks[key]
         return e
 
-    async def on_decision(msg: Any, now: int) -> None:
+    def on_decision(msg: Any, now: int) -> None:
         decision = parse_decision(msg.value)
         if msg.key != decision["request_id"].encode():
             raise InvalidEvent("schema_violation", "message key is not the request_id")
         key = join_key(decision["tenant_id"], decision["request_id"])
         src = [msg.topic, msg.partition, msg.offset]
-        await apply(key, joiner.on_decision(entry(key), decision, src, now), msg)
+        apply(key, joiner.on_decision(entry(key), decision, src, now), msg)
 
-    async def on_reward(msg: Any, now: int) -> None:
+    def on_reward(msg: Any, now: int) -> None:
         reward = Reward.from_dict(decode(msg.value, max_bytes))
         if reward.request_id.encode() != msg.key:
             raise InvalidEvent("schema_violation", "message key is not the request_id")
@@ -154,7 +212,7 @@ def register(app: faust.App, runtime: Runtime) -> None:
         )
         key = join_key(reward.tenant_id, reward.request_id)
         src = [msg.topic, msg.partition, msg.offset]
-        await apply(key, joiner.on_reward(entry(key), reward, msg.value, src, now), msg)
+        apply(key, joiner.on_reward(entry(key), reward, msg.value, src, now), msg)
 
     async def handle(msg: Any) -> None:
         now = now_ms()
@@ -166,21 +224,26 @@ def register(app: faust.App, runtime: Runtime) -> None:
             if msg.key is None:
                 raise InvalidEvent("schema_violation", "message has no key (the request id)")
             if msg.topic == decisions:
-                await on_decision(msg, now)
+                on_decision(msg, now)
             else:
-                await on_reward(msg, now)
+                on_reward(msg, now)
         except InvalidEvent as exc:
-            await send_dead(msg, exc)
-            metrics.EVENTS.labels(AGENT, "dead_letter").inc()
+            send_dead(msg, exc)
+            batch.results["dead_letter"] += 1
         except Exception as exc:  # one message never stops the join
             log.exception("join_rewards failed on %s:%s", msg.topic, msg.offset)
-            await send_dead(msg, internal_error(exc))
-            metrics.EVENTS.labels(AGENT, "dead_letter").inc()
+            send_dead(msg, internal_error(exc))
+            batch.results["dead_letter"] += 1
 
     @app.agent(source, name="join_rewards")
     async def join_rewards(stream: Any) -> None:
-        async for event in stream.events():
-            await sequence.handle(event.message, handle)
+        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            for event in events:
+                # Table reads look in the current event's partition.
+                set_current_event(event)
+                batch.events[event.message.partition] = event
+                await sequence.handle(event.message, handle)
+            await finish_batch()
 
     async def resolve_due(msg: Any, now: int) -> None:
         p = msg.partition
@@ -191,7 +254,7 @@ def register(app: faust.App, runtime: Runtime) -> None:
                 keys += reading.pop_ready((topic, p), done, RESOLVE_PER_TICK - len(keys))
         for key in keys:
             try:
-                await resolve(key, msg, now, view)
+                resolve(key, msg, now, view)
             except Exception:
                 log.exception("join_rewards could not resolve a due entry; it is dropped")
                 metrics.POISONED_STATE.labels("join-pending").inc()
@@ -199,12 +262,12 @@ def register(app: faust.App, runtime: Runtime) -> None:
         if len(keys) >= RESOLVE_PER_TICK:
             await reward_timeouts_topic.send(value=b"{}", partition=p)
 
-    async def resolve(key: bytes, msg: Any, now: int, view: Progress) -> None:
+    def resolve(key: bytes, msg: Any, now: int, view: Progress) -> None:
         step = joiner.on_due(entry(key), now, view)
         if step.result == "not_due":
             return
         if step.waits_on is None:
-            await apply(key, step, msg)
+            apply(key, step, msg)
             return
         # Waiting for the join to read further: held in memory, not rewritten.
         e = step.entry
@@ -213,7 +276,7 @@ def register(app: faust.App, runtime: Runtime) -> None:
             due.push(e["partition"], e["due"], key)
             return
         if key not in marks:
-            metrics.EVENTS.labels(AGENT, "waiting").inc()
+            batch.results["waiting"] += 1
         marks[key] = e["mark"]
         topic = rewards if step.waits_on == "rewards" else decisions
         reading.push((topic, e["partition"]), e["mark"], key)
@@ -238,6 +301,9 @@ def register(app: faust.App, runtime: Runtime) -> None:
                 log.error("skipping an unreadable join-pending entry (%d bytes)", len(raw or b""))
                 continue
             due.push(e["partition"], e["due"], key)
+        for key, (_, e) in batch.entries.items():  # a batch under way when it ran
+            if e is not None:
+                due.push(e["partition"], e["due"], key)
 
     @app.timer(s.join_timer_interval_seconds)
     async def tick_owned_partitions() -> None:

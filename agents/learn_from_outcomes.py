@@ -6,6 +6,21 @@ with the offset of the last outcome applied per source partition (see
 :mod:`app.learner`); a second table remembers applied request ids. Snapshots
 go to the compacted snapshots topic every N updates or T milliseconds.
 
+Outcomes are taken a batch at a time: each is applied to the policy in
+memory, and at the batch's end the applied request ids are written, then
+each changed policy's state once (a LinUCB state of 20 arms is ~50 KB: per
+outcome, its RocksDB and changelog writes were most of the learner's cost).
+Faust acks the batch only after that, so a crash redoes it; the offsets in
+the state and the applied ids make the redone part a no-op.
+
+Applied request ids expire ``applied_requests_retention_seconds`` after
+their outcome's time, counted in the outcome times the partition has
+reached (not the wall clock: a learner that was down for hours expires
+nothing meanwhile). The join re-emits an outcome only while it keeps the
+finished request (``join_done_retention_seconds``, and only once it has read
+that far: ``join_max_hold_seconds``), and a re-emitted outcome carries its
+first time, so the retention, which must cover both, keeps exactly-once.
+
 The same agent reads ``llmopt.drift.v1`` (keyed by policy id and
 co-partitioned with the outcomes, topics.yaml ``joins``): a drift on an arm
 reaches the partition that owns the policy, is applied in the same serial
@@ -19,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from typing import Any
 
 import faust
@@ -27,10 +43,12 @@ import orjson
 from app import metrics
 from app.drift.config import DriftConfig
 from app.ingress import join_key
-from app.learner import Learner, applied_in_state
+from app.key_heaps import KeyHeaps
+from app.learner import Learner, applied_in_state, applied_mark, mark_expiry
 from app.records import DriftEvent, InvalidEvent, Outcome, now_ms
 from app.stream.cluster_watch import offsets_key
 from app.stream.cluster_watcher import current_cluster_id
+from app.stream.current_event import set_current_event
 from app.stream.dead_letter import send_dead_letter, send_internal_error
 from app.stream.in_sequence import InSequence
 from app.stream.runtime import Runtime
@@ -38,6 +56,26 @@ from app.stream.snapshot_log import published_versions
 
 log = logging.getLogger(__name__)
 AGENT = "learn_from_outcomes"
+# Outcomes per batch, and how long a batch waits to fill.
+BATCH_MAX = 4_000
+BATCH_WITHIN_S = 0.02
+# Expired applied ids deleted per batch (the rest at the next ones).
+EXPIRE_PER_BATCH = 10_000
+
+
+class LearnBatch:
+    """What one batch changed, written at its end: applied request ids
+    (id → (event, mark)), the policies whose state changed (id → an event on
+    their partition: table writes go to the current event's partition), and
+    the counters."""
+
+    def __init__(self) -> None:
+        self.marks: dict[bytes, tuple[Any, bytes]] = {}
+        self.states: dict[str, Any] = {}
+        self.events: dict[int, Any] = {}
+        self.results: Counter[str] = Counter()
+        self.updates: Counter[str] = Counter()
+        self.skipped: Counter[tuple[str, str]] = Counter()
 
 
 def register(app: faust.App, runtime: Runtime) -> None:
@@ -91,6 +129,8 @@ def register(app: faust.App, runtime: Runtime) -> None:
     publishing = asyncio.Lock()
 
     async def publish(pid: str, now: int) -> None:
+        if pid in batch.states:
+            return  # its state is not written yet: published at the batch's end
         # One at a time (the agent and the timer both publish): a snapshot
         # taken before another's flush must not be sent after it.
         async with publishing:
@@ -147,10 +187,25 @@ def register(app: faust.App, runtime: Runtime) -> None:
 
     sequence = InSequence(app, AGENT, {t.name("outcomes"), drift_name})
     last_cluster: dict[str, str | None] = {}
+    retention_ms = int(runtime.settings.applied_requests_retention_seconds * 1000)
+    expiring = KeyHeaps()  # outcomes partition → (expiry in outcome time, request id)
+    reached: dict[int, int] = {}  # outcomes partition → latest outcome time applied
+    index = {"rebuild": True}
+    batch = LearnBatch()
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def _on_assigned(sender: Any, assigned: Any, **kw: Any) -> None:
+        index["rebuild"] = True
         await sequence.expect_committed(assigned)
+
+    def rebuild_expiry() -> None:
+        """The expiry index from the recovered table (after an assignment)."""
+        index["rebuild"] = False
+        expiring.clear()
+        for rid, mark in applied.items():
+            found = mark_expiry(mark, retention_ms) if mark else None
+            if found is not None:
+                expiring.push(found[0], found[1], rid)
 
     async def handle(msg: Any) -> None:
         try:
@@ -160,13 +215,52 @@ def register(app: faust.App, runtime: Runtime) -> None:
 
     @app.agent(source, name="learn_from_outcomes")
     async def learn_from_outcomes(stream: Any) -> None:
-        async for event in stream.events():
+        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
             cluster = current_cluster_id(app)
             if cluster is not None:
                 if last_cluster.get("id") not in (None, cluster):
                     sequence.forget()  # a new cluster's logs: positions start afresh
                 last_cluster["id"] = cluster
-            await sequence.handle(event.message, handle)
+            if index["rebuild"]:
+                rebuild_expiry()
+            for event in events:
+                # Table reads look in the current event's partition.
+                set_current_event(event)
+                batch.events[event.message.partition] = event
+                await sequence.handle(event.message, handle)
+            await finish_batch()
+
+    async def finish_batch() -> None:
+        """Applied ids first, then each changed state once (the order that
+        makes a lost state write redo its updates: see applied_in_state);
+        then expired ids, the counters and the due snapshots."""
+        nonlocal batch
+        done, batch = batch, LearnBatch()
+        for rid, (event, mark) in done.marks.items():
+            set_current_event(event)
+            applied[rid] = mark
+        for pid, event in done.states.items():
+            set_current_event(event)
+            states[pid.encode()] = orjson.dumps(learner.state(pid))
+        for p, event in done.events.items():
+            if p in reached and expiring.ready(p, reached[p]):
+                set_current_event(event)
+                for rid in expiring.pop_ready(p, reached[p], EXPIRE_PER_BATCH):
+                    applied.pop(rid, None)
+                    metrics.APPLIED_EXPIRED.inc()
+        for pid, n in done.updates.items():
+            metrics.POLICY_UPDATES.labels(pid).inc(n)
+        for (pid, why), n in done.skipped.items():
+            metrics.POLICY_UPDATES_SKIPPED.labels(pid, why).inc(n)
+        for result, n in done.results.items():
+            metrics.EVENTS.labels(AGENT, result).inc(n)
+        now = now_ms()
+        for due in learner.due_snapshots(now):
+            await publish(due, now)
+
+    def applied_mark_of(rid: bytes) -> bytes | None:
+        pending = batch.marks.get(rid)
+        return pending[1] if pending is not None else applied.get(rid)
 
     async def learn(msg: Any, now: int) -> None:
         if msg.topic == drift_name:
@@ -190,24 +284,24 @@ def register(app: faust.App, runtime: Runtime) -> None:
         part = offsets_key(msg.partition, current_cluster_id(app))
         if learner.seen(pid, part, msg.offset):
             result = "redelivered"
-        elif applied_in_state(applied.get(rid), learner.version(pid)):
+        elif applied_in_state(applied_mark_of(rid), learner.version(pid)):
             learner.mark(pid, part, msg.offset)
             result = "duplicate"
         else:
             result = learner.apply(outcome, part, msg.offset)
         if result == "applied":
-            metrics.POLICY_UPDATES.labels(pid).inc()
+            batch.updates[pid] += 1
         else:
-            metrics.POLICY_UPDATES_SKIPPED.labels(pid, result).inc()
+            batch.skipped[(pid, result)] += 1
         if result != "redelivered":
-            # The mark first, then the state (with the offset): a mark that
-            # outlives a lost state write names a version the state has not
-            # reached, so the update is made again (see applied_in_state).
-            applied[rid] = str(learner.version(pid)).encode()
-            states[pid.encode()] = orjson.dumps(learner.state(pid))
-        metrics.EVENTS.labels(AGENT, result).inc()
-        for due in learner.due_snapshots(now):
-            await publish(due, now)
+            event = batch.events[msg.partition]
+            if result != "duplicate" or rid not in batch.marks:
+                mark = applied_mark(learner.version(pid), outcome.outcome_at, msg.partition)
+                batch.marks[rid] = (event, mark)
+                expiring.push(msg.partition, outcome.outcome_at + retention_ms, rid)
+            batch.states[pid] = event
+            reached[msg.partition] = max(reached.get(msg.partition, 0), outcome.outcome_at)
+        batch.results[result] += 1
 
     interval = min(p.snapshot_every_ms for p in runtime.policies.policies.values()) / 1000
 

@@ -10,6 +10,10 @@ committed once they are acknowledged.
 Policy snapshots are read by a second consumer over every partition of the
 snapshots topic (a global view on every worker), from offset 0; the decider
 never mutates policy state.
+
+The same decider decides the requests of POST /decide
+(app/stream/decide_endpoint.py) through :meth:`SelectArm.decide_direct`,
+reachable as ``runtime.direct_decisions`` once the snapshots are read.
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ class SelectArm:
         self.snapshots_topic = t.name("policy_snapshots")
         self._latency_phase = 0
         self.reply_topics = ReplyTopics(runtime.settings.bootstrap)
+        self.producer: Any = None
 
     async def start(self, service: BatchedService) -> None:
         s = self.rt.settings
@@ -86,8 +91,11 @@ class SelectArm:
             )
         assign_from_start(self.snapshots, tps)
         await self._catch_up_snapshots()
+        self.producer = service.producer
+        self.rt.direct_decisions = self
 
     async def stop(self) -> None:
+        self.rt.direct_decisions = None
         with contextlib.suppress(Exception):
             await self.snapshots.stop()
         with contextlib.suppress(Exception):
@@ -169,13 +177,42 @@ class SelectArm:
                     metrics.REPLIES_DROPPED.labels("missing_topic").inc()
             tally[(out["policy_id"], out["arm"])] += 1
         futures += await service.send_batches(self.decisions_topic, keys, values, now)
-        for (pid, arm), n in tally.items():
-            metrics.DECISIONS.labels(pid, arm).inc(n)
-        metrics.EVENTS.labels(AGENT, "ok").inc(sum(tally.values()))
+        self._count(tally, AGENT)
         metrics.DECIDE_BATCH_SIZE.observe(len(requests))
         self._observe_latency(requests, now)
         metrics.DECIDE_BATCH_SECONDS.observe(time.perf_counter() - started)
         return futures
+
+    async def decide_direct(
+        self, requests: list[Request], agent: str
+    ) -> tuple[list[Any], list[asyncio.Future[Any]]]:
+        """Requests that did not come through the requests topic (accepted
+        already), decided as a batch of it is: the same decider, each
+        decision to the decisions topic keyed by its request id, counted
+        under ``agent``; not to ``reply_to`` (the caller has the answer).
+        The decisions or errors, in order, and the futures of the sends."""
+        now = now_ms()
+        decided = self._decide_all(requests, now)
+        tally: Tally[tuple[str, str]] = Tally()
+        futures: list[asyncio.Future[Any]] = []
+        send = self.producer.send
+        for req, out in zip(requests, decided, strict=True):
+            if isinstance(out, InvalidEvent):
+                continue
+            key = req.request_id.encode()
+            futures.append(
+                await send(self.decisions_topic, orjson.dumps(out), key=key, timestamp_ms=now)
+            )
+            tally[(out["policy_id"], out["arm"])] += 1
+        self._count(tally, agent)
+        self._observe_latency(requests, now)
+        return decided, futures
+
+    @staticmethod
+    def _count(tally: Tally[tuple[str, str]], agent: str) -> None:
+        for (pid, arm), n in tally.items():
+            metrics.DECISIONS.labels(pid, arm).inc(n)
+        metrics.EVENTS.labels(agent, "ok").inc(sum(tally.values()))
 
     def _decide_all(self, requests: list[Request], now: int) -> list[Any]:
         """The batch in one pass; if that fails, each request alone, so a

@@ -256,14 +256,43 @@ class Learner:
         )
 
 
+def applied_mark(version: int, outcome_at: int, partition: int) -> bytes:
+    """An applied-requests entry: the version the update made, and the
+    outcome's ``outcome_at`` and partition, by which the entry expires
+    (:func:`mark_expiry`)."""
+    return b"%d:%d:%d" % (version, outcome_at, partition)
+
+
+def mark_expiry(mark: bytes, retention_ms: int) -> tuple[int, int] | None:
+    """(partition, outcome time past which the entry may go) of an
+    applied-requests entry; None for an entry written without them (kept).
+
+    >>> mark_expiry(applied_mark(3, 10_000, 2), 500), mark_expiry(b"3", 500)
+    ((2, 10500), None)
+    """
+    parts = mark.split(b":")
+    if len(parts) != 3:
+        return None
+    try:
+        return int(parts[2]), int(parts[1]) + retention_ms
+    except ValueError:
+        return None
+
+
 def applied_in_state(mark: bytes | None, version: int) -> bool:
     """Whether the policy state at ``version`` already holds the request an
     applied-requests entry names. The entry records the version its update
     made; the two tables are written separately, so after a crash the entry
-    may outlive the state write, and then the update must be made again."""
+    may outlive the state write, and then the update must be made again.
+
+    >>> applied_in_state(applied_mark(7, 1_000, 0), 7), applied_in_state(b"8:1000:0", 7)
+    (True, False)
+    >>> applied_in_state(b"7", 9)  # written before entries carried a time
+    True
+    """
     if mark is None:
         return False
     try:
-        return int(mark) <= version
+        return int(mark.partition(b":")[0]) <= version
     except ValueError:
         return True  # unreadable: treat as applied rather than apply twice

@@ -176,3 +176,7 @@ TOPICS_RECREATED = Counter(
     "llmopt_topics_recreated_total",
     "Topics this worker created again after finding them missing on the cluster.",
 )
+APPLIED_EXPIRED = Counter(
+    "llmopt_applied_requests_expired_total",
+    "Applied request ids the learner forgot after applied_requests_retention_seconds.",
+)

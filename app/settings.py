@@ -87,6 +87,11 @@ class Settings:
     join_orphan_hold_seconds: float = 10.0
     join_max_hold_seconds: float = 900.0
     join_done_retention_seconds: float = 3600.0
+    # How long the learner remembers an applied request id (counted in
+    # outcome time), to apply an outcome the join emitted twice only once.
+    # The join re-emits an outcome only while it keeps the finished request,
+    # so this must cover join_done_retention_seconds + join_max_hold_seconds.
+    applied_requests_retention_seconds: float = 5400.0
     # Ingress: a request's reply_to must name a topic with this prefix (which
     # must already exist: the worker never creates topics by producing).
     reply_topic_prefix: str = "llmopt.replies."
@@ -111,6 +116,14 @@ class Settings:
             raise SettingsError(
                 f"{PREFIX}WEB_PORT: {self.web_port} is not a usable port; set a port number "
                 f"from 1 to 65535 such as {Settings.web_port}"
+            )
+        floor = self.join_done_retention_seconds + self.join_max_hold_seconds
+        if self.applied_requests_retention_seconds < floor:
+            raise SettingsError(
+                f"{PREFIX}APPLIED_REQUESTS_RETENTION_SECONDS: "
+                f"{self.applied_requests_retention_seconds:g} is shorter than the join keeps a "
+                f"finished request (JOIN_DONE_RETENTION_SECONDS + JOIN_MAX_HOLD_SECONDS = "
+                f"{floor:g}); set at least {floor:g}"
             )
 
     @classmethod
