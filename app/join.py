@@ -285,7 +285,9 @@ class Joiner:
             if pc
             else 0.0
         )
-        return _outcome_doc(decision, scalar, components, False, now)
+        doc = _outcome_doc(decision, scalar, components, False, now)
+        doc["rewarded_at"] = reward.sent_at
+        return doc
 
 
 def _outcome_doc(d: JSON, reward: float, components: JSON, defaulted: bool, now: int) -> JSON:

@@ -42,6 +42,8 @@ class _Learning:
     estimates: ArmEstimates = field(default_factory=ArmEstimates)
     # Open multi-step workflows (RL policies only).
     episodes: Episodes | None = None
+    # The oldest rewarded_at among the outcomes applied since the last snapshot.
+    oldest_reward_at: int | None = None
 
     def __post_init__(self) -> None:
         if self.episodes is None and hasattr(self.policy, "observe"):
@@ -142,6 +144,10 @@ class Learner:
             return "rejected"
         live.updates += 1
         live.version += 1
+        if outcome.rewarded_at is not None and (
+            live.oldest_reward_at is None or outcome.rewarded_at < live.oldest_reward_at
+        ):
+            live.oldest_reward_at = outcome.rewarded_at
         return "applied"
 
     @staticmethod
@@ -242,6 +248,7 @@ class Learner:
         live = self._live[policy_id]
         live.published_version = live.version
         live.published_at = now
+        oldest, live.oldest_reward_at = live.oldest_reward_at, None
         return PolicySnapshot(
             policy_id=policy_id,
             version=live.version,
@@ -253,6 +260,7 @@ class Learner:
                 for arm, stats in live.policy.stats().items()
             },
             created_at=now,
+            oldest_reward_at=oldest,
         )
 
 

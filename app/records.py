@@ -651,6 +651,9 @@ class Outcome(Record):
     features: list[float] | None = field(default=None, metadata=numbers())
     spec_features: JSON | None = field(default=None, metadata=SPEC_FEATURES)
     workflow: JSON | None = field(default=None, metadata=WORKFLOW)
+    # The joined reward's sent_at (absent when defaulted): where the
+    # reward→decision lag is counted from.
+    rewarded_at: int | None = field(default=None, metadata=TIMESTAMP)
     schema_version: int = SCHEMA_VERSION
 
 
@@ -706,6 +709,9 @@ class PolicySnapshot(Record):
     updates: int = field(metadata=TIMESTAMP)
     arm_stats: dict[str, JSON] = field(metadata=obj())
     created_at: int = field(metadata=TIMESTAMP)
+    # The oldest rewarded_at among the outcomes this version is the first to
+    # hold: a decider taking the snapshot measures the reward→decision lag.
+    oldest_reward_at: int | None = field(default=None, metadata=TIMESTAMP)
     schema_version: int = SCHEMA_VERSION
 
 
