@@ -133,7 +133,7 @@ def register(app: faust.App, runtime: Runtime) -> None:
             due.push(step.entry["partition"], step.entry["due"], key)
         if step.outcome is not None:
             o = step.outcome
-            batch.sends.append((outcomes_name, o["policy_id"].encode(), orjson.dumps(o)))
+            batch.sends.append((outcomes_name, joiner.outcome_key(o), orjson.dumps(o)))
             batch.outcomes[(o["policy_id"], "defaulted" if o["defaulted"] else "rewarded")] += 1
             batch.rewards[o["policy_id"]] = batch.rewards.get(o["policy_id"], 0.0) + o["reward"]
         if step.error is not None:

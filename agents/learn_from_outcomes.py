@@ -44,7 +44,7 @@ from app import metrics
 from app.drift.config import DriftConfig
 from app.ingress import join_key
 from app.key_heaps import KeyHeaps
-from app.learner import Learner, applied_in_state, applied_mark, mark_expiry
+from app.learner import Learner, applied_in_state, applied_mark, live_key, mark_expiry
 from app.records import DriftEvent, InvalidEvent, Outcome, now_ms
 from app.stream.cluster_watch import offsets_key
 from app.stream.cluster_watcher import current_cluster_id
@@ -107,8 +107,14 @@ def register(app: faust.App, runtime: Runtime) -> None:
             await send_dead_letter(dead.send, AGENT, msg, exc)
             return
         pid = event.policy_id
-        if event.kind != "drift" or learner.config.policies.get(pid) is None:
+        pc = learner.config.policies.get(pid)
+        if event.kind != "drift" or pc is None:
             metrics.EVENTS.labels(AGENT, f"drift_{event.kind}_skipped").inc()
+            return
+        if pc.learning == "sharded":
+            # Its shards learn on every partition; an adaptation would have
+            # to reach them all (docs/architecture.md#sharded-learning).
+            metrics.EVENTS.labels(AGENT, "drift_sharded_skipped").inc()
             return
         await ensure_loaded(pid, now)
         spec = drift_config.adaptation_for(pid)
@@ -128,41 +134,44 @@ def register(app: faust.App, runtime: Runtime) -> None:
 
     publishing = asyncio.Lock()
 
-    async def publish(pid: str, now: int) -> None:
-        if pid in batch.states:
+    async def publish(key: str, now: int) -> None:
+        """Publish the snapshot of a policy (or of a shard: ``key`` is a live key)."""
+        if key in batch.states:
             return  # its state is not written yet: published at the batch's end
         # One at a time (the agent and the timer both publish): a snapshot
         # taken before another's flush must not be sent after it.
         async with publishing:
-            snap = learner.snapshot(pid, now)
+            snap = learner.snapshot(key, now)
             # Table writes go out through Faust's send buffer, the snapshot
             # directly: without this flush a crash could leave a published
             # snapshot ahead of the state the table recovers.
             await app.producer.flush()
-            await snapshots.send(key=pid.encode(), value=snap.dumps())
-        published[pid] = max(published.get(pid, 0), snap.version)
-        metrics.SNAPSHOTS.labels(pid).inc()
+            await snapshots.send(key=key.encode(), value=snap.dumps())
+        published[key] = max(published.get(key, 0), snap.version)
+        metrics.SNAPSHOTS.labels(snap.policy_id).inc()
 
-    async def ensure_loaded(pid: str, now: int) -> None:
-        """Bring a policy's state in from the table; a state the table holds
-        that cannot be read is skipped (the policy starts from its prior and
-        the applied-requests table still stops double updates); a state older
-        than a snapshot already published is reported: it means updates
-        were lost."""
-        if learner.known(pid):
-            return
-        raw = states.get(pid.encode())
+    async def ensure_loaded(pid: str, now: int, shard: int | None = None) -> str:
+        """Bring a policy's state (or its shard's) in from the table and
+        return its live key; a state the table holds that cannot be read is
+        skipped (the policy starts from its prior and the applied-requests
+        table still stops double updates); a state older than a snapshot
+        already published is reported: it means updates were lost."""
+        key = live_key(pid, shard)
+        if learner.known(key):
+            return key
+        raw = states.get(key.encode())
         try:
-            learner.load(pid, orjson.loads(raw) if raw is not None else None, now)
+            learner.load(pid, orjson.loads(raw) if raw is not None else None, now, shard)
         except Exception as exc:
             metrics.POISONED_STATE.labels("policy-state").inc()
             log.error("policy %s: unreadable stored state skipped (%s)", pid, str(exc)[:200])
-            learner.load(pid, None, now)
+            learner.load(pid, None, now, shard)
         log.info(
-            "policy %s loaded at version %d (offsets %s)",
+            "policy %s%s loaded at version %d (offsets %s)",
             pid,
-            learner.version(pid),
-            learner.state(pid)["offsets"],
+            "" if shard is None else f" shard {shard}",
+            learner.version(key),
+            learner.state(key)["offsets"],
         )
         if "read" not in published_read:
             published_read["read"] = True
@@ -170,7 +179,7 @@ def register(app: faust.App, runtime: Runtime) -> None:
                 published.update(await published_versions(runtime, t.name("policy_snapshots")))
             except Exception as exc:
                 log.warning("could not read the published snapshot versions: %s", exc)
-        version, last = learner.version(pid), published.get(pid, 0)
+        version, last = learner.version(key), published.get(key, 0)
         if version < last:
             metrics.STATE_REGRESSIONS.labels(pid).inc()
             log.error(
@@ -181,6 +190,7 @@ def register(app: faust.App, runtime: Runtime) -> None:
                 last,
                 last - version,
             )
+        return key
 
     published: dict[str, int] = {}
     published_read: dict[str, bool] = {}
@@ -239,9 +249,9 @@ def register(app: faust.App, runtime: Runtime) -> None:
         for rid, (event, mark) in done.marks.items():
             set_current_event(event)
             applied[rid] = mark
-        for pid, event in done.states.items():
+        for key, event in done.states.items():
             set_current_event(event)
-            states[pid.encode()] = orjson.dumps(learner.state(pid))
+            states[key.encode()] = orjson.dumps(learner.state(key))
         for p, event in done.events.items():
             if p in reached and expiring.ready(p, reached[p]):
                 set_current_event(event)
@@ -279,16 +289,17 @@ def register(app: faust.App, runtime: Runtime) -> None:
             await send_dead_letter(dead.send, AGENT, msg, exc)
             return
         pid = outcome.policy_id
-        await ensure_loaded(pid, now)
+        # learning: sharded: the state of this partition's shard of the policy.
+        key = await ensure_loaded(pid, now, msg.partition if pc.learning == "sharded" else None)
         rid = join_key(outcome.tenant_id, outcome.request_id)
         part = offsets_key(msg.partition, current_cluster_id(app))
-        if learner.seen(pid, part, msg.offset):
+        if learner.seen(key, part, msg.offset):
             result = "redelivered"
-        elif applied_in_state(applied_mark_of(rid), learner.version(pid)):
-            learner.mark(pid, part, msg.offset)
+        elif applied_in_state(applied_mark_of(rid), learner.version(key)):
+            learner.mark(key, part, msg.offset)
             result = "duplicate"
         else:
-            result = learner.apply(outcome, part, msg.offset)
+            result = learner.apply(outcome, part, msg.offset, key)
         if result == "applied":
             batch.updates[pid] += 1
         else:
@@ -296,10 +307,10 @@ def register(app: faust.App, runtime: Runtime) -> None:
         if result != "redelivered":
             event = batch.events[msg.partition]
             if result != "duplicate" or rid not in batch.marks:
-                mark = applied_mark(learner.version(pid), outcome.outcome_at, msg.partition)
+                mark = applied_mark(learner.version(key), outcome.outcome_at, msg.partition)
                 batch.marks[rid] = (event, mark)
                 expiring.push(msg.partition, outcome.outcome_at + retention_ms, rid)
-            batch.states[pid] = event
+            batch.states[key] = event
             reached[msg.partition] = max(reached.get(msg.partition, 0), outcome.outcome_at)
         batch.results[result] += 1
 
@@ -308,5 +319,5 @@ def register(app: faust.App, runtime: Runtime) -> None:
     @app.timer(interval)
     async def publish_due_snapshots() -> None:
         now = now_ms()
-        for pid in learner.due_snapshots(now):
-            await publish(pid, now)
+        for key in learner.due_snapshots(now):
+            await publish(key, now)

@@ -9,6 +9,7 @@ prior (version 0).
 from __future__ import annotations
 
 import base64
+import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,10 +18,13 @@ import numpy as np
 
 from app.features.request_vector import RequestVectorizer
 from app.ingress import decision_id, reward_token
-from app.policies.base import Policy
+from app.policies.base import Policy, PolicyError
 from app.policies.config import PoliciesConfig, PolicyConfig, PolicyConfigError
 from app.policies.guardrails import ArmEstimates, GuardrailError, Guardrails
+from app.policies.sharding import merge_snapshots
 from app.records import InvalidEvent, PolicySnapshot, Request, decision_doc
+
+log = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
 
@@ -94,9 +98,19 @@ class Decider:
             pid: _Live(pc, pc.build(), 0, pc.build_guardrails())
             for pid, pc in config.policies.items()
         }
+        # learning: sharded: each shard's latest snapshot, and the prior they merge from.
+        self._shards: dict[str, dict[int, PolicySnapshot]] = {}
+        self._priors: dict[str, bytes] = {}
 
     def apply_snapshot(self, snap: PolicySnapshot) -> bool:
-        """Use a newer snapshot; older or unknown-policy ones are ignored."""
+        """Use a newer snapshot; older or unknown-policy ones are ignored. A
+        shard's snapshot (learning: sharded) is merged with the other shards'
+        latest into the policy's."""
+        if snap.shard is not None:
+            merged = self._merge_shard(snap)
+            if merged is None:
+                return False
+            snap = merged
         live = self._live.get(snap.policy_id)
         if live is None or snap.version <= live.version:
             return False
@@ -107,6 +121,45 @@ class Decider:
         guardrails.estimates = ArmEstimates.from_arm_stats(snap.arm_stats)
         self._live[snap.policy_id] = _Live(live.config, policy, snap.version, guardrails)
         return True
+
+    def _merge_shard(self, snap: PolicySnapshot) -> PolicySnapshot | None:
+        """The policy's snapshot with ``snap`` as its shard's latest: the
+        shards' states merged (app/policies/sharding.py), versions and
+        updates summed; None when it changes nothing or cannot merge."""
+        live = self._live.get(snap.policy_id)
+        if live is None or live.config.learning != "sharded":
+            return None
+        if snap.algorithm != live.config.algorithm or snap.shard is None:
+            return None
+        shards = self._shards.setdefault(snap.policy_id, {})
+        old = shards.get(snap.shard)
+        if old is not None and snap.version <= old.version:
+            return None
+        shards[snap.shard] = snap
+        parts = list(shards.values())
+        prior = self._priors.get(snap.policy_id)
+        if prior is None:
+            prior = self._priors[snap.policy_id] = live.config.build().snapshot()
+        try:
+            state = merge_snapshots(prior, [base64.b64decode(p.state) for p in parts])
+        except PolicyError as exc:  # e.g. shards still of the previous hyperparameters
+            log.warning("policy %s: shard states not merged: %s", snap.policy_id, exc)
+            return None
+        estimates = ArmEstimates.pooled([ArmEstimates.from_arm_stats(p.arm_stats) for p in parts])
+        policy = live.config.restore(state)
+        return PolicySnapshot(
+            policy_id=snap.policy_id,
+            version=sum(p.version for p in parts),
+            algorithm=snap.algorithm,
+            state=base64.b64encode(state).decode(),
+            updates=sum(p.updates for p in parts),
+            arm_stats={
+                arm: {**stats, **estimates.arm_stats().get(arm, {})}
+                for arm, stats in policy.stats().items()
+            },
+            created_at=max(p.created_at for p in parts),
+            oldest_reward_at=snap.oldest_reward_at,
+        )
 
     def reconfigure(self, config: PoliciesConfig) -> None:
         """Take a changed policies config without a restart. Same algorithm:
@@ -125,6 +178,17 @@ class Decider:
             else:
                 live[pid] = _Live(pc, pc.build(), old.version if old else 0, guardrails)
         self.config, self._live = config, live
+        # A changed config builds other priors; shards of a policy whose
+        # algorithm or learning mode changed start afresh.
+        self._priors.clear()
+        for pid in list(self._shards):
+            now_pc = config.policies.get(pid)
+            kept = self._shards[pid]
+            if now_pc is None or now_pc.learning != "sharded":
+                del self._shards[pid]
+            else:
+                algorithm = now_pc.algorithm
+                self._shards[pid] = {k: v for k, v in kept.items() if v.algorithm == algorithm}
 
     def _check_dimensions(self, config: PoliciesConfig) -> None:
         check_dimensions(config, self.vectorizer.dim)

@@ -36,6 +36,7 @@ from typing import Any, Required, TypedDict, cast
 
 import orjson
 
+from app.ingress import join_key
 from app.policies.config import PoliciesConfig
 from app.records import REWARD_COMPONENTS, Decision, InvalidEvent, Reward, outcome_doc
 
@@ -148,6 +149,16 @@ class Joiner:
     def reconfigure(self, policies: PoliciesConfig) -> None:
         """New reward weights and waits apply to requests joined from now on."""
         self.policies = policies
+
+    def outcome_key(self, outcome: JSON) -> bytes:
+        """The outcomes topic key: the policy id (its one writer learns it),
+        or for a policy with learning: sharded the request's join key (its
+        outcomes spread over the partitions, each learned by the shard there;
+        a re-sent outcome lands where the first did)."""
+        pc = self.policies.get(outcome["policy_id"])
+        if pc is not None and pc.learning == "sharded":
+            return join_key(outcome["tenant_id"], outcome["request_id"])
+        return cast(str, outcome["policy_id"]).encode()
 
     def _wait_ms(self, policy_id: str) -> int:
         pc = self.policies.get(policy_id)

@@ -44,6 +44,8 @@ class _Learning:
     episodes: Episodes | None = None
     # The oldest rewarded_at among the outcomes applied since the last snapshot.
     oldest_reward_at: int | None = None
+    # The shard (outcomes partition) of a policy with learning: sharded.
+    shard: int | None = None
 
     def __post_init__(self) -> None:
         if self.episodes is None and hasattr(self.policy, "observe"):
@@ -62,11 +64,14 @@ class Learner:
     def known(self, policy_id: str) -> bool:
         return policy_id in self._live
 
-    def load(self, policy_id: str, state: JSON | None, now: int) -> None:
-        """Bring a policy into memory from its stored state (or its prior)."""
+    def load(self, policy_id: str, state: JSON | None, now: int, shard: int | None = None) -> None:
+        """Bring a policy (or one shard of it: the state under
+        ``live_key(policy_id, shard)``) into memory from its stored state (or
+        its prior)."""
         pc = self.config.policies[policy_id]
+        key = live_key(policy_id, shard)
         if state is None:
-            self._live[policy_id] = _Learning(pc, pc.build(), published_at=now)
+            self._live[key] = _Learning(pc, pc.build(), published_at=now, shard=shard)
             return
         version = int(state["version"] if "version" in state else state["updates"])
         offsets = dict(state["offsets"])
@@ -74,25 +79,28 @@ class Learner:
         if state.get("algorithm") != pc.algorithm:
             # The algorithm was switched in the config: start afresh, but keep
             # the offsets (exactly-once) and the version (monotonic snapshots).
-            self._live[policy_id] = _Learning(
-                pc, pc.build(), 0, offsets, -1, now, version, estimates
+            self._live[key] = _Learning(
+                pc, pc.build(), 0, offsets, -1, now, version, estimates, shard=shard
             )
             return
         policy = pc.restore(base64.b64decode(state["policy"]))
         live = _Learning(pc, policy, state["updates"], offsets, version, now, version, estimates)
+        live.shard = shard
         if live.episodes is not None:
             live.episodes.load(state.get("episodes") or {})
-        self._live[policy_id] = live
+        self._live[key] = live
 
     def reconfigure(self, config: PoliciesConfig) -> None:
         """Take a changed policies config without a restart: a switched
         algorithm starts from its prior, other changes (arms,
         hyperparameters) apply to the learned state. A snapshot is due at once."""
         self.config = config
-        for pid, live in list(self._live.items()):
-            pc = config.policies.get(pid)
-            if pc is None:
-                del self._live[pid]
+        for key, live in list(self._live.items()):
+            pc = config.policies.get(live.config.policy_id)
+            if pc is None or pc.learning != live.config.learning:
+                # Removed, or its learning mode switched: outcomes now come
+                # keyed the other way; its state is loaded afresh when they do.
+                del self._live[key]
                 continue
             if pc.algorithm != live.config.algorithm:
                 live.policy, live.updates = pc.build(), 0
@@ -114,11 +122,14 @@ class Learner:
         last = self._live[policy_id].offsets.get(str(partition), -1)
         return offset <= last
 
-    def apply(self, outcome: Outcome, partition: int | str, offset: int) -> str:
-        """Apply one outcome; returns ``applied``, ``redelivered``,
-        ``removed_arm`` or ``rejected`` (the policy refused it, e.g. a
-        contextual policy given an outcome without features)."""
-        live = self._live[outcome.policy_id]
+    def apply(
+        self, outcome: Outcome, partition: int | str, offset: int, key: str | None = None
+    ) -> str:
+        """Apply one outcome (to the state under ``key``: its policy's, or
+        its shard's); returns ``applied``, ``redelivered``, ``removed_arm``
+        or ``rejected`` (the policy refused it, e.g. a contextual policy given
+        an outcome without features)."""
+        live = self._live[key if key is not None else outcome.policy_id]
         if offset <= live.offsets.get(str(partition), -1):
             return "redelivered"
         live.offsets[str(partition)] = offset
@@ -250,7 +261,7 @@ class Learner:
         live.published_at = now
         oldest, live.oldest_reward_at = live.oldest_reward_at, None
         return PolicySnapshot(
-            policy_id=policy_id,
+            policy_id=live.config.policy_id,
             version=live.version,
             algorithm=live.config.algorithm,
             state=base64.b64encode(live.policy.snapshot()).decode(),
@@ -261,7 +272,18 @@ class Learner:
             },
             created_at=now,
             oldest_reward_at=oldest,
+            shard=live.shard,
         )
+
+
+def live_key(policy_id: str, shard: int | None) -> str:
+    """Where the learner keeps a policy's state, or one shard's of it (a
+    configured policy id is printable: app/policies/config.py).
+
+    >>> live_key("p", None), live_key("p", 3).replace(chr(0), "|")
+    ('p', 'p|3')
+    """
+    return policy_id if shard is None else f"{policy_id}\x00{shard}"
 
 
 def applied_mark(version: int, outcome_at: int, partition: int) -> bytes:

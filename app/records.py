@@ -712,6 +712,9 @@ class PolicySnapshot(Record):
     # The oldest rewarded_at among the outcomes this version is the first to
     # hold: a decider taking the snapshot measures the reward→decision lag.
     oldest_reward_at: int | None = field(default=None, metadata=TIMESTAMP)
+    # A sharded policy's shard (its outcomes partition); the deciders merge
+    # the shards' states (docs/architecture.md#sharded-learning).
+    shard: int | None = field(default=None, metadata=integer(0, 1_000_000))
     schema_version: int = SCHEMA_VERSION
 
 

@@ -74,6 +74,10 @@ class Settings:
     # fetch returns nothing and the consumer stalls).
     decide_fetch_wait_ms: int = -1
     producer_linger_ms: int = 1
+    # The agents' own producer (table changelogs, outcomes, snapshots): off
+    # the decision path, so it waits longer to fill larger batches; on the
+    # embedded broker each produce request costs more than its records.
+    agents_linger_ms: int = 10
     join_timer_interval_seconds: float = 0.5
     # How often a worker checks the policies file for changes (no restart needed).
     policies_reload_seconds: float = 2.0

@@ -30,6 +30,7 @@ from app.policies.guardrails import _BUDGET_KEYS as BUDGET_KEYS
 from app.policies.guardrails import _KEYS as GUARDRAIL_KEYS
 from app.policies.guardrails import GuardrailError, Guardrails, reconcile_arms
 from app.policies.registry import algorithms
+from app.policies.sharding import order_dependence
 from app.rewards import RewardSpec
 from app.settings import POLICIES_PATH
 
@@ -49,7 +50,10 @@ POLICY_KEYS = (
     "context",
     "episode",
     "tenants",
+    "learning",
 )
+# How a policy learns: one writer, or shards whose states merge (app/policies/sharding.py).
+LEARNING_MODES = ("single", "sharded")
 ARM_KEYS = ("name", "model", "parameters")
 SNAPSHOT_KEYS = ("every_updates", "every_ms")
 EPISODE_KEYS = ("terminal_arms", "timeout_seconds")
@@ -99,6 +103,10 @@ class PolicyConfig:
     episode_timeout_ms: int = 600_000
     # The tenants allowed to be decided for by this policy; None: every tenant.
     tenants: frozenset[str] | None = None
+    # "single": every outcome applied by one writer, on the partition of the
+    # policy id; "sharded": on the partition of the request, one state per
+    # partition, merged by the deciders (docs/architecture.md#sharded-learning).
+    learning: str = "single"
 
     def allows(self, tenant_id: str) -> bool:
         return self.tenants is None or tenant_id in self.tenants
@@ -167,6 +175,8 @@ class PoliciesConfig:
 
 def _policy(pid: str, raw: Any, at: At) -> PolicyConfig:
     p = mapping(raw, at)
+    if not pid or any(not ch.isprintable() for ch in pid):
+        raise at.fail(f"policy id {pid!r} must be non-empty printable text")
     known_keys(p, at, POLICY_KEYS)
     algorithm = one_of(p.get("algorithm"), at / "algorithm", ALGORITHMS, what="algorithm")
     arms = _arms(p.get("arms"), at / "arms")
@@ -217,6 +227,22 @@ def _policy(pid: str, raw: Any, at: At) -> PolicyConfig:
             episode["timeout_seconds"], at / "episode" / "timeout_seconds", lo=0, lo_open=True
         )
         values["episode_timeout_ms"] = int(timeout_s * 1000)
+    learning = p.get("learning", "single")
+    if learning not in LEARNING_MODES:
+        hint = did_you_mean(learning, LEARNING_MODES) if isinstance(learning, str) else ""
+        raise (at / "learning").fail(
+            f"learning must be one of {LEARNING_MODES}, got {learning!r}{hint}"
+        )
+    if learning == "sharded":
+        why = order_dependence(algorithm, hyperparameters)
+        if why is None and context == "workflow":
+            why = "multi-step workflows are learned in order"
+        if why is not None:
+            raise (at / "learning").fail(
+                f"learning: sharded needs shard states that merge, and {algorithm} cannot: "
+                f"{why}; use learning: single"
+            )
+        values["learning"] = learning
     raw_guardrails = dict(_guardrails(p.get("guardrails"), names, at / "guardrails"))
     try:
         guardrails = Guardrails.from_config(raw_guardrails)

@@ -135,6 +135,25 @@ class ArmEstimates:
         return out
 
     @classmethod
+    def pooled(cls, parts: Sequence[ArmEstimates]) -> ArmEstimates:
+        """The estimates of all the parts' observations together (shards of one policy).
+
+        >>> a, b = ArmEstimates(), ArmEstimates()
+        >>> a.update("x", cost_usd=1.0); b.update("x", cost_usd=2.0); b.update("x", cost_usd=3.0)
+        >>> pooled = ArmEstimates.pooled([a, b])
+        >>> pooled.mean("x", "cost_usd"), pooled.count("x", "cost_usd")
+        (2.0, 3)
+        """
+        est = cls()
+        for metric in _METRICS:
+            for part in parts:
+                for arm, (n, mean) in part._data[metric].items():
+                    entry = est._data[metric].setdefault(arm, [0.0, 0.0])
+                    entry[0] += n
+                    entry[1] += (mean - entry[1]) * n / entry[0] if entry[0] else 0.0
+        return est
+
+    @classmethod
     def from_arm_stats(cls, stats: Mapping[str, Mapping[str, Any]]) -> ArmEstimates:
         """The inverse of :meth:`arm_stats` (other keys are ignored)."""
         est = cls()

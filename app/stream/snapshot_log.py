@@ -1,6 +1,6 @@
 """The policy snapshots topic read from its start: the newest version
-published for each policy, for the learner to tell when a recovered state
-went backwards."""
+published for each policy (or shard of one), for the learner to tell when a
+recovered state went backwards."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ from typing import Any
 
 import orjson
 
+from app.learner import live_key
 from app.stream.kafka_io import read_to_end
 
 
 async def published_versions(runtime: Any, topic: str) -> dict[str, int]:
-    """{policy id: highest snapshot version} over the whole topic."""
+    """{policy id (or shard's live key): highest snapshot version} over the whole topic."""
     s = runtime.settings
     versions: dict[str, int] = {}
     async for records in read_to_end(s.bootstrap, topic, f"{s.app_id}-snapshot-versions"):
@@ -27,5 +28,7 @@ def _note(versions: dict[str, int], raw: bytes | None) -> None:
         pid, version = doc["policy_id"], doc["version"]
     except (orjson.JSONDecodeError, KeyError, TypeError):
         return  # not a snapshot: the deciders skip it too
-    if isinstance(pid, str) and type(version) is int:
-        versions[pid] = max(versions.get(pid, 0), version)
+    shard = doc.get("shard")
+    if isinstance(pid, str) and type(version) is int and (shard is None or type(shard) is int):
+        key = live_key(pid, shard)
+        versions[key] = max(versions.get(key, 0), version)
