@@ -1,0 +1,102 @@
+"""A worker SIGKILLed while the join, and then the learner, are inside a
+batch of a backlog loses nothing and doubles nothing: the batch is redone
+from the state written so far, and every rewarded request is applied to the
+policy exactly once.
+
+The kills are timed from the worker's own counters: the first when the join
+has emitted part of the backlog's outcomes (the join takes them in batches
+of thousands), the second when the learner has applied part of them."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable
+
+from app.evaluation.simulator import TrafficSimulator
+from app.records import Decision, Outcome, now_ms
+from tests.conftest import Deployment, Worker
+from tests.kafka_io import TopicReader, produce
+from tests.test_loop_integration import latest_snapshot
+
+TOTAL = 6000
+
+
+def counter(worker: Worker, name: str) -> float:
+    """The sum of a counter's samples on the worker's /metrics (0 when absent)."""
+    text = worker.metrics()
+    return sum(float(v) for v in re.findall(rf"^{name}\{{[^}}]*\}} (\S+)$", text, re.M))
+
+
+def kill_when(worker: Worker, ready: Callable[[float], bool], name: str, timeout: float) -> float:
+    """SIGKILL ``worker`` as soon as counter ``name`` satisfies ``ready``;
+    the value seen last."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = counter(worker, name)
+        if ready(value):
+            worker.kill()
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"{name} never reached the kill point in {timeout} s")
+
+
+def test_kills_inside_join_and_learner_batches_apply_each_outcome_once(
+    deployment: Deployment,
+) -> None:
+    asyncio.run(_run(deployment))
+
+
+async def _run(d: Deployment) -> None:
+    bs, t = d.broker.bootstrap, d.topics
+    sim = TrafficSimulator.default(seed=21)
+    requests = {r.request_id: r for r in (sim.next_request(now_ms()) for _ in range(TOTAL))}
+    worker = d.start_worker()
+    await produce(
+        bs, t.name("requests"), ((r.tenant_id.encode(), r.dumps()) for r in requests.values())
+    )
+    async with TopicReader(bs, t.name("decisions")) as reader:
+        await reader.until(lambda m: len({x.key for x in m}) >= TOTAL, 120, f"{TOTAL} decisions")
+    decisions = {x.request_id: x for x in (Decision.loads(m.value) for m in reader.messages)}
+
+    # The whole backlog of rewards at once: the join works through it in batches.
+    await produce(
+        bs,
+        t.name("rewards"),
+        (
+            (rid.encode(), sim.outcome(requests[rid], x.arm, now_ms()).dumps())
+            for rid, x in decisions.items()
+        ),
+    )
+    joined = await asyncio.to_thread(
+        kill_when, worker, lambda v: 0.15 * TOTAL < v < 0.85 * TOTAL, "llmopt_outcomes_total", 120
+    )
+    worker = await asyncio.to_thread(d.start_worker)
+    applied = await asyncio.to_thread(
+        kill_when,
+        worker,
+        lambda v: 0 < v < 0.85 * TOTAL,
+        "llmopt_policy_updates_total",
+        120,
+    )
+    worker = await asyncio.to_thread(d.start_worker)
+
+    async with TopicReader(bs, t.name("policy_snapshots")) as snaps:
+        await snaps.until(
+            lambda m: (s := latest_snapshot(m)) is not None and s.updates >= TOTAL,
+            180,
+            f"a snapshot holding {TOTAL} updates",
+        )
+        await snaps.settle(3.0)
+    async with TopicReader(bs, t.name("outcomes")) as outcomes:
+        await outcomes.settle(2.0)
+    docs = [Outcome.loads(m.value, 1 << 20) for m in outcomes.messages]
+    seen = (
+        f"killed with {joined:.0f} outcomes joined, then with {applied:.0f} applied "
+        f"(by that worker); {len(docs)} outcome messages"
+    )
+    assert {o.request_id for o in docs} == set(requests), f"every request joined: {seen}"
+    assert not any(o.defaulted for o in docs), f"no reward replaced by the default: {seen}"
+    snap = latest_snapshot(snaps.messages)
+    assert snap is not None and snap.updates == TOTAL, f"applied once each? {snap}; {seen}"
