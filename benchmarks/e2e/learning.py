@@ -5,7 +5,8 @@ measured three ways on fresh embedded brokers:
 - saturation: a pre-filled backlog of requests, decided, rewarded, joined
   and learned as fast as the worker can; outcomes/s and policy updates/s
   from the worker's counters (sampled every second), beside the echo's
-  drain rate of the same run;
+  drain rate of the same run; then the same with every policy whose shards
+  merge set to ``learning: sharded``;
 - reward→decision lag at a modest offered rate: the worker's
   ``llmopt_learning_lag_seconds`` histogram (each snapshot's oldest reward,
   from its ``sent_at`` to the decider taking the snapshot);
@@ -178,22 +179,48 @@ async def _drive(
         raise BenchError(f"driver exited with {driver.returncode}")
 
 
-async def _worker(bootstrap: str, topics: dict[str, str], workdir: Path, name: str) -> Processor:
-    proc = Processor("all", bootstrap, workdir / name, extra_env=WORKER_ENV)
+def sharded_policies(workdir: Path) -> Path:
+    """config/policies.yaml with learning: sharded on every policy whose shards merge."""
+    import yaml
+
+    from app.policies.sharding import order_dependence
+
+    doc = yaml.safe_load((ROOT / "config" / "policies.yaml").read_text())
+    for p in doc["policies"].values():
+        if order_dependence(p["algorithm"], p.get("hyperparameters") or {}) is None:
+            p["learning"] = "sharded"
+    path = workdir / "policies-sharded.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+async def _worker(
+    bootstrap: str,
+    topics: dict[str, str],
+    workdir: Path,
+    name: str,
+    env: dict[str, str] | None = None,
+) -> Processor:
+    proc = Processor("all", bootstrap, workdir / name, extra_env={**WORKER_ENV, **(env or {})})
     (workdir / name).mkdir(parents=True, exist_ok=True)
     proc.start(topics["requests"], topics["decisions"])
     await proc.wait_ready()
     return proc
 
 
-async def measure_saturation(n: int, seed: int, workdir: Path, timeout_s: float) -> dict[str, Any]:
+async def measure_saturation(
+    n: int, seed: int, workdir: Path, timeout_s: float, policies: Path | None = None
+) -> dict[str, Any]:
     """Outcomes/s and updates/s of an all-roles worker through ``n``
-    pre-filled requests, every decision rewarded as it comes out."""
+    pre-filled requests, every decision rewarded as it comes out
+    (``policies``: another policies file)."""
+    name = "learning-saturation" + ("-" + policies.stem if policies else "")
+    env = {"LLMOPT_POLICIES_PATH": str(policies)} if policies else {}
     async with fresh_broker() as (bootstrap, topics):
         await produce_all(bootstrap, topics["requests"], make_requests(n, seed))
         rewarder = Rewarder(bootstrap, topics["decisions"], topics["rewards"])
         await rewarder.start()
-        proc = await _worker(bootstrap, topics, workdir, "learning-saturation")
+        proc = await _worker(bootstrap, topics, workdir, name, env)
         try:
             assert proc.web_port is not None
             samples: list[tuple[float, dict[str, Any]]] = []
@@ -315,11 +342,19 @@ async def measure_learning(
     seed: int,
     workdir: Path,
 ) -> dict[str, Any]:
+    timeout_s = max(120.0, n / 200)
     log(f"learning: saturation through {n:,} rewarded requests")
-    saturation = await measure_saturation(n, seed, workdir, timeout_s=max(120.0, n / 200))
+    saturation = await measure_saturation(n, seed, workdir, timeout_s)
     log(
         f"learning: {saturation['outcomes_per_s'] or 0:,.0f} outcomes/s, "
         f"{saturation['updates_per_s'] or 0:,.0f} updates/s"
     )
+    log("learning: the same with learning: sharded")
+    workdir.mkdir(parents=True, exist_ok=True)
+    sharded = await measure_saturation(n, seed, workdir, timeout_s, sharded_policies(workdir))
+    log(
+        f"learning: sharded {sharded['outcomes_per_s'] or 0:,.0f} outcomes/s, "
+        f"{sharded['updates_per_s'] or 0:,.0f} updates/s"
+    )
     rates = await measure_rates(lag_rate, lag_seconds, step_rates, step_seconds, seed, workdir)
-    return {"saturation": saturation, **rates}
+    return {"saturation": saturation, "saturation_sharded": sharded, **rates}
