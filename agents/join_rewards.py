@@ -48,6 +48,7 @@ from app.join import (
     parse_decision,
     valid_entry,
 )
+from app.join_alignment import RewardsAlignment
 from app.key_heaps import KeyHeaps
 from app.records import InvalidEvent, Reward, decode, now_ms
 from app.stream.cluster_watcher import current_cluster_id
@@ -123,6 +124,27 @@ def register(app: faust.App, runtime: Runtime) -> None:
     max_bytes = s.max_event_bytes
     outcomes_name, dead_name = t.name("outcomes"), t.name("dead_letter")
     batch = JoinBatch()
+    alignment = RewardsAlignment()
+
+    def align() -> None:
+        """Pause the rewards partitions read too far ahead of their
+        decisions, resume the others (app/join_alignment.py)."""
+        consumer = app.consumer
+        if consumer is None:
+            return
+        owned = sorted(tp.partition for tp in consumer.assignment() if tp.topic == decisions)
+
+        def behind(p: int) -> bool:
+            end = progress.ends.get((decisions, p))
+            done = progress.done.get((decisions, p))
+            return end is not None and (done is None or done < end)
+
+        pause, resume = alignment.changes(owned, behind)
+        if pause:
+            consumer.pause_partitions([TP(rewards, p) for p in pause])
+            metrics.EVENTS.labels(AGENT, "rewards_paused").inc(len(pause))
+        if resume:
+            consumer.resume_partitions([TP(rewards, p) for p in resume])
 
     def apply(key: bytes, step: Step, msg: Any) -> None:
         marks.pop(key, None)
@@ -239,11 +261,16 @@ def register(app: faust.App, runtime: Runtime) -> None:
     async def join_rewards(stream: Any) -> None:
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
             for event in events:
+                m = event.message
+                if m.topic != timeouts:
+                    kind = "decisions" if m.topic == decisions else "rewards"
+                    alignment.saw(kind, m.partition, int(m.timestamp * 1000))
                 # Table reads look in the current event's partition.
                 set_current_event(event)
-                batch.events[event.message.partition] = event
-                await sequence.handle(event.message, handle)
+                batch.events[m.partition] = event
+                await sequence.handle(m, handle)
             await finish_batch()
+            align()
 
     async def resolve_due(msg: Any, now: int) -> None:
         p = msg.partition
@@ -286,6 +313,9 @@ def register(app: faust.App, runtime: Runtime) -> None:
     async def _on_assigned(sender: Any, assigned: Any, **kw: Any) -> None:
         state["rebuild"] = True
         progress.reset()
+        held = alignment.reset()
+        if held and app.consumer is not None:
+            app.consumer.resume_partitions([TP(rewards, p) for p in held])
         await sequence.expect_committed(assigned)
 
     def rebuild() -> None:
@@ -317,6 +347,7 @@ def register(app: faust.App, runtime: Runtime) -> None:
             progress.ends.clear()
             ends.forget()
             sequence.forget()
+            app.consumer.resume_partitions([TP(rewards, p) for p in alignment.reset()])
             state["rebuild"] = True
         if cluster is not None:
             state["cluster"] = cluster
@@ -333,6 +364,7 @@ def register(app: faust.App, runtime: Runtime) -> None:
         busy = {(m.tp.topic, m.tp.partition) for m in list(app.consumer.unacked)}
         for tp in tps:
             await progress.observe_idle(app.consumer, tp.topic, tp.partition, busy)
+        align()  # resumes rewards once their decisions are read, with or without new events
         now = now_ms()
         for p in owned:
             if (
