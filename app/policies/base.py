@@ -8,7 +8,6 @@ import inspect
 import math
 from bisect import bisect_right
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from functools import cache
 from itertools import accumulate
 from typing import Any, ClassVar
@@ -38,16 +37,106 @@ class ContextError(PolicyError):
     """A context of the wrong shape, or with non-finite values."""
 
 
-@dataclass(slots=True)
 class Selection:
     """What a policy chose: the arm, the probability it had of choosing it,
-    a score per allowed arm, and whether it departed from its greedy choice."""
+    a score per allowed arm, and whether it departed from its greedy choice.
 
-    arm: str
-    propensity: float
-    scores: dict[str, float]
-    explored: bool
-    probabilities: dict[str, float] = field(default_factory=dict)
+    ``scores`` and ``probabilities`` are dictionaries by arm. A selection made
+    by :func:`drawn_selection` keeps the lists they come from and builds them
+    when first read: on a round of a few µs, two dictionaries nobody reads
+    would be a large part of the cost."""
+
+    __slots__ = (
+        "_names",
+        "_probabilities",
+        "_probability_values",
+        "_score_values",
+        "_scores",
+        "arm",
+        "explored",
+        "propensity",
+    )
+    _names: Sequence[str]
+    _score_values: Sequence[float]
+    _probability_values: Sequence[float]
+
+    def __init__(
+        self,
+        arm: str,
+        propensity: float,
+        scores: dict[str, float],
+        explored: bool,
+        probabilities: dict[str, float] | None = None,
+    ) -> None:
+        self.arm = arm
+        self.propensity = propensity
+        self.explored = explored
+        self._scores: dict[str, float] | None = scores
+        self._probabilities: dict[str, float] | None = (
+            {} if probabilities is None else probabilities
+        )
+
+    @property
+    def scores(self) -> dict[str, float]:
+        if self._scores is None:
+            self._scores = dict(zip(self._names, self._score_values, strict=True))
+        return self._scores
+
+    @scores.setter
+    def scores(self, value: dict[str, float]) -> None:
+        self._scores = value
+
+    @property
+    def probabilities(self) -> dict[str, float]:
+        if self._probabilities is None:
+            self._probabilities = dict(zip(self._names, self._probability_values, strict=True))
+        return self._probabilities
+
+    @probabilities.setter
+    def probabilities(self, value: dict[str, float]) -> None:
+        self._probabilities = value
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (self.arm, self.propensity, self.scores, self.explored, self.probabilities)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Selection):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return (
+            f"Selection(arm={self.arm!r}, propensity={self.propensity!r}, "
+            f"scores={self.scores!r}, explored={self.explored!r}, "
+            f"probabilities={self.probabilities!r})"
+        )
+
+
+_new = object.__new__  # a Selection without running __init__
+
+
+def drawn_selection(
+    arm: str,
+    propensity: float,
+    explored: bool,
+    names: Sequence[str],
+    scores: Sequence[float],
+    probabilities: Sequence[float],
+) -> Selection:
+    """A :class:`Selection` whose dictionaries are built from ``names`` and
+    the values in the same order when first read; the caller never changes
+    the three sequences afterwards."""
+    selection: Selection = _new(Selection)
+    selection.arm = arm
+    selection.propensity = propensity
+    selection.explored = explored
+    selection._scores = selection._probabilities = None
+    selection._names = names
+    selection._score_values = scores
+    selection._probability_values = probabilities
+    return selection
 
 
 def weighted_draw(rng: np.random.Generator, cumulative: Sequence[float]) -> int:
@@ -244,16 +333,22 @@ class Policy(abc.ABC):
         """Learn from a reward. ``propensity``, when known, is the logged
         probability the arm was chosen with; importance-weighted learners
         (Exp3) use it, the others ignore it."""
-        i = self.index_of(arm)
-        if not isinstance(reward, int | float) or not math.isfinite(reward):
+        i = self._index.get(arm)
+        if i is None:
+            i = self.index_of(arm)  # raises UnknownArmError
+        # ``type(x) is float`` first: the common case, cheaper than isinstance.
+        if type(reward) is not float and not isinstance(reward, int | float):
+            raise InvalidRewardError(f"reward must be a finite number, got {reward!r}")
+        if not math.isfinite(reward):
             raise InvalidRewardError(f"reward must be a finite number, got {reward!r}")
         if propensity is not None and not (
-            isinstance(propensity, int | float) and 0.0 < propensity <= 1.0
+            (type(propensity) is float or isinstance(propensity, int | float))
+            and 0.0 < propensity <= 1.0
         ):
             raise PolicyError(f"propensity must be in (0, 1], got {propensity!r}")
         self._logged_propensity = propensity
         try:
-            self._update(i, float(reward), context)
+            self._update(i, reward if type(reward) is float else float(reward), context)
         finally:
             self._logged_propensity = None
 

@@ -6,8 +6,6 @@ import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-import numpy as np
-
 from app.policies._bandit_base import IndexPolicy
 
 
@@ -35,8 +33,8 @@ class DiscountedUCB(IndexPolicy):
     algorithm = "discounted_ucb"
     example_params: ClassVar[dict[str, Any]] = {"gamma": 0.95}
     _learned = ("_dn", "_ds")
-    _dn: np.ndarray  # discounted counts
-    _ds: np.ndarray  # discounted reward sums
+    _dn: list[float]  # discounted counts
+    _ds: list[float]  # discounted reward sums
 
     def __init__(
         self,
@@ -56,30 +54,34 @@ class DiscountedUCB(IndexPolicy):
         if not (self.c >= 0.0 and math.isfinite(self.c)):
             raise ValueError(f"c must be finite and >= 0, got {self.c}")
 
-    def _counts(self) -> np.ndarray:
+    def _counts(self) -> list[float]:
         return self._dn
 
-    def _ucb(self, idx: np.ndarray, counts: list[float]) -> list[float]:
-        log_n, c, sqrt = math.log(max(math.fsum(self._dn.tolist()), 1.0)), self.c, math.sqrt
+    def _ucb(self, idx: list[int], counts: list[float]) -> list[float]:
+        log_n, c, sqrt = math.log(max(math.fsum(self._dn), 1.0)), self.c, math.sqrt
         return [
-            s / n + c * sqrt(log_n / n) for s, n in zip(self._ds[idx].tolist(), counts, strict=True)
+            s / n + c * sqrt(log_n / n)
+            for s, n in zip(self._view(self._ds, idx), counts, strict=False)
         ]
 
-    def _scores(self, idx: np.ndarray) -> np.ndarray:
-        n = self._dn[idx]
-        return np.divide(self._ds[idx], n, out=np.zeros(len(idx)), where=n > 0.0)
+    def _scores(self, idx: list[int]) -> list[float]:
+        return [
+            s / n if n > 0.0 else 0.0
+            for s, n in zip(self._view(self._ds, idx), self._view(self._dn, idx), strict=False)
+        ]
 
     def _update(self, index: int, reward: float, context: Any) -> None:
-        if self.gamma < 1.0:
-            self._dn *= self.gamma
-            self._ds *= self.gamma
+        g = self.gamma
+        if g < 1.0:
+            self._dn = [n * g for n in self._dn]
+            self._ds = [s * g for s in self._ds]
         self._dn[index] += 1.0
         self._ds[index] += reward
         self._record(index, reward)
 
     def _arm_stats(self, index: int) -> dict[str, float]:
-        n = float(self._dn[index])
+        n = self._dn[index]
         return {
-            "value": float(self._ds[index]) / n if n > 0.0 else 0.0,
+            "value": self._ds[index] / n if n > 0.0 else 0.0,
             "discounted_count": n,
         }

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from itertools import accumulate
 from typing import Any, ClassVar
 
-import numpy as np
-
 from app.policies._bandit_base import BanditPolicy
+from app.policies.base import Selection
 
 DECAYS = ("none", "linear", "exponential", "logarithmic")
 
@@ -63,6 +63,7 @@ class EpsilonGreedy(BanditPolicy):
         self.sigma = sigma
         self._allocate()
         self._epsilon = float(epsilon)  # VDBE's running ε
+        self._lead: tuple[list[float], list[float], int] | None = None
 
     def _check(self) -> None:
         if not 0.0 <= self.epsilon <= 1.0:
@@ -85,27 +86,57 @@ class EpsilonGreedy(BanditPolicy):
         """The exploration rate the next selection uses."""
         if self.adaptive:
             return max(self.min_epsilon, min(1.0, self._epsilon))
-        t = self._t
-        if self.decay == "linear":
-            return self.epsilon + (self.min_epsilon - self.epsilon) * min(1.0, t / self.horizon)
-        if self.decay == "exponential":
-            eps = self.epsilon * math.exp(-self.decay_rate * t)
-        elif self.decay == "logarithmic":
-            eps = self.epsilon / (1.0 + self.decay_rate * math.log1p(t))
-        else:
+        decay = self.decay
+        if decay == "none":
             eps = self.epsilon
+            return eps if eps >= self.min_epsilon else self.min_epsilon
+        t = self._t
+        if decay == "linear":
+            return self.epsilon + (self.min_epsilon - self.epsilon) * min(1.0, t / self.horizon)
+        if decay == "exponential":
+            eps = self.epsilon * math.exp(-self.decay_rate * t)
+        else:  # logarithmic
+            eps = self.epsilon / (1.0 + self.decay_rate * math.log1p(t))
         return max(self.min_epsilon, eps)
 
-    def _scores(self, idx: np.ndarray) -> np.ndarray:
-        return self._mean[idx]
+    def _scores(self, idx: list[int]) -> list[float]:
+        return self._at(self._mean, idx)
 
-    def _probabilities(self, idx: np.ndarray) -> np.ndarray:
-        means = self._mean[idx].tolist()
+    def _probabilities(self, idx: list[int]) -> list[float]:
+        return self._exploring(self._at(self._mean, idx))
+
+    # With ε fixed, the probabilities over every arm change only when another
+    # arm takes the lead. While one arm leads alone, ``_lead`` keeps them (with
+    # their running sums and the leader's position), a reward checks that it
+    # still does, and a selection over every arm needs only the current means.
+    def _decision(self, idx: list[int]) -> tuple[list[float], list[float], list[float], int]:
+        means = self._at(self._mean, idx)
+        probs = self._exploring(means)
+        cum, first = list(accumulate(probs)), means.index(max(means))
+        if idx is self._all and not self.adaptive and self.decay == "none":
+            self._lead = (probs, cum, first) if means.count(means[first]) == 1 else None
+        return means, probs, cum, first
+
+    def select(
+        self, context: Any = None, allowed: Sequence[str] | None = None, explore: bool = True
+    ) -> Selection:
+        lead = self._lead
+        if lead is None or not explore or not (allowed is None or allowed is self._arms):
+            return super().select(context, allowed, explore)
+        probs, cum, first = lead
+        return self._pick(self._names, self._mean[:], probs, cum, first)
+
+    def _changed(self) -> None:
+        super()._changed()
+        self._lead = None
+
+    def _exploring(self, means: list[float]) -> list[float]:
+        """ε/K for each arm, plus an equal share of 1 - ε for the greedy ones."""
         best = max(means)
         eps = self.current_epsilon
         explore = eps / len(means)
         greedy = explore + (1.0 - eps) / means.count(best)
-        return np.array([greedy if m == best else explore for m in means])
+        return [greedy if m == best else explore for m in means]
 
     def _update(self, index: int, reward: float, context: Any) -> None:
         change = self._welford(index, reward)
@@ -113,10 +144,19 @@ class EpsilonGreedy(BanditPolicy):
             delta = 1.0 / len(self._arms)
             f = math.tanh(abs(change) / (2.0 * self.sigma))
             self._epsilon = delta * f + (1.0 - delta) * self._epsilon
-        self._record(index, reward)
+        lead = self._lead
+        self._record(index, reward)  # forgets the lead with everything cached
+        if lead is not None:
+            means, first = self._mean, lead[2]
+            if index != first:
+                still = means[index] < means[first]
+            else:  # the leader gained, or still beats the best of the others
+                still = change >= 0.0 or means[first] > max(means[:first] + means[first + 1 :])
+            if still:
+                self._lead = lead
 
     def _arm_stats(self, index: int) -> dict[str, float]:
-        return {"value": float(self._mean[index]), "count": float(self._n[index])}
+        return {"value": self._mean[index], "count": self._n[index]}
 
     def shrink_evidence(self, arm: str, factor: float) -> bool:
         """Also rewinds the ε decay by ``factor`` (and lifts VDBE's ε back to

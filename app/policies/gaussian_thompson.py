@@ -70,46 +70,48 @@ class GaussianThompson(PosteriorSampling):
                 raise ValueError(f"{name} must be positive, got {value}")
         self._check_sampling()
 
-    def posterior(self, idx: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
-        """(location, scale, degrees of freedom) of each arm's posterior mean."""
-        return self._posterior({"_n": self._n, "_mean": self._mean, "_m2": self._m2}, idx)
+    def posterior(self, idx: Sequence[int] | None = None) -> tuple[np.ndarray, ...]:
+        """(location, scale, degrees of freedom) of each arm's posterior mean
+        (of the arms at positions ``idx``, or of every arm)."""
+        state = {"_n": self._n, "_mean": self._mean, "_m2": self._m2}
+        return self._posterior(state, self._all if idx is None else list(idx))
 
-    def _posterior(
-        self, arrays: dict[str, np.ndarray], idx: np.ndarray | None
-    ) -> tuple[np.ndarray, ...]:
-        if idx is None:
-            idx = self._all
-        n, xbar = arrays["_n"][idx], arrays["_mean"][idx]
+    def _posterior(self, arrays: dict[str, list[float]], idx: list[int]) -> tuple[np.ndarray, ...]:
+        n, xbar = np.array(self._at(arrays["_n"], idx)), np.array(self._at(arrays["_mean"], idx))
         k0, m0 = self.prior_kappa, self.prior_mean
         kappa = k0 + n
         alpha = self.prior_alpha + n / 2.0
         shift = k0 * n * (xbar - m0) ** 2 / (2.0 * kappa)
-        beta = self.prior_beta + arrays["_m2"][idx] / 2.0 + shift
+        beta = self.prior_beta + np.array(self._at(arrays["_m2"], idx)) / 2.0 + shift
         loc = (k0 * m0 + n * xbar) / kappa
         return loc, np.sqrt(beta / (alpha * kappa)), 2.0 * alpha
 
-    def _scores(self, idx: np.ndarray) -> np.ndarray:
-        return self._posterior(self._frozen, idx)[0]
+    def _scores(self, idx: list[int]) -> list[float]:
+        return self._posterior(self._frozen, idx)[0].tolist()
 
     def _evidence(self) -> float:
-        return float(self._n.sum())
+        return float(np.array(self._n).sum())  # numpy's sum, as the refresh schedule's always was
 
     def _draw(
-        self, posterior: dict[str, np.ndarray], idx: np.ndarray, rng: np.random.Generator
+        self,
+        posterior: dict[str, list[float]],
+        idx: list[int],
+        rng: np.random.Generator,
+        samples: int,
     ) -> np.ndarray:
         loc, scale, df = self._posterior(posterior, idx)
-        return loc + scale * rng.standard_t(df, size=(self.propensity_samples, len(idx)))
+        return loc + scale * rng.standard_t(df, size=(samples, len(idx)))
 
     def _update(self, index: int, reward: float, context: Any) -> None:
         self._welford(index, reward)
         self._record(index, reward)
 
     def _arm_stats(self, index: int) -> dict[str, float]:
-        loc, scale, df = (float(v[0]) for v in self.posterior(np.array([index])))
-        n = float(self._n[index])
+        loc, scale, df = (float(v[0]) for v in self.posterior([index]))
+        n = self._n[index]
         return {
             "posterior_mean": loc,
             "posterior_scale": scale,
             "degrees_of_freedom": df,
-            "variance": float(self._m2[index]) / n if n else 0.0,
+            "variance": self._m2[index] / n if n else 0.0,
         }

@@ -39,8 +39,8 @@ class SlidingWindowUCB(IndexPolicy):
     algorithm = "sliding_window_ucb"
     example_params: ClassVar[dict[str, Any]] = {"window": 50}
     _learned = ("_wn", "_ws")
-    _wn: np.ndarray  # counts in the window
-    _ws: np.ndarray  # reward sums in the window
+    _wn: list[float]  # counts in the window
+    _ws: list[float]  # reward sums in the window
 
     def __init__(
         self,
@@ -83,9 +83,10 @@ class SlidingWindowUCB(IndexPolicy):
         rewards = [r for _, _, r in self._echoes] + [
             r for a, r in zip(self._buf_arm, self._buf_reward, strict=True) if a >= 0
         ]
-        self._wn = np.bincount(np.asarray(arms, dtype=np.intp), minlength=k).astype(float)
-        self._ws = np.bincount(np.asarray(arms, dtype=np.intp), weights=rewards, minlength=k)
-        self._ws = self._ws.astype(float)
+        positions = np.asarray(arms, dtype=np.intp)
+        self._wn = np.bincount(positions, minlength=k).astype(float).tolist()
+        ws = np.bincount(positions, weights=rewards, minlength=k)
+        self._ws = ws.astype(float).tolist()
 
     def _update(self, index: int, reward: float, context: Any) -> None:
         t, w = self._t, self.window
@@ -109,18 +110,21 @@ class SlidingWindowUCB(IndexPolicy):
             self._resum()
 
     # -- the index -----------------------------------------------------------------------------
-    def _counts(self) -> np.ndarray:
+    def _counts(self) -> list[float]:
         return self._wn
 
-    def _ucb(self, idx: np.ndarray, counts: list[float]) -> list[float]:
+    def _ucb(self, idx: list[int], counts: list[float]) -> list[float]:
         log_n, c, sqrt = math.log(max(min(self._t, self.window), 1)), self.c, math.sqrt
         return [
-            s / n + c * sqrt(log_n / n) for s, n in zip(self._ws[idx].tolist(), counts, strict=True)
+            s / n + c * sqrt(log_n / n)
+            for s, n in zip(self._view(self._ws, idx), counts, strict=False)
         ]
 
-    def _scores(self, idx: np.ndarray) -> np.ndarray:
-        n = self._wn[idx]
-        return np.divide(self._ws[idx], n, out=np.zeros(len(idx)), where=n > 0.0)
+    def _scores(self, idx: list[int]) -> list[float]:
+        return [
+            s / n if n > 0.0 else 0.0
+            for s, n in zip(self._view(self._ws, idx), self._view(self._wn, idx), strict=False)
+        ]
 
     # -- arms and hyperparameters --------------------------------------------------------------
     def _grow(self, prior_from: int | None) -> None:
@@ -167,5 +171,5 @@ class SlidingWindowUCB(IndexPolicy):
         self._echoes = deque((int(u), int(a), float(r)) for u, a, r in state["echoes"])
 
     def _arm_stats(self, index: int) -> dict[str, float]:
-        n = float(self._wn[index])
-        return {"value": float(self._ws[index]) / n if n > 0.0 else 0.0, "window_count": n}
+        n = self._wn[index]
+        return {"value": self._ws[index] / n if n > 0.0 else 0.0, "window_count": n}

@@ -63,21 +63,23 @@ class Softmax(BanditPolicy):
             return float(self.temperature)
         return max(self.min_temperature, self.temperature * math.exp(-self.decay_rate * self._t))
 
-    def _scores(self, idx: np.ndarray) -> np.ndarray:
-        return self._mean[idx]
+    def _scores(self, idx: list[int]) -> list[float]:
+        return self._at(self._mean, idx)
 
-    def _probabilities(self, idx: np.ndarray) -> np.ndarray:
-        n = self._n[idx]
-        if n[n.argmin()] == 0.0:
-            untried = n == 0.0
-            return untried / np.count_nonzero(untried)
-        means = self._mean[idx]
+    def _probabilities(self, idx: list[int]) -> list[float]:
+        n = self._at(self._n, idx)
+        if min(n) == 0.0:
+            untried = n.count(0.0)
+            return [1.0 / untried if c == 0.0 else 0.0 for c in n]
+        # numpy's exp, whose last bit can differ from math.exp's: the same
+        # probabilities as ever, so the same choices for a seed.
+        means = np.array(self._at(self._mean, idx))
         w = np.exp((means - means[means.argmax()]) / self.current_temperature)
-        return w / math.fsum(w.tolist())
+        return (w / math.fsum(w.tolist())).tolist()
 
     def _update(self, index: int, reward: float, context: Any) -> None:
         self._welford(index, reward)
         self._record(index, reward)
 
     def _arm_stats(self, index: int) -> dict[str, float]:
-        return {"value": float(self._mean[index]), "count": float(self._n[index])}
+        return {"value": self._mean[index], "count": self._n[index]}

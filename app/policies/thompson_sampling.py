@@ -7,8 +7,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from app.policies._beta_wins import beta_win_probabilities
 from app.policies._posterior_sampling import PosteriorSampling
 from app.policies.base import InvalidRewardError
+
+_FALLBACK_SAMPLES = 20_000  # draws when the integration fails (it has not been seen to)
 
 
 class ThompsonSampling(PosteriorSampling):
@@ -19,9 +22,11 @@ class ThompsonSampling(PosteriorSampling):
     update, so a provider that degrades is noticed (non-stationary variant).
 
     Selection is probability matching on the posterior win probabilities,
-    estimated with ``propensity_samples`` vectorised draws (standard error at
-    most ``0.5 / sqrt(propensity_samples)``: 0.0035 at 20,000 draws) and
     refreshed as ``refresh_fraction`` says (see ``_posterior_sampling``).
+    With ``propensity_samples=0`` (the default) they are computed by
+    numerical integration (``_beta_wins``: ~0.2 ms for 5 arms, error ~1e-4);
+    otherwise they are estimated with that many vectorised draws (standard
+    error at most ``0.5 / sqrt(propensity_samples)``: 0.0035 at 20,000, ~4 ms).
 
     >>> ts = ThompsonSampling(["a", "b"], seed=1, propensity_samples=4000)
     >>> for _ in range(200):
@@ -36,8 +41,9 @@ class ThompsonSampling(PosteriorSampling):
     snapshot_format = 2  # 2: the decision posterior is part of the state
     example_params: ClassVar[dict[str, Any]] = {"propensity_samples": 2000}
     _learned = ("_alpha", "_beta")
-    _alpha: np.ndarray
-    _beta: np.ndarray
+    _computes_exactly = True
+    _alpha: list[float]
+    _beta: list[float]
 
     def __init__(
         self,
@@ -46,7 +52,7 @@ class ThompsonSampling(PosteriorSampling):
         prior_alpha: float = 1.0,
         prior_beta: float = 1.0,
         discount: float = 1.0,
-        propensity_samples: int = 20_000,
+        propensity_samples: int = 0,
         refresh_fraction: float = 0.1,
     ) -> None:
         super().__init__(arms, seed)
@@ -70,25 +76,40 @@ class ThompsonSampling(PosteriorSampling):
 
     def _evidence(self) -> float:
         prior = len(self._arms) * (self.prior_alpha + self.prior_beta)
-        return float(self._alpha.sum() + self._beta.sum()) - prior
+        # numpy's sums, as the refresh schedule has always been computed with them
+        return float(np.array(self._alpha).sum() + np.array(self._beta).sum()) - prior
 
     def _draw(
-        self, posterior: dict[str, np.ndarray], idx: np.ndarray, rng: np.random.Generator
+        self,
+        posterior: dict[str, list[float]],
+        idx: list[int],
+        rng: np.random.Generator,
+        samples: int,
     ) -> np.ndarray:
-        a, b = posterior["_alpha"][idx], posterior["_beta"][idx]
-        return rng.beta(a, b, size=(self.propensity_samples, len(idx)))
+        a = np.array(self._at(posterior["_alpha"], idx))
+        b = np.array(self._at(posterior["_beta"], idx))
+        return rng.beta(a, b, size=(samples, len(idx)))
 
-    def _scores(self, idx: np.ndarray) -> np.ndarray:
-        a, b = self._frozen["_alpha"][idx], self._frozen["_beta"][idx]
-        return a / (a + b)
+    def _probabilities(self, idx: list[int]) -> list[float]:
+        if self.propensity_samples:
+            return self._estimate(idx, self.propensity_samples)
+        a, b = self._at(self._frozen["_alpha"], idx), self._at(self._frozen["_beta"], idx)
+        try:
+            return beta_win_probabilities(np.array(a), np.array(b)).tolist()
+        except FloatingPointError:  # a posterior the rule cannot resolve: estimate instead
+            return self._estimate(idx, _FALLBACK_SAMPLES)
+
+    def _scores(self, idx: list[int]) -> list[float]:
+        a, b = self._at(self._frozen["_alpha"], idx), self._at(self._frozen["_beta"], idx)
+        return [x / (x + y) for x, y in zip(a, b, strict=True)]
 
     def _update(self, index: int, reward: float, context: Any) -> None:
         if not 0.0 <= reward <= 1.0:
             raise InvalidRewardError(f"Thompson sampling needs rewards in [0, 1], got {reward}")
         if self.discount < 1.0:
-            g = self.discount
-            self._alpha = self.prior_alpha + g * (self._alpha - self.prior_alpha)
-            self._beta = self.prior_beta + g * (self._beta - self.prior_beta)
+            g, pa, pb = self.discount, self.prior_alpha, self.prior_beta
+            self._alpha = [pa + g * (a - pa) for a in self._alpha]
+            self._beta = [pb + g * (b - pb) for b in self._beta]
         self._alpha[index] += reward
         self._beta[index] += 1.0 - reward
         self._record(index, reward)
@@ -96,7 +117,7 @@ class ThompsonSampling(PosteriorSampling):
     def reset_arm(self, arm: str) -> bool:
         """Put the arm's posterior back to the prior, in place."""
         i = self.index_of(arm)
-        self._alpha[i], self._beta[i] = self.prior_alpha, self.prior_beta
+        self._alpha[i], self._beta[i] = float(self.prior_alpha), float(self.prior_beta)
         self._changed()
         return True
 
@@ -104,12 +125,12 @@ class ThompsonSampling(PosteriorSampling):
         """The posterior keeps its mean and ``factor`` of its weight α + β,
         but not less weight than the prior's (unless it had less)."""
         i = self.index_of(arm)
-        a, b = float(self._alpha[i]), float(self._beta[i])
+        a, b = self._alpha[i], self._beta[i]
         total = max(factor * (a + b), min(self.prior_alpha + self.prior_beta, a + b))
         self._alpha[i], self._beta[i] = a / (a + b) * total, b / (a + b) * total
         self._changed()
         return True
 
     def _arm_stats(self, index: int) -> dict[str, float]:
-        a, b = float(self._alpha[index]), float(self._beta[index])
+        a, b = self._alpha[index], self._beta[index]
         return {"posterior_mean": a / (a + b), "alpha": a, "beta": b}

@@ -6,8 +6,6 @@ import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-import numpy as np
-
 from app.policies._bandit_base import MeanIndexPolicy
 from app.policies.base import InvalidRewardError
 
@@ -46,13 +44,14 @@ class UCB1(MeanIndexPolicy):
         if not (self.c >= 0.0 and math.isfinite(self.c)):
             raise ValueError(f"c must be finite and >= 0, got {self.c}")
 
-    def _ucb(self, idx: np.ndarray, counts: list[float]) -> list[float]:
-        log_t, c, sqrt = math.log(max(self._t, 1)), self.c, math.sqrt
-        return [
-            m + c * sqrt(log_t / n) for m, n in zip(self._mean[idx].tolist(), counts, strict=True)
-        ]
+    def _ucb(self, idx: list[int], counts: list[float]) -> list[float]:
+        t = self._t
+        log_t, c, sqrt = math.log(t if t > 1 else 1), self.c, math.sqrt
+        means = self._mean if idx is self._all else [self._mean[i] for i in idx]
+        return [m + c * sqrt(log_t / n) for m, n in zip(means, counts, strict=False)]
 
     def _update(self, index: int, reward: float, context: Any) -> None:
         if not 0.0 <= reward <= 1.0:
             raise InvalidRewardError(f"UCB1 needs rewards in [0, 1], got {reward}")
-        super()._update(index, reward, context)
+        self._welford(index, reward)
+        self._record(index, reward)

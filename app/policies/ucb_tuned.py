@@ -6,8 +6,6 @@ import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-import numpy as np
-
 from app.policies._bandit_base import MeanIndexPolicy
 
 
@@ -46,13 +44,14 @@ class UCBTuned(MeanIndexPolicy):
         if not (self.reward_range > 0.0 and math.isfinite(self.reward_range)):
             raise ValueError(f"reward_range must be positive, got {self.reward_range}")
 
-    def _ucb(self, idx: np.ndarray, counts: list[float]) -> list[float]:
-        log_t = math.log(max(self._t, 1))
+    def _ucb(self, idx: list[int], counts: list[float]) -> list[float]:
+        t = self._t
+        log_t = math.log(t if t > 1 else 1)
         r2 = self.reward_range**2
         sqrt = math.sqrt
         return [
             m + sqrt(log_t / n * min(r2 / 4.0, m2 / n + r2 * sqrt(2.0 * log_t / n)))
             for m, m2, n in zip(
-                self._mean[idx].tolist(), self._m2[idx].tolist(), counts, strict=True
+                self._view(self._mean, idx), self._view(self._m2, idx), counts, strict=False
             )
         ]

@@ -6,8 +6,6 @@ import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-import numpy as np
-
 from app.policies._bandit_base import MeanIndexPolicy
 
 
@@ -59,13 +57,14 @@ class UCBV(MeanIndexPolicy):
         if not (self.reward_range > 0.0 and math.isfinite(self.reward_range)):
             raise ValueError(f"reward_range must be positive, got {self.reward_range}")
 
-    def _ucb(self, idx: np.ndarray, counts: list[float]) -> list[float]:
-        e = self.zeta * math.log(max(self._t, 1))
+    def _ucb(self, idx: list[int], counts: list[float]) -> list[float]:
+        t = self._t
+        e = self.zeta * math.log(t if t > 1 else 1)
         b = 3.0 * self.c * self.reward_range * e
         sqrt = math.sqrt
         return [
             m + sqrt(2.0 * (m2 / n) * e / n) + b / n
             for m, m2, n in zip(
-                self._mean[idx].tolist(), self._m2[idx].tolist(), counts, strict=True
+                self._view(self._mean, idx), self._view(self._m2, idx), counts, strict=False
             )
         ]
