@@ -109,9 +109,11 @@ class SelectArm:
             batch = await self.snapshots.getmany(timeout_ms=300)
             if not batch:
                 return
-            self._apply_snapshots(batch)
+            self._apply_snapshots(batch, live=False)
 
-    def _apply_snapshots(self, batch: Batch) -> None:
+    def _apply_snapshots(self, batch: Batch, live: bool = True) -> None:
+        """``live``: snapshots as they come (not the catch-up at start),
+        whose reward→decision lag is measured."""
         for msgs in batch.values():
             for m in msgs:
                 try:
@@ -128,6 +130,9 @@ class SelectArm:
                     continue
                 if applied:
                     metrics.POLICY_VERSION.labels(snap.policy_id).set(snap.version)
+                    if live and snap.oldest_reward_at is not None:
+                        lag = max(0, now_ms() - snap.oldest_reward_at) / 1000
+                        metrics.LEARNING_LAG_SECONDS.observe(lag)
 
     async def background(self, service: BatchedService) -> None:
         """Follow the snapshots."""
@@ -185,19 +190,21 @@ class SelectArm:
 
     async def decide_direct(
         self, requests: list[Request], agent: str
-    ) -> tuple[list[Any], list[asyncio.Future[Any]]]:
+    ) -> tuple[list[Any], list[asyncio.Future[Any] | None]]:
         """Requests that did not come through the requests topic (accepted
         already), decided as a batch of it is: the same decider, each
         decision to the decisions topic keyed by its request id, counted
         under ``agent``; not to ``reply_to`` (the caller has the answer).
-        The decisions or errors, in order, and the futures of the sends."""
+        Per request, in order: its decision or error, and its send's future
+        (None for an error)."""
         now = now_ms()
         decided = self._decide_all(requests, now)
         tally: Tally[tuple[str, str]] = Tally()
-        futures: list[asyncio.Future[Any]] = []
+        futures: list[asyncio.Future[Any] | None] = []
         send = self.producer.send
         for req, out in zip(requests, decided, strict=True):
             if isinstance(out, InvalidEvent):
+                futures.append(None)
                 continue
             key = req.request_id.encode()
             futures.append(

@@ -1,15 +1,26 @@
 """Client SDK: ask for a decision and await it; report the reward.
 
-Each client reads its decisions from a reply topic of its own
-(``llmopt.replies.<client id>``: the worker replies only under the configured
-``reply_topic_prefix``), named in the request's ``reply_to``, so a client
-never has to read every tenant's decisions.
+Two transports:
+
+- ``kafka`` (the default): requests and rewards go to their topics; each
+  client reads its decisions from a reply topic of its own
+  (``llmopt.replies.<client id>``: the worker replies only under the
+  configured ``reply_topic_prefix``), named in the request's ``reply_to``, so
+  a client never has to read every tenant's decisions.
+- ``http``: ``POST /decide`` and ``POST /reward`` on a worker that decides
+  (``url=``, e.g. ``http://127.0.0.1:6066``), over keep-alive connections
+  (docs/decide-http.md). A refused event raises :class:`InvalidEvent` with
+  the worker's reason; a worker that does not answer in time, or cannot
+  decide yet, gives the fallback arm as the kafka transport does.
 
 Example (a running worker is needed)::
 
     async with AsyncClient("127.0.0.1:9092") as c:
         d = await c.decide("tenant-a", "code", input_tokens=800)
         await c.reward(d, quality=0.9, cost_usd=0.002, latency_ms=850)
+
+    async with AsyncClient(transport="http", url="http://127.0.0.1:6066") as c:
+        d = await c.decide("tenant-a", "code", input_tokens=800)
 """
 
 from __future__ import annotations
@@ -21,6 +32,8 @@ import uuid
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+import aiohttp
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -32,6 +45,8 @@ from app.stream.kafka_io import assign_from_start
 from app.topics import TopicCatalog
 
 T = TypeVar("T")
+TRANSPORTS = ("kafka", "http")
+JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 class AsyncClient:
@@ -41,7 +56,18 @@ class AsyncClient:
         *,
         settings: Settings | None = None,
         client_id: str | None = None,
+        transport: str = "kafka",
+        url: str | None = None,
+        connections: int = 32,
     ) -> None:
+        if transport not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {TRANSPORTS}, got {transport!r}")
+        if transport == "http" and not url:
+            raise ValueError("transport='http' needs url=, e.g. 'http://127.0.0.1:6066'")
+        self.transport = transport
+        self.url = (url or "").rstrip("/")
+        self.connections = connections  # http: keep-alive connections at most
+        self._http: aiohttp.ClientSession | None = None
         self.settings = settings or Settings.from_env()
         self.bootstrap = bootstrap or self.settings.bootstrap
         self.client_id = client_id or uuid.uuid4().hex[:12]
@@ -60,6 +86,10 @@ class AsyncClient:
         await self.stop()
 
     async def start(self) -> None:
+        if self.transport == "http":
+            connector = aiohttp.TCPConnector(limit=self.connections, keepalive_timeout=60)
+            self._http = aiohttp.ClientSession(connector=connector)
+            return
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
         await admin.start()
         try:
@@ -87,6 +117,9 @@ class AsyncClient:
         self._reader = asyncio.create_task(self._read_replies())
 
     async def stop(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+            return
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -135,10 +168,12 @@ class AsyncClient:
             priority=priority,
             policy_id=policy_id,
             candidates=candidates,
-            reply_to=self.reply_topic,
+            reply_to=self.reply_topic if self._http is None else None,
             metadata=metadata,
         )
         Request.from_dict(req.to_dict())  # the same checks the worker makes, before sending
+        if self._http is not None:
+            return await self._decide_http(req, timeout)
         fut: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
         self._waiting[req.request_id] = fut
         await self._producer.send(self.topics.name("requests"), req.dumps(), key=tenant_id.encode())
@@ -182,9 +217,51 @@ class AsyncClient:
             reward_token=reward_token,
         )
         Reward.from_dict(r.to_dict())  # reject NaN / out-of-range values here, with the reason
+        if self._http is not None:
+            # ack=1: sent once the broker has it, as send_and_wait below.
+            status, body = await self._post("/reward?ack=1", r.dumps(), tenant_id)
+            if status in (400, 413):
+                raise InvalidEvent(*_refusal(body))
+            if status not in (200, 202):
+                raise RuntimeError(f"POST /reward answered {status}: {_refusal(body)[1]}")
+            return
         await self._producer.send_and_wait(
             self.topics.name("rewards"), r.dumps(), key=request_id.encode()
         )
+
+    async def _decide_http(self, req: Request, timeout: float) -> Decision:
+        try:
+            status, body = await self._post("/decide", req.dumps(), req.tenant_id, timeout)
+        except (TimeoutError, aiohttp.ClientError):
+            status, body = 0, b""
+        if status == 200:
+            return Decision.loads(body)
+        if status in (400, 413):
+            raise InvalidEvent(*_refusal(body))
+        # No answer in time, or the worker cannot decide now (503, 500).
+        return Decision.from_dict(self._fallbacks.fallback(req, now_ms()))
+
+    async def _post(
+        self, path: str, body: bytes, tenant_id: str, timeout: float | None = None
+    ) -> tuple[int, bytes]:
+        """POST ``body``; the tenant header, when the deployment names one,
+        as the gateway this client runs in vouches for its tenant."""
+        assert self._http is not None
+        headers = dict(JSON_HEADERS)
+        if self.settings.tenant_header:
+            headers[self.settings.tenant_header] = tenant_id
+        limit = aiohttp.ClientTimeout(total=timeout)
+        async with self._http.post(self.url + path, data=body, headers=headers, timeout=limit) as r:
+            return r.status, await r.read()
+
+
+def _refusal(body: bytes) -> tuple[str, str]:
+    """(reason, detail) of a worker's error answer."""
+    try:
+        doc = orjson.loads(body)
+        return str(doc["error"]), str(doc.get("detail", ""))
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return "internal_error", body[:200].decode(errors="replace")
 
 
 class Client:

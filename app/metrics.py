@@ -184,6 +184,5 @@ LEARNING_LAG_SECONDS = Histogram(
     "llmopt_learning_lag_seconds",
     "Reward sent to the decider taking the first snapshot that holds it, per snapshot: "
     "the oldest reward each snapshot is the first to hold (worst case of the snapshot).",
-    ["policy_id"],
-    buckets=(0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
+    buckets=(0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0, 60.0),
 )

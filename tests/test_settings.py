@@ -108,7 +108,12 @@ def test_every_field_can_be_set_from_the_environment() -> None:
     samples = {"int": ("42", 42), "float": ("0.25", 0.25), "Path": ("/x/y", Path("/x/y"))}
     samples["str"] = ("v", "v")
 
+    # Checked against other fields: at least the join's done retention + max hold.
+    special = {"applied_requests_retention_seconds": ("0.75", 0.75)}
+
     def sample(f: Any) -> tuple[str, Any]:
+        if f.name in special:
+            return special[f.name]
         if str(f.type) == "bool":
             return ("0", False) if getattr(defaults, f.name) else ("1", True)
         return samples[str(f.type)]
@@ -202,3 +207,13 @@ def test_the_default_config_paths_are_the_loaders_defaults() -> None:
         SIMULATOR_PATH,
     )
     assert POLICIES_PATH.parent == ROOT / "config" and FEATURES_PATH.exists()
+
+
+def test_applied_requests_retention_must_cover_the_joins_retention() -> None:
+    with pytest.raises(SettingsError, match="APPLIED_REQUESTS_RETENTION_SECONDS"):
+        Settings(
+            join_done_retention_seconds=3600,
+            join_max_hold_seconds=900,
+            applied_requests_retention_seconds=4000,
+        )
+    assert Settings(applied_requests_retention_seconds=4500).applied_requests_retention_seconds

@@ -33,7 +33,7 @@ from agents import (
 from app.error_log_counter import ErrorLogCounter
 from app.features.runtime import build_features
 from app.settings import Settings
-from app.stream import faust_transport
+from app.stream import decide_endpoint, faust_transport
 from app.stream.agent_sensor import AgentSensor
 from app.stream.cluster_watch import health_report
 from app.stream.cluster_watcher import cluster_state
@@ -53,6 +53,7 @@ AGENTS: tuple[tuple[Callable[[faust.App, Runtime], Any], Callable[[Settings], bo
     (watch_cluster.register, _always),  # /health reports what it finds
     (serve_features.register, _always),  # GET /features, /features/history
     (select_arm.register, _role("decide")),
+    (decide_endpoint.register, _role("decide")),  # POST /decide, /reward
     (join_rewards.register, _role("join")),
     (learn_from_outcomes.register, _role("learn")),
     # Beside the learner: same outcome partitions, drifts back to their owner.
@@ -82,7 +83,8 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "broker_session_timeout": profile["session_timeout"],
         "broker_heartbeat_interval": profile["heartbeat_interval"],
         "broker_rebalance_timeout": profile["rebalance_timeout"],
-        "producer_linger_ms": settings.producer_linger_ms,
+        "producer_linger_ms": settings.agents_linger_ms,
+        "producer_max_batch_size": 1024 * 1024,
         "broker_commit_interval": 0.5,
         # Do not wait for the last record each agent holds to be acked before
         # a rebalance or shutdown: an agent acks a record when it takes the

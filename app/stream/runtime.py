@@ -3,20 +3,36 @@ the agents import it, and the app factory (app/stream/app.py) imports them."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from app import metrics
 from app.decider import check_dimensions
 from app.features.request_vector import RequestVectorizer
 from app.policies.config import PoliciesConfig, PolicyConfigError
+from app.records import InvalidEvent, Request
 from app.settings import Settings
 from app.topics import TopicCatalog
 
 log = logging.getLogger(__name__)
+
+
+class DirectDecisions(Protocol):
+    """select_arm's decider for requests that do not come through the
+    requests topic (POST /decide), and the producer its decisions leave by."""
+
+    producer: Any  # an aiokafka producer
+
+    async def decide_direct(
+        self, requests: list[Request], agent: str
+    ) -> tuple[list[dict[str, Any] | InvalidEvent], list[asyncio.Future[Any] | None]]:
+        """Per request: its decision (or error), and the future of the
+        decision's send to the decisions topic (None for an error)."""
+        ...
 
 
 @dataclass
@@ -31,6 +47,9 @@ class Runtime:
     # and the extractor select_arm decides with (None without a spec).
     feature_store: Any = None
     feature_extractor: Any = None
+    # select_arm once its snapshots are read, until it stops (None before and
+    # after): what POST /decide decides with.
+    direct_decisions: DirectDecisions | None = None
     # Called with the new config when the policies file changes.
     on_policies_changed: list[Callable[[PoliciesConfig], None]] = field(default_factory=list)
     _policies_mtime: float = 0.0

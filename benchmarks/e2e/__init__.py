@@ -31,7 +31,11 @@ it measures, each on a fresh embedded broker with ``topics.yaml`` applied:
    (``time.time_ns()``, also the request's ``created_at``); the measuring
    consumer in this process logs each id's receive time. Reported: achieved
    send rate, received rate, p50/p95/p99/max request → output latency and ids
-   lost (not out within a grace period).
+   lost (not out within a grace period);
+3. **POST /decide** (``http_decide``; ``--only http`` runs only this): the
+   decide worker's HTTP endpoint, open loop at 1,000 and 5,000 requests/s
+   (latency from each request's scheduled send time), without and with
+   ``?ack=1``, and its closed-loop saturation throughput.
 
 CPU time of the processor, the broker, this process and the rest of the
 machine is sampled from ``/proc`` over each measurement: the machine may be
@@ -40,12 +44,14 @@ small (2 cores for broker + processor + driver + meter) and shared.
 Results: a table on stdout (stderr with ``--json``) and JSON in
 ``benchmarks/results/e2e-<git short sha>[-quick].json``. Targets: pipeline
 drain ≥ 0.5 × echo drain; p99 ≤ 10 ms at 1,000 requests/s; metrics publishing
-costs < 5% of the all-roles drain. The last line is ``overall: PASS|FAIL``.
+costs < 5% of the all-roles drain; POST /decide p99 ≤ 10 ms at 1,000/s. The
+last line is ``overall: PASS|FAIL``.
 
 Modules: ``cli`` (options, the run), ``configs`` (the processors under test),
 ``processor``, ``broker``, ``payloads``, ``meter``, ``throughput``,
-``latency``, ``driver`` (the paced producer process), ``join_progress``,
-``publishing``, ``profiling``, ``stats``, ``targets``, ``report``.
+``latency``, ``driver`` (the paced producer process), ``http_decide`` (POST
+/decide and its load generator), ``join_progress``, ``publishing``,
+``profiling``, ``stats``, ``targets``, ``report``.
 """
 
 from __future__ import annotations

@@ -17,12 +17,17 @@ from benchmarks.common import report, result_path, run_header, stop_on_terminati
 from benchmarks.e2e import PACKAGES, BenchError, log
 from benchmarks.e2e.configs import CONFIGS, JOIN_WINDOW, QUIET, WORKER_ENV, command
 from benchmarks.e2e.driver import drive
+from benchmarks.e2e.http_decide import measure_http_decide
 from benchmarks.e2e.latency import measure_latency
+from benchmarks.e2e.learning import measure_learning
 from benchmarks.e2e.profiling import summarize_profile
 from benchmarks.e2e.publishing import measure_snapshot_cost
 from benchmarks.e2e.report import fmt, render
-from benchmarks.e2e.targets import compare_with_echo, evaluate_targets
+from benchmarks.e2e.targets import TARGET_LAG_RATE, compare_with_echo, evaluate_targets
 from benchmarks.e2e.throughput import measure_throughput, summarize_runs
+
+# The parts of a run, in order (--only).
+ONLY = ("throughput", "latency", "http", "learning")
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -84,6 +89,35 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--skip-latency", action="store_true")
+    p.add_argument("--skip-http", action="store_true", help="skip the POST /decide measurement")
+    p.add_argument(
+        "--skip-learning",
+        action="store_true",
+        help="skip the learning measurement (rewarded saturation, reward→decision lag, steps)",
+    )
+    p.add_argument(
+        "--learning-steps",
+        default="5000,20000",
+        help="offered rates of the learning steps, requests/s (default 5000,20000)",
+    )
+    p.add_argument(
+        "--only",
+        choices=ONLY,
+        default=None,
+        help="run one part: saturation throughput, Kafka-path latency, or POST /decide "
+        "(http: the decide worker only; learning: beside the echo's drain)",
+    )
+    p.add_argument(
+        "--http-rates",
+        default="1000,5000",
+        help="POST /decide open-loop offered rates, requests/s (default 1000,5000)",
+    )
+    p.add_argument(
+        "--http-generators",
+        type=int,
+        default=1,
+        help="POST /decide load-generator processes sharing the schedule (default 1)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--meter-fetch-wait-ms",
@@ -153,6 +187,16 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
             p.error(f"--worker-env takes LLMOPT_NAME=VALUE, got {kv!r}")
         WORKER_ENV[k] = v
     args.rate_list = [float(r) for r in args.rates.split(",") if r.strip()]
+    args.http_rate_list = [float(r) for r in args.http_rates.split(",") if r.strip()]
+    args.learning_step_list = [float(r) for r in args.learning_steps.split(",") if r.strip()]
+    if args.only is not None:
+        args.skip_throughput, args.skip_latency, args.skip_http, args.skip_learning = (
+            part != args.only for part in ONLY
+        )
+        if args.only == "http":
+            args.configs = "decide"
+        if args.only == "learning":  # beside the echo's drain of the same run
+            args.skip_throughput, args.configs = False, "echo"
     args.config_list = [c.strip() for c in args.configs.split(",") if c.strip()]
     bad = [c for c in args.config_list if c not in CONFIGS]
     if bad:
@@ -185,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
             "grace_s": args.grace,
             "burst_ms": args.burst_ms,
             "configs": args.config_list,
+            "http_rates_per_s": [] if args.skip_http else args.http_rate_list,
+            "http_generators": args.http_generators,
             "worker_env": dict(WORKER_ENV),
             "repeat": args.repeat,
             "quiet_wait_s": args.quiet_wait,
@@ -256,6 +302,39 @@ def main(argv: list[str] | None = None) -> int:
                     results["errors"].append(f"{cfg} latency: {exc}")
                     log(f"{cfg}: latency FAILED: {exc}")
                     exit_code = 2
+        if not args.skip_http:
+            log(f"POST /decide: {', '.join(f'{r:,.0f}' for r in args.http_rate_list)}/s open loop")
+            try:
+                results["http_decide"] = asyncio.run(
+                    measure_http_decide(
+                        args.http_rate_list,
+                        args.duration,
+                        args.seed,
+                        workdir,
+                        args.http_generators,
+                    )
+                )
+            except BenchError as exc:
+                results["errors"].append(f"POST /decide: {exc}")
+                log(f"POST /decide FAILED: {exc}")
+                exit_code = 2
+        if not args.skip_learning:
+            try:
+                results["learning"] = asyncio.run(
+                    measure_learning(
+                        args.requests,
+                        TARGET_LAG_RATE,
+                        max(20.0, args.duration * 2),
+                        args.learning_step_list,
+                        10.0 if not args.quick else 5.0,
+                        args.seed,
+                        workdir,
+                    )
+                )
+            except BenchError as exc:
+                results["errors"].append(f"learning: {exc}")
+                log(f"learning FAILED: {exc}")
+                exit_code = 2
         compare_with_echo(results["configs"])
     except KeyboardInterrupt:
         log("interrupted; processes stopped, nothing saved")

@@ -4,12 +4,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from benchmarks.common import ROOT
+from benchmarks.e2e import BenchError
 from benchmarks.e2e.payloads import make_requests
 
 
@@ -73,3 +77,25 @@ async def drive(spec: dict[str, Any]) -> None:
             }
         )
     )
+
+
+async def start_driver(spec: dict[str, Any]) -> asyncio.subprocess.Process:
+    """:func:`drive` in a process of its own (``python -m benchmarks.e2e
+    --drive SPEC``), once it says it is ready to send."""
+    driver = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "benchmarks.e2e",
+        "--drive",
+        orjson.dumps(spec).decode(),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        start_new_session=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")},
+    )
+    line = await asyncio.wait_for(driver.stdout.readline(), 120) if driver.stdout else b""
+    if line.strip() != b"ready":
+        driver.kill()
+        await driver.wait()
+        raise BenchError(f"driver did not start (said {line!r})")
+    return driver

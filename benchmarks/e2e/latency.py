@@ -8,16 +8,16 @@ import contextlib
 import math
 import os
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from benchmarks.common import ROOT, CpuSample, cpu_between, wait_for_quiet
+from benchmarks.common import CpuSample, cpu_between, wait_for_quiet
 from benchmarks.e2e import BenchError, log
 from benchmarks.e2e.broker import fresh_broker
 from benchmarks.e2e.configs import QUIET, WORKER_ENV
+from benchmarks.e2e.driver import start_driver
 from benchmarks.e2e.join_progress import group_committed
 from benchmarks.e2e.meter import Meter
 from benchmarks.e2e.payloads import make_requests, produce_all
@@ -114,21 +114,8 @@ async def latency_step(
         "out": str(send_log),
         "burst_ms": burst_ms,
     }
-    driver = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "benchmarks.e2e",
-        "--drive",
-        orjson.dumps(spec).decode(),
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        start_new_session=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")},
-    )
+    driver = await start_driver(spec)
     try:
-        line = await asyncio.wait_for(driver.stdout.readline(), 120) if driver.stdout else b""
-        if line.strip() != b"ready":
-            raise BenchError(f"driver did not start (said {line!r})")
         pids = {
             "processor": proc.pid,
             "broker": broker_pid,

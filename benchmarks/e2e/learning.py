@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -33,6 +31,7 @@ from benchmarks.common import ROOT
 from benchmarks.e2e import BenchError, log
 from benchmarks.e2e.broker import fresh_broker
 from benchmarks.e2e.configs import WORKER_ENV
+from benchmarks.e2e.driver import start_driver
 from benchmarks.e2e.join_progress import group_committed
 from benchmarks.e2e.payloads import make_requests, produce_all
 from benchmarks.e2e.processor import Processor
@@ -158,17 +157,7 @@ async def _drive(
         "out": str(out),
         "burst_ms": 2,
     }
-    driver = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "benchmarks.e2e",
-        "--drive",
-        orjson.dumps(spec).decode(),
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        start_new_session=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")},
-    )
+    driver = await start_driver(spec)
     try:
         await asyncio.wait_for(driver.wait(), seconds + 120)
     finally:

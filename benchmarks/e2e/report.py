@@ -21,6 +21,77 @@ def _row(cells: list[tuple[str, int]]) -> str:
     return f"{first:<{w0}}" + "".join(f" {text:>{w}}" for text, w in rest)
 
 
+def render_http_decide(http: dict[str, Any] | None, duration: float) -> list[str]:
+    """The POST /decide table (benchmarks/e2e/http_decide.py)."""
+    if not http:
+        return []
+    out = [
+        "",
+        f"POST /decide on the decide worker, {duration:g} s per step: open loop (send times "
+        f"fixed up front, latency from the scheduled send), {http['generators']} load "
+        f"generator(s) x {http['connections_per_generator']} keep-alive connections; "
+        f"saturation: {http['saturation']['mode']}",
+    ]
+    widths = [20, 8, 8, 7, 7, 7, 8, 7, 8, 8, 6, 6, 6]
+    names = ["mode", "offered", "ans/s", "p50 ms", "p95", "p99", "max", "errors", "logged"]
+    names += ["gen lag", "proc", "broker", "gen"]
+    out.append(_row(list(zip(names, widths, strict=True))))
+    for st in [*http["steps"], http["saturation"]]:
+        lt, c = st["latency_ms"], st["cpu_cores"]
+        mode = "closed loop" if st["offered_per_s"] is None else "open loop"
+        cells = [
+            mode + (" ?ack=1" if st["ack"] else ""),
+            fmt(st["offered_per_s"]),
+            fmt(st["answered_per_s"]),
+            fmt(lt["p50"], ".2f"),
+            fmt(lt["p95"], ".2f"),
+            fmt(lt["p99"], ".2f"),
+            fmt(lt["max"], ".1f"),
+            str(st["errors"]),
+            fmt(st["logged"]),
+            fmt(st["max_send_lag_ms"], ".1f") if st["offered_per_s"] else "-",
+            fmt(c.get("processor"), ".2f"),
+            fmt(c.get("broker"), ".2f"),
+            fmt(c.get("generators"), ".2f"),
+        ]
+        out.append(_row(list(zip(cells, widths, strict=True))))
+    out.append(
+        "  ans/s: 200 answers per second; logged: decisions the topic gained; gen lag: "
+        "most ms a generator sent behind its schedule (counted in the latency); "
+        "?ack=1: the answer waits for the broker's ack of the decision; compare with the "
+        "Kafka path's request -> decision latency above"
+    )
+    return out
+
+
+def render_learning(learning: dict[str, Any] | None) -> list[str]:
+    """The learning side (benchmarks/e2e/learning.py): every decision rewarded."""
+    if not learning:
+        return []
+    sat, lag = learning["saturation"], learning["lag"]
+    shd = learning["saturation_sharded"]
+    out = [
+        "",
+        "Learning, all-roles worker, every decision rewarded as it comes out:",
+        f"  saturation through {sat['n']:,} pre-filled requests: "
+        f"{fmt(sat['outcomes_per_s'])} outcomes/s joined, {fmt(sat['updates_per_s'])} "
+        f"policy updates/s ({fmt(sat['updates'])} of {sat['n']:,} applied)",
+        f"  the same, learning: sharded: {fmt(shd['outcomes_per_s'])} outcomes/s, "
+        f"{fmt(shd['updates_per_s'])} policy updates/s ({fmt(shd['updates'])} applied)",
+        f"  reward -> decision lag at {lag['rate_per_s']:,.0f}/s for {lag['seconds']:g} s "
+        f"({fmt(lag['snapshots'])} snapshots; each snapshot's oldest reward, bucket bounds): "
+        f"p50 <= {fmt(lag['p50_s'], '.2f')} s, p99 <= {fmt(lag['p99_s'], '.2f')} s",
+    ]
+    for st in learning.get("steps", []):
+        out.append(
+            f"  {st['seconds']:g} s at {st['rate_per_s']:,.0f}/s: join "
+            f"{st['join_lag_decisions']:,} decisions behind "
+            f"({st['join_lag_seconds_of_traffic']:g} s of traffic), learner "
+            f"{st['learner_lag_outcomes']:,} outcomes behind"
+        )
+    return out
+
+
 def render(results: dict[str, Any]) -> str:
     m = results["machine"]
     p = results["params"]
@@ -168,6 +239,8 @@ def render(results: dict[str, Any]) -> str:
         "broker's fetch cost grows during a step); proc..other: CPU cores during the "
         "step; join lag: decisions join_rewards had not committed at the end"
     )
+    out += render_http_decide(results.get("http_decide"), p["duration_s"])
+    out += render_learning(results.get("learning"))
     out += ["", "Targets"]
     for t in results["targets"]:
         verdict = {True: "PASS", False: "FAIL", None: "n/a "}[t["pass"]]

@@ -8,6 +8,10 @@ TARGET_RATIO = 0.5
 TARGET_P99_MS = 10.0
 TARGET_P99_RATE = 1000.0
 TARGET_PUBLISH_COST = 0.05  # metrics publishing: < 5% of the all-roles drain
+TARGET_OUTCOMES_RATIO = 0.5  # rewarded outcomes/s of the all-roles worker vs the echo's drain
+TARGET_JOIN_LAG_S = 1.0  # join lag at each step's end, in seconds of that step's traffic
+TARGET_LAG_P99_S = 1.0  # reward→decision lag p99 ...
+TARGET_LAG_RATE = 1000.0  # ... at this offered rate
 
 
 def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -59,6 +63,75 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                     }
                 )
     targets += publish_cost_targets(results)
+    targets += http_decide_targets(results)
+    targets += learning_targets(results)
+    return targets
+
+
+def learning_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rewarded outcomes/s against the echo's drain of the same run; the
+    join's lag after each step; the reward→decision lag p99."""
+    learning = results.get("learning")
+    if not learning:
+        return []
+    targets: list[dict[str, Any]] = []
+    echo_rate = results["configs"].get("echo", {}).get("throughput", {}).get("rate_per_s")
+    rate = learning["saturation"].get("outcomes_per_s")
+    ratio = round(rate / echo_rate, 3) if rate and echo_rate else None
+    targets.append(
+        {
+            "config": "all",
+            "target": f"rewarded outcomes/s >= {TARGET_OUTCOMES_RATIO} x echo",
+            "value": ratio,
+            "pass": bool(ratio is not None and ratio >= TARGET_OUTCOMES_RATIO)
+            if echo_rate
+            else None,
+        }
+    )
+    for step in learning.get("steps", []):
+        lag = step["join_lag_seconds_of_traffic"]
+        targets.append(
+            {
+                "config": "all",
+                "target": f"join lag < {TARGET_JOIN_LAG_S:g} s of traffic after "
+                f"{step['seconds']:g} s at {step['rate_per_s']:,.0f}/s",
+                "value": lag,
+                "pass": lag < TARGET_JOIN_LAG_S,
+            }
+        )
+    p99 = learning.get("lag", {}).get("p99_s")
+    targets.append(
+        {
+            "config": "all",
+            "target": f"reward→decision lag p99 <= {TARGET_LAG_P99_S:g} s at "
+            f"{TARGET_LAG_RATE:,.0f}/s",
+            "value": p99,
+            "pass": bool(p99 is not None and p99 <= TARGET_LAG_P99_S),
+        }
+    )
+    return targets
+
+
+def http_decide_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """POST /decide p99 at TARGET_P99_RATE offered, open loop, every answer
+    a decision that reached the decisions topic; with ?ack=1 informational."""
+    targets: list[dict[str, Any]] = []
+    for step in (results.get("http_decide") or {}).get("steps", []):
+        if step["offered_per_s"] != TARGET_P99_RATE:
+            continue
+        p99 = step["latency_ms"]["p99"]
+        complete = step["errors"] == 0 and step["logged"] >= step["ok"]
+        targets.append(
+            {
+                "config": "decide",
+                "target": "  same, ?ack=1 (informational)"
+                if step["ack"]
+                else f"POST /decide p99 <= {TARGET_P99_MS:g} ms at {TARGET_P99_RATE:,.0f}/s",
+                "value": p99,
+                "pass": bool(p99 is not None and p99 <= TARGET_P99_MS and complete),
+                "informational": step["ack"],
+            }
+        )
     return targets
 
 
