@@ -65,6 +65,7 @@ SCHEMA = pa.schema(
         ("components", COMPONENTS),
         ("features", pa.list_(pa.float64())),
         ("spec_features", SPEC_FEATURES),
+        ("rewarded_at", pa.int64()),
         ("schema_version", pa.int64()),
     ]
 )
