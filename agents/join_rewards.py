@@ -83,6 +83,7 @@ class JoinBatch:
         self.outcomes: Counter[tuple[str, str]] = Counter()
         self.rewards: dict[str, float] = {}
         self.dead: Counter[str] = Counter()
+        self.generation = 0  # the cluster generation the batch was fetched in
 
 
 def register(app: faust.App, runtime: Runtime) -> None:
@@ -120,7 +121,10 @@ def register(app: faust.App, runtime: Runtime) -> None:
     ends = PartitionEnds(s.bootstrap, client_id=f"{s.app_id}-join-ends", fetch=s.embedded_broker)
     ends_started = {"yes": False}  # started on the first tick, inside the worker's loop
 
-    state: dict[str, Any] = {"rebuild": True, "cluster": None}
+    # "generation" counts cluster changes: a batch fetched from a cluster
+    # that was replaced while it was being processed says nothing about how
+    # far the join has read the new cluster's partitions.
+    state: dict[str, Any] = {"rebuild": True, "cluster": None, "generation": 0}
     max_bytes = s.max_event_bytes
     outcomes_name, dead_name = t.name("outcomes"), t.name("dead_letter")
     batch = JoinBatch()
@@ -242,7 +246,8 @@ def register(app: faust.App, runtime: Runtime) -> None:
             if msg.topic == timeouts:
                 await resolve_due(msg, now)
                 return
-            progress.saw(msg.topic, msg.partition, msg.offset)
+            if batch.generation == state["generation"]:
+                progress.saw(msg.topic, msg.partition, msg.offset)
             if msg.key is None:
                 raise InvalidEvent("schema_violation", "message has no key (the request id)")
             if msg.topic == decisions:
@@ -260,6 +265,7 @@ def register(app: faust.App, runtime: Runtime) -> None:
     @app.agent(source, name="join_rewards")
     async def join_rewards(stream: Any) -> None:
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            batch.generation = state["generation"]
             for event in events:
                 m = event.message
                 if m.topic != timeouts:
@@ -349,6 +355,7 @@ def register(app: faust.App, runtime: Runtime) -> None:
             sequence.forget()
             app.consumer.resume_partitions([TP(rewards, p) for p in alignment.reset()])
             state["rebuild"] = True
+            state["generation"] += 1
         if cluster is not None:
             state["cluster"] = cluster
         if state["rebuild"] and owned:
