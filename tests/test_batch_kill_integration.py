@@ -4,8 +4,9 @@ from the state written so far, and every rewarded request is applied to the
 policy exactly once.
 
 The kills are timed from the worker's own counters: the first when the join
-has emitted part of the backlog's outcomes (the join takes them in batches
-of thousands), the second when the learner has applied part of them."""
+has emitted part of the outcomes of a backlog of rewards (the join takes
+them in batches of thousands), the second, after a second backlog is sent
+to the restarted worker, when its learner has applied part of those."""
 
 from __future__ import annotations
 
@@ -60,23 +61,34 @@ async def _run(d: Deployment) -> None:
         await reader.until(lambda m: len({x.key for x in m}) >= TOTAL, 120, f"{TOTAL} decisions")
     decisions = {x.request_id: x for x in (Decision.loads(m.value) for m in reader.messages)}
 
-    # The whole backlog of rewards at once: the join works through it in batches.
-    await produce(
-        bs,
-        t.name("rewards"),
-        (
-            (rid.encode(), sim.outcome(requests[rid], x.arm, now_ms()).dumps())
-            for rid, x in decisions.items()
-        ),
-    )
+    # Half the rewards at once: the join works through them in batches.
+    ids = list(decisions)
+    first, second = ids[: TOTAL // 2], ids[TOTAL // 2 :]
+
+    async def reward(batch: list[str]) -> None:
+        await produce(
+            bs,
+            t.name("rewards"),
+            (
+                (rid.encode(), sim.outcome(requests[rid], decisions[rid].arm, now_ms()).dumps())
+                for rid in batch
+            ),
+        )
+
+    half = len(first)
+    await reward(first)
     joined = await asyncio.to_thread(
-        kill_when, worker, lambda v: 0.15 * TOTAL < v < 0.85 * TOTAL, "llmopt_outcomes_total", 120
+        kill_when, worker, lambda v: 0.15 * half < v < 0.85 * half, "llmopt_outcomes_total", 120
     )
     worker = await asyncio.to_thread(d.start_worker)
+    # The other half once the new worker runs, so that its learner is
+    # watched from its first update of them.
+    base = counter(worker, "llmopt_policy_updates_total")
+    await reward(second)
     applied = await asyncio.to_thread(
         kill_when,
         worker,
-        lambda v: 0 < v < 0.85 * TOTAL,
+        lambda v: base < v < base + 0.85 * len(second),
         "llmopt_policy_updates_total",
         120,
     )
