@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import math
 import os
 import sys
 import time
@@ -43,7 +42,7 @@ from benchmarks.e2e.broker import fresh_broker
 from benchmarks.e2e.configs import QUIET, WORKER_ENV
 from benchmarks.e2e.payloads import make_requests
 from benchmarks.e2e.processor import Processor
-from benchmarks.e2e.stats import percentile, r2
+from benchmarks.e2e.stats import latency_summary
 
 CONNECTIONS = 64  # keep-alive connections per load generator (open loop)
 SATURATION_IN_FLIGHT = 32  # requests in flight per load generator (closed loop)
@@ -211,14 +210,7 @@ def summarize(
         "statuses": _merge([p["statuses"] for p in parts]),
         "answered_per_s": round((len(lat) - 1) / span, 1) if span > 0 and lat else None,
         "max_send_lag_ms": max(p["max_send_lag_ms"] for p in parts),
-        "latency_ms": {
-            "p50": r2(percentile(lat, 50)),
-            "p95": r2(percentile(lat, 95)),
-            "p99": r2(percentile(lat, 99)),
-            "p999": r2(percentile(lat, 99.9)),
-            "max": r2(lat[-1] if lat else math.nan),
-            "mean": r2(sum(lat) / len(lat)) if lat else None,
-        },
+        "latency_ms": latency_summary(lat),
         "cpu_cores": cpu,
     }
 

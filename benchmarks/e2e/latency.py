@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import os
 import signal
 from pathlib import Path
@@ -22,7 +21,7 @@ from benchmarks.e2e.join_progress import group_committed
 from benchmarks.e2e.meter import Meter
 from benchmarks.e2e.payloads import make_requests, produce_all
 from benchmarks.e2e.processor import Processor
-from benchmarks.e2e.stats import percentile, r2
+from benchmarks.e2e.stats import latency_summary, percentile, r2
 
 
 async def measure_latency(
@@ -187,14 +186,7 @@ async def latency_step(
         "received": len(lat),
         "received_per_s": round((len(lat) - 1) / recv_span, 1) if recv_span else None,
         "lost": lost,
-        "latency_ms": {
-            "p50": r2(percentile(lat, 50)),
-            "p95": r2(percentile(lat, 95)),
-            "p99": r2(percentile(lat, 99)),
-            "p999": r2(percentile(lat, 99.9)),
-            "max": r2(lat[-1] if lat else math.nan),
-            "mean": r2(sum(lat) / len(lat)) if lat else None,
-        },
+        "latency_ms": latency_summary(lat),
         # the first 2 s of the step, before the broker's per-fetch cost has grown
         "first_2s_latency_ms": {"p50": r2(percentile(first, 50)), "p99": r2(percentile(first, 99))},
         "latency_by_second": seconds,
