@@ -107,36 +107,39 @@ class Decider:
         shard's snapshot (learning: sharded) is merged with the other shards'
         latest into the policy's."""
         if snap.shard is not None:
-            merged = self._merge_shard(snap)
-            if merged is None:
-                return False
-            snap = merged
+            return self._apply_shard(snap)
         live = self._live.get(snap.policy_id)
         if live is None or snap.version <= live.version:
             return False
         if snap.algorithm != live.config.algorithm:
             return False  # written before an algorithm switch; the learner will catch up
         policy = live.config.restore(base64.b64decode(snap.state))
-        guardrails = live.guardrails  # budgets carry over; estimates come from the learner
-        guardrails.estimates = ArmEstimates.from_arm_stats(snap.arm_stats)
-        self._live[snap.policy_id] = _Live(live.config, policy, snap.version, guardrails)
+        self._take(live, policy, snap.version, ArmEstimates.from_arm_stats(snap.arm_stats))
         return True
 
-    def _merge_shard(self, snap: PolicySnapshot) -> PolicySnapshot | None:
-        """The policy's snapshot with ``snap`` as its shard's latest: the
-        shards' states merged (app/policies/sharding.py), versions and
-        updates summed; None when it changes nothing or cannot merge."""
+    def _take(self, live: _Live, policy: Policy, version: int, estimates: ArmEstimates) -> None:
+        guardrails = live.guardrails  # budgets carry over; estimates come from the learner
+        guardrails.estimates = estimates
+        self._live[live.config.policy_id] = _Live(live.config, policy, version, guardrails)
+
+    def _apply_shard(self, snap: PolicySnapshot) -> bool:
+        """Take ``snap`` as its shard's latest and decide from the shards'
+        states merged (app/policies/sharding.py), at the sum of their
+        versions; False when it changes nothing or cannot merge."""
         live = self._live.get(snap.policy_id)
         if live is None or live.config.learning != "sharded":
-            return None
+            return False
         if snap.algorithm != live.config.algorithm or snap.shard is None:
-            return None
+            return False
         shards = self._shards.setdefault(snap.policy_id, {})
         old = shards.get(snap.shard)
         if old is not None and snap.version <= old.version:
-            return None
+            return False
         shards[snap.shard] = snap
         parts = list(shards.values())
+        version = sum(p.version for p in parts)
+        if version <= live.version:
+            return False
         prior = self._priors.get(snap.policy_id)
         if prior is None:
             prior = self._priors[snap.policy_id] = live.config.build().snapshot()
@@ -144,22 +147,10 @@ class Decider:
             state = merge_snapshots(prior, [base64.b64decode(p.state) for p in parts])
         except PolicyError as exc:  # e.g. shards still of the previous hyperparameters
             log.warning("policy %s: shard states not merged: %s", snap.policy_id, exc)
-            return None
+            return False
         estimates = ArmEstimates.pooled([ArmEstimates.from_arm_stats(p.arm_stats) for p in parts])
-        policy = live.config.restore(state)
-        return PolicySnapshot(
-            policy_id=snap.policy_id,
-            version=sum(p.version for p in parts),
-            algorithm=snap.algorithm,
-            state=base64.b64encode(state).decode(),
-            updates=sum(p.updates for p in parts),
-            arm_stats={
-                arm: {**stats, **estimates.arm_stats().get(arm, {})}
-                for arm, stats in policy.stats().items()
-            },
-            created_at=max(p.created_at for p in parts),
-            oldest_reward_at=snap.oldest_reward_at,
-        )
+        self._take(live, live.config.restore(state), version, estimates)
+        return True
 
     def reconfigure(self, config: PoliciesConfig) -> None:
         """Take a changed policies config without a restart. Same algorithm:
