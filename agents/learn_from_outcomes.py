@@ -255,9 +255,10 @@ def register(app: faust.App, runtime: Runtime) -> None:
         for p, event in done.events.items():
             if p in reached and expiring.ready(p, reached[p]):
                 set_current_event(event)
-                for rid in expiring.pop_ready(p, reached[p], EXPIRE_PER_BATCH):
+                expired = expiring.pop_ready(p, reached[p], EXPIRE_PER_BATCH)
+                for rid in expired:
                     applied.pop(rid, None)
-                    metrics.APPLIED_EXPIRED.inc()
+                metrics.APPLIED_EXPIRED.inc(len(expired))
         for pid, n in done.updates.items():
             metrics.POLICY_UPDATES.labels(pid).inc(n)
         for (pid, why), n in done.skipped.items():
