@@ -21,10 +21,11 @@ Events are taken a batch at a time (:class:`JoinBatch`): within a batch the
 entries are read and changed in memory, and at its end each changed key is
 written to the table once (a decision and its reward in one batch cost one
 table and changelog write, not two), and the outcomes and dead letters are
-handed to the producer together. Faust acks a batch's events only after
-that, and commits only after the producer has flushed, so a crash at any
-point redoes the batch against the state written so far: every join rule
-takes a redelivered event as such.
+sent together and acknowledged by the broker, those it refuses sent again
+(:mod:`app.stream.delivery`). Faust acks a batch's events only after that,
+and commits only after the producer has flushed, so a crash at any point
+redoes the batch against the state written so far: every join rule takes a
+redelivered event as such.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from app.records import InvalidEvent, Reward, decode, now_ms
 from app.stream.cluster_watcher import current_cluster_id
 from app.stream.current_event import set_current_event
 from app.stream.dead_letter import dead_letter, dead_letter_key, internal_error
+from app.stream.delivery import deliver
 from app.stream.in_sequence import InSequence
 from app.stream.partition_ends import PartitionEnds
 from app.stream.runtime import Runtime
@@ -171,6 +173,9 @@ def register(app: faust.App, runtime: Runtime) -> None:
             metrics.JOIN_AT_BOUND.labels(step.result.removesuffix("_at_bound")).inc()
         batch.results[step.result] += 1
 
+    async def send(topic: str, key: bytes | None, value: bytes) -> Any:
+        return await app.producer.send(topic, key, value, None, None, None)
+
     def send_dead(
         msg: Any, err: InvalidEvent, value: bytes | None = None, src: list[Any] | None = None
     ) -> None:
@@ -192,9 +197,8 @@ def register(app: faust.App, runtime: Runtime) -> None:
                 pending.pop(key, None)
             else:
                 pending[key] = encode_entry(e)
-        send = app.producer.send
-        for topic, record_key, value in done.sends:
-            await send(topic, record_key, value, None, None, None)
+        # Acknowledged before the batch's events are (app/stream/delivery.py).
+        await deliver(send, done.sends, AGENT)
         for (pid, kind), n in done.outcomes.items():
             metrics.OUTCOMES.labels(pid, kind).inc(n)
         for pid, total in done.rewards.items():

@@ -186,3 +186,9 @@ LEARNING_LAG_SECONDS = Histogram(
     "the oldest reward each snapshot is the first to hold (worst case of the snapshot).",
     buckets=(0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0, 60.0),
 )
+SENDS_RETRIED = Counter(
+    "llmopt_sends_retried_total",
+    "Records the broker refused that an agent sent again before acknowledging their "
+    "source events, by agent.",
+    ["agent"],
+)

@@ -6,8 +6,10 @@ fraction of what the broker can move. :class:`BatchedService` has its own
 aiokafka consumer in a group of its own, fetches batches, hands each to a
 :class:`BatchHandler`, which enqueues its sends without awaiting each one,
 and commits the batch's offsets once those sends are acknowledged
-(at-least-once). It runs inside the Faust worker as a service, so it
-starts, stops and scales out with it.
+(at-least-once). When the broker refuses a send, nothing more is committed:
+the consumer goes back to the committed offsets and the batches since are
+done again (their records may go out twice; none is lost). It runs inside
+the Faust worker as a service, so it starts, stops and scales out with it.
 """
 
 from __future__ import annotations
@@ -77,6 +79,10 @@ class BatchedService(Service):
         self.on_fetch = on_fetch
         self._pending_commits: asyncio.Queue[tuple[asyncio.Future[Any], dict[TopicPartition, int]]]
         self._pending_commits = asyncio.Queue(maxsize=64)
+        # Batches handed to the commit task and not settled yet, and the
+        # refused send that stops commits until the consumer has gone back.
+        self._unsettled = 0
+        self._refused: BaseException | None = None
         self._lag: dict[TopicPartition, int] = {}
         self._partitions: dict[str, int] = {}
 
@@ -131,6 +137,8 @@ class BatchedService(Service):
     async def _consume(self) -> None:
         limit = self.batch_max
         while not self.should_stop:
+            if self._refused is not None:
+                await self._go_back()
             batch = await self.consumer.getmany(timeout_ms=100, max_records=limit)
             if self.on_fetch is not None:
                 self.on_fetch(bool(self.consumer.assignment()))
@@ -143,7 +151,24 @@ class BatchedService(Service):
         offsets = {tp: msgs[-1].offset + 1 for tp, msgs in batch.items()}
         futures = await self.handler.handle(self, batch)
         metrics.AGENT_PROCESSING_SECONDS.labels(self.name).observe(time.perf_counter() - started)
+        self._unsettled += 1
         await self._pending_commits.put((asyncio.gather(*futures), offsets))
+
+    async def _go_back(self) -> None:
+        """After a refused send: once every batch handed over is settled
+        (none of them committed), read again from the committed offsets."""
+        while self._unsettled:
+            await asyncio.sleep(0.01)
+        for tp in self.consumer.assignment():
+            committed = await self.consumer.committed(tp)
+            self.consumer.seek(tp, committed if committed is not None else 0)
+        metrics.EVENTS.labels(self.name, "batches_redone").inc()
+        log.warning(
+            "%s: a send was refused (%s); reading again from the committed offsets",
+            self.name,
+            self._refused,
+        )
+        self._refused = None
 
     async def send_batches(
         self, topic: str, keys: list[bytes], values: list[bytes], ts: int
@@ -180,13 +205,22 @@ class BatchedService(Service):
     async def _commit(self) -> None:
         """Commit each batch's offsets once all its sends are acknowledged."""
         while not self.should_stop:
-            done, offsets = await self._pending_commits.get()
-            await done
-            latest = dict(offsets)
+            ready = [await self._pending_commits.get()]
             while not self._pending_commits.empty():
-                done, offsets = self._pending_commits.get_nowait()
-                await done
-                latest.update(offsets)
+                ready.append(self._pending_commits.get_nowait())
+            latest: dict[TopicPartition, int] = {}
+            for done, offsets in ready:
+                try:
+                    await done
+                except Exception as exc:
+                    if self._refused is None:
+                        self._refused = exc
+                finally:
+                    self._unsettled -= 1
+                if self._refused is None:
+                    latest.update(offsets)
+            if not latest:
+                continue
             try:
                 await self.consumer.commit(latest)
             except Exception as exc:  # a rebalance took the partitions: their new owner redoes them
