@@ -45,14 +45,18 @@ from app.drift.config import DriftConfig
 from app.ingress import join_key
 from app.key_heaps import KeyHeaps
 from app.learner import Learner, applied_in_state, applied_mark, live_key, mark_expiry
-from app.records import DriftEvent, InvalidEvent, Outcome, now_ms
+from app.metrics_snapshot import process_id
+from app.records import DriftEvent, InvalidEvent, Outcome, RegistryEvent, now_ms
 from app.stream.cluster_watch import offsets_key
 from app.stream.cluster_watcher import current_cluster_id
 from app.stream.current_event import set_current_event
 from app.stream.dead_letter import send_dead_letter, send_internal_error
+from app.stream.delivery import deliver
 from app.stream.in_sequence import InSequence
+from app.stream.partitioning import partitions_for
 from app.stream.runtime import Runtime
 from app.stream.snapshot_log import published_versions
+from app.versions import REGISTRY_MAX_BYTES, VersionError, policy_of_key, record_key
 
 log = logging.getLogger(__name__)
 AGENT = "learn_from_outcomes"
@@ -80,10 +84,11 @@ class LearnBatch:
 
 def register(app: faust.App, runtime: Runtime) -> None:
     t = runtime.topics
-    drift_name = t.name("drift")
+    drift_name, registry_name = t.name("drift"), t.name("registry")
     source = app.topic(
         t.name("outcomes"),
         drift_name,
+        registry_name,
         key_type=bytes,
         value_type=bytes,
         key_serializer="raw",
@@ -94,8 +99,31 @@ def register(app: faust.App, runtime: Runtime) -> None:
     partitions = t["outcomes"].partitions
     states = app.Table("policy-state", key_type=bytes, value_type=bytes, partitions=partitions)
     applied = app.Table("applied-requests", key_type=bytes, value_type=bytes, partitions=partitions)
-    learner = Learner(runtime.policies)
-    runtime.on_policies_changed.append(learner.reconfigure)
+    learner = Learner(runtime.policies, runtime.file_policies)
+    by = f"learner@{process_id(runtime.settings.web_port)}"
+    registry_partitions = t["registry"].partitions
+    writing: set[asyncio.Task[None]] = set()
+
+    async def write_registry(records: list[RegistryEvent]) -> None:
+        """Registry records, each on its policy's partition, acknowledged."""
+
+        async def send(topic: str, key: bytes | None, value: bytes) -> Any:
+            pid = policy_of_key(key or b"")
+            p = partitions_for([pid.encode()], registry_partitions)[0]
+            return await app.producer.send(topic, key, value, p, None, None)
+
+        await deliver(send, [(registry_name, record_key(r), r.dumps()) for r in records], AGENT)
+        for r in records:
+            metrics.REGISTRY_RECORDS.labels(r.policy_id, r.status or r.kind).inc()
+
+    def on_policies_changed(config: Any) -> None:
+        retired = learner.reconfigure(config, runtime.file_policies, now_ms(), by)
+        if retired:  # what the switched policies had learned, kept as versions
+            task = asyncio.get_running_loop().create_task(write_registry(retired))
+            writing.add(task)
+            task.add_done_callback(writing.discard)
+
+    runtime.on_policies_changed.append(on_policies_changed)
     drift_config = DriftConfig.load(runtime.settings.drift_path)
     drift = app.topic(drift_name, key_serializer="raw", value_serializer="raw")
 
@@ -160,12 +188,19 @@ def register(app: faust.App, runtime: Runtime) -> None:
         if learner.known(key):
             return key
         raw = states.get(key.encode())
+        retired = None
         try:
-            learner.load(pid, orjson.loads(raw) if raw is not None else None, now, shard)
+            stored = orjson.loads(raw) if raw is not None else None
+            retired = learner.load(pid, stored, now, shard, by)
         except Exception as exc:
             metrics.POISONED_STATE.labels("policy-state").inc()
             log.error("policy %s: unreadable stored state skipped (%s)", pid, str(exc)[:200])
             learner.load(pid, None, now, shard)
+        if retired is not None:
+            # Learned under a configuration changed meanwhile: kept as a
+            # version before the state that replaces it is written.
+            await write_registry([retired])
+            states[key.encode()] = orjson.dumps(learner.state(key))
         log.info(
             "policy %s%s loaded at version %d (offsets %s)",
             pid,
@@ -195,7 +230,7 @@ def register(app: faust.App, runtime: Runtime) -> None:
     published: dict[str, int] = {}
     published_read: dict[str, bool] = {}
 
-    sequence = InSequence(app, AGENT, {t.name("outcomes"), drift_name})
+    sequence = InSequence(app, AGENT, {t.name("outcomes"), drift_name, registry_name})
     last_cluster: dict[str, str | None] = {}
     retention_ms = int(runtime.settings.applied_requests_retention_seconds * 1000)
     expiring = KeyHeaps()  # outcomes partition → (expiry in outcome time, request id)
@@ -273,9 +308,59 @@ def register(app: faust.App, runtime: Runtime) -> None:
         pending = batch.marks.get(rid)
         return pending[1] if pending is not None else applied.get(rid)
 
+    async def on_registry(msg: Any, now: int) -> None:
+        """Serve a version, or register the serving state (app/versions.py);
+        versions and status records are the CLI's to read."""
+        try:
+            event = RegistryEvent.loads(msg.value, REGISTRY_MAX_BYTES)
+        except InvalidEvent as exc:
+            await send_dead_letter(dead.send, AGENT, msg, exc)
+            return
+        pid = event.policy_id
+        pc = learner.config.policies.get(pid)
+        if event.kind not in ("serve", "register") or pc is None or pc.learning == "sharded":
+            why = event.kind if pc is not None else "unknown_policy"
+            metrics.EVENTS.labels(AGENT, f"registry_{why}_skipped").inc()
+            if pc is None or pc.learning == "sharded":
+                log.error(
+                    "registry %s for policy %s not done: %s",
+                    event.kind,
+                    pid,
+                    "no such policy" if pc is None else "it learns in shards",
+                )
+            return
+        key = await ensure_loaded(pid, now)
+        part = f"registry:{offsets_key(msg.partition, current_cluster_id(app))}"
+        if learner.seen(key, part, msg.offset):
+            metrics.EVENTS.labels(AGENT, "registry_redelivered").inc()
+            return
+        learner.mark(key, part, msg.offset)
+        batch.states[key] = batch.events[msg.partition]
+        try:
+            if event.kind == "register":
+                reason = event.reason or "registered on request"
+                records = [
+                    learner.register(key, now, by, "development", reason, event.event_id)
+                ]
+            else:
+                reason = event.reason or f"version {event.version} served"
+                records = learner.serve(key, event, now, by, reason)
+        except VersionError as exc:
+            metrics.EVENTS.labels(AGENT, "registry_refused").inc()
+            log.error("registry %s for policy %s refused: %s", event.kind, pid, exc)
+            return
+        # The records first, then (at the batch's end) the state: a crash in
+        # between redoes the request, which writes the same version again.
+        await write_registry(records)
+        metrics.EVENTS.labels(AGENT, f"registry_{event.kind}").inc()
+        log.info("registry: %s for policy %s done (%s)", event.kind, pid, reason)
+
     async def learn(msg: Any, now: int) -> None:
         if msg.topic == drift_name:
             await adapt(msg, now)
+            return
+        if msg.topic == registry_name:
+            await on_registry(msg, now)
             return
         try:
             outcome = Outcome.loads(msg.value, runtime.settings.max_event_bytes)

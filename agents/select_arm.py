@@ -118,6 +118,10 @@ class SelectArm:
             for m in msgs:
                 try:
                     snap = PolicySnapshot.loads(m.value, SNAPSHOT_MAX_BYTES)
+                    if snap.shard is None and self.decider.is_newer(snap):
+                        # A served registry version brings its configuration
+                        # to every worker (app/versions.py) before its state.
+                        self.rt.follow_serving(snap.policy_id, snap.serving)
                     applied = self.decider.apply_snapshot(snap)
                 except Exception as exc:  # a poisoned snapshot is skipped, never fatal
                     metrics.POISONED_STATE.labels("policy-snapshots").inc()

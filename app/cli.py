@@ -159,6 +159,9 @@ def _parser() -> argparse.ArgumentParser:
     from app.backtest_cli import add_commands as add_backtest_commands
 
     add_backtest_commands(sub)
+    from app.registry_cli import add_commands as add_registry_commands
+
+    add_registry_commands(sub)
     return p
 
 
@@ -453,4 +456,8 @@ def _format_summary(s: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Through the package's module, not this __main__ copy: the subcommands'
+    # modules raise app.cli.CliError, which this copy's main would not catch.
+    from app.cli import main as package_main
+
+    sys.exit(package_main())

@@ -102,6 +102,12 @@ class Decider:
         self._shards: dict[str, dict[int, PolicySnapshot]] = {}
         self._priors: dict[str, bytes] = {}
 
+    def is_newer(self, snap: PolicySnapshot) -> bool:
+        """Whether ``snap`` is newer than the state this decider decides a
+        configured policy from."""
+        live = self._live.get(snap.policy_id)
+        return live is not None and snap.version > live.version
+
     def apply_snapshot(self, snap: PolicySnapshot) -> bool:
         """Use a newer snapshot; older or unknown-policy ones are ignored. A
         shard's snapshot (learning: sharded) is merged with the other shards'

@@ -20,9 +20,16 @@ from app.drift.adaptation import adapt
 from app.drift.config import AdaptationSpec
 from app.episodes import Episodes, Transition
 from app.policies.base import Policy, PolicyError
-from app.policies.config import PoliciesConfig, PolicyConfig
+from app.policies.config import (
+    PoliciesConfig,
+    PolicyConfig,
+    PolicyConfigError,
+    mapping_hash,
+    policy_from_mapping,
+)
 from app.policies.guardrails import ArmEstimates
-from app.records import DriftEvent, Outcome, PolicySnapshot
+from app.records import DriftEvent, Outcome, PolicySnapshot, RegistryEvent
+from app.versions import VersionError, new_event_id, serving_holds
 
 JSON = dict[str, Any]
 
@@ -46,6 +53,12 @@ class _Learning:
     oldest_reward_at: int | None = None
     # The shard (outcomes partition) of a policy with learning: sharded.
     shard: int | None = None
+    # Registry (app/versions.py): the version this state descends from, what
+    # it learned since (outcomes, their time range), and the version served
+    # while its configuration is not the policies file's.
+    parent: int | None = None
+    since: JSON = field(default_factory=dict)
+    serving: JSON | None = None
 
     def __post_init__(self) -> None:
         if self.episodes is None and hasattr(self.policy, "observe"):
@@ -57,51 +70,105 @@ class _Learning:
 
 
 class Learner:
-    def __init__(self, config: PoliciesConfig) -> None:
+    def __init__(self, config: PoliciesConfig, file_config: PoliciesConfig | None = None) -> None:
+        # ``config``: what the worker runs (the file's, with served registry
+        # versions in place of their entries); ``file_config``: the file's.
         self.config = config
+        self.file_config = file_config or config
         self._live: dict[str, _Learning] = {}
 
     def known(self, policy_id: str) -> bool:
         return policy_id in self._live
 
-    def load(self, policy_id: str, state: JSON | None, now: int, shard: int | None = None) -> None:
+    def load(
+        self,
+        policy_id: str,
+        state: JSON | None,
+        now: int,
+        shard: int | None = None,
+        by: str = "learner",
+    ) -> RegistryEvent | None:
         """Bring a policy (or one shard of it: the state under
         ``live_key(policy_id, shard)``) into memory from its stored state (or
-        its prior)."""
+        its prior). A stored state learned under a configuration that is no
+        longer the policy's is returned as a registry version to write."""
         pc = self.config.policies[policy_id]
         key = live_key(policy_id, shard)
         if state is None:
             self._live[key] = _Learning(pc, pc.build(), published_at=now, shard=shard)
-            return
+            return None
         version = int(state["version"] if "version" in state else state["updates"])
         offsets = dict(state["offsets"])
         estimates = ArmEstimates.from_dict(state.get("estimates") or {})
+        serving = state.get("serving")
+        if serving is not None and serving_holds(serving, self.file_config.get(policy_id)):
+            # Serving a registry version whose entry in the file is unchanged.
+            pc = policy_from_mapping(policy_id, serving["config"], "the served registry version")
+        else:
+            serving = None
+        stored = state.get("config")
+        retired: RegistryEvent | None = None
+        if stored is not None and mapping_hash(stored) != pc.config_hash and shard is None:
+            # Learned under another configuration (changed while the worker
+            # was down): kept as a version before the new one takes over.
+            was = policy_from_mapping(policy_id, stored, "the stored state's configuration")
+            old = _Learning(was, was.restore(base64.b64decode(state["policy"])), state["updates"])
+            old.version, old.estimates, old.parent = version, estimates, state.get("parent")
+            old.since = dict(state.get("since") or {})
+            self._live[key] = old
+            retired = self.register(key, now, by, "retired", "the configuration changed")
+            version = old.version
         if state.get("algorithm") != pc.algorithm:
             # The algorithm was switched in the config: start afresh, but keep
             # the offsets (exactly-once) and the version (monotonic snapshots).
             self._live[key] = _Learning(
                 pc, pc.build(), 0, offsets, -1, now, version, estimates, shard=shard
             )
-            return
+            self._live[key].parent = retired.version if retired else state.get("parent")
+            return retired
         policy = pc.restore(base64.b64decode(state["policy"]))
         live = _Learning(pc, policy, state["updates"], offsets, version, now, version, estimates)
         live.shard = shard
+        live.parent = retired.version if retired else state.get("parent")
+        live.since = {} if retired else dict(state.get("since") or {})
+        live.serving = serving
+        if retired is not None:
+            live.published_version = -1
         if live.episodes is not None:
             live.episodes.load(state.get("episodes") or {})
         self._live[key] = live
+        return retired
 
-    def reconfigure(self, config: PoliciesConfig) -> None:
+    def reconfigure(
+        self,
+        config: PoliciesConfig,
+        file_config: PoliciesConfig | None = None,
+        now: int = 0,
+        by: str = "learner",
+    ) -> list[RegistryEvent]:
         """Take a changed policies config without a restart: a switched
         algorithm starts from its prior, other changes (arms,
-        hyperparameters) apply to the learned state. A snapshot is due at once."""
+        hyperparameters) apply to the learned state. A snapshot is due at
+        once. The state of every policy whose configuration changed is
+        returned as a registry version (retired) to write; a served registry
+        version holds while the file's entry is the one it replaced."""
         self.config = config
+        self.file_config = file_config or config
+        retired: list[RegistryEvent] = []
         for key, live in list(self._live.items()):
-            pc = config.policies.get(live.config.policy_id)
+            pid = live.config.policy_id
+            pc = config.policies.get(pid)
+            if live.serving is not None:
+                if serving_holds(live.serving, self.file_config.get(pid)):
+                    continue
+                live.serving = None
             if pc is None or pc.learning != live.config.learning:
                 # Removed, or its learning mode switched: outcomes now come
                 # keyed the other way; its state is loaded afresh when they do.
                 del self._live[key]
                 continue
+            if pc.config_hash != live.config.config_hash and live.shard is None:
+                retired.append(self.register(key, now, by, "retired", "the configuration changed"))
             if pc.algorithm != live.config.algorithm:
                 live.policy, live.updates = pc.build(), 0
                 live.episodes = None
@@ -113,6 +180,112 @@ class Learner:
                 live.episodes.timeout_ms = pc.episode_timeout_ms
             live.__post_init__()
             live.published_version = -1
+        return retired
+
+    # -- registry (app/versions.py) -----------------------------------------------------
+    def register(
+        self,
+        key: str,
+        now: int,
+        by: str,
+        status: str = "development",
+        reason: str = "",
+        request_id: str | None = None,
+    ) -> RegistryEvent:
+        """The state under ``key`` as a new registry version (its number: the
+        snapshot version, raised by one so that it is never reused)."""
+        live = self._live[key]
+        if live.shard is not None:
+            raise VersionError(
+                f"policy {live.config.policy_id!r} learns in shards (learning: sharded): "
+                "its shards' states are not registered"
+            )
+        live.version += 1
+        state = self.state(key)
+        lineage = {**live.since, "offsets": state.pop("offsets"), "total_updates": live.updates}
+        if request_id is not None:
+            lineage["request"] = request_id
+        for k in ("config", "serving", "since", "parent"):
+            state.pop(k, None)
+        event = RegistryEvent(
+            event_id=new_event_id(),
+            kind="version",
+            policy_id=live.config.policy_id,
+            created_at=now,
+            created_by=by,
+            version=live.version,
+            status=status,
+            reason=reason or None,
+            config=dict(live.config.source),
+            config_hash=live.config.config_hash,
+            state=state,
+            parent=live.parent,
+            lineage=lineage,
+        )
+        live.parent, live.since = live.version, {}
+        return event
+
+    def serve(
+        self, key: str, version: RegistryEvent, now: int, by: str, reason: str
+    ) -> list[RegistryEvent]:
+        # ``version``: a serve record, which carries its version's
+        # configuration and state; its event id ties the records written here
+        # to it (``lineage.request``).
+        """Serve a registry version (its configuration and learned state) in
+        place of the state under ``key``, which is first registered (retired);
+        the offsets stay (exactly-once) and the snapshot version rises.
+        Returns the records to write: the retired version, then the served
+        one's status. A version that cannot be served raises VersionError."""
+        live = self._live[key]
+        pid = live.config.policy_id
+        if version.config is None or version.state is None or version.version is None:
+            raise VersionError(f"version record of {pid!r} without a configuration or state")
+        try:
+            pc = policy_from_mapping(pid, version.config, f"registry version {version.version}")
+            if version.state.get("algorithm") != pc.algorithm:
+                raise VersionError("its state is not of its configuration's algorithm")
+            policy = pc.restore(base64.b64decode(version.state["policy"]))
+        except (PolicyError, PolicyConfigError, KeyError, TypeError, ValueError) as exc:
+            msg = f"version {version.version} of {pid!r} cannot be served: {exc}"
+            raise VersionError(msg) from None
+        if pc.learning != live.config.learning:
+            raise VersionError(f"version {version.version} of {pid!r} learns another way")
+        retired = self.register(
+            key, now, by, "retired", f"replaced by version {version.version}", version.event_id
+        )
+        live.config, live.policy = pc, policy
+        live.updates = int(version.state.get("updates", 0))
+        live.estimates = ArmEstimates.from_dict(version.state.get("estimates") or {})
+        live.episodes = None
+        live.__post_init__()
+        if live.episodes is not None:
+            live.episodes.load(version.state.get("episodes") or {})
+        live.version += 1
+        live.published_version = -1
+        live.parent, live.since = version.version, {}
+        file_pc = self.file_config.get(pid)
+        live.serving = (
+            None
+            if file_pc is not None and file_pc.config_hash == pc.config_hash
+            else {
+                "version": version.version,
+                "config": dict(version.config),
+                "config_hash": pc.config_hash,
+                "file_hash": file_pc.config_hash if file_pc is not None else None,
+            }
+        )
+        champion = RegistryEvent(
+            event_id=new_event_id(),
+            kind="status",
+            policy_id=pid,
+            created_at=now,
+            created_by=by,
+            version=version.version,
+            status="champion",
+            reason=reason or None,
+            lineage={"request": version.event_id},
+        )
+        return [retired, champion]
 
     def version(self, policy_id: str) -> int:
         """Every update and adaptation the policy id has had (snapshot versions)."""
@@ -155,6 +328,7 @@ class Learner:
             return "rejected"
         live.updates += 1
         live.version += 1
+        _note_lineage(live, outcome.outcome_at)
         if outcome.rewarded_at is not None and (
             live.oldest_reward_at is None or outcome.rewarded_at < live.oldest_reward_at
         ):
@@ -236,6 +410,10 @@ class Learner:
             "version": live.version,
             "offsets": live.offsets,
             "estimates": live.estimates.to_dict(),
+            "config": dict(live.config.source),
+            "parent": live.parent,
+            "since": live.since,
+            "serving": live.serving,
         } | ({"episodes": live.episodes.to_dict()} if live.episodes is not None else {})
 
     def due_snapshots(self, now: int, force: bool = False) -> list[str]:
@@ -273,7 +451,18 @@ class Learner:
             created_at=now,
             oldest_reward_at=oldest,
             shard=live.shard,
+            serving=live.serving,
         )
+
+
+def _note_lineage(live: _Learning, outcome_at: int) -> None:
+    """Count an applied outcome in what the state learned since its parent version."""
+    since = live.since
+    since["updates"] = since.get("updates", 0) + 1
+    if outcome_at < since.get("first_outcome_at", outcome_at + 1):
+        since["first_outcome_at"] = outcome_at
+    if outcome_at > since.get("last_outcome_at", -1):
+        since["last_outcome_at"] = outcome_at
 
 
 def live_key(policy_id: str, shard: int | None) -> str:

@@ -192,3 +192,9 @@ SENDS_RETRIED = Counter(
     "source events, by agent.",
     ["agent"],
 )
+REGISTRY_RECORDS = Counter(
+    "llmopt_registry_records_total",
+    "Registry records the learner wrote: versions by the status they start in, "
+    "and status changes.",
+    ["policy_id", "status"],
+)

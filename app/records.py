@@ -715,6 +715,11 @@ class PolicySnapshot(Record):
     # A sharded policy's shard (its outcomes partition); the deciders merge
     # the shards' states (docs/architecture.md#sharded-learning).
     shard: int | None = field(default=None, metadata=integer(0, 1_000_000))
+    # Set while the policy serves a registry version whose configuration is
+    # not the policies file's: {"version", "config", "config_hash",
+    # "file_hash"} (app/versions.py); every worker decides, joins and learns
+    # with that configuration until the file's entry for the policy changes.
+    serving: JSON | None = field(default=None, metadata=obj())
     schema_version: int = SCHEMA_VERSION
 
 
@@ -921,6 +926,41 @@ class FeatureObservation(Record):
     schema_version: int = SCHEMA_VERSION
 
 
+REGISTRY_KINDS = ("version", "serve", "status", "register")
+VERSION_STATUSES = ("development", "shadow", "canary", "champion", "retired")
+
+
+@dataclass(slots=True)
+class RegistryEvent(Record):
+    """One record of the policy registry (``llmopt.registry.v1``, compacted,
+    on the partition of ``policy_id``; see app/versions.py):
+
+    - ``version``: an immutable version, its configuration (the policy's
+      mapping in the policies file), learned state and lineage;
+    - ``serve``: make ``version`` the one that serves (a rollback or a
+      promotion to champion), applied by the learner that owns the policy;
+    - ``status``: ``version`` enters ``status``;
+    - ``register``: ask the learner to register the serving state as a version.
+    """
+
+    schema_name: ClassVar[str] = "registry"
+
+    event_id: str = field(metadata=text(128))
+    kind: str = field(metadata=choice(REGISTRY_KINDS))
+    policy_id: str = field(metadata=text())
+    created_at: int = field(metadata=TIMESTAMP)
+    created_by: str = field(metadata=text(256))
+    version: int | None = field(default=None, metadata=TIMESTAMP)
+    status: str | None = field(default=None, metadata=choice(VERSION_STATUSES))
+    reason: str | None = field(default=None, metadata=text(1024))
+    config: JSON | None = field(default=None, metadata=obj())
+    config_hash: str | None = field(default=None, metadata=text(64))
+    state: JSON | None = field(default=None, metadata=obj())
+    parent: int | None = field(default=None, metadata=TIMESTAMP)
+    lineage: JSON | None = field(default=None, metadata=obj())
+    schema_version: int = SCHEMA_VERSION
+
+
 ALL_RECORDS: tuple[type[Record], ...] = (
     Request,
     Decision,
@@ -929,6 +969,7 @@ ALL_RECORDS: tuple[type[Record], ...] = (
     PolicySnapshot,
     DeadLetter,
     MetricsSnapshot,
+    RegistryEvent,
     DriftEvent,
     AlertEvent,
     FeatureObservation,

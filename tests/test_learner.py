@@ -243,12 +243,17 @@ def test_reconfigure_switches_algorithm_and_keeps_versions_rising(learner: Learn
             }
         }
     }
-    learner.reconfigure(PoliciesConfig.from_dict(doc))
+    retired = learner.reconfigure(PoliciesConfig.from_dict(doc))
+    # What it learned is kept as a registry version, numbered past every update.
+    assert [(v.kind, v.status, v.version) for v in retired] == [
+        ("version", "retired", before.version + 1)
+    ]
+    assert retired[0].state is not None and retired[0].state["updates"] == 5
     assert learner.due_snapshots(T0) == ["p"], "a switch is published at once"
     snap = learner.snapshot("p", T0)
-    assert snap.algorithm == "ucb1" and snap.version >= before.version
+    assert snap.algorithm == "ucb1" and snap.version > before.version
     assert learner.apply(outcome(), 0, 5) == "applied"
-    assert learner.snapshot("p", T0).version == before.version + 1
+    assert learner.snapshot("p", T0).version == before.version + 2
 
 
 def test_policies_are_kept_apart(learner: Learner) -> None:

@@ -6,10 +6,14 @@ or reward weight, a wrong type or a value out of range is a
 
 from __future__ import annotations
 
+import copy
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from app.config_schema import (
     At,
@@ -107,6 +111,14 @@ class PolicyConfig:
     # policy id; "sharded": on the partition of the request, one state per
     # partition, merged by the deciders (docs/architecture.md#sharded-learning).
     learning: str = "single"
+    # The policy's mapping as written in the policies file (or in the
+    # registry version it was restored from): what a registry version keeps.
+    source: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def config_hash(self) -> str:
+        """Identifies ``source``: equal mappings, equal hashes (key order aside)."""
+        return mapping_hash(self.source)
 
     def allows(self, tenant_id: str) -> bool:
         return self.tenants is None or tenant_id in self.tenants
@@ -171,6 +183,18 @@ class PoliciesConfig:
                 f"policies: {', '.join(policies) or 'none'}"
             )
         return cls(default_policy=default, policies=policies)
+
+
+def mapping_hash(raw: Mapping[str, Any]) -> str:
+    """16 hex digits of the SHA-256 of ``raw`` as sorted-key JSON."""
+    body = orjson.dumps(raw, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    return hashlib.sha256(body).hexdigest()[:16]
+
+
+def policy_from_mapping(pid: str, raw: Any, source: str) -> PolicyConfig:
+    """One policy from its mapping (as under ``policies.<pid>`` in the file),
+    checked as strictly as the file is; ``source`` names where it came from."""
+    return _policy(pid, raw, At(source, error=PolicyConfigError) / "policies" / pid)
 
 
 def _policy(pid: str, raw: Any, at: At) -> PolicyConfig:
@@ -259,6 +283,7 @@ def _policy(pid: str, raw: Any, at: At) -> PolicyConfig:
         context=context,
         terminal_arms=terminal,
         tenants=_tenants(p.get("tenants"), at / "tenants"),
+        source=copy.deepcopy(dict(p)),
         **values,
     )
     try:
