@@ -162,6 +162,9 @@ def _parser() -> argparse.ArgumentParser:
     from app.registry_cli import add_commands as add_registry_commands
 
     add_registry_commands(sub)
+    from app.experiment_cli import add_commands as add_experiment_commands
+
+    add_experiment_commands(sub)
     return p
 
 

@@ -34,6 +34,7 @@ BOUNDED_LABELS = {
     "agent", "result", "reason", "policy_id", "arm", "kind", "logger", "consumer", "topic",
     "le", "feature", "why", "signal", "detector", "severity", "rule", "action", "type",
     "spec",  # feature spec names: as many as configured specs
+    "status",  # registry version statuses and record kinds
 }  # fmt: skip
 
 
@@ -43,6 +44,8 @@ def exercise_every_metric() -> None:
     metrics.DEAD_LETTERS.labels("join_rewards", "malformed_json").inc()
     metrics.DECISIONS.labels("default", "gpt-4o").inc(3)
     metrics.OUTCOMES.labels("default", "rewarded").inc()
+    metrics.SENDS_RETRIED.labels("join_rewards").inc()
+    metrics.REGISTRY_RECORDS.labels("default", "retired").inc()
     metrics.OUTCOME_REWARD.labels("default").inc(0.5)
     metrics.POLICY_UPDATES.labels("default").inc()
     metrics.POLICY_UPDATES_SKIPPED.labels("default", "duplicate").inc()
