@@ -339,9 +339,7 @@ def register(app: faust.App, runtime: Runtime) -> None:
         try:
             if event.kind == "register":
                 reason = event.reason or "registered on request"
-                records = [
-                    learner.register(key, now, by, "development", reason, event.event_id)
-                ]
+                records = [learner.register(key, now, by, "development", reason, event.event_id)]
             else:
                 reason = event.reason or f"version {event.version} served"
                 records = learner.serve(key, event, now, by, reason)

@@ -516,7 +516,13 @@ BOUNDARIES: dict[type[Record], list[dict[str, Any]]] = {
     ],
     RegistryEvent: [
         {"version": 0, "parent": 0, "created_at": 0, "kind": "serve"},
-        {"version": DELETE, "status": DELETE, "config": DELETE, "state": DELETE, "kind": "register"},
+        {
+            "version": DELETE,
+            "status": DELETE,
+            "config": DELETE,
+            "state": DELETE,
+            "kind": "register",
+        },
         *({"status": status, "kind": "status"} for status in VERSION_STATUSES),
     ],
     MetricsSnapshot: [

@@ -105,7 +105,9 @@ def test_a_switched_algorithm_is_rolled_back_on_every_worker(
     doc["policies"]["default"]["algorithm"] = "ucb1"
     doc["policies"]["default"]["hyperparameters"] = {}
     policies.write_text(yaml.safe_dump(doc))
-    asyncio.run(snapshots(d, lambda ss: bool(ss) and latest(ss).algorithm == "ucb1", "a ucb1 snapshot"))
+    asyncio.run(
+        snapshots(d, lambda ss: bool(ss) and latest(ss).algorithm == "ucb1", "a ucb1 snapshot")
+    )
     asyncio.run(round_trip(d, sim, 100))
     records = asyncio.run(
         registry(d, lambda rs: any(r.kind == "version" for r in rs), "a registered version")
