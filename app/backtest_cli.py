@@ -139,6 +139,10 @@ def _load(args: argparse.Namespace, bar: ProgressBar) -> Any:
         if ctx:
             parts = tuple(c.strip() for c in ctx.split(",") if c.strip())
             context = parts[0] if len(parts) == 1 else parts
+        target_file = None
+        target_dist = args.target_dist
+        if target_dist and Path(target_dist).is_file():
+            target_file, target_dist = target_dist, None
         mapping = ColumnMapping(
             action=args.action,
             reward=args.reward,
@@ -147,8 +151,13 @@ def _load(args: argparse.Namespace, bar: ProgressBar) -> Any:
             available=args.available,
             position=args.position,
             timestamp=args.timestamp,
+            categorical=args.categorical,
+            target_propensity=args.target_propensity,
+            target_dist=target_dist,
         )
-        return read_file(args.file, mapping, arms, start, end)
+        return read_file(args.file, mapping, arms, start, end, target_file=target_file)
+    if args.target_propensity or args.target_dist:
+        raise CliError("--target-propensity and --target-dist go with --file")
     if args.archive:
         start, end = _range(args)
         return read_archive(args.archive, args.policy_id, arms, start, end)
@@ -177,6 +186,10 @@ def _policies(args: argparse.Namespace) -> list[Any]:
     from app.evaluation.backtest import PolicySpec, parse_policy_spec
 
     specs = []
+    if args.target_propensity:
+        specs.append(PolicySpec.from_target(args.target_propensity))
+    if args.target_dist:
+        specs.append(PolicySpec.from_target(Path(args.target_dist).name))
     for text in args.policy or []:
         try:
             specs.append(parse_policy_spec(text, seed=args.seed))
@@ -198,6 +211,10 @@ def _policies(args: argparse.Namespace) -> list[Any]:
                 )
             specs.append(PolicySpec.from_config(pc))
     if not specs:
+        print(
+            "llmopt: note: no --policy given: evaluating logging, uniform and best-fixed",
+            file=sys.stderr,
+        )
         specs = [PolicySpec.logging(), PolicySpec.uniform(), PolicySpec.best_fixed()]
     return specs
 
@@ -228,7 +245,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             tau=args.tau,
             n_bootstrap=args.resamples,
             alpha=args.alpha,
-            reward_model=RidgeRewardModel(alpha=args.ridge, n_folds=args.folds, seed=args.seed),
+            reward_model=RidgeRewardModel(
+                alpha=args.ridge, n_folds=args.folds, repeats=args.repeats, seed=args.seed
+            ),
             train_fraction=args.train_fraction,
             n_bins=args.bins,
             seed=args.seed,
@@ -344,8 +363,10 @@ def add_commands(sub: Any) -> None:
         "backtest",
         help="estimate, from logged decisions, what other policies would have earned",
         description="Off-policy evaluation of several policies on logged bandit feedback. "
-        "Policies: logging, uniform, best-fixed, fixed:ARM, or an algorithm with "
-        "hyperparameters (lin_ucb:alpha=0.5); --policies adds policies of a YAML.",
+        "Policies: logging, uniform, best-fixed, fixed:ARM, python:MODULE:FUNCTION, or an "
+        "algorithm with hyperparameters (lin_ucb:alpha=0.5); --policies adds policies of a "
+        "YAML; --target-propensity / --target-dist evaluate a policy given by its "
+        "probabilities. Without any of these: logging, uniform and best-fixed.",
     )
     src = bt.add_argument_group("logged data (one source)")
     src.add_argument("--file", help="CSV / TSV / Parquet / JSONL file (or a Parquet directory)")
@@ -357,21 +378,58 @@ def add_commands(sub: Any) -> None:
         help="read the outcomes topic of the configured cluster (or the named topic)",
     )
     src.add_argument("--start", help="range start: ISO time, epoch ms, now, now-2h, now-1d")
-    src.add_argument("--end", help="range end (exclusive)")
-    src.add_argument("--policy-id", help="only the outcomes of this policy_id")
+    src.add_argument("--end", help="range end (exclusive), as --start")
+    src.add_argument("--policy-id", help="only the outcomes of this policy_id (default: all)")
     src.add_argument("--arms", help="comma-separated arm names (default: those in the data)")
     cols = bt.add_argument_group("columns of --file")
-    cols.add_argument("--action", default="action")
-    cols.add_argument("--reward", default="reward")
-    cols.add_argument("--propensity", default="propensity")
+    cols.add_argument(
+        "--action", default="action", help="column of the chosen arm (default: %(default)s)"
+    )
+    cols.add_argument(
+        "--reward", default="reward", help="column of the observed reward (default: %(default)s)"
+    )
+    cols.add_argument(
+        "--propensity",
+        default="propensity",
+        help="column of the logging policy's probability of the chosen arm (default: %(default)s)",
+    )
     cols.add_argument(
         "--context", help="a list column, or comma-separated columns / glob patterns (x*)"
     )
+    cols.add_argument(
+        "--categorical",
+        default="onehot",
+        metavar="onehot|hash:B",
+        help="how string context columns become numbers: one column per value, "
+        "or B hashed columns (default: %(default)s)",
+    )
     cols.add_argument("--available", help="list column (or a|b|c strings) of available arms")
-    cols.add_argument("--position")
-    cols.add_argument("--timestamp", help="epoch ms or ISO times")
+    cols.add_argument(
+        "--position", help="column of the slot position (carried along, not modelled)"
+    )
+    cols.add_argument(
+        "--timestamp", help="column of times: epoch ms or ISO 8601 (any fraction of a second)"
+    )
+    cols.add_argument(
+        "--target-propensity",
+        metavar="COLUMN",
+        help="column of a policy's probabilities of the logged actions: evaluates that "
+        "policy with ips, snips, replay",
+    )
+    cols.add_argument(
+        "--target-dist",
+        metavar="COLUMN|FILE",
+        help="a policy's probabilities of every arm: a list column (arms in order), or a file "
+        "with one column per arm, row for row with the log; evaluates it with every estimator",
+    )
     pol = bt.add_argument_group("policies")
-    pol.add_argument("--policy", action="append", metavar="SPEC", help="repeatable")
+    pol.add_argument(
+        "--policy",
+        action="append",
+        metavar="SPEC",
+        help="a policy to evaluate, repeatable: logging, uniform, best-fixed, fixed:ARM, "
+        "python:MODULE:FUNCTION, ALGORITHM[:k=v,...] (default: logging, uniform, best-fixed)",
+    )
     pol.add_argument(
         "--policies", metavar="FILE", help="a policies YAML whose policies to evaluate"
     )
@@ -382,35 +440,86 @@ def add_commands(sub: Any) -> None:
     pol.add_argument(
         "--config-policy", action="append", metavar="ID", help="only these policy ids of it"
     )
-    pol.add_argument("--mode", choices=["frozen", "progressive"], default="frozen")
+    pol.add_argument(
+        "--mode",
+        choices=["frozen", "progressive"],
+        default="frozen",
+        help="frozen: policies as configured; progressive: library policies learn from the "
+        "rows they would have chosen, in time order (default: %(default)s)",
+    )
     pol.add_argument(
         "--train-fraction",
         type=float,
         default=0.0,
-        help="frozen mode: train library policies on this first share of the log",
+        help="frozen mode: train library policies on this first share of the log "
+        "(default: %(default)s)",
     )
     est = bt.add_argument_group("estimators")
-    est.add_argument("--estimators", default=",".join(ESTIMATOR_NAMES))
-    est.add_argument("--clip", type=_positive(float), default=None, help="importance-weight cap")
-    est.add_argument("--tau", type=_positive(float), default=10.0, help="switch-DR threshold")
+    est.add_argument(
+        "--estimators",
+        default=",".join(ESTIMATOR_NAMES),
+        help="comma-separated estimators to report; the first of dr, snips, ips, ... ranks "
+        "(default: %(default)s)",
+    )
+    est.add_argument(
+        "--clip", type=_positive(float), default=None, help="importance-weight cap (default: none)"
+    )
+    est.add_argument(
+        "--tau",
+        type=_positive(float),
+        default=10.0,
+        help="switch-DR threshold (default: %(default)s)",
+    )
     est.add_argument(
         "--resamples",
         type=int,
         default=500,
-        help="bootstrap resamples for the intervals (0: no intervals; default 500)",
+        help="bootstrap resamples for the intervals (0: no intervals) (default: %(default)s)",
     )
     # "--bootstrap" names the Kafka servers everywhere else; kept as an alias.
     est.add_argument("--bootstrap", dest="resamples", type=int, help=argparse.SUPPRESS)
-    est.add_argument("--alpha", type=float, default=0.05, help="1 - interval coverage")
-    est.add_argument("--ridge", type=float, default=1.0, help="reward model's ridge penalty")
-    est.add_argument("--folds", type=int, default=2, help="reward model cross-fitting folds")
+    est.add_argument(
+        "--alpha", type=float, default=0.05, help="1 - interval coverage (default: %(default)s)"
+    )
+    est.add_argument(
+        "--ridge",
+        type=float,
+        default=1.0,
+        help="reward model's ridge penalty (default: %(default)s)",
+    )
+    est.add_argument(
+        "--folds",
+        type=_positive(int),
+        default=5,
+        help="reward model cross-fitting folds (default: %(default)s)",
+    )
+    est.add_argument(
+        "--repeats",
+        type=_positive(int),
+        default=5,
+        help="random cross-fitting splits averaged (steadies dr on rare rewards) "
+        "(default: %(default)s)",
+    )
     out = bt.add_argument_group("output")
     out.add_argument("--json", help="write JSON here ('-': stdout)")
     out.add_argument("--html", help="write the HTML report here")
-    out.add_argument("--title", default="Backtest")
-    out.add_argument("--bins", type=int, default=40, help="time bins of the plots")
-    out.add_argument("--seed", type=int, default=0)
-    out.add_argument("--no-progress", action="store_true")
+    out.add_argument(
+        "--title", default="Backtest", help="title of the HTML report (default: %(default)s)"
+    )
+    out.add_argument(
+        "--bins",
+        type=_positive(int),
+        default=40,
+        help="time bins of the plots (default: %(default)s)",
+    )
+    out.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of policies, cross-fitting splits, replay and bootstrap draws "
+        "(default: %(default)s)",
+    )
+    out.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     bt.set_defaults(func=cmd_backtest)
 
     rp = sub.add_parser(

@@ -279,7 +279,7 @@ def test_cli_backtest_writes_table_json_and_html(
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--propensity", "prob"], "missing column 'prob' (the propensity)"),
+        (["--propensity", "prob"], "no column 'prob' for --propensity"),
         (["--policy", "magic_bandit"], "unknown policy 'magic_bandit'"),
         (["--start", "2026-01-02", "--end", "2026-01-01"], "bad time range"),
         (["--start", "yesterday-ish"], "bad time"),

@@ -4,21 +4,26 @@ model, and calibration on the simulator (whose true policy values are known)."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
 
+from app.evaluation.backtest import Backtest, PolicySpec
 from app.evaluation.estimators import (
     IPS,
     SNIPS,
     DirectMethod,
     DoublyRobust,
+    Estimate,
     Replay,
     RidgeRewardModel,
     SelfNormalizedDoublyRobust,
     SwitchDoublyRobust,
     Terms,
     bootstrap_interval,
+    bootstrap_intervals,
     check_action_dist,
     effective_sample_size,
     make_estimator,
@@ -231,6 +236,32 @@ def test_ridge_reward_model_matches_a_brute_force_fit() -> None:
     assert np.allclose(cf[folds == 0], other[folds == 0], atol=1e-9)
 
 
+def test_repeated_cross_fitting_averages_brute_force_complement_fits() -> None:
+    """The per-fold Gram shortcut equals refitting on each fold's complement,
+    averaged over the repeated splits (same seed, same fold draws)."""
+    rng = np.random.default_rng(8)
+    n, k = 400, 3
+    x = rng.normal(size=(n, 2))
+    a = rng.integers(0, k, n)
+    a[:5] = 0  # arm 2 logged only in the last rows: some folds never see it
+    data = LoggedData(
+        actions=a,
+        rewards=x[:, 0] * (a + 1) + rng.normal(0, 0.1, n),
+        propensities=np.full(n, 1 / k),
+        arm_names=("a", "b", "c"),
+        contexts=x,
+    )
+    fast = RidgeRewardModel(alpha=0.5, n_folds=5, repeats=3, seed=2).fit_predict(data)
+    draws = np.random.default_rng(2)
+    brute = np.zeros((n, k))
+    for _ in range(3):
+        folds = draws.integers(0, 5, n)
+        for f in range(5):
+            model = RidgeRewardModel(alpha=0.5).fit(data.take(folds != f))
+            brute[folds == f] += model.predict(data.take(folds == f))
+    assert np.allclose(fast, brute / 3, atol=1e-9)
+
+
 def test_replay_keeps_rows_in_proportion_to_the_target_policy() -> None:
     rng = np.random.default_rng(0)
     n = 20_000
@@ -244,7 +275,8 @@ def test_replay_keeps_rows_in_proportion_to_the_target_policy() -> None:
     kept = Replay(seed=1).accepted(data, pi)
     shares = np.bincount(a[kept], minlength=3) / kept.sum()
     assert np.allclose(shares, target, atol=0.03)  # the kept rows look like π's traffic
-    assert abs(kept.mean() - 0.1) < 0.01  # kept with probability scale = min p = 0.1
+    # Kept with probability w_i / max w: 1/6 of the rows here (max w = 0.6 / 0.1).
+    assert abs(kept.mean() - 1 / 6) < 0.01
     truth = float(target @ means)
     est = Replay(seed=1).interval(data, pi, n_bootstrap=300)
     assert est.low <= truth <= est.high
@@ -309,27 +341,53 @@ def true_value() -> float:
     return total / n
 
 
-def test_snips_and_dr_95_percent_intervals_cover_the_true_value_in_90_percent_of_runs(
-    true_value: float,
-) -> None:
-    seeds, n = 100, 3000
-    covered = {"snips": 0, "dr": 0}
-    estimates: dict[str, list[float]] = {"snips": [], "dr": [], "ips": [], "logged": []}
+def calibration(true_value: float, seeds: int = 100, n: int = 3000) -> dict[str, Any]:
+    """Coverage of the nominal 95% intervals over ``seeds`` simulated logs,
+    and the point estimates, for ips, snips, dr (reward model as Backtest
+    builds it) and the target-propensity path (the policy given only by its
+    probabilities of the logged actions, through Backtest)."""
+    names = ("ips", "snips", "dr", "target ips", "target snips")
+    covered = dict.fromkeys(names, 0)
+    estimates: dict[str, list[float]] = {k: [] for k in (*names, "logged")}
+    model = Backtest([PolicySpec.uniform()]).reward_model
     for seed in range(seeds):
         data, pi = _simulate(seed, n)
-        q = RidgeRewardModel(alpha=1.0).fit_predict(data)
-        for name, est in (("snips", SNIPS()), ("dr", DoublyRobust())):
-            e = est.interval(data, pi, q, n_bootstrap=300, seed=seed)
+        q = RidgeRewardModel(
+            alpha=model.alpha, n_folds=model.n_folds, repeats=model.repeats, seed=seed
+        ).fit_predict(data)
+        full = {"ips": IPS(), "snips": SNIPS(), "dr": DoublyRobust()}
+        terms = [est.terms(data, pi, q) for est in full.values()]
+        bounds = bootstrap_intervals(terms, n_bootstrap=200, seed=seed)
+        got = {
+            name: Estimate(name, t.value(), low, high)
+            for name, t, (low, high) in zip(full, terms, bounds, strict=True)
+        }
+        factual = replace(data, targets={"pi": pi[np.arange(n), data.actions]})
+        res = Backtest(
+            [PolicySpec.from_target("pi")], estimators=["ips", "snips"], n_bootstrap=200, seed=seed
+        ).run(factual)
+        got["target ips"] = res.policies[0].estimates["ips"]
+        got["target snips"] = res.policies[0].estimates["snips"]
+        for name, e in got.items():
             covered[name] += e.low <= true_value <= e.high
             estimates[name].append(e.value)
-        estimates["ips"].append(IPS().estimate(data, pi))
         estimates["logged"].append(float(data.rewards.mean()))
-    coverage = {k: v / seeds for k, v in covered.items()}
-    assert coverage["snips"] >= 0.90, coverage
-    assert coverage["dr"] >= 0.90, coverage
+    return {"coverage": {k: v / seeds for k, v in covered.items()}, "estimates": estimates}
+
+
+def test_95_percent_intervals_cover_the_true_value_in_at_least_90_percent_of_runs(
+    true_value: float,
+) -> None:
+    seeds = 100
+    result = calibration(true_value, seeds)
+    coverage, estimates = result["coverage"], result["estimates"]
+    for name in ("ips", "snips", "dr", "target ips", "target snips"):
+        assert coverage[name] >= 0.90, coverage
     # IPS is unbiased: its mean over the runs is within 3 standard errors of the truth.
     ips = np.array(estimates["ips"])
     assert abs(ips.mean() - true_value) < 3 * ips.std(ddof=1) / math.sqrt(seeds)
+    # The target-propensity path is the same estimator on less input.
+    assert np.allclose(estimates["target ips"], estimates["ips"], atol=1e-12)
     # The policy under test differs from the logging one: the logged mean
     # reward is off by far more than the estimators are.
     logged_error = abs(np.mean(estimates["logged"]) - true_value)

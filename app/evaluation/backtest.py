@@ -9,8 +9,11 @@ reads the same arrays.
 Policies under test: any library policy (by algorithm name with any
 hyperparameters, or a ``policy_id`` of a policies YAML) — built and called
 through the same :class:`~app.policies.base.Policy` code the live path
-uses —, the logging policy itself, uniform random, a fixed arm, and the best
-fixed arm.
+uses —, the logging policy itself, uniform random, a fixed arm, the best
+fixed arm, and a policy evaluated elsewhere: a Python callable that returns
+its action distribution, or a target carried by the data
+(``LoggedData.targets``: its probabilities of the logged actions, for ips,
+snips and replay, or of every arm, for every estimator).
 
 Modes:
 
@@ -31,10 +34,15 @@ log holds what the policy saw, not the request metadata.
 
 from __future__ import annotations
 
+import difflib
+import importlib
+import importlib.util
 import math
+import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,12 +51,17 @@ from app.evaluation.estimators import (
     ESTIMATORS,
     Estimate,
     OffPolicyEstimator,
+    Replay,
     RidgeRewardModel,
     Terms,
     bootstrap_interval,
+    bootstrap_intervals,
+    check_action_dist,
     effective_sample_size,
     importance_weights,
     make_estimator,
+    refit_bootstrap_interval,
+    replay_interval,
 )
 from app.evaluation.logged_data import DataQuality, LoggedData, LoggedDataError
 from app.policies.base import Policy, PolicyError
@@ -58,8 +71,16 @@ from app.policies.registry import algorithms
 __all__ = ["Backtest", "BacktestResult", "PolicyResult", "PolicySpec", "parse_policy_spec"]
 
 MODES = ("frozen", "progressive")
-SPECIAL = ("logging", "uniform", "best-fixed", "fixed")
+SPECIAL = ("logging", "uniform", "best-fixed", "fixed", "python")
 Progress = Callable[[int, int, str], None]
+ActionDistFn = Callable[[LoggedData], np.ndarray]
+# The refitting bootstrap of dm refits the reward model per resample: capped.
+DM_RESAMPLES = 200
+# Cross-fitting of the reward model: folds, and random splits averaged (DR's stability).
+DEFAULT_FOLDS = 5
+DEFAULT_REPEATS = 5
+# Estimators that need nothing but the policy's probabilities of the logged actions.
+FACTUAL = ("ips", "snips", "replay")
 
 
 @dataclass(frozen=True)
@@ -73,12 +94,14 @@ class PolicySpec:
     """
 
     name: str
-    kind: str  # library | config | logging | uniform | fixed | best-fixed
+    kind: str  # library | config | logging | uniform | fixed | best-fixed | callable | target
     algorithm: str | None = None
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     config: PolicyConfig | None = None
     arm: str | None = None
+    function: ActionDistFn | None = None
+    target: str | None = None
 
     @classmethod
     def library(cls, algorithm: str, seed: int = 0, **hyperparameters: Any) -> PolicySpec:
@@ -118,6 +141,20 @@ class PolicySpec:
     def best_fixed(cls) -> PolicySpec:
         return cls("best-fixed", "best-fixed")
 
+    @classmethod
+    def from_callable(cls, function: ActionDistFn, name: str | None = None) -> PolicySpec:
+        """A policy trained elsewhere: ``function(data)`` returns its ``[n, k]``
+        action distribution over the logged rows (arms in ``data.arm_names``
+        order, zero where an arm was not available)."""
+        label = name or str(getattr(function, "__name__", "callable"))
+        return cls(label, "callable", function=function)
+
+    @classmethod
+    def from_target(cls, target: str) -> PolicySpec:
+        """The policy whose probabilities the data carries as ``data.targets[target]``:
+        of the logged actions (``[n]``) or of every arm (``[n, k]``)."""
+        return cls(f"target({target})", "target", target=target)
+
     def build(self, data: LoggedData) -> Policy:
         """A fresh library policy over the data's arms (a config's own arms)."""
         if self.config is not None:
@@ -149,26 +186,57 @@ def _value(text: str) -> Any:
     return text
 
 
+def load_callable(ref: str) -> ActionDistFn:
+    """``module:function`` or ``path/to/file.py:function`` → the function."""
+    where, _, attr = ref.rpartition(":")
+    if not where or not attr:
+        raise ValueError(
+            f"python policy {ref!r}: use python:MODULE:FUNCTION or python:FILE.py:FUNCTION"
+        )
+    try:
+        if where.endswith(".py"):
+            path = Path(where)
+            spec = importlib.util.spec_from_file_location(path.stem, path)
+            if spec is None or spec.loader is None or not path.exists():
+                raise ValueError(f"python policy: no file {where}")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        else:
+            if "" not in sys.path:
+                sys.path.insert(0, "")  # modules of the working directory, as `python -m` finds
+            module = importlib.import_module(where)
+    except ImportError as exc:
+        raise ValueError(f"python policy {ref!r}: cannot import {where}: {exc}") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise ValueError(f"python policy {ref!r}: {where} has no function {attr!r}")
+    return fn
+
+
 def parse_policy_spec(text: str, seed: int = 0) -> PolicySpec:
-    """``logging``, ``uniform``, ``best-fixed``, ``fixed:ARM``, or a library
-    algorithm with optional hyperparameters: ``lin_ucb:alpha=0.5,ridge=1``.
+    """``logging``, ``uniform``, ``best-fixed``, ``fixed:ARM``,
+    ``python:MODULE:FUNCTION`` (a callable returning the action distribution),
+    or a library algorithm with optional hyperparameters:
+    ``lin_ucb:alpha=0.5,ridge=1``.
 
     >>> parse_policy_spec("lin_ucb:alpha=0.5").hyperparameters
     {'alpha': 0.5}
     >>> parse_policy_spec("fixed:gpt-4o").arm
     'gpt-4o'
     """
-    name, _, rest = text.strip().partition(":")
-    if name == "logging":
-        return PolicySpec.logging()
-    if name == "uniform":
-        return PolicySpec.uniform()
-    if name in {"best-fixed", "best_fixed"}:
-        return PolicySpec.best_fixed()
+    name, colon, rest = text.strip().partition(":")
+    plain = {"logging": PolicySpec.logging, "uniform": PolicySpec.uniform}
+    plain |= {"best-fixed": PolicySpec.best_fixed, "best_fixed": PolicySpec.best_fixed}
+    if name in plain:
+        if colon:
+            raise ValueError(f"{name} takes no options, got {text!r}; write --policy {name}")
+        return plain[name]()
     if name == "fixed":
         if not rest:
             raise ValueError("fixed needs an arm: fixed:ARM")
         return PolicySpec.fixed(rest)
+    if name == "python":
+        return PolicySpec.from_callable(load_callable(rest), f"python:{rest}")
     hp: dict[str, Any] = {}
     for part in filter(None, rest.split(",")):
         key, eq, val = part.partition("=")
@@ -191,7 +259,7 @@ class PolicyResult:
     ess: float
     cumulative_reward: np.ndarray  # estimated cumulative reward at each bin's end
     arm_shares: np.ndarray  # [bins, k] mean action probabilities per bin
-    accepted: int | None = None  # rows kept by the progressive replay
+    accepted: int | None = None  # rows kept by replay (rejection sampling)
     uncovered: int = 0  # rows where none of the policy's arms was available
     seconds: float = 0.0
 
@@ -242,7 +310,11 @@ class BacktestResult:
 
     def best(self, estimator: str | None = None) -> PolicyResult:
         est = estimator or self.primary
-        return max(self.policies, key=lambda p: p.estimates[est].value)
+        return max(self.policies, key=lambda p: _finite_or_low(p.estimates[est].value))
+
+
+def _finite_or_low(x: float) -> float:
+    return x if math.isfinite(x) else -math.inf
 
 
 class Backtest:
@@ -291,19 +363,33 @@ class Backtest:
         self.tau = tau
         self.n_bootstrap = n_bootstrap
         self.alpha = alpha
-        self.reward_model = reward_model or RidgeRewardModel(alpha=1.0, n_folds=2, seed=seed)
+        self.reward_model = reward_model or RidgeRewardModel(
+            alpha=1.0, n_folds=DEFAULT_FOLDS, repeats=DEFAULT_REPEATS, seed=seed
+        )
         self.train_fraction = train_fraction
         self.n_bins = n_bins
         self.seed = seed
         self._estimators: dict[str, OffPolicyEstimator] = {
             n: make_estimator(n, clip=clip, tau=tau, seed=seed) for n in self.estimators
         }
+        # Per run: the ranking estimator, and the reward model fitted on every row.
+        self._run_primary = self.primary
+        self._reward_full: np.ndarray | None = None
 
     @property
     def primary(self) -> str:
-        """The estimator the series and the best fixed arm use."""
+        """The estimator the series, the ranking and the best fixed arm use."""
+        return self._primary()
+
+    def _primary(self, data: LoggedData | None = None) -> str:
+        # With a policy known only by its probabilities of the logged actions,
+        # the first estimator that every policy has.
+        factual_only = data is not None and any(
+            s.kind == "target" and data.targets.get(str(s.target), np.empty((0, 0))).ndim == 1
+            for s in self.policies
+        )
         for name in ("dr", "snips", "ips", "dm", "sndr", "switch-dr", "replay"):
-            if name in self.estimators:
+            if name in self.estimators and (name in FACTUAL or not factual_only):
                 return name
         return self.estimators[0]
 
@@ -318,14 +404,26 @@ class Backtest:
             train, data = data.take(np.arange(cut)), data.take(np.arange(cut, data.n_events))
         if data.n_events == 0:
             raise LoggedDataError("no logged rows to evaluate")
+        for spec in self.policies:
+            if spec.kind == "target" and spec.target not in data.targets:
+                raise LoggedDataError(
+                    f"{spec.name}: the data carries no target {spec.target!r}; "
+                    f"it has {sorted(data.targets) or 'none'}"
+                )
+        self._run_primary = self._primary(data)
         needs_model = any(e.uses_reward_model for e in self._estimators.values())
         reward_hat = self.reward_model.fit_predict(data) if needs_model else None
+        # dm is the plug-in model fitted on every row (cross-fitting is for
+        # the DR correction); fit_predict leaves the model fitted so.
+        self._reward_full = self.reward_model.predict(data) if needs_model else None
         bins = _bins(data.n_events, self.n_bins)
         results = []
         for spec in self.policies:
             t0 = time.perf_counter()
             if spec.kind == "logging":
                 res = self._logging(spec, data, bins)
+            elif spec.kind == "target" and data.targets[str(spec.target)].ndim == 1:
+                res = self._evaluate_factual(spec, data, data.targets[str(spec.target)], bins)
             else:
                 pi, accepted, uncovered = self._action_dist(spec, data, train, reward_hat, progress)
                 res = self._evaluate(spec, data, pi, reward_hat, bins, accepted)
@@ -342,7 +440,7 @@ class Backtest:
             n_events=data.n_events,
             quality=data.quality,
             estimators=self.estimators,
-            primary=self.primary,
+            primary=self._run_primary,
             bin_ends=bin_ends,
             time_axis=axis,
             policies=results,
@@ -357,7 +455,9 @@ class Backtest:
                     "kind": "ridge",
                     "alpha": self.reward_model.alpha,
                     "n_folds": self.reward_model.n_folds,
+                    "repeats": self.reward_model.repeats,
                 },
+                "dm_resamples": min(self.n_bootstrap, DM_RESAMPLES),
                 "seed": self.seed,
             },
             seconds=time.perf_counter() - started,
@@ -373,19 +473,34 @@ class Backtest:
         accepted: np.ndarray | None,
     ) -> PolicyResult:
         estimates: dict[str, Estimate] = {}
+        resampled: dict[str, Terms] = {}
         series_terms: Terms | None = None
         for name, est in self._estimators.items():
-            if name == "replay" and accepted is not None:
-                kept = accepted.astype(np.float64)
-                terms = Terms(num=kept * data.rewards, den=kept)
-                ess = float(accepted.sum())
+            note = ""
+            if name == "replay":
+                if accepted is None:
+                    assert isinstance(est, Replay)
+                    accepted = est.accepted(data, pi)
+                estimates[name], terms = self._replay(data, accepted)
+            elif name == "dm":
+                assert self._reward_full is not None
+                terms = est.terms(data, pi, self._reward_full)
+                b = min(self.n_bootstrap, DM_RESAMPLES)
+                low, high = refit_bootstrap_interval(
+                    data, pi, self.reward_model, b, self.alpha, self.seed
+                )
+                note = f"interval: bootstrap refitting the reward model ({b} resamples)"
+                estimates[name] = Estimate(
+                    name, terms.value(), low, high, est._ess(data, pi), data.n_events, note
+                )
             else:
                 terms = est.terms(data, pi, reward_hat)
                 ess = est._ess(data, pi)
-            low, high = bootstrap_interval(terms, self.n_bootstrap, self.alpha, self.seed)
-            estimates[name] = Estimate(name, terms.value(), low, high, ess, data.n_events)
-            if name == self.primary:
+                estimates[name] = Estimate(name, terms.value(), ess=ess, n=data.n_events)
+                resampled[name] = terms
+            if name == self._run_primary:
                 series_terms = terms
+        self._intervals(estimates, resampled)
         assert series_terms is not None
         res = PolicyResult(
             name=spec.name,
@@ -399,6 +514,66 @@ class Backtest:
         if spec.kind == "best-fixed":
             res.name = f"best-fixed ({data.arm_names[int(pi.sum(axis=0).argmax())]})"
         return res
+
+    def _intervals(self, estimates: dict[str, Estimate], terms: dict[str, Terms]) -> None:
+        """Percentile bootstrap intervals of ``terms``, from one set of draws."""
+        bounds = bootstrap_intervals(list(terms.values()), self.n_bootstrap, self.alpha, self.seed)
+        for name, (low, high) in zip(terms, bounds, strict=True):
+            estimates[name] = replace(estimates[name], low=low, high=high)
+
+    def _replay(self, data: LoggedData, accepted: np.ndarray) -> tuple[Estimate, Terms]:
+        kept = accepted.astype(np.float64)
+        terms = Terms(num=kept * data.rewards, den=kept)
+        m = int(accepted.sum())
+        rng = (float(data.rewards.min()), float(data.rewards.max()))
+        low, high = replay_interval(data.rewards[accepted], self.alpha, rng)
+        note = f"{m} rows kept; Wilson interval"
+        if m == 0:
+            note = "no row kept: the policy never chose the logged arm where it was logged"
+        return Estimate("replay", terms.value(), low, high, float(m), data.n_events, note), terms
+
+    def _evaluate_factual(
+        self, spec: PolicySpec, data: LoggedData, target: np.ndarray, bins: np.ndarray
+    ) -> PolicyResult:
+        """A policy known only by its probabilities of the logged actions:
+        ips, snips and replay; the others need every arm's probability."""
+        estimates: dict[str, Estimate] = {}
+        resampled: dict[str, Terms] = {}
+        series_terms: Terms | None = None
+        w = target / data.propensities
+        for name, est in self._estimators.items():
+            if name not in FACTUAL:
+                note = "needs the policy's probabilities of every arm (--target-dist)"
+                estimates[name] = Estimate(name, math.nan, n=data.n_events, note=note)
+                continue
+            if name == "replay":
+                assert isinstance(est, Replay)
+                estimates[name], terms = self._replay(data, est.accepted_factual(data, target))
+            else:
+                terms = est.factual_terms(data, target)
+                ess = effective_sample_size(np.minimum(w, self.clip) if self.clip else w)
+                estimates[name] = Estimate(name, terms.value(), ess=ess, n=data.n_events)
+                resampled[name] = terms
+            if name == self._run_primary:
+                series_terms = terms
+        self._intervals(estimates, resampled)
+        series = np.zeros(data.n_events) if series_terms is None else series_terms.rows()
+        # Arm shares: the self-normalised estimate from the weighted logged actions.
+        onehot = np.zeros((data.n_events, data.n_arms))
+        onehot[np.arange(data.n_events), data.actions] = w
+        sums = np.add.reduceat(onehot, np.concatenate([[0], bins[:-1]]), axis=0)
+        totals = sums.sum(axis=1, keepdims=True)
+        shares = np.divide(sums, totals, out=np.zeros_like(sums), where=totals > 0)
+        replay = estimates.get("replay")
+        return PolicyResult(
+            name=spec.name,
+            kind=spec.kind,
+            estimates=estimates,
+            ess=effective_sample_size(w),
+            cumulative_reward=np.cumsum(series)[bins - 1],
+            arm_shares=shares,
+            accepted=None if replay is None else int(replay.ess),
+        )
 
     def _logging(self, spec: PolicySpec, data: LoggedData, bins: np.ndarray) -> PolicyResult:
         """The logging policy is evaluated on-policy: its importance weights
@@ -418,6 +593,7 @@ class Backtest:
             ess=float(data.n_events),
             cumulative_reward=np.cumsum(data.rewards)[bins - 1],
             arm_shares=_bin_means(onehot, bins),
+            accepted=data.n_events if "replay" in est else None,
         )
 
     # -- action distributions ----------------------------------------------------------------
@@ -435,12 +611,27 @@ class Backtest:
         if spec.kind == "fixed":
             assert spec.arm is not None
             return _fixed(data, mask, spec.arm), None, 0
+        if spec.kind == "callable":
+            assert spec.function is not None
+            try:
+                pi = check_action_dist(data, spec.function(data))
+            except ValueError as exc:
+                raise ValueError(f"{spec.name}: {exc}") from None
+            return pi, None, 0
+        if spec.kind == "target":
+            try:
+                pi = check_action_dist(data, data.targets[str(spec.target)])
+            except ValueError as exc:
+                raise ValueError(f"{spec.name}: {exc}") from None
+            return pi, None, 0
         if spec.kind == "best-fixed":
             best, best_value = None, -math.inf
-            est = self._estimators[self.primary]
+            primary = self._run_primary
+            est = self._estimators[primary]
+            q = self._reward_full if primary == "dm" else reward_hat
             for arm in data.arm_names:
                 pi = _fixed(data, mask, arm)
-                value = est.estimate(data, pi, reward_hat)
+                value = est.estimate(data, pi, q)
                 if math.isfinite(value) and value > best_value:
                     best, best_value = pi, value
             assert best is not None
@@ -540,7 +731,16 @@ def _bin_means(values: np.ndarray, bins: np.ndarray) -> np.ndarray:
 def _fixed(data: LoggedData, mask: np.ndarray, arm: str) -> np.ndarray:
     """Always ``arm`` where it was available, else uniform over what was."""
     if arm not in data.arm_names:
-        raise ValueError(f"unknown arm {arm!r}; arms are {list(data.arm_names)}")
+        # Suggestions among short names such as "2" or "10" are noise.
+        long_names = [a for a in data.arm_names if len(a) > 3]
+        close = difflib.get_close_matches(arm, long_names, n=3, cutoff=0.6)
+        hint = f"did you mean {' or '.join(map(repr, close))}?" if close else ""
+        names = list(data.arm_names)
+        shown = names if len(names) <= 12 else [*names[:10], "…", names[-1]]
+        raise ValueError(
+            f"unknown arm {arm!r}; {hint + ' ' if hint else ''}arms are {', '.join(shown)} "
+            f"({len(names)} arms)"
+        )
     j = data.arm_names.index(arm)
     pi = mask / mask.sum(axis=1, keepdims=True)
     has = mask[:, j]

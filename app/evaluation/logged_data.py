@@ -16,6 +16,13 @@ Loaders:
 * :func:`read_file` — an external logged-bandit file (CSV, Parquet, JSONL)
   with a :class:`ColumnMapping`.
 
+Arms are named in natural order (``2`` before ``10``). String context
+columns are one-hot encoded or hashed (``ColumnMapping.categorical``).
+A policy under test that was evaluated elsewhere can come with the log: a
+column of its propensities for the logged action
+(``ColumnMapping.target_propensity``) or of its whole action distribution
+(``ColumnMapping.target_dist``), carried in ``LoggedData.targets``.
+
 Rows whose propensity is missing or degenerate (NaN, ≤ 0, > 1), whose reward
 is not finite, whose action is unknown or was not available, or whose context
 is missing are never used silently: the loaders drop them and count them, per
@@ -24,9 +31,12 @@ reason, in :class:`DataQuality` (``LoggedData.quality``).
 
 from __future__ import annotations
 
+import datetime as dt
+import difflib
 import fnmatch
 import math
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -41,6 +51,7 @@ __all__ = [
     "DataQuality",
     "LoggedData",
     "LoggedDataError",
+    "natural_key",
     "outcomes_from_values",
     "read_archive",
     "read_file",
@@ -127,7 +138,9 @@ class LoggedData:
     ``actions`` index ``arm_names``; ``propensities`` are the logging policy's
     probabilities of the logged actions; ``available[i, a]`` says whether arm
     ``a`` could be chosen at row ``i`` (``None``: every arm always);
-    ``timestamps`` are epoch milliseconds. Arrays are read-only.
+    ``timestamps`` are epoch milliseconds; ``targets`` holds policies under
+    test given by their probabilities, by name: ``[n]`` of the logged actions
+    or ``[n, k]`` of every arm. Arrays are read-only.
 
     >>> d = LoggedData(actions=np.array([0, 1, 1]), rewards=np.array([1.0, 0.0, 0.5]),
     ...                propensities=np.array([0.5, 0.5, 0.25]), arm_names=("a", "b"))
@@ -145,6 +158,7 @@ class LoggedData:
     timestamps: np.ndarray | None = None
     feature_names: tuple[str, ...] | None = None
     quality: DataQuality = field(default_factory=DataQuality)
+    targets: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -179,6 +193,13 @@ class LoggedData:
                 if v.shape != (n,):
                     raise LoggedDataError(f"{name} must have shape ({n},)")
                 set_(self, name, v)
+        targets = {}
+        for name, v in self.targets.items():
+            v = np.asarray(v, dtype=np.float64)
+            if v.shape not in ((n,), (n, k)):
+                raise LoggedDataError(f"target {name!r} must have shape ({n},) or ({n}, {k})")
+            targets[name] = _frozen(v)
+        set_(self, "targets", targets)
         for name in (
             "actions",
             "rewards",
@@ -245,6 +266,7 @@ class LoggedData:
             available=sub(self.available),
             positions=sub(self.positions),
             timestamps=sub(self.timestamps),
+            targets={name: v[rows] for name, v in self.targets.items()},
         )
 
     def time_ordered(self) -> LoggedData:
@@ -304,7 +326,13 @@ class ColumnMapping:
     """Which column holds what. ``context`` is a list-valued column (one
     vector per row) or column names, each of which may be a glob pattern
     (``"x*"``); ``available`` is a list column, or a string column of
-    ``|``-separated arm names. ``None`` means absent."""
+    ``|``-separated arm names. ``None`` means absent.
+
+    String context columns are encoded by ``categorical``: ``"onehot"`` (one
+    column per value seen) or ``"hash:B"`` (``B`` hashed columns, for many
+    values). ``target_propensity`` is a column of a policy's probabilities of
+    the logged actions; ``target_dist`` a list column of its probabilities of
+    every arm (in ``arm_names`` order); both land in ``LoggedData.targets``."""
 
     action: str = "action"
     reward: str = "reward"
@@ -313,6 +341,9 @@ class ColumnMapping:
     available: str | None = None
     position: str | None = None
     timestamp: str | None = None
+    categorical: str = "onehot"
+    target_propensity: str | None = None
+    target_dist: str | None = None
 
     @classmethod
     def for_outcomes(cls) -> ColumnMapping:
@@ -337,10 +368,55 @@ OUTCOME_COLUMNS = ColumnMapping.for_outcomes()
 # -- tables ---------------------------------------------------------------------------------
 
 
+# The command-line flag that maps each field, for messages.
+_FLAGS = {
+    "action": "--action",
+    "reward": "--reward",
+    "propensity": "--propensity",
+    "context": "--context",
+    "available arms": "--available",
+    "position": "--position",
+    "timestamp": "--timestamp",
+    "target propensity": "--target-propensity",
+    "target distribution": "--target-dist",
+}
+
+
+def natural_key(name: str) -> tuple[Any, ...]:
+    """Sort key that orders digit runs by value: ``arm2`` before ``arm10``.
+
+    >>> sorted(["10", "2", "b1", "a", "1"], key=natural_key)
+    ['1', '2', '10', 'a', 'b1']
+    """
+    parts = re.split(r"(\d+)", name)
+    return tuple((0, int(p), p) if p.isdigit() else (1, 0, p) for p in parts if p)
+
+
+def _nearest(name: str, columns: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, columns, n=3, cutoff=0.5)
+    if not close:  # a shortened or lengthened name: 'prob' for 'propensity_score'
+        low = name.lower()
+        close = [
+            c
+            for c in columns
+            if c
+            and (
+                low in c.lower() or c.lower() in low or (len(low) >= 3 and c.lower()[:3] == low[:3])
+            )
+        ][:3]
+    if close:
+        return "did you mean " + " or ".join(repr(c) for c in close) + "?"
+    shown = ", ".join(repr(c) for c in columns[:6])
+    more = f" and {len(columns) - 6} more" if len(columns) > 6 else ""
+    return f"the columns are {shown}{more}"
+
+
 def _column(table: pa.Table, name: str, what: str) -> pa.ChunkedArray:
     if name not in table.column_names:
+        flag = _FLAGS.get(what)
+        label = f"{flag} (the {what})" if flag else f"the {what}"
         raise LoggedDataError(
-            f"missing column {name!r} (the {what}); columns are {table.column_names}"
+            f"no column {name!r} for {label}; {_nearest(name, table.column_names)}"
         )
     return table[name]
 
@@ -356,22 +432,56 @@ def _float(col: pa.ChunkedArray, what: str) -> np.ndarray:
     return np.asarray(pc.fill_null(pc.cast(col, pa.float64()), math.nan), dtype=np.float64)
 
 
+_PER_MS = {"ms": 1, "us": 1_000, "ns": 1_000_000}
+
+
+def _iso_ms(text: str | None) -> int | None:
+    if text is None:
+        return None
+    when = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    delta = when - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    return delta // dt.timedelta(milliseconds=1)
+
+
 def _timestamps(col: pa.ChunkedArray) -> np.ndarray:
+    """Epoch milliseconds (floored) from numbers, Arrow times of any unit, or
+    ISO 8601 strings with any fraction of a second and with or without an offset."""
     t = col.type
-    if pa.types.is_timestamp(t) or pa.types.is_date(t):
-        col = pc.cast(pc.cast(col, pa.timestamp("ms", tz=getattr(t, "tz", None))), pa.int64())
-    elif pa.types.is_string(t) or pa.types.is_large_string(t):
-        try:
-            col = pc.cast(pc.cast(col, pa.timestamp("ms", tz="UTC")), pa.int64())
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        try:  # Arrow's parser first (fast); it wants every row with an offset or none
+            col = pc.cast(col, pa.timestamp("ns", tz="UTC"))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            raise LoggedDataError(
-                "timestamps must be epoch milliseconds or ISO 8601 / RFC 3339 times"
-            ) from None
-    elif not (pa.types.is_integer(t) or pa.types.is_floating(t)):
-        raise LoggedDataError(f"timestamps must be numbers or times, got {t}")
+            try:
+                col = pc.cast(col, pa.timestamp("ns"))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                try:
+                    values = [_iso_ms(v) for v in col.to_pylist()]
+                except ValueError as exc:
+                    raise LoggedDataError(
+                        f"--timestamp: {exc}; use epoch milliseconds or ISO 8601 times "
+                        "(2026-11-20T08:15:00.123456+00:00)"
+                    ) from None
+                col = pa.chunked_array([pa.array(values, pa.int64())])
+        t = col.type
+    if pa.types.is_date(t):
+        col = pc.cast(col, pa.timestamp("ms"))
+        t = col.type
+    if pa.types.is_timestamp(t):
+        # Times are int64 counts of their unit since the epoch (UTC whatever the
+        # zone): floor them to milliseconds rather than cast, which refuses to
+        # drop the microseconds.
+        raw = np.asarray(pc.fill_null(pc.cast(col, pa.int64()), 0), dtype=np.int64)
+        ms = raw * 1000 if t.unit == "s" else raw // _PER_MS[t.unit]
+        if col.null_count:
+            raise LoggedDataError(f"--timestamp: {col.null_count} rows have no timestamp")
+        return ms
+    if not (pa.types.is_integer(t) or pa.types.is_floating(t)):
+        raise LoggedDataError(f"--timestamp: timestamps must be numbers or times, got {t}")
     if col.null_count:
-        raise LoggedDataError(f"{col.null_count} rows have no timestamp")
-    return np.asarray(pc.cast(col, pa.int64()), dtype=np.int64)
+        raise LoggedDataError(f"--timestamp: {col.null_count} rows have no timestamp")
+    return np.asarray(pc.cast(col, pa.int64(), safe=False), dtype=np.int64)
 
 
 def _names(col: pa.ChunkedArray | pa.Array) -> pa.Array:
@@ -403,14 +513,62 @@ def _context_columns(table: pa.Table, spec: str | tuple[str, ...]) -> list[str]:
         hit = [c for c in table.column_names if fnmatch.fnmatchcase(c, p) and c not in cols]
         if not hit:
             raise LoggedDataError(
-                f"no column matches the context {p!r}; columns are {table.column_names}"
+                f"no column matches --context {p!r}; {_nearest(p, table.column_names)}"
             )
         cols.extend(hit)
     return cols
 
 
-def _contexts(table: pa.Table, spec: str | tuple[str, ...]) -> tuple[np.ndarray, tuple[str, ...]]:
+# One-hot beyond this many distinct values is a hashing job.
+MAX_ONE_HOT = 1000
+
+
+def _categorical(col: pa.ChunkedArray, name: str, how: str) -> tuple[np.ndarray, list[str]]:
+    """A string column as one-hot or hashed columns (NaN rows where missing),
+    laid out as :mod:`app.features.transformers` lays them out."""
+    from app.features.transformers import FeatureHasher, OneHotEncoder
+
+    arr = _names(col)
+    values = sorted(pc.unique(arr.drop_null()).to_pylist(), key=natural_key)
+    idx = np.asarray(pc.fill_null(pc.index_in(arr, value_set=pa.array(values, pa.string())), -1))
+    if how == "onehot":
+        if len(values) > MAX_ONE_HOT:
+            raise LoggedDataError(
+                f"context column {name!r} has {len(values)} distinct values; "
+                "hash them instead: --categorical hash:64"
+            )
+        enc = OneHotEncoder(values or [""], handle_unknown="ignore")
+        cols = np.arange(len(values))  # value i → column i
+        width, names, signs = enc.width, enc.names(name), np.ones(len(values))
+    else:
+        hasher = FeatureHasher(buckets=_buckets(how))
+        hashed = [hasher.index(v) for v in values]
+        cols = np.asarray([h[0] for h in hashed], dtype=np.int64)
+        signs = np.asarray([h[1] for h in hashed])
+        width, names = hasher.width, hasher.names(name)
+    out = np.zeros((len(arr), width))
+    rows = np.flatnonzero(idx >= 0)
+    if len(values):
+        out[rows, cols[idx[rows]]] = signs[idx[rows]]
+    out[idx < 0] = np.nan
+    return out, names
+
+
+def _buckets(how: str) -> int:
+    kind, _, size = how.partition(":")
+    if kind != "hash" or not size.isdigit() or int(size) < 1:
+        raise LoggedDataError(
+            f"--categorical {how!r}: use onehot or hash:B (B hashed columns, e.g. hash:64)"
+        )
+    return int(size)
+
+
+def _contexts(
+    table: pa.Table, spec: str | tuple[str, ...], categorical: str = "onehot"
+) -> tuple[np.ndarray, tuple[str, ...]]:
     """(contexts with NaN rows where missing, feature names)."""
+    if categorical != "onehot":
+        _buckets(categorical)
     n = table.num_rows
     if isinstance(spec, str) and spec in table.column_names:
         col = table[spec]
@@ -429,9 +587,19 @@ def _contexts(table: pa.Table, spec: str | tuple[str, ...]) -> tuple[np.ndarray,
                 flat = _float(pa.chunked_array([pc.list_flatten(arr.filter(present))]), "context")
                 out[present] = flat.reshape(-1, d)
             return out, tuple(f"{spec}[{j}]" for j in range(d))
-    names = _context_columns(table, spec)
-    out = np.column_stack([_float(table[c], f"context {c!r}") for c in names])
-    return out.reshape(n, len(names)), tuple(names)
+    blocks: list[np.ndarray] = []
+    feature_names: list[str] = []
+    for c in _context_columns(table, spec):
+        col = table[c]
+        t = col.type
+        if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t):
+            block, names = _categorical(col, c, categorical)
+        else:
+            block, names = _float(col, f"context {c!r}")[:, None], [c]
+        blocks.append(block)
+        feature_names.extend(names)
+    out = np.hstack(blocks) if blocks else np.empty((n, 0))
+    return out.reshape(n, len(feature_names)), tuple(feature_names)
 
 
 def read_table(
@@ -442,7 +610,7 @@ def read_table(
     """A pyarrow table → :class:`LoggedData`, dropping (and counting) the
     rows that cannot be used. Arms are ``arm_names`` (an action outside them
     is an unknown action) or, by default, every action and available arm seen,
-    sorted."""
+    in natural order (``2`` before ``10``)."""
     n = table.num_rows
     action_col = _names(_column(table, mapping.action, "action"))
     reward = _float(_column(table, mapping.reward, "reward"), "reward")
@@ -454,7 +622,7 @@ def read_table(
         seen = pc.unique(action_col.drop_null()).to_pylist()
         if avail is not None:
             seen += pc.unique(avail[1].drop_null()).to_pylist()
-        arm_names = sorted(set(seen))
+        arm_names = sorted(set(seen), key=natural_key)
     arm_names = tuple(arm_names)
     if not arm_names:
         raise LoggedDataError("no arms: the action column is empty")
@@ -473,7 +641,13 @@ def read_table(
 
     contexts, feature_names = None, None
     if mapping.context is not None:
-        contexts, feature_names = _contexts(table, mapping.context)
+        contexts, feature_names = _contexts(table, mapping.context, mapping.categorical)
+    targets: dict[str, np.ndarray] = {}
+    if mapping.target_propensity is not None:
+        tp = _float(_column(table, mapping.target_propensity, "target propensity"), "target")
+        targets[mapping.target_propensity] = tp
+    if mapping.target_dist is not None:
+        targets[mapping.target_dist] = _target_dist(table, mapping.target_dist, len(arm_names))
 
     # Drop reasons are counted in order: each row counts once, under its first reason.
     keep = np.ones(n, dtype=bool)
@@ -494,6 +668,14 @@ def read_table(
         drop("action_not_available", ~available[np.arange(n), safe])
     if contexts is not None:
         drop("missing_context", ~np.isfinite(contexts).all(axis=1))
+    for name, v in targets.items():
+        bad = ~np.isfinite(v) if v.ndim == 1 else ~np.isfinite(v).all(axis=1)
+        bad |= (v < 0) if v.ndim == 1 else (v < 0).any(axis=1)
+        if (bad & keep).any():
+            raise LoggedDataError(
+                f"{int((bad & keep).sum())} usable rows have no valid target probability in "
+                f"{name!r} (missing, non-finite or negative)"
+            )
 
     positions = None
     if mapping.position is not None:
@@ -519,7 +701,32 @@ def read_table(
         timestamps=kept(timestamps),
         feature_names=feature_names,
         quality=DataQuality(rows_read=n, **counts),
+        targets={name: v[keep] for name, v in targets.items()},
     )
+
+
+def _target_dist(table: pa.Table, name: str, k: int) -> np.ndarray:
+    """A list column of ``k`` probabilities per row → ``[n, k]`` (NaN where missing)."""
+    col = _column(table, name, "target distribution")
+    if not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type)):
+        raise LoggedDataError(
+            f"--target-dist {name!r} must be a list column of {k} probabilities (one per arm, "
+            f"in arm order), got {col.type}"
+        )
+    arr = col.combine_chunks()
+    lengths = np.asarray(pc.fill_null(pc.list_value_length(arr), 0))
+    present = np.asarray(arr.is_valid())
+    wrong = present & (lengths != k)
+    if wrong.any():
+        raise LoggedDataError(
+            f"--target-dist {name!r}: {int(wrong.sum())} rows do not hold {k} probabilities "
+            "(one per arm, in arm order)"
+        )
+    out = np.full((len(arr), k), np.nan)
+    if present.any():
+        flat = _float(pa.chunked_array([pc.list_flatten(arr.filter(present))]), "target")
+        out[present] = flat.reshape(-1, k)
+    return out
 
 
 # -- files ----------------------------------------------------------------------------------
@@ -554,13 +761,55 @@ def read_file(
     arm_names: Sequence[str] | None = None,
     start_ms: int | None = None,
     end_ms: int | None = None,
+    target_file: str | Path | None = None,
 ) -> LoggedData:
     """An external logged-bandit file (CSV/TSV, Parquet file or directory,
-    JSONL) with a column mapping, optionally cut to a time range."""
+    JSONL) with a column mapping, optionally cut to a time range.
+
+    ``target_file`` holds a policy's action distribution, row for row with
+    the log: one column per arm, named after the arm (or one list column);
+    it becomes the target ``target_file``'s name in ``LoggedData.targets``."""
     p = Path(path)
     if not p.exists():
         raise LoggedDataError(f"{p} does not exist")
-    return read_table(_read_any(p), mapping, arm_names).between(start_ms, end_ms)
+    table = _read_any(p)
+    if target_file is not None:
+        table, mapping, arm_names = _with_target_file(table, mapping, Path(target_file), arm_names)
+    return read_table(table, mapping, arm_names).between(start_ms, end_ms)
+
+
+def _with_target_file(
+    table: pa.Table, mapping: ColumnMapping, path: Path, arm_names: Sequence[str] | None
+) -> tuple[pa.Table, ColumnMapping, Sequence[str] | None]:
+    if not path.exists():
+        raise LoggedDataError(f"--target-dist {path} does not exist")
+    dist = _read_any(path)
+    if dist.num_rows != table.num_rows:
+        raise LoggedDataError(
+            f"--target-dist {path} has {dist.num_rows} rows and the log {table.num_rows}; "
+            "it needs one row per logged row, in the same order"
+        )
+    name = path.name
+    if name in table.column_names:
+        raise LoggedDataError(f"--target-dist {path}: the log has a column {name!r} too; rename")
+    if dist.num_columns == 1 and pa.types.is_list(dist.schema.types[0]):
+        column = dist.column(0)
+    else:
+        names = list(arm_names) if arm_names is not None else None
+        if names is None:
+            seen = set(_names(_column(table, mapping.action, "action")).drop_null().to_pylist())
+            names = sorted(seen | set(dist.column_names), key=natural_key)
+        missing = [a for a in names if a not in dist.column_names]
+        if missing:
+            raise LoggedDataError(
+                f"--target-dist {path} has no column for arm(s) {missing[:5]}; "
+                "name one column per arm after the arm"
+            )
+        probs = np.column_stack([_float(dist[a], f"target {a!r}") for a in names])
+        column = pa.chunked_array([pa.FixedSizeListArray.from_arrays(probs.ravel(), len(names))])
+        column = pc.cast(column, pa.list_(pa.float64()))
+        arm_names = names
+    return table.append_column(name, column), replace(mapping, target_dist=name), arm_names
 
 
 def read_archive(

@@ -2,6 +2,13 @@
 page with inline SVG plots (no scripts, no external stylesheets or CDNs):
 estimated value with its interval per policy, cumulative estimated reward
 over time, and arm shares over time per policy.
+
+Numbers are shown to significant digits, not a fixed number of decimals: an
+interval's width to two significant digits (the value and bounds to the same
+decimals), a value without interval to three — click-through rates of 0.002
+stay readable. Colours: the Okabe–Ito palette up to eight series; beyond it,
+arm shares show the seven largest arms and group the rest as "other", and
+policies get evenly spaced hues.
 """
 
 from __future__ import annotations
@@ -15,10 +22,11 @@ import numpy as np
 import orjson
 
 from app.evaluation.backtest import BacktestResult
+from app.evaluation.estimators import Estimate
 
-__all__ = ["render_html", "render_json", "render_table"]
+__all__ = ["format_estimate", "render_html", "render_json", "render_table"]
 
-# A colour-blind-safe palette (Okabe–Ito), repeated when there are more series.
+# A colour-blind-safe palette (Okabe–Ito); more series: see _colors.
 PALETTE = (
     "#0072B2",
     "#E69F00",
@@ -31,8 +39,60 @@ PALETTE = (
 )
 
 
-def _fmt(x: float, digits: int = 4) -> str:
-    return "-" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
+OTHER_COLOR = "#BBBBBB"
+
+
+def _colors(n: int) -> list[str]:
+    """``n`` distinct colours: Okabe–Ito, or evenly spaced hues when more."""
+    if n <= len(PALETTE):
+        return list(PALETTE[:n])
+    return [f"hsl({round(360 * i / n)}, 65%, {45 if i % 2 else 60}%)" for i in range(n)]
+
+
+def _decimals(value: float, low: float = math.nan, high: float = math.nan) -> int:
+    """Decimals showing an interval's width to 2 significant digits, or a
+    bare value to 3."""
+    if math.isfinite(low) and math.isfinite(high) and high > low:
+        ref, sig = high - low, 2
+    elif math.isfinite(value) and value != 0:
+        ref, sig = abs(value), 3
+    else:
+        return 3
+    return min(12, max(0, sig - 1 - math.floor(math.log10(ref))))
+
+
+def _num(x: float, decimals: int) -> str:
+    text = f"{x:.{decimals}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.000"
+
+
+def _fmt(x: float | None, digits: int | None = None) -> str:
+    if x is None or not math.isfinite(x):
+        return "-"
+    return _num(x, _decimals(x) if digits is None else digits)
+
+
+def format_estimate(value: float, low: float = math.nan, high: float = math.nan) -> str:
+    """``value [low, high]`` to significant digits.
+
+    >>> format_estimate(0.0023596, -0.0000123, 0.0049)
+    '0.0024 [0.0000, 0.0049]'
+    >>> format_estimate(0.61234)
+    '0.612'
+    """
+    if not math.isfinite(value):
+        return "-"
+    d = _decimals(value, low, high)
+    text = _num(value, d)
+    if math.isfinite(low) and math.isfinite(high):
+        text += f" [{_num(low, d)}, {_num(high, d)}]"
+    return text
+
+
+def _cell(est: Estimate) -> str:
+    if not math.isfinite(est.value):
+        return "n/a" if est.note.startswith("needs") else "-"
+    return format_estimate(est.value, est.low, est.high)
 
 
 def render_table(result: BacktestResult) -> str:
@@ -46,28 +106,35 @@ def render_table(result: BacktestResult) -> str:
     >>> r = Backtest([PolicySpec.fixed("a"), PolicySpec.logging()], estimators=["ips"],
     ...              n_bootstrap=0).run(d)
     >>> print(render_table(r).splitlines()[2])
-    fixed(a)  1.000   50.0
+    fixed(a)  1.00    50.0
     """
     ests = result.estimators
     ranked = sorted(result.policies, key=lambda p: -_nan_low(p.estimates[result.primary].value))
-    head = ["policy", *ests, "ess"]
+    replay = "replay" in ests
+    head = ["policy", *ests, "ess", *(["replay rows"] if replay else [])]
+    n_right = 2 if replay else 1
     rows = []
+    notes: list[str] = []
     for p in ranked:
         row = [p.name]
+        missing: dict[str, list[str]] = {}
         for e in ests:
             est = p.estimates[e]
-            cell = _fmt(est.value, 3)
-            if math.isfinite(est.low) and math.isfinite(est.high):
-                cell += f" [{est.low:.3f}, {est.high:.3f}]"
-            row.append(cell)
+            if not math.isfinite(est.value):
+                missing.setdefault(est.note or "no estimate", []).append(e)
+            row.append(_cell(est))
         row.append(_fmt(p.ess, 1))
+        if replay:
+            row.append("" if p.accepted is None else str(p.accepted))
         rows.append(row)
+        for note, names in missing.items():
+            notes.append(f"{p.name}: {', '.join(names)}: {note}")
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
     for r in rows:
-        cells = [c.ljust(w) for c, w in zip(r[:-1], widths[:-1], strict=True)]
-        cells.append(r[-1].rjust(widths[-1]))
+        cells = [c.ljust(w) for c, w in zip(r[:-n_right], widths[:-n_right], strict=True)]
+        cells += [c.rjust(w) for c, w in zip(r[-n_right:], widths[-n_right:], strict=True)]
         lines.append("  ".join(cells).rstrip())
     n_boot = result.settings.get("n_bootstrap") or 0
     alpha = result.settings.get("alpha", 0.05)
@@ -78,6 +145,20 @@ def render_table(result: BacktestResult) -> str:
     )
     lines.append("")
     lines.append(f"{result.n_events} rows, {result.mode}; {ci}; data: {result.quality.summary()}")
+    if n_boot and "dm" in ests:
+        lines.append(
+            f"dm: bootstrap refitting the reward model ({result.settings.get('dm_resamples')} "
+            "resamples)"
+        )
+    if replay:
+        lines.append(
+            "replay: mean reward of the rows kept by rejection sampling (replay rows); "
+            "Wilson interval"
+        )
+        few = [p.name for p in ranked if p.accepted is not None and 0 < p.accepted < 30]
+        if few:
+            lines.append(f"replay: fewer than 30 rows kept for {', '.join(few)}: read its interval")
+    lines += notes
     return "\n".join(lines)
 
 
@@ -179,9 +260,10 @@ def _value_plot(result: BacktestResult, estimator: str) -> str:
             f'stroke="#eee"/><text x="{x(t):.1f}" y="{height - PAD_B + 16}" '
             f'text-anchor="middle">{t:g}</text>'
         )
+    colors = _colors(len(pols))
     for i, (p, e) in enumerate(zip(pols, ests, strict=True)):
         y = PAD_T + row_h * i + row_h / 2
-        color = PALETTE[i % len(PALETTE)]
+        color = colors[i]
         body.append(
             f'<text x="{left - 8}" y="{y + 4:.1f}" text-anchor="end">{html.escape(p.name)}</text>'
         )
@@ -216,9 +298,10 @@ def _cumulative_plot(result: BacktestResult) -> str:
     ax = _Axes(x0, float(xs[-1]) if len(xs) else 1.0, float(all_y.min()), float(all_y.max()))
     xlabel = "time (UTC)" if result.time_axis == "timestamp_ms" else "logged rows"
     body = ax.frame(xlabel, f"cumulative estimated reward ({result.primary})", _time_fmt(result))
+    colors = _colors(len(ys))
     for i, y in enumerate(ys):
         pts = " ".join(f"{ax.x(a):.1f},{ax.y(b):.1f}" for a, b in zip(xs, y, strict=True))
-        color = PALETTE[i % len(PALETTE)]
+        color = colors[i]
         body.append(f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="2"/>')
     body += _legend([p.name for p in result.policies], PAD_L + 8, PAD_T + 8)
     return _svg(body, H, "Cumulative estimated reward over time")
@@ -226,14 +309,31 @@ def _cumulative_plot(result: BacktestResult) -> str:
 
 def _legend(names: list[str], x: float, y: float) -> list[str]:
     out = []
+    colors = _colors(len(names))
     for i, name in enumerate(names):
-        color = PALETTE[i % len(PALETTE)]
+        color = colors[i]
         yy = y + 14 * i
         out.append(
             f'<rect x="{x}" y="{yy}" width="10" height="10" fill="{color}"/>'
             f'<text x="{x + 14}" y="{yy + 9}">{html.escape(name)}</text>'
         )
     return out
+
+
+def _arm_groups(result: BacktestResult) -> list[tuple[str, str, list[int]]]:
+    """(label, colour, arm indices) per band of the arm-share plots: every arm
+    when the palette has room, else the largest arms and "other"."""
+    k = len(result.arm_names)
+    if k <= len(PALETTE):
+        return [(a, PALETTE[j], [j]) for j, a in enumerate(result.arm_names)]
+    total = np.zeros(k)
+    for p in result.policies:
+        if p.arm_shares.ndim == 2 and p.arm_shares.shape[1] == k:
+            total += p.arm_shares.mean(axis=0)
+    top = sorted(np.argsort(-total, kind="stable")[: len(PALETTE) - 1].tolist())
+    rest = [j for j in range(k) if j not in top]
+    groups = [(result.arm_names[j], PALETTE[i], [j]) for i, j in enumerate(top)]
+    return [*groups, (f"other ({len(rest)} arms)", OTHER_COLOR, rest)]
 
 
 def _shares_plot(result: BacktestResult, index: int) -> str:
@@ -245,13 +345,12 @@ def _shares_plot(result: BacktestResult, index: int) -> str:
     xlabel = "time (UTC)" if result.time_axis == "timestamp_ms" else "logged rows"
     body = ax.frame(xlabel, "arm share", _time_fmt(result))
     base = np.zeros(len(xs))
-    for j in range(shares.shape[1] if shares.ndim == 2 else 0):
-        top = base + shares[:, j]
+    for _, color, arms in _arm_groups(result) if shares.ndim == 2 else []:
+        top = base + shares[:, arms].sum(axis=1)
         upper = " ".join(f"{ax.x(a):.1f},{ax.y(b):.1f}" for a, b in zip(xs, top, strict=True))
         lower = " ".join(
             f"{ax.x(a):.1f},{ax.y(b):.1f}" for a, b in zip(xs[::-1], base[::-1], strict=True)
         )
-        color = PALETTE[j % len(PALETTE)]
         body.append(f'<polygon points="{upper} {lower}" fill="{color}" fill-opacity="0.85"/>')
         base = top
     return _svg(body, height, f"Arm shares over time: {p.name}")
@@ -275,13 +374,12 @@ def render_html(result: BacktestResult, title: str = "Backtest") -> str:
         range(len(result.policies)),
         key=lambda i: -_nan_low(result.policies[i].estimates[result.primary].value),
     )
-    head = "".join(f"<th>{esc(e)}</th><th>interval</th>" for e in ests)
+    head = "".join(f"<th>{esc(e)}</th>" for e in ests)
     rows = []
     for i in ranked:
         p = result.policies[i]
         cells = "".join(
-            f'<td class="n">{_fmt(p.estimates[e].value)}</td>'
-            f'<td class="n">[{_fmt(p.estimates[e].low)}, {_fmt(p.estimates[e].high)}]</td>'
+            f'<td class="n" title="{esc(p.estimates[e].note)}">{esc(_cell(p.estimates[e]))}</td>'
             for e in ests
         )
         rows.append(
@@ -298,8 +396,8 @@ def render_html(result: BacktestResult, title: str = "Backtest") -> str:
         + "</ul>"
     )
     arm_legend = "".join(
-        f'<span><i class="sw" style="background:{PALETTE[j % len(PALETTE)]}"></i>{esc(a)}</span>'
-        for j, a in enumerate(result.arm_names)
+        f'<span><i class="sw" style="background:{color}"></i>{esc(label)}</span>'
+        for label, color, _ in _arm_groups(result)
     )
     shares = "".join(
         f"<h3>{esc(p.name)}</h3>{_shares_plot(result, i)}" for i, p in enumerate(result.policies)
