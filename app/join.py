@@ -289,15 +289,21 @@ class Joiner:
     def _outcome(self, decision: JSON, reward: Reward, now: int) -> JSON:
         pc = self.policies.get(decision["policy_id"])
         components = {k: v for k in REWARD_COMPONENTS if (v := getattr(reward, k)) is not None}
-        scalar = (
-            pc.reward.scalar(
+        terms: JSON | None = None
+        if pc is None:
+            scalar = 0.0
+        elif pc.reward.plain:
+            scalar = pc.reward.scalar(
                 reward.quality, reward.cost_usd, reward.latency_ms, reward.error, reward.feedback
             )
-            if pc
-            else 0.0
-        )
+        else:
+            # Weights of the decision's time in the tenant's zone, or the
+            # user's function: logged so that a backtest can recompute it.
+            scalar, terms = pc.reward.score(components, decision["decided_at"], decision)
         doc = _outcome_doc(decision, scalar, components, False, now)
         doc["rewarded_at"] = reward.sent_at
+        if terms is not None:
+            doc["reward_terms"] = terms
         return doc
 
 

@@ -283,7 +283,9 @@ class Learner:
             version=version.version,
             status="champion",
             reason=reason or None,
-            lineage={"request": version.event_id},
+            # The snapshot version the served state starts at: a decider
+            # at or past it decides from the version.
+            lineage={"request": version.event_id, "snapshot_version": live.version},
         )
         return [retired, champion]
 

@@ -176,6 +176,15 @@ SPEC_FEATURES = nested(
     exact=True,
 )
 """The feature spec's lineage (name, version, content hash) and its values."""
+REWARD_TERMS = nested(
+    {
+        "weights": nested(
+            {c: number(0, 1e12) for c in ("quality", "cost", "latency", "feedback")}, exact=True
+        )
+    },
+    {"function": text(), "function_error": text(512)},
+)
+"""How an outcome's reward was made: the weights in effect, the reward function."""
 
 
 # --- decoding -----------------------------------------------------------------------------
@@ -654,6 +663,10 @@ class Outcome(Record):
     # The joined reward's sent_at (absent when defaulted): where the
     # reward→decision lag is counted from.
     rewarded_at: int | None = field(default=None, metadata=TIMESTAMP)
+    # How ``reward`` was made when not by the fixed weights alone: the
+    # weights in effect at the decision's time, and the reward function and
+    # its error when one is named (``RewardSpec.score`` in app/rewards.py).
+    reward_terms: JSON | None = field(default=None, metadata=REWARD_TERMS)
     schema_version: int = SCHEMA_VERSION
 
 

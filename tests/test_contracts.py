@@ -134,6 +134,10 @@ EXAMPLES: dict[type[Record], dict[str, Any]] = {
             "values": [1, 0.25],
         },
         "workflow": {"id": "wf-9", "step": 1, "final": True},
+        "reward_terms": {
+            "weights": {"quality": 0.6, "cost": 0.375, "latency": 0.15, "feedback": 0.0},
+            "function": "rewards.score:tenant_value",
+        },
     },
     PolicySnapshot: {
         "schema_version": 1,
@@ -344,6 +348,11 @@ MUTATIONS: dict[type[Record], list[tuple[str, dict[str, Any]]]] = {
         ("feedback a boolean", {"feedback": False}),
     ],
     Outcome: [
+        ("reward_terms without weights", {"reward_terms": {"function": "m:f"}}),
+        (
+            "a negative weight",
+            {"reward_terms": {"weights": {"quality": -1, "cost": 0, "latency": 0, "feedback": 0}}},
+        ),
         ("tenant_id too long", {"tenant_id": LONG}),
         ("available_arms a string", {"available_arms": "a"}),
         ("propensity above 1", {"propensity": 2}),

@@ -118,6 +118,7 @@ def test_an_algorithm_switch_keeps_the_old_state_as_a_version_that_serves_again(
     assert state["updates"] == 30
     assert retired.version is not None
     assert learner.version("p") > retired.version > before, "snapshot versions keep rising"
+    assert (champion.lineage or {}).get("snapshot_version") == learner.version("p")
     snap = learner.snapshot("p", T0)
     assert snap.algorithm == "thompson_sampling" and snap.serving is not None
     assert snap.serving["version"] == old.version

@@ -45,6 +45,16 @@ SPEC_FEATURES = pa.struct(
         ("values", pa.list_(pa.float64())),
     ]
 )
+REWARD_TERMS = pa.struct(
+    [
+        (
+            "weights",
+            pa.struct([(c, pa.float64()) for c in ("quality", "cost", "latency", "feedback")]),
+        ),
+        ("function", pa.string()),
+        ("function_error", pa.string()),
+    ]
+)
 # Written out rather than derived, so that no change to the records changes
 # the files silently; tests/test_archive.py checks it against the outcome's
 # declaration in app/records.py.
@@ -66,6 +76,7 @@ SCHEMA = pa.schema(
         ("features", pa.list_(pa.float64())),
         ("spec_features", SPEC_FEATURES),
         ("rewarded_at", pa.int64()),
+        ("reward_terms", REWARD_TERMS),
         ("schema_version", pa.int64()),
     ]
 )

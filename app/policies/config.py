@@ -35,7 +35,14 @@ from app.policies.guardrails import _KEYS as GUARDRAIL_KEYS
 from app.policies.guardrails import GuardrailError, Guardrails, reconcile_arms
 from app.policies.registry import algorithms
 from app.policies.sharding import order_dependence
-from app.rewards import RewardSpec
+from app.rewards import (
+    COMPONENTS,
+    DAYS,
+    RewardFunctionError,
+    RewardSpec,
+    WeightWindow,
+    zone,
+)
 from app.settings import POLICIES_PATH
 
 ALGORITHMS: dict[str, type[Policy]] = algorithms()
@@ -67,7 +74,12 @@ _WEIGHT = "_weight"
 REWARD_WEIGHTS = tuple(
     f.name.removesuffix(_WEIGHT) for f in fields(RewardSpec) if f.name.endswith(_WEIGHT)
 )
-REWARD_KEYS = ("weights", *(f.name for f in fields(RewardSpec) if not f.name.endswith(_WEIGHT)))
+REWARD_KEYS = (
+    "weights",
+    *(f.name for f in fields(RewardSpec) if f.init and not f.name.endswith(_WEIGHT)),
+)
+SCHEDULE_KEYS = ("component", "factor", "from", "to", "days", "timezone")
+_NOT_NUMBERS = ("function", "schedule", "timezone", "tenant_timezones")
 # Constructor arguments the config sets from keys of its own, not hyperparameters.
 _NOT_HYPERPARAMETERS = ("arms", "seed")
 
@@ -327,12 +339,80 @@ def _reward(raw: Any, at: At) -> RewardSpec:
     known_keys(r, at, REWARD_KEYS)
     weights = mapping(r.get("weights"), at / "weights", optional=True)
     known_keys(weights, at / "weights", REWARD_WEIGHTS, noun="reward weight")
-    values = {k + _WEIGHT: number(v, at / "weights" / k) for k, v in weights.items()}
-    values.update({k: number(v, at / k) for k, v in r.items() if k != "weights"})
+    values: dict[str, Any] = {
+        k + _WEIGHT: number(v, at / "weights" / k) for k, v in weights.items()
+    }
+    values.update(
+        {k: number(v, at / k) for k, v in r.items() if k != "weights" and k not in _NOT_NUMBERS}
+    )
+    if "function" in r:
+        values["function"] = text(r["function"], at / "function")
+    if "timezone" in r:
+        values["timezone"] = _timezone(r["timezone"], at / "timezone")
+    zones = mapping(r.get("tenant_timezones"), at / "tenant_timezones", optional=True)
+    values["tenant_timezones"] = {
+        str(t): _timezone(z, at / "tenant_timezones" / t) for t, z in zones.items()
+    }
+    values["schedule"] = _schedule(r.get("schedule", []), at / "schedule")
     try:
         return RewardSpec(**values)
+    except RewardFunctionError as exc:
+        raise (at / "function").fail(str(exc)) from None
     except ValueError as exc:
         raise at.fail(str(exc)) from None
+
+
+def _timezone(raw: Any, at: At) -> str:
+    name = text(raw, at)
+    try:
+        zone(name)
+    except ValueError as exc:
+        raise at.fail(str(exc)) from None
+    return name
+
+
+def _schedule(raw: Any, at: At) -> tuple[WeightWindow, ...]:
+    """``- {component: cost, factor: 1.5, from: "09:00", to: "17:00",
+    days: [mon, tue, wed, thu, fri], timezone: tenant}``"""
+    if not isinstance(raw, list):
+        raise at.fail(f"expected a list of weight windows, got {type(raw).__name__}")
+    out = []
+    for i, item in enumerate(raw):
+        where = at.item(i)
+        w = mapping(item, where)
+        known_keys(w, where, SCHEDULE_KEYS)
+        for key in ("component", "factor", "from", "to"):
+            if key not in w:
+                raise (where / key).fail(f"a weight window needs {key!r}")
+        component = one_of(w["component"], where / "component", COMPONENTS, what="component")
+        days = w.get("days", list(DAYS))
+        if not isinstance(days, list) or not days or any(d not in DAYS for d in days):
+            raise (where / "days").fail(f"days must be a non-empty list of {', '.join(DAYS)}")
+        zone_name = w.get("timezone", "tenant")
+        if zone_name != "tenant":
+            zone_name = _timezone(zone_name, where / "timezone")
+        out.append(
+            WeightWindow(
+                component=component,
+                factor=number(w["factor"], where / "factor", lo=0),
+                start_minute=_minute(w["from"], where / "from"),
+                end_minute=_minute(w["to"], where / "to"),
+                days=frozenset(DAYS.index(d) for d in days),
+                timezone=zone_name,
+            )
+        )
+    return tuple(out)
+
+
+def _minute(raw: Any, at: At) -> int:
+    """``"HH:MM"`` → minutes after midnight (``"24:00"`` is the day's end)."""
+    text_ = raw if isinstance(raw, str) else ""
+    hh, sep, mm = text_.partition(":")
+    if sep and hh.isdigit() and mm.isdigit() and len(mm) == 2:
+        minute = int(hh) * 60 + int(mm)
+        if int(mm) < 60 and minute <= 24 * 60:
+            return minute
+    raise at.fail(f'expected a time of day as "HH:MM" (in quotes), got {raw!r}')
 
 
 def _hyperparameters(algorithm: str, raw: Any, at: At) -> dict[str, Any]:
