@@ -33,6 +33,7 @@ from aiokafka import AIOKafkaConsumer
 from app import metrics
 from app.decider import Decider
 from app.ingress import accept_request_message
+from app.kafka_security import kafka_security
 from app.records import InvalidEvent, PolicySnapshot, Request, now_ms
 from app.stream.batched_service import Batch, BatchedService
 from app.stream.cluster_watcher import (
@@ -79,6 +80,7 @@ class SelectArm:
             client_id=f"{s.app_id}-snapshot-follower",
             enable_auto_commit=False,
             fetch_max_wait_ms=50,
+            **kafka_security(s),
         )
         await self.reply_topics.start()
         await service.partition_count(self.decisions_topic)

@@ -9,8 +9,10 @@ Two transports:
   a client never has to read every tenant's decisions.
 - ``http``: ``POST /decide`` and ``POST /reward`` on a worker that decides
   (``url=``, e.g. ``http://127.0.0.1:6066``), over keep-alive connections
-  (docs/decide-http.md). A refused event raises :class:`InvalidEvent` with
-  the worker's reason; a worker that does not answer in time, or cannot
+  (docs/decide-http.md), with ``Authorization: Bearer <token>`` when the
+  worker wants one (``token=``, else ``LLMOPT_WEB_TOKEN``). A refused event
+  raises :class:`InvalidEvent` with the worker's reason, a refused token
+  :class:`PermissionError`; a worker that does not answer in time, or cannot
   decide yet, gives the fallback arm as the kafka transport does.
 
 Example (a running worker is needed)::
@@ -38,6 +40,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from app.decider import Decider
+from app.kafka_security import kafka_security
 from app.policies.config import PoliciesConfig
 from app.records import Decision, InvalidEvent, Request, Reward, now_ms
 from app.settings import Settings
@@ -59,6 +62,7 @@ class AsyncClient:
         transport: str = "kafka",
         url: str | None = None,
         connections: int = 32,
+        token: str | None = None,
     ) -> None:
         if transport not in TRANSPORTS:
             raise ValueError(f"transport must be one of {TRANSPORTS}, got {transport!r}")
@@ -69,6 +73,7 @@ class AsyncClient:
         self.connections = connections  # http: keep-alive connections at most
         self._http: aiohttp.ClientSession | None = None
         self.settings = settings or Settings.from_env()
+        self._token = self.settings.web_bearer_token() if token is None else token
         self.bootstrap = bootstrap or self.settings.bootstrap
         self.client_id = client_id or uuid.uuid4().hex[:12]
         self.reply_topic = f"{self.settings.reply_topic_prefix}{self.client_id}"
@@ -90,7 +95,9 @@ class AsyncClient:
             connector = aiohttp.TCPConnector(limit=self.connections, keepalive_timeout=60)
             self._http = aiohttp.ClientSession(connector=connector)
             return
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.bootstrap, **kafka_security(self.settings)
+        )
         await admin.start()
         try:
             if self.reply_topic not in await admin.list_topics():
@@ -106,9 +113,14 @@ class AsyncClient:
                 )
         finally:
             await admin.close()
-        self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=0)
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, linger_ms=0, **kafka_security(self.settings)
+        )
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, fetch_max_wait_ms=5, enable_auto_commit=False
+            bootstrap_servers=self.bootstrap,
+            fetch_max_wait_ms=5,
+            enable_auto_commit=False,
+            **kafka_security(self.settings),
         )
         await self._producer.start()
         await self._consumer.start()
@@ -126,7 +138,9 @@ class AsyncClient:
                 await self._reader
         await self._consumer.stop()
         await self._producer.stop()
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.bootstrap, **kafka_security(self.settings)
+        )
         await admin.start()
         with contextlib.suppress(Exception):
             await admin.delete_topics([self.reply_topic])
@@ -238,6 +252,11 @@ class AsyncClient:
             return Decision.loads(body)
         if status in (400, 413):
             raise InvalidEvent(*_refusal(body))
+        if status == 401:  # a setup mistake, not a passing failure: no fallback hides it
+            raise PermissionError(
+                "POST /decide answered 401: the worker wants its bearer token "
+                "(token=, or LLMOPT_WEB_TOKEN)"
+            )
         # No answer in time, or the worker cannot decide now (503, 500).
         return Decision.from_dict(self._fallbacks.fallback(req, now_ms()))
 
@@ -248,6 +267,8 @@ class AsyncClient:
         as the gateway this client runs in vouches for its tenant."""
         assert self._http is not None
         headers = dict(JSON_HEADERS)
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
         if self.settings.tenant_header:
             headers[self.settings.tenant_header] = tenant_id
         limit = aiohttp.ClientTimeout(total=timeout)

@@ -17,6 +17,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from app.cli import CliError, _configured, _kafka
+from app.kafka_security import kafka_security
 from app.records import VERSION_STATUSES, InvalidEvent, RegistryEvent, now_ms
 from app.settings import Settings
 from app.stream.kafka_io import assign_from_start, partitions_of, read_to_end
@@ -230,7 +231,9 @@ async def read_registry(bootstrap: str, topic: str) -> RegistryView:
 async def write_records(bootstrap: str, topic: str, records: list[RegistryEvent]) -> None:
     """Each record on the partition of its policy id, acknowledged."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, max_request_size=REGISTRY_MAX_BYTES + (1 << 20)
+        bootstrap_servers=bootstrap,
+        max_request_size=REGISTRY_MAX_BYTES + (1 << 20),
+        **kafka_security(),
     )
     await producer.start()
     try:
@@ -256,6 +259,7 @@ async def _await_learner(
         enable_auto_commit=False,
         fetch_max_wait_ms=50,
         max_partition_fetch_bytes=REGISTRY_MAX_BYTES + (1 << 20),
+        **kafka_security(),
     )
     await consumer.start()
     try:

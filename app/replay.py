@@ -34,6 +34,7 @@ from typing import Any
 import orjson
 
 from app.evaluation.logged_data import LoggedDataError
+from app.kafka_security import kafka_security
 from app.settings import PREFIX, Settings
 from app.stream.broker import free_port
 from app.stream.kafka_io import assign_from_start, partitions_of, read_topic_range
@@ -173,7 +174,9 @@ class PipelineReplay:
             bs, self.live_catalog.name("requests"), self.start_ms, self.end_ms
         )
         target = self.replay_catalog.name("requests")
-        producer = AIOKafkaProducer(bootstrap_servers=bs, linger_ms=5)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bs, linger_ms=5, **kafka_security(self.settings)
+        )
         await producer.start()
         try:
             for i, m in enumerate(messages):
@@ -221,7 +224,9 @@ class PipelineReplay:
         )
         decisions: dict[str, dict[str, Any]] = {}
         dead = 0
-        consumer = AIOKafkaConsumer(bootstrap_servers=bs, enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bs, enable_auto_commit=False, **kafka_security(self.settings)
+        )
         await consumer.start()
         try:
             topics = [

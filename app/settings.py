@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 PREFIX = "LLMOPT_"
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+# Shorter bearer tokens could be guessed by trying.
+WEB_TOKEN_MIN_CHARS = 16
 ROOT = Path(__file__).resolve().parent.parent
 # The shipped config files: the defaults of the settings below, of the
 # loaders' ``load()`` and of `llmopt config check`.
@@ -33,6 +38,20 @@ class Settings:
 
     kafka_bootstrap: str = ""
     embedded_broker: bool = False
+    # How every Kafka client of the project (worker, SDK, CLI) authenticates
+    # (app/kafka_security.py). SASL_* need a mechanism, a username and a
+    # password, the password given directly or as a file (a mounted secret);
+    # SSL and SASL_SSL verify the brokers against ssl_cafile (empty: the
+    # system's CAs) and present ssl_certfile/ssl_keyfile when set (mutual TLS).
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = ""
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = field(default="", repr=False)
+    kafka_sasl_password_file: str = ""
+    kafka_ssl_cafile: str = ""
+    kafka_ssl_certfile: str = ""
+    kafka_ssl_keyfile: str = ""
+    kafka_ssl_check_hostname: bool = True
     app_id: str = "llmopt"
     # Appended to every topic name (``llmopt.requests.v1.<namespace>``): isolates
     # replays and test runs sharing a cluster.
@@ -48,7 +67,12 @@ class Settings:
     simulator_path: Path = SIMULATOR_PATH
     # Drift/anomaly detectors, alert rules and adaptation per policy (read at start).
     drift_path: Path = DRIFT_PATH
+    # When web_token (or web_token_file) is set, every web endpoint but
+    # /health wants ``Authorization: Bearer <token>`` (app/web_auth.py);
+    # binding to any address but loopback requires it.
     web_host: str = "127.0.0.1"
+    web_token: str = field(default="", repr=False)
+    web_token_file: str = ""
     # A fixed port (not 0, "any free port"): `llmopt run` polls /health there
     # and a worker's metrics carry it as part of the worker's id.
     web_port: int = 6066
@@ -104,7 +128,7 @@ class Settings:
     tenant_header: str = ""
     # When set, each decision carries a reward_token (an HMAC of tenant and
     # request id under this secret) that its reward must echo.
-    reward_token_secret: str = ""
+    reward_token_secret: str = field(default="", repr=False)
     # Ops view: how often a worker publishes its metrics to the metrics topic
     # (0: never), and how many points of history (one per publishing interval)
     # it keeps from that topic to serve /dashboard (0: no dashboard).
@@ -129,6 +153,91 @@ class Settings:
                 f"finished request (JOIN_DONE_RETENTION_SECONDS + JOIN_MAX_HOLD_SECONDS = "
                 f"{floor:g}); set at least {floor:g}"
             )
+        self._check_kafka_security()
+        self._check_web_access()
+
+    def _check_kafka_security(self) -> None:
+        protocol = self.kafka_security_protocol
+        if protocol not in SECURITY_PROTOCOLS:
+            raise SettingsError(
+                f"{PREFIX}KAFKA_SECURITY_PROTOCOL: {protocol!r} is not a security protocol; "
+                f"set one of {', '.join(SECURITY_PROTOCOLS)}"
+            )
+        if protocol != "PLAINTEXT" and self.embedded_broker:
+            raise SettingsError(
+                f"{PREFIX}KAFKA_SECURITY_PROTOCOL: the embedded broker speaks PLAINTEXT only; "
+                f"unset it, or set {PREFIX}KAFKA_BOOTSTRAP to a cluster that speaks {protocol}"
+            )
+        sasl = {
+            "KAFKA_SASL_MECHANISM": self.kafka_sasl_mechanism,
+            "KAFKA_SASL_USERNAME": self.kafka_sasl_username,
+            "KAFKA_SASL_PASSWORD": self.kafka_sasl_password,
+            "KAFKA_SASL_PASSWORD_FILE": self.kafka_sasl_password_file,
+        }
+        tls = {
+            "KAFKA_SSL_CAFILE": self.kafka_ssl_cafile,
+            "KAFKA_SSL_CERTFILE": self.kafka_ssl_certfile,
+            "KAFKA_SSL_KEYFILE": self.kafka_ssl_keyfile,
+        }
+        # A setting the protocol would ignore is a mistake, not a no-op.
+        for names, used in ((sasl, protocol.startswith("SASL_")), (tls, protocol.endswith("SSL"))):
+            unused = [PREFIX + n for n, v in names.items() if v and not used]
+            if unused:
+                raise SettingsError(
+                    f"{unused[0]}: set, but {PREFIX}KAFKA_SECURITY_PROTOCOL={protocol} does not "
+                    f"use it; unset it or set a protocol that does"
+                )
+        if protocol.startswith("SASL_"):
+            mechanism = self.kafka_sasl_mechanism
+            if mechanism not in SASL_MECHANISMS:
+                given = f"{mechanism!r} is not a SASL mechanism" if mechanism else "not set"
+                raise SettingsError(
+                    f"{PREFIX}KAFKA_SASL_MECHANISM: {given}; {protocol} needs one of "
+                    f"{', '.join(SASL_MECHANISMS)}"
+                )
+            if not self.kafka_sasl_username:
+                raise SettingsError(
+                    f"{PREFIX}KAFKA_SASL_USERNAME: not set; {protocol} needs the SASL username"
+                )
+            _one_secret(
+                "KAFKA_SASL_PASSWORD",
+                self.kafka_sasl_password,
+                self.kafka_sasl_password_file,
+                f"{protocol} needs the SASL password",
+            )
+        for name, path in tls.items():
+            if path and not Path(path).is_file():
+                raise SettingsError(
+                    f"{PREFIX}{name}: {path} is not a file; set the path of a PEM file"
+                )
+        if self.kafka_ssl_keyfile and not self.kafka_ssl_certfile:
+            raise SettingsError(
+                f"{PREFIX}KAFKA_SSL_KEYFILE: set without {PREFIX}KAFKA_SSL_CERTFILE; set the "
+                "client certificate it belongs to"
+            )
+
+    def _check_web_access(self) -> None:
+        if self.web_token or self.web_token_file:
+            token = _one_secret("WEB_TOKEN", self.web_token, self.web_token_file, "")
+            if len(token) < WEB_TOKEN_MIN_CHARS:
+                raise SettingsError(
+                    f"{PREFIX}WEB_TOKEN: shorter than {WEB_TOKEN_MIN_CHARS} characters; set a "
+                    "random one, e.g. `openssl rand -hex 32`"
+                )
+        elif not is_loopback(self.web_host):
+            raise SettingsError(
+                f"{PREFIX}WEB_HOST: {self.web_host} is not a loopback address, so the web "
+                f"endpoints need a bearer token; set {PREFIX}WEB_TOKEN (or "
+                f"{PREFIX}WEB_TOKEN_FILE), or bind to 127.0.0.1"
+            )
+
+    def sasl_password(self) -> str:
+        """The SASL password, from its variable or its file."""
+        return _secret(self.kafka_sasl_password, self.kafka_sasl_password_file)
+
+    def web_bearer_token(self) -> str:
+        """The token the web endpoints want ("": none), from its variable or its file."""
+        return _secret(self.web_token, self.web_token_file)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -183,6 +292,46 @@ class Settings:
             "heartbeat_interval": self.heartbeat_interval_seconds,
             "rebalance_timeout": self.rebalance_timeout_seconds,
         }
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (``localhost``, 127.0.0.0/8, ``::1``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # another host name: it may resolve to any interface
+        return False
+
+
+def _secret(value: str, path: str) -> str:
+    """A secret set directly or as a file; a file's final line break (as
+    editors and ``echo`` write it) is not part of it."""
+    if value or not path:
+        return value
+    return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+
+
+def _one_secret(name: str, value: str, path: str, needed: str) -> str:
+    """The secret named ``name``, given once, by value or by file; the
+    messages never quote it."""
+    variable, file_variable = PREFIX + name, PREFIX + name + "_FILE"
+    if value and path:
+        raise SettingsError(f"{variable}: set together with {file_variable}; set only one")
+    if path:
+        try:
+            secret = _secret("", path)
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            raise SettingsError(
+                f"{file_variable}: cannot read {path} ({reason}); set the path of a readable file"
+            ) from None
+        if not secret:
+            raise SettingsError(f"{file_variable}: {path} is empty; write the secret into it")
+        return secret
+    if not value:
+        raise SettingsError(f"{variable}: not set; {needed}, in {variable} or {file_variable}")
+    return value
 
 
 def _parse(name: str, typ: Any, raw: str) -> Any:

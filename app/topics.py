@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from app.kafka_security import kafka_security
 from app.settings import Settings
 
 _NAME = re.compile(r"llmopt\.[a-z0-9]+(?:-[a-z0-9]+)*\.v[1-9][0-9]*")
@@ -86,7 +87,9 @@ async def apply_topics(bootstrap: str, catalog: TopicCatalog) -> list[str]:
     """Create missing topics; return the names created. Existing topics are checked."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="llmopt-topics")
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, client_id="llmopt-topics", **kafka_security()
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -109,7 +112,9 @@ async def check_topics(bootstrap: str, catalog: TopicCatalog) -> None:
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="llmopt-topics")
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, client_id="llmopt-topics", **kafka_security()
+    )
     await admin.start()
     problems: list[str] = []
     try:

@@ -16,6 +16,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from app.evaluation.simulator import TrafficSimulator
+from app.kafka_security import kafka_security
 from app.records import Request, now_ms
 from app.stream.kafka_io import partitions_of
 from app.topics import TopicCatalog
@@ -98,9 +99,14 @@ class TrafficDriver:
         self.run_id = uuid.uuid4().hex[:8]
 
     async def run(self, duration_seconds: float | None = None) -> TrafficStats:
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=2)
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, linger_ms=2, **kafka_security()
+        )
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, fetch_max_wait_ms=20, enable_auto_commit=False
+            bootstrap_servers=self.bootstrap,
+            fetch_max_wait_ms=20,
+            enable_auto_commit=False,
+            **kafka_security(),
         )
         await self.producer.start()
         await self.consumer.start()

@@ -77,6 +77,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from app.features.request_vector import TASK_TYPES
+from app.kafka_security import kafka_security
 from benchmarks.common import stop_on_termination_signals
 from benchmarks.common.progress import progress_logger
 from benchmarks.common.results import dump_json, result_path, run_header, write_result
@@ -401,7 +402,9 @@ async def list_topics(bootstrap: str) -> set[str]:
     """All topic names (a metadata request for all topics creates none)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="llmopt-chaos")
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, client_id="llmopt-chaos", **kafka_security()
+    )
     await admin.start()
     try:
         return set(await admin.list_topics())
@@ -412,7 +415,9 @@ async def list_topics(bootstrap: str) -> set[str]:
 async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="llmopt-chaos")
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, client_id="llmopt-chaos", **kafka_security()
+    )
     await admin.start()
     try:
         await admin.create_topics([NewTopic(name, partitions, 1)])
@@ -448,6 +453,7 @@ class Follower:
             max_partition_fetch_bytes=8 << 20,
             fetch_max_bytes=32 << 20,
             client_id="llmopt-chaos-follower",
+            **kafka_security(),
         )
         await self.consumer.start()
         self.tps = partitions_of(self.consumer, self.topic)
@@ -533,6 +539,7 @@ async def group_lag(bootstrap: str, group: str, follower: Follower) -> int | Non
         group_id=group,
         enable_auto_commit=False,
         client_id="llmopt-chaos-lag",
+        **kafka_security(),
     )
     try:
         await c.start()
@@ -815,6 +822,7 @@ class Deployment:
             max_request_size=4 * 1024 * 1024,
             max_batch_size=512 * 1024,
             client_id="llmopt-chaos",
+            **kafka_security(),
         )
         await self.producer.start()
         self.ledger = Ledger(self.topics)
@@ -2546,6 +2554,7 @@ async def check_load(dep: Deployment, p: Params) -> dict[str, Any]:
             group_id=group,
             enable_auto_commit=False,
             client_id="llmopt-chaos-lag",
+            **kafka_security(),
         )
         await c.start()
         groups[group] = c

@@ -29,6 +29,8 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from app.kafka_security import kafka_security
+
 # The settings of agents/select_arm.py with app.settings defaults and the
 # embedded-broker group profile (app.settings.Settings.broker_profile).
 BATCH_MAX = 2000
@@ -65,6 +67,7 @@ class Echo:
             linger_ms=LINGER_MS,
             max_batch_size=MAX_BATCH_BYTES,
             acks=1,
+            **kafka_security(),
         )
         self.consumer = AIOKafkaConsumer(
             self.input_topic,
@@ -79,6 +82,7 @@ class Echo:
             session_timeout_ms=SESSION_TIMEOUT_MS,
             heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
             rebalance_timeout_ms=REBALANCE_TIMEOUT_MS,
+            **kafka_security(),
         )
         await self.producer.start()
         await self.consumer.start()

@@ -102,28 +102,56 @@ def test_overrides_win_over_the_environment() -> None:
     assert s.app_id == "override"
 
 
-def test_every_field_can_be_set_from_the_environment() -> None:
+def test_every_field_can_be_set_from_the_environment(tmp_path: Path) -> None:
     defaults = Settings()
     # A value other than each field's default, as the environment spells it.
     samples = {"int": ("42", 42), "float": ("0.25", 0.25), "Path": ("/x/y", Path("/x/y"))}
     samples["str"] = ("v", "v")
+    secret = tmp_path / "secret"
+    secret.write_text("a-secret-of-sixteen-chars-or-more\n")
 
-    # Checked against other fields: at least the join's done retention + max hold.
-    special = {"applied_requests_retention_seconds": ("0.75", 0.75)}
+    # Checked against other fields: at least the join's done retention + max hold;
+    # the security settings take only their own values, and files that exist.
+    special = {
+        "applied_requests_retention_seconds": ("0.75", 0.75),
+        "kafka_security_protocol": ("SASL_SSL", "SASL_SSL"),
+        "kafka_sasl_mechanism": ("SCRAM-SHA-512", "SCRAM-SHA-512"),
+        "web_token": ("t" * 32, "t" * 32),
+    }
+    for name in (
+        "kafka_sasl_password_file",
+        "kafka_ssl_cafile",
+        "kafka_ssl_certfile",
+        "kafka_ssl_keyfile",
+        "web_token_file",
+    ):
+        special[name] = (str(secret), str(secret))
 
-    def sample(f: Any) -> tuple[str, Any]:
-        if f.name in special:
-            return special[f.name]
-        if str(f.type) == "bool":
-            return ("0", False) if getattr(defaults, f.name) else ("1", True)
-        return samples[str(f.type)]
+    types = {f.name: str(f.type) for f in fields(Settings)}
 
-    env = {PREFIX + f.name.upper(): sample(f)[0] for f in fields(Settings)}
-    s = Settings.from_env(env)
-    for f in fields(Settings):
-        value = getattr(s, f.name)
-        assert value != getattr(defaults, f.name), f.name
-        assert value == sample(f)[1], f.name
+    def sample(name: str) -> tuple[str, Any]:
+        if name in special:
+            return special[name]
+        if types[name] == "bool":
+            return ("0", False) if getattr(defaults, name) else ("1", True)
+        return samples[types[name]]
+
+    # Settings that exclude each other go in different environments: the
+    # embedded broker speaks PLAINTEXT only, and a secret comes by value or by file.
+    kafka = {name for name in types if name.startswith("kafka_s")}
+    by_file = {"kafka_sasl_password_file", "web_token_file"}
+    groups = [
+        set(types) - kafka - by_file,
+        kafka - {"kafka_sasl_password_file"},
+        (kafka - {"kafka_sasl_password"}) | {"web_token_file"},
+    ]
+    assert set().union(*groups) == set(types)
+    for group in groups:
+        s = Settings.from_env({PREFIX + name.upper(): sample(name)[0] for name in group})
+        for name in group:
+            value = getattr(s, name)
+            assert value != getattr(defaults, name), name
+            assert value == sample(name)[1], name
 
 
 def test_bootstrap_without_a_cluster_says_what_to_do() -> None:

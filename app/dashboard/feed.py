@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from app import metrics
 from app.dashboard.history import MetricsHistory
+from app.kafka_security import kafka_security
 from app.records import InvalidEvent, MetricsSnapshot, decode
 from app.stream.kafka_io import assign_from, partitions_of
 from app.topics import TopicCatalog
@@ -83,6 +84,7 @@ class MetricsFeed:
             auto_offset_reset="earliest",
             fetch_max_wait_ms=200,
             max_partition_fetch_bytes=MAX_SNAPSHOT_BYTES,
+            **kafka_security(),
         )
         try:
             await consumer.start()

@@ -32,12 +32,14 @@ from agents import (
 )
 from app.error_log_counter import ErrorLogCounter
 from app.features.runtime import build_features
+from app.kafka_security import kafka_security
 from app.settings import Settings
 from app.stream import decide_endpoint, faust_transport
 from app.stream.agent_sensor import AgentSensor
 from app.stream.cluster_watch import health_report
 from app.stream.cluster_watcher import cluster_state
 from app.stream.runtime import Runtime
+from app.web_auth import bearer_auth
 
 
 def _role(name: str) -> Callable[[Settings], bool]:
@@ -95,12 +97,34 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         # Events and table values are orjson bytes, encoded by our own code.
         "key_serializer": "raw",
         "value_serializer": "raw",
+        "broker_credentials": broker_credentials(settings),
     }
+    token = settings.web_bearer_token()
+    if token:
+        # Every page (Faust's own included) passes the check; /health stays open.
+        conf["web_application_options"] = {"middlewares": [bearer_auth(token)]}
     if settings.embedded_broker:
         # docs/architecture.md#the-embedded-broker: its ListOffsets(LATEST) is too low, which trips
         # Faust's recovery check; and it has no standby replicas to speak of.
         conf.update(recovery_consistency_check=False, table_standby_replicas=0)
     return conf
+
+
+def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
+    """The security settings as Faust's credentials, which Faust's aiokafka
+    transport turns into the same arguments as :func:`kafka_security`."""
+    kwargs = kafka_security(settings)
+    protocol = kwargs["security_protocol"]
+    if protocol == "SSL":
+        return faust.SSLCredentials(kwargs["ssl_context"])
+    if protocol.startswith("SASL_"):
+        return faust.SASLCredentials(
+            username=kwargs["sasl_plain_username"],
+            password=kwargs["sasl_plain_password"],
+            mechanism=kwargs["sasl_mechanism"],
+            ssl_context=kwargs.get("ssl_context"),
+        )
+    return None
 
 
 def create_app(settings: Settings | None = None) -> faust.App:

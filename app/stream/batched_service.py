@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from mode import Service
 
 from app import metrics
+from app.kafka_security import kafka_security
 from app.records import InvalidEvent
 from app.settings import Settings
 from app.stream.cluster_watcher import rewind_restarted_logs
@@ -96,6 +97,7 @@ class BatchedService(Service):
             linger_ms=s.producer_linger_ms,
             max_batch_size=512 * 1024,
             acks=1,
+            **kafka_security(s),
         )
         self.consumer = AIOKafkaConsumer(
             self.source,
@@ -110,6 +112,7 @@ class BatchedService(Service):
             session_timeout_ms=int(profile["session_timeout"] * 1000),
             heartbeat_interval_ms=int(profile["heartbeat_interval"] * 1000),
             rebalance_timeout_ms=int(profile["rebalance_timeout"] * 1000),
+            **kafka_security(s),
         )
         await self.producer.start()
         await self.handler.start(self)

@@ -34,6 +34,7 @@ import faust
 from aiokafka.admin import AIOKafkaAdminClient
 
 from app import metrics
+from app.kafka_security import kafka_security
 from app.stream.cluster_watch import (
     ClusterState,
     RestartConfirmer,
@@ -187,6 +188,7 @@ class ClusterWatcher:
                 bootstrap_servers=self.settings.bootstrap,
                 client_id=f"{self.settings.app_id}-cluster-watch",
                 request_timeout_ms=int(PROBE_TIMEOUT_S * 1000),
+                **kafka_security(self.settings),
             )
             try:
                 await asyncio.wait_for(admin.start(), PROBE_TIMEOUT_S)

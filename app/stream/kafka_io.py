@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from app.kafka_security import kafka_security
 from app.stream.partition_ends import fetched_end_offsets
 
 if TYPE_CHECKING:  # the evaluation side (numpy, pyarrow) is loaded only when asked for
@@ -97,6 +98,7 @@ async def read_to_end(
         enable_auto_commit=False,
         fetch_max_wait_ms=50,
         max_partition_fetch_bytes=max_partition_fetch_bytes,
+        **kafka_security(),
     )
     await consumer.start()
     try:
@@ -144,6 +146,7 @@ async def read_topic_range(
         enable_auto_commit=False,
         fetch_max_wait_ms=100,
         max_partition_fetch_bytes=4 << 20,
+        **kafka_security(),
     )
     await consumer.start()
     out: list[KafkaRecord] = []

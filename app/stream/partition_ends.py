@@ -17,6 +17,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
+from app.kafka_security import kafka_security
+
 LOOKUP_TIMEOUT_S = 15.0
 
 
@@ -40,6 +42,7 @@ class PartitionEnds:
             auto_offset_reset="earliest",
             fetch_max_wait_ms=10,
             max_partition_fetch_bytes=1,  # the broker still sends one batch: the mark is enough
+            **kafka_security(),
         )
         await self.consumer.start()
 
@@ -127,7 +130,9 @@ async def committed_offsets(
     tps = [TopicPartition(p.topic, p.partition) for p in partitions]
     if not tps:
         return {}
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id=f"{group_id}-offsets")
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, client_id=f"{group_id}-offsets", **kafka_security()
+    )
     await admin.start()
     try:
         found = await admin.list_consumer_group_offsets(group_id, partitions=tps)
@@ -156,6 +161,7 @@ class RangeReader:
                 enable_auto_commit=False,
                 fetch_max_wait_ms=10,
                 max_partition_fetch_bytes=1 << 20,
+                **kafka_security(),
             )
             await self.consumer.start()
         tp = TopicPartition(topic, partition)

@@ -7,6 +7,8 @@ import time
 
 from aiokafka.admin import AIOKafkaAdminClient
 
+from app.kafka_security import kafka_security
+
 log = logging.getLogger(__name__)
 
 
@@ -24,7 +26,9 @@ class ReplyTopics:
 
     async def start(self) -> None:
         self.admin = AIOKafkaAdminClient(
-            bootstrap_servers=self.bootstrap, client_id="llmopt-replies"
+            bootstrap_servers=self.bootstrap,
+            client_id="llmopt-replies",
+            **kafka_security(),
         )
         await self.admin.start()
 

@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from app.kafka_security import kafka_security
 from benchmarks.common import ROOT
 from benchmarks.e2e.configs import ECHO_OUTPUT_TOPIC
 
@@ -32,7 +33,9 @@ async def _create_topics(bootstrap: str, catalog: Any, apply_topics: Callable[..
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     await apply_topics(bootstrap, catalog)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="llmopt-bench")
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, client_id="llmopt-bench", **kafka_security()
+    )
     await admin.start()
     try:
         spec = catalog["decisions"]

@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from app.kafka_security import kafka_security
 from benchmarks.common import ROOT
 from benchmarks.e2e import BenchError
 from benchmarks.e2e.payloads import make_requests
@@ -35,6 +36,7 @@ async def drive(spec: dict[str, Any]) -> None:
         linger_ms=0,
         max_batch_size=512 * 1024,
         client_id="llmopt-bench-driver",
+        **kafka_security(),
     )
     await producer.start()
     cpu0 = time.process_time()

@@ -7,6 +7,7 @@ import asyncio
 import time
 from typing import Any
 
+from app.kafka_security import kafka_security
 from benchmarks.e2e.processor import Processor
 
 
@@ -20,6 +21,7 @@ async def group_committed(bootstrap: str, group: str, topic: str) -> int:
         group_id=group,
         enable_auto_commit=False,
         client_id="llmopt-bench-lag",
+        **kafka_security(),
     )
     await consumer.start()
     try:

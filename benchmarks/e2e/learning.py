@@ -27,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from app.kafka_security import kafka_security
 from benchmarks.common import ROOT
 from benchmarks.e2e import BenchError, log
 from benchmarks.e2e.broker import fresh_broker
@@ -57,12 +58,14 @@ class Rewarder:
             fetch_max_wait_ms=20,
             max_partition_fetch_bytes=4 * 1024 * 1024,
             client_id="llmopt-bench-rewarder",
+            **kafka_security(),
         )
         self.producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap,
             linger_ms=2,
             max_batch_size=512 * 1024,
             client_id="llmopt-bench-rewarder",
+            **kafka_security(),
         )
         await self.consumer.start()
         await self.producer.start()

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from app.kafka_security import kafka_security
 from benchmarks.e2e import BenchError
 from benchmarks.e2e.processor import Processor
 
@@ -44,6 +45,7 @@ class Meter:
             fetch_max_wait_ms=self.fetch_wait_ms,
             max_partition_fetch_bytes=8 << 20,
             client_id="llmopt-bench-meter",
+            **kafka_security(),
         )
         await self.consumer.start()
         tps = partitions_of(self.consumer, self.topic)

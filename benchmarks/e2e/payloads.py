@@ -8,6 +8,8 @@ from typing import Any
 
 import orjson
 
+from app.kafka_security import kafka_security
+
 
 def make_requests(n: int, seed: int, now_ms: int | None = None) -> list[dict[str, Any]]:
     """``n`` realistic requests from the default simulator scenario, as dicts."""
@@ -28,6 +30,7 @@ async def produce_all(bootstrap: str, topic: str, docs: list[dict[str, Any]]) ->
         acks=1,
         max_batch_size=512 * 1024,
         max_request_size=4 * 1024 * 1024,
+        **kafka_security(),
     )
     await producer.start()
     started = time.monotonic()
