@@ -65,7 +65,16 @@ def metric(worker: Worker, name: str, **labels: str) -> float:
 def wait_metric(worker: Worker, name: str, at_least: float, timeout: float) -> float:
     deadline = time.monotonic() + timeout
     while (value := metric(worker, name)) < at_least:
-        assert time.monotonic() < deadline, f"{name} = {value} < {at_least}\n{worker.tail()}"
+        if time.monotonic() > deadline:
+            counts = re.findall(
+                r"^llmopt_(?:events|policy_updates_skipped|sends_retried|broker_data_loss)"
+                r"_total\{.*$",
+                worker.metrics(),
+                re.M,
+            )
+            raise AssertionError(
+                f"{name} = {value} < {at_least}\n" + "\n".join(counts) + f"\n{worker.tail()}"
+            )
         time.sleep(0.5)
     return value
 

@@ -109,6 +109,9 @@ class ClusterWatcher:
         self._admin_lock = asyncio.Lock()
         self.log_filter = _OutageLogFilter(state)
         self.restarts = RestartConfirmer()
+        # Set when a new cluster answers, until the Faust consumer's
+        # positions (in the old cluster's logs) have been taken back to 0.
+        self._rewind_all = False
 
     async def run(self) -> None:
         self.log_filter.install()
@@ -135,6 +138,8 @@ class ClusterWatcher:
                 self._failed(exc)
                 return
             await self._ensure_topics(list(topics))
+            if self._rewind_all:
+                await self._rewind_faust_consumer_to_start()
             await self._rewind_faust_consumer()
 
     async def probe(self) -> dict[str, Any] | None:
@@ -160,6 +165,7 @@ class ClusterWatcher:
                 self.log_filter.take_count(),
             )
         if change is not None and change.new_cluster:
+            self._rewind_all = True
             log.warning(
                 "data loss on the broker side: a different Kafka cluster (id %s, was %s) answers "
                 "at %s; its logs started empty. Missing topics are created again and partitions "
@@ -242,6 +248,27 @@ class ClusterWatcher:
             )
 
     # -- partitions that restarted below the Faust consumer's positions ---------------
+    async def _rewind_faust_consumer_to_start(self) -> None:
+        """A new cluster answers: every position of the Faust consumer is in
+        a log the cluster no longer has. Each partition of topics.yaml it has
+        read into goes back to offset 0 of the new log (redone events are
+        taken as such by the agents). Not left to the high-water check below:
+        once a new log has grown past the old position, it cannot tell, and
+        the records before the old position would be skipped."""
+        consumer = self.app.consumer
+        if consumer is None:
+            return
+        with contextlib.suppress(Exception):  # not started, or a rebalance under way
+            tps = [tp for tp in list(consumer.assignment()) if tp.topic in self.catalog_names]
+            if not tps:
+                return  # no assignment yet: the rebalance's reset starts from the new log
+            for tp, position in (await _positions(consumer, tps)).items():
+                if position:
+                    _report_data_loss("faust", tp, position, 0)
+                    with contextlib.suppress(Exception):  # revoked meanwhile
+                        await consumer.seek(tp, 0)
+            self._rewind_all = False
+
     async def _rewind_faust_consumer(self) -> None:
         consumer = self.app.consumer
         if consumer is None:
