@@ -48,6 +48,15 @@ class Worker(WorkerProcess):
         self.port = int(env["LLMOPT_WEB_PORT"])
         super().__init__(log, f"http://127.0.0.1:{self.port}/health", env=env, cwd=ROOT)
 
+    def updates(self) -> float:
+        """Outcomes this worker's learner applied so far."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+        return sum(
+            float(v)
+            for v in re.findall(r"^llmopt_policy_updates_total\{[^}]*\} (\S+)$", text, re.M)
+        )
+
     def decider_version(self) -> int:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as r:
             text = r.read().decode()
@@ -141,6 +150,17 @@ async def latest_snapshot(bootstrap: str, topic: str, version: int) -> PolicySna
     raise TimeoutError(f"no snapshot at version {version}")
 
 
+async def settled(workers: list[Worker], quiet_s: float = 1.5) -> None:
+    """Until no learner has applied an outcome for ``quiet_s``: the state a
+    rollback replaces has taken in every reward sent so far."""
+    last, since = -1.0, time.monotonic()
+    while time.monotonic() - since < quiet_s:
+        now = sum(w.updates() for w in workers)
+        if now != last:
+            last, since = now, time.monotonic()
+        await asyncio.sleep(0.1)
+
+
 def arm_pulls(algorithm: str, state_b64: str) -> dict[str, float]:
     policy = algorithms()[algorithm].restore(base64.b64decode(state_b64))
     return {arm: s.get("pulls", 0.0) for arm, s in policy.stats().items()}
@@ -204,6 +224,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         rollbacks: list[dict[str, Any]] = []
         for _ in range(args.rollbacks):
             target = rng.choice(registered)
+            await settled(workers)
             serve = RegistryEvent(
                 event_id=new_event_id(),
                 kind="serve",
@@ -241,6 +262,8 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             rollbacks.append(
                 {
                     "version": target.version,
+                    "snapshot_updates": snap.updates,
+                    "version_updates": target.state["updates"],
                     "learner_s": applied_s,
                     "every_worker_s": everywhere_s,
                     "exact": exact,
