@@ -80,3 +80,30 @@ class TopicReader:
                 last = time.monotonic()
             await asyncio.sleep(0)
         return self.messages
+
+
+async def round_trip(
+    bootstrap: str, topics: Any, sim: Any, n: int, timeout_s: float = 60
+) -> list[Any]:
+    """n simulated requests → their n decisions (returned) → n rewards
+    (``topics``: a TopicCatalog; ``sim``: a TrafficSimulator)."""
+    from app.records import Decision, now_ms
+
+    reqs = {r.request_id: r for r in (sim.next_request(now_ms()) for _ in range(n))}
+    await produce(
+        bootstrap,
+        topics.name("requests"),
+        ((r.tenant_id.encode(), r.dumps()) for r in reqs.values()),
+    )
+    keys = {k.encode() for k in reqs}
+    async with TopicReader(bootstrap, topics.name("decisions")) as reader:
+        await reader.until(
+            lambda ms: len({m.key for m in ms} & keys) >= n, timeout_s, f"{n} decisions"
+        )
+    got = {x.request_id: x for x in map(Decision.loads, (m.value for m in reader.messages))}
+    decided = [x for rid, x in got.items() if rid in reqs]
+    sent = [sim.outcome(reqs[x.request_id], x.arm, now_ms()) for x in decided]
+    await produce(
+        bootstrap, topics.name("rewards"), ((r.request_id.encode(), r.dumps()) for r in sent)
+    )
+    return decided

@@ -24,12 +24,13 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from app.evaluation.simulator import TrafficSimulator
-from app.records import Decision, PolicySnapshot, now_ms
+from app.records import Decision, PolicySnapshot
 from app.stream.broker import EmbeddedBroker, free_port
 from app.stream.cluster_watcher import rewind_restarted_logs
 from app.topics import apply_topics, check_topics
 from tests.conftest import ROOT, Broker, Deployment, Worker, deploy
-from tests.kafka_io import TopicReader, produce
+from tests.kafka_io import TopicReader
+from tests.kafka_io import round_trip as kafka_round_trip
 
 pytestmark = pytest.mark.integration
 
@@ -81,19 +82,7 @@ def wait_metric(worker: Worker, name: str, at_least: float, timeout: float) -> f
 
 async def round_trip(d: Deployment, sim: TrafficSimulator, n: int) -> list[Decision]:
     """n requests → their n decisions → n rewards."""
-    bs, t = d.broker.bootstrap, d.topics
-    reqs = {r.request_id: r for r in (sim.next_request(now_ms()) for _ in range(n))}
-    await produce(
-        bs, t.name("requests"), ((r.tenant_id.encode(), r.dumps()) for r in reqs.values())
-    )
-    keys = {k.encode() for k in reqs}
-    async with TopicReader(bs, t.name("decisions")) as reader:
-        await reader.until(lambda ms: len({m.key for m in ms} & keys) >= n, 40, f"{n} decisions")
-    got = {x.request_id: x for x in map(Decision.loads, (m.value for m in reader.messages))}
-    decided = [x for rid, x in got.items() if rid in reqs]
-    sent = [sim.outcome(reqs[x.request_id], x.arm, now_ms()) for x in decided]
-    await produce(bs, t.name("rewards"), ((r.request_id.encode(), r.dumps()) for r in sent))
-    return decided
+    return await kafka_round_trip(d.broker.bootstrap, d.topics, sim, n)
 
 
 async def latest_snapshot(bootstrap: str, topic: str) -> PolicySnapshot:

@@ -18,10 +18,11 @@ import pytest
 import yaml
 
 from app.evaluation.simulator import TrafficSimulator
-from app.records import Decision, PolicySnapshot, RegistryEvent, now_ms
+from app.records import Decision, PolicySnapshot, RegistryEvent
 from app.versions import REGISTRY_MAX_BYTES
 from tests.conftest import ROOT, TEST_POLICIES, Deployment, Worker
-from tests.kafka_io import TopicReader, produce
+from tests.kafka_io import TopicReader
+from tests.kafka_io import round_trip as kafka_round_trip
 
 pytestmark = pytest.mark.integration
 ROLLBACK_S = 5.0
@@ -46,21 +47,8 @@ def decider_version(worker: Worker) -> int:
 
 
 async def round_trip(d: Deployment, sim: TrafficSimulator, n: int) -> list[Decision]:
-    bs, t = d.broker.bootstrap, d.topics
-    reqs = {r.request_id: r for r in (sim.next_request(now_ms()) for _ in range(n))}
-    await produce(
-        bs, t.name("requests"), ((r.tenant_id.encode(), r.dumps()) for r in reqs.values())
-    )
-    keys = {k.encode() for k in reqs}
-    async with TopicReader(bs, t.name("decisions")) as reader:
-        await reader.until(lambda ms: len({m.key for m in ms} & keys) >= n, 60, f"{n} decisions")
-    got = [x for x in (Decision.loads(m.value) for m in reader.messages) if x.request_id in reqs]
-    rewards = (
-        (x.request_id.encode(), sim.outcome(reqs[x.request_id], x.arm, now_ms()).dumps())
-        for x in got
-    )
-    await produce(bs, t.name("rewards"), rewards)
-    return got
+    """n requests → their n decisions → n rewards."""
+    return await kafka_round_trip(d.broker.bootstrap, d.topics, sim, n)
 
 
 async def snapshots(d: Deployment, until: Any, what: str) -> list[PolicySnapshot]:
