@@ -294,6 +294,8 @@ def register(app: faust.App, runtime: Runtime) -> None:
                 for rid in expired:
                     applied.pop(rid, None)
                 metrics.APPLIED_EXPIRED.inc(len(expired))
+        for key in done.states:
+            metrics.set_shadow_values(key, learner.shadow_values(key))
         for pid, n in done.updates.items():
             metrics.POLICY_UPDATES.labels(pid).inc(n)
         for (pid, why), n in done.skipped.items():
@@ -318,7 +320,7 @@ def register(app: faust.App, runtime: Runtime) -> None:
             return
         pid = event.policy_id
         pc = learner.config.policies.get(pid)
-        if event.kind not in ("serve", "register") or pc is None or pc.learning == "sharded":
+        if event.kind == "version" or pc is None or pc.learning == "sharded":
             why = event.kind if pc is not None else "unknown_policy"
             metrics.EVENTS.labels(AGENT, f"registry_{why}_skipped").inc()
             if pc is None or pc.learning == "sharded":
@@ -336,6 +338,21 @@ def register(app: faust.App, runtime: Runtime) -> None:
             return
         learner.mark(key, part, msg.offset)
         batch.states[key] = batch.events[msg.partition]
+        if event.kind == "status":
+            # Entering shadow starts one (the record carries the version's
+            # configuration and state); any other status stops it.
+            try:
+                if event.status == "shadow":
+                    learner.shadow(key, event, now)
+                elif event.version is None or not learner.unshadow(key, event.version):
+                    return
+            except VersionError as exc:
+                metrics.EVENTS.labels(AGENT, "registry_refused").inc()
+                log.error("shadow of policy %s refused: %s", pid, exc)
+                return
+            metrics.EVENTS.labels(AGENT, f"registry_shadow_{event.status}").inc()
+            log.info("registry: version %s of %s now %s", event.version, pid, event.status)
+            return
         try:
             if event.kind == "register":
                 reason = event.reason or "registered on request"

@@ -29,6 +29,7 @@ from app.policies.config import (
 )
 from app.policies.guardrails import ArmEstimates
 from app.records import DriftEvent, Outcome, PolicySnapshot, RegistryEvent
+from app.shadow import OffPolicyValue
 from app.versions import VersionError, new_event_id, serving_holds
 
 JSON = dict[str, Any]
@@ -59,6 +60,8 @@ class _Learning:
     parent: int | None = None
     since: JSON = field(default_factory=dict)
     serving: JSON | None = None
+    # Registry versions shadowing this policy, by version number (app/shadow.py).
+    shadows: dict[int, Shadow] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.episodes is None and hasattr(self.policy, "observe"):
@@ -67,6 +70,45 @@ class _Learning:
                 self.config.episode_timeout_ms,
                 monte_carlo=bool(getattr(self.policy, "monte_carlo", False)),
             )
+
+
+@dataclass
+class Shadow:
+    """A registry version learning from the policy's outcomes beside it."""
+
+    config: PolicyConfig
+    policy: Policy
+    started_at: int
+    value: OffPolicyValue = field(default_factory=OffPolicyValue)
+
+    def observe(self, outcome: Outcome) -> None:
+        """Score the logged arm as this version would have chosen it, then learn."""
+        allowed = [a for a in outcome.available_arms if self.policy.has_arm(a)]
+        if outcome.arm not in allowed or outcome.propensity <= 0:
+            return  # an arm it does not have: no evidence either way
+        try:
+            probs = self.policy.probabilities(allowed, outcome.features)
+            p = float(probs[allowed.index(outcome.arm)])
+            self.policy.update(
+                outcome.arm, outcome.reward, outcome.features, propensity=outcome.propensity
+            )
+        except PolicyError:
+            return  # e.g. a contextual version, an outcome without features
+        self.value.add(p, outcome.propensity, outcome.reward)
+
+    def to_dict(self) -> JSON:
+        return {
+            "config": dict(self.config.source),
+            "policy": base64.b64encode(self.policy.snapshot()).decode(),
+            "started_at": self.started_at,
+            "value": self.value.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, pid: str, d: JSON) -> Shadow:
+        pc = policy_from_mapping(pid, d["config"], "a shadow version")
+        policy = pc.restore(base64.b64decode(d["policy"]))
+        return cls(pc, policy, int(d["started_at"]), OffPolicyValue.from_dict(d["value"]))
 
 
 class Learner:
@@ -125,6 +167,7 @@ class Learner:
                 pc, pc.build(), 0, offsets, -1, now, version, estimates, shard=shard
             )
             self._live[key].parent = retired.version if retired else state.get("parent")
+            self._live[key].shadows = _shadows(policy_id, state.get("shadows") or {})
             return retired
         policy = pc.restore(base64.b64decode(state["policy"]))
         live = _Learning(pc, policy, state["updates"], offsets, version, now, version, estimates)
@@ -132,6 +175,7 @@ class Learner:
         live.parent = retired.version if retired else state.get("parent")
         live.since = {} if retired else dict(state.get("since") or {})
         live.serving = serving
+        live.shadows = _shadows(policy_id, state.get("shadows") or {})
         if retired is not None:
             live.published_version = -1
         if live.episodes is not None:
@@ -205,7 +249,7 @@ class Learner:
         lineage = {**live.since, "offsets": state.pop("offsets"), "total_updates": live.updates}
         if request_id is not None:
             lineage["request"] = request_id
-        for k in ("config", "serving", "since", "parent"):
+        for k in ("config", "serving", "since", "parent", "shadows"):
             state.pop(k, None)
         event = RegistryEvent(
             event_id=new_event_id(),
@@ -289,6 +333,32 @@ class Learner:
         )
         return [retired, champion]
 
+    def shadow(self, key: str, version: RegistryEvent, now: int) -> None:
+        """Start shadowing the policy under ``key`` with a registry version
+        (its configuration and state, carried by a status record); the same
+        version again starts it afresh. VersionError if it cannot run."""
+        live = self._live[key]
+        pid = live.config.policy_id
+        if version.config is None or version.state is None or version.version is None:
+            raise VersionError(f"shadow of {pid!r} without a configuration or state")
+        try:
+            pc = policy_from_mapping(pid, version.config, f"registry version {version.version}")
+            if version.state.get("algorithm") != pc.algorithm:
+                raise VersionError("its state is not of its configuration's algorithm")
+            policy = pc.restore(base64.b64decode(version.state["policy"]))
+        except (PolicyError, PolicyConfigError, KeyError, TypeError, ValueError) as exc:
+            msg = f"version {version.version} of {pid!r} cannot shadow: {exc}"
+            raise VersionError(msg) from None
+        live.shadows[version.version] = Shadow(pc, policy, now)
+
+    def unshadow(self, key: str, number: int) -> bool:
+        """Stop a shadow; whether there was one."""
+        return self._live[key].shadows.pop(number, None) is not None
+
+    def shadow_values(self, key: str) -> dict[int, JSON]:
+        """Each shadow's off-policy estimates so far (OffPolicyValue.summary)."""
+        return {n: sh.value.summary() for n, sh in self._live[key].shadows.items()}
+
     def version(self, policy_id: str) -> int:
         """Every update and adaptation the policy id has had (snapshot versions)."""
         return self._live[policy_id].version
@@ -322,6 +392,8 @@ class Learner:
                 live.updates += 1
                 live.version += 1
                 return "applied"
+        for shadow in live.shadows.values():
+            shadow.observe(outcome)
         try:
             live.policy.update(
                 outcome.arm, outcome.reward, outcome.features, propensity=outcome.propensity
@@ -416,6 +488,7 @@ class Learner:
             "parent": live.parent,
             "since": live.since,
             "serving": live.serving,
+            "shadows": {str(n): sh.to_dict() for n, sh in live.shadows.items()},
         } | ({"episodes": live.episodes.to_dict()} if live.episodes is not None else {})
 
     def due_snapshots(self, now: int, force: bool = False) -> list[str]:
@@ -455,6 +528,15 @@ class Learner:
             shard=live.shard,
             serving=live.serving,
         )
+
+
+def _shadows(pid: str, stored: JSON) -> dict[int, Shadow]:
+    """Shadows from a stored state; one that no longer loads is dropped."""
+    out: dict[int, Shadow] = {}
+    for n, d in stored.items():
+        with contextlib.suppress(Exception):
+            out[int(n)] = Shadow.from_dict(pid, d)
+    return out
 
 
 def _note_lineage(live: _Learning, outcome_at: int) -> None:

@@ -3,6 +3,8 @@ reason codes, and policy / arm names from the policies config."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS = Counter("llmopt_events_total", "Events an agent consumed, by result.", ["agent", "result"])
@@ -198,3 +200,28 @@ REGISTRY_RECORDS = Counter(
     "and status changes.",
     ["policy_id", "status"],
 )
+SHADOW_VALUE = Gauge(
+    "llmopt_shadow_value",
+    "Off-policy estimate of a shadow version's mean reward on the policy's live outcomes "
+    "(ips, snips), and the serving policy's own mean on them (on_policy), with the bounds "
+    "of their 95% intervals (bound: value, low, high).",
+    ["policy_id", "version", "estimator", "bound"],
+)
+SHADOW_OUTCOMES = Gauge(
+    "llmopt_shadow_outcomes",
+    "Outcomes a shadow version has scored and learned from since it started.",
+    ["policy_id", "version"],
+)
+
+
+def set_shadow_values(policy_id: str, values: dict[int, dict[str, Any]]) -> None:
+    """The learner's shadows of one policy (app/shadow.py summaries)."""
+    for number, summary in values.items():
+        version = str(number)
+        SHADOW_OUTCOMES.labels(policy_id, version).set(summary["outcomes"])
+        for estimator in ("ips", "snips", "on_policy"):
+            found = summary.get(estimator)
+            if found is None:
+                continue
+            for bound in ("value", "low", "high"):
+                SHADOW_VALUE.labels(policy_id, version, estimator, bound).set(found[bound])

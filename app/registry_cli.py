@@ -157,6 +157,10 @@ async def _run(args: argparse.Namespace, settings: Settings, topic: str) -> int:
         info = reg.get(args.version)
         check_status_move(info, args.to)
         status = _event("status", args.policy, by, now, info.number, args.to, args.reason)
+        if args.to == "shadow":
+            # The learner that owns the policy runs it beside the serving
+            # state: it needs the version's configuration and state.
+            status.config, status.state = info.record.config, info.record.state
         await write_records(settings.bootstrap, topic, [status])
         print(f"{args.policy} version {info.number}: {args.to}")
         return 0

@@ -35,6 +35,7 @@ BOUNDED_LABELS = {
     "le", "feature", "why", "signal", "detector", "severity", "rule", "action", "type",
     "spec",  # feature spec names: as many as configured specs
     "status",  # registry version statuses and record kinds
+    "version", "estimator", "bound",  # shadow versions (a few per policy), their estimates
 }  # fmt: skip
 
 
@@ -46,6 +47,9 @@ def exercise_every_metric() -> None:
     metrics.OUTCOMES.labels("default", "rewarded").inc()
     metrics.SENDS_RETRIED.labels("join_rewards").inc()
     metrics.REGISTRY_RECORDS.labels("default", "retired").inc()
+    metrics.set_shadow_values(
+        "default", {7: {"outcomes": 10, "ips": {"value": 0.5, "low": 0.4, "high": 0.6}}}
+    )
     metrics.OUTCOME_REWARD.labels("default").inc(0.5)
     metrics.POLICY_UPDATES.labels("default").inc()
     metrics.POLICY_UPDATES_SKIPPED.labels("default", "duplicate").inc()
