@@ -57,7 +57,10 @@ class ClusterState:
     'Kafka cluster at k:9092 unreachable for 3.5 s: Connection refused'
     >>> r = s.probe_ok(5.0, "c2")
     >>> r.down_for, r.new_cluster, s.problem(5.0)
-    (4.0, True, None)
+    (4.0, True, 'Kafka cluster at k:9092 reachable again; checking its topics')
+    >>> s.topics_checked = True  # the watcher checked (and created) its topics
+    >>> s.problem(5.0) is None
+    True
     """
 
     bootstrap: str
@@ -67,6 +70,9 @@ class ClusterState:
     last_error: str = ""
     missing_topics: tuple[str, ...] = ()
     auto_create_topics: bool = True
+    # False from a reconnect until the topics were checked (and those
+    # missing created): /health is not 200 in between.
+    topics_checked: bool = True
 
     @property
     def unreachable(self) -> bool:
@@ -90,6 +96,7 @@ class ClusterState:
         if cluster_id is not None:
             self.cluster_id = cluster_id
         if was_down or (old is not None and cluster_id is not None and cluster_id != old):
+            self.topics_checked = False
             return Reconnect(down_for, old, self.cluster_id)
         return None
 
@@ -101,6 +108,8 @@ class ClusterState:
                 f"Kafka cluster at {self.bootstrap} unreachable for {since:.1f} s: "
                 f"{self.last_error}"
             )
+        if not self.topics_checked:
+            return f"Kafka cluster at {self.bootstrap} reachable again; checking its topics"
         if self.missing_topics:
             absent = self.missing_topics
             names = ", ".join(absent[:5]) + (f" and {len(absent) - 5} more" if absent[5:] else "")

@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 PROBE_SECONDS = 1.0
 RETRY_SECONDS = 0.25
 PROBE_TIMEOUT_S = 2.0
+# How long after a new cluster answered a rebalance rewinds the Faust
+# consumer to offset 0 again (ClusterWatcher.rearm_after_rebalance).
+REARM_WINDOW_S = 120.0
 _STATES: weakref.WeakKeyDictionary[Any, ClusterState] = weakref.WeakKeyDictionary()
 
 
@@ -110,8 +113,10 @@ class ClusterWatcher:
         self.log_filter = _OutageLogFilter(state)
         self.restarts = RestartConfirmer()
         # Set when a new cluster answers, until the Faust consumer's
-        # positions (in the old cluster's logs) have been taken back to 0.
+        # positions (in the old cluster's logs) have been taken back to 0;
+        # set again by every assignment soon after (see rearm_after_rebalance).
         self._rewind_all = False
+        self._new_cluster_at: float | None = None
 
     async def run(self) -> None:
         self.log_filter.install()
@@ -138,7 +143,8 @@ class ClusterWatcher:
                 self._failed(exc)
                 return
             await self._ensure_topics(list(topics))
-            if self._rewind_all:
+            # After a rebalance's seek to the committed offsets, not before it.
+            if self._rewind_all and not getattr(self.app, "rebalancing", False):
                 await self._rewind_faust_consumer_to_start()
             await self._rewind_faust_consumer()
 
@@ -166,6 +172,7 @@ class ClusterWatcher:
             )
         if change is not None and change.new_cluster:
             self._rewind_all = True
+            self._new_cluster_at = time.monotonic()
             log.warning(
                 "data loss on the broker side: a different Kafka cluster (id %s, was %s) answers "
                 "at %s; its logs started empty. Missing topics are created again and partitions "
@@ -224,6 +231,7 @@ class ClusterWatcher:
         faust_topics = [t for t in self._faust_topics() if missing(t.topics, existing)]
         faust_absent = tuple(n for t in faust_topics for n in missing(t.topics, existing))
         self.state.missing_topics = absent + faust_absent
+        self.state.topics_checked = True
         if not self.state.missing_topics:
             return
         created: list[str] = []
@@ -268,6 +276,17 @@ class ClusterWatcher:
                     with contextlib.suppress(Exception):  # revoked meanwhile
                         await consumer.seek(tp, 0)
             self._rewind_all = False
+
+    def rearm_after_rebalance(self) -> None:
+        """A rebalance soon after a new cluster answered seeks to the offsets
+        committed on the new cluster, and Faust may have committed its old
+        positions there as it reconnected (its commits only move forward from
+        what it last committed, so it does not take them back): those
+        partitions are rewound again. Redone events are duplicates the
+        agents recognise; skipped ones would be lost."""
+        at = self._new_cluster_at
+        if at is not None and time.monotonic() - at < REARM_WINDOW_S:
+            self._rewind_all = True
 
     async def _rewind_faust_consumer(self) -> None:
         consumer = self.app.consumer
@@ -414,5 +433,6 @@ def watch(app: faust.App, runtime: Runtime) -> ClusterState:
         # streams resume, makes its id known before its records are processed.
         # Not behind the check's lock: that may be waiting on this rebalance.
         await watcher.probe()
+        watcher.rearm_after_rebalance()
 
     return state
