@@ -7,8 +7,9 @@ policies YAML can name any of them.
 Non-contextual: ThompsonSampling, GaussianThompson, EpsilonGreedy, Softmax,
 UCB1, UCBV, UCBTuned, DiscountedUCB, SlidingWindowUCB, Exp3.
 Contextual: LinUCB, HybridLinUCB, LinearThompson, RiverEpsilonGreedy,
-NeuralArmValue. Reinforcement learning: QLearning, DQN, Reinforce, ActorCritic
-(with ReplayBuffer).
+NeuralArmValue; ParameterTuner (per task type, the model and its tuned call
+parameters: docs/tuning.md). Reinforcement learning: QLearning, DQN,
+Reinforce, ActorCritic (with ReplayBuffer).
 """
 
 from app.policies.actor_critic import ActorCritic
@@ -31,6 +32,7 @@ from app.policies.hybrid_lin_ucb import HybridLinUCB
 from app.policies.lin_ucb import LinUCB
 from app.policies.linear_thompson import LinearThompson
 from app.policies.neural_arm_value import NeuralArmValue
+from app.policies.parameter_tuner import ParameterTuner
 from app.policies.q_learning import QLearning
 from app.policies.registry import algorithms
 from app.policies.reinforce import Reinforce
@@ -59,6 +61,7 @@ __all__ = [
     "LinUCB",
     "LinearThompson",
     "NeuralArmValue",
+    "ParameterTuner",
     "PoliciesConfig",
     "Policy",
     "PolicyConfig",
