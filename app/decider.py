@@ -21,6 +21,7 @@ from app.ingress import decision_id, reward_token
 from app.policies.base import Policy, PolicyError
 from app.policies.config import PoliciesConfig, PolicyConfig, PolicyConfigError
 from app.policies.guardrails import ArmEstimates, GuardrailError, Guardrails
+from app.policies.parameter_tuner import ParameterTuner
 from app.policies.sharding import merge_snapshots
 from app.records import InvalidEvent, PolicySnapshot, Request, decision_doc
 
@@ -374,21 +375,36 @@ class Decider:
                 doc["features"] = rows[n]
                 out[i] = doc
             return
+        # A tuning policy serves the arm with call parameters of its own,
+        # and logs the probability of the pair (app/policies/parameter_tuner.py).
+        choose = live.policy.choose if isinstance(live.policy, ParameterTuner) else None
         for i in members:
             row = self.context_row(live.config, requests[i])
-            s = live.policy.select(np.asarray(row), names, explore)
-            arm = live.config.arm(s.arm)
+            if choose is not None:
+                c = choose(np.asarray(row), names, explore)
+                s, parameters, propensity, explored = (
+                    c.selection,
+                    c.parameters,
+                    c.propensity,
+                    c.explored,
+                )
+                arm = live.config.arm(c.arm)
+                parameters = {**arm.parameters, **parameters}
+            else:
+                s = live.policy.select(np.asarray(row), names, explore)
+                arm = live.config.arm(s.arm)
+                parameters, propensity, explored = arm.parameters, s.propensity, s.explored
             doc = _decision(
                 requests[i],
                 live.config.policy_id,
                 policy_version=live.version,
                 arm=arm.name,
                 model=arm.model,
-                parameters=arm.parameters,
+                parameters=parameters,
                 available_arms=names,
-                propensity=s.propensity,
+                propensity=propensity,
                 scores={a: round(v, 6) for a, v in s.scores.items()},
-                explored=s.explored,
+                explored=explored,
                 fallback=False,
                 decided_at=now_ms,
             )

@@ -329,6 +329,8 @@ def _outcome_doc(d: JSON, reward: float, components: JSON, defaulted: bool, now:
         doc["spec_features"] = d["spec_features"]
     if d.get("workflow") is not None:
         doc["workflow"] = d["workflow"]
+    if d.get("parameters"):
+        doc["parameters"] = d["parameters"]
     return doc
 
 

@@ -28,6 +28,7 @@ from app.policies.config import (
     policy_from_mapping,
 )
 from app.policies.guardrails import ArmEstimates
+from app.policies.parameter_tuner import ParameterTuner
 from app.records import DriftEvent, Outcome, PolicySnapshot, RegistryEvent
 from app.shadow import OffPolicyValue
 from app.versions import VersionError, new_event_id, serving_holds
@@ -395,9 +396,20 @@ class Learner:
         for shadow in live.shadows.values():
             shadow.observe(outcome)
         try:
-            live.policy.update(
-                outcome.arm, outcome.reward, outcome.features, propensity=outcome.propensity
-            )
+            if outcome.parameters is not None and isinstance(live.policy, ParameterTuner):
+                # A tuning policy learns which call parameters earned the reward.
+                live.policy.update(
+                    outcome.arm,
+                    outcome.reward,
+                    outcome.features,
+                    propensity=outcome.propensity,
+                    parameters=outcome.parameters,
+                    cost_usd=outcome.components.get("cost_usd"),
+                )
+            else:
+                live.policy.update(
+                    outcome.arm, outcome.reward, outcome.features, propensity=outcome.propensity
+                )
         except PolicyError:
             return "rejected"
         live.updates += 1

@@ -667,6 +667,9 @@ class Outcome(Record):
     # weights in effect at the decision's time, and the reward function and
     # its error when one is named (``RewardSpec.score`` in app/rewards.py).
     reward_terms: JSON | None = field(default=None, metadata=REWARD_TERMS)
+    # The call parameters the decision served (a tuning policy's own, or the
+    # arm's configured ones): what the tuner learns from, and backtests group by.
+    parameters: JSON | None = field(default=None, metadata=obj())
     schema_version: int = SCHEMA_VERSION
 
 

@@ -168,7 +168,7 @@ class TrafficDriver:
                     if req is None:
                         continue  # someone else's traffic
                     self._observe(req, d, now)
-                    reward = self.sim.outcome(req, d["arm"], now)
+                    reward = self.sim.outcome(req, d["arm"], now, d.get("parameters"))
                     reward.reward_token = d.get("reward_token")
                     await self.producer.send(rewards, reward.dumps(), key=m.key)
                     self.stats.rewarded += 1

@@ -6,6 +6,7 @@ import dataclasses
 import random
 from pathlib import Path
 
+import orjson
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
@@ -40,6 +41,12 @@ def outcomes(n: int, seed: int = 0) -> list[dict]:
             spec_features={"name": "s", "version": 2, "hash": "abc", "values": [0.5]}
             if i % 3
             else None,
+            parameters={"temperature": rng.random(), "max_tokens": 512} if i % 4 else None,
+            reward_terms={
+                "weights": {"quality": 0.6, "cost": 0.375, "latency": 0.15, "feedback": 0.0}
+            }
+            if i % 5 == 0
+            else None,
         )
         out.append(o.to_dict())
     return out
@@ -62,6 +69,10 @@ def test_every_outcome_field_round_trips_through_the_partitioned_files(tmp_path:
         assert row["policy"] == doc["policy_id"]
         back = {k: v for k, v in row.items() if k in SCHEMA.names and v is not None}
         back["components"] = {k: v for k, v in row["components"].items() if v is not None}
+        if "parameters" in back:
+            back["parameters"] = orjson.loads(back["parameters"])
+        if "reward_terms" in back:  # a struct: absent members come back as nulls
+            back["reward_terms"] = {k: v for k, v in back["reward_terms"].items() if v is not None}
         assert Outcome.from_dict(back).to_dict() == doc
 
 
@@ -113,6 +124,8 @@ def test_the_columns_are_the_outcome_fields_as_declared() -> None:
             expected.append((f.name, pa.int64()))
         elif f.name == "components":
             expected.append((f.name, components))
+        elif f.name == "parameters":
+            expected.append((f.name, pa.string()))  # as JSON
         else:
             expected.append((f.name, arrow_type(spec_of(f))))
     assert pa.schema(expected) == SCHEMA

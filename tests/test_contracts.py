@@ -138,6 +138,7 @@ EXAMPLES: dict[type[Record], dict[str, Any]] = {
             "weights": {"quality": 0.6, "cost": 0.375, "latency": 0.15, "feedback": 0.0},
             "function": "rewards.score:tenant_value",
         },
+        "parameters": {"temperature": 0.7, "top_p": 0.95, "max_tokens": 1024},
     },
     PolicySnapshot: {
         "schema_version": 1,

@@ -544,7 +544,7 @@ class TrafficSimulator:
             )
             self._phase_models.append(dict(state))
 
-        self._profiles: dict[tuple[str, str, int], _Profile] = {}
+        self._profiles: dict[tuple[str, str, int, tuple[Any, ...]], _Profile] = {}
         self._mix_sample: list[tuple[str, int]] | None = None
         self._mix_means: dict[int, dict[str, float]] = {}
 
@@ -631,8 +631,13 @@ class TrafficSimulator:
             return 0
         return bisect.bisect_right(self._event_ms, now_ms - self.start_ms)
 
-    def _profile(self, task: str, arm: str, phase: int) -> _Profile:
-        key = (task, arm, phase)
+    def _profile(
+        self, task: str, arm: str, phase: int, parameters: Mapping[str, Any] | None = None
+    ) -> _Profile:
+        """``parameters``: the call parameters a decision served, in place of
+        the arm's configured ones (a tuning policy's)."""
+        params_key = tuple(sorted(parameters.items())) if parameters else ()
+        key = (task, arm, phase, params_key)
         prof = self._profiles.get(key)
         if prof is not None:
             return prof
@@ -645,12 +650,13 @@ class TrafficSimulator:
         m = cfg.models[a.model]
         qf, lf, er = self._phase_models[phase][a.model]
         q0 = m.quality[task]
+        served = {**a.parameters, **parameters} if parameters else a.parameters
         for p, eff in cfg.parameter_effects.items():
-            v = a.parameters.get(p)
+            v = served.get(p)
             if v is not None:
                 q0 += eff.slopes[task] * (float(v) - eff.reference)
         q0 *= qf
-        cap = a.parameters.get("max_tokens")
+        cap = served.get("max_tokens")
         kappa = cfg.quality_concentration
         outs, alphas, betas, mus, out_costs = [], [], [], [], []
         base = 0.0
@@ -681,11 +687,18 @@ class TrafficSimulator:
         self._profiles[key] = prof
         return prof
 
-    def outcome(self, request: Request, arm: str, now_ms: int) -> Reward:
+    def outcome(
+        self,
+        request: Request,
+        arm: str,
+        now_ms: int,
+        parameters: Mapping[str, Any] | None = None,
+    ) -> Reward:
         """Sample what calling ``arm`` for ``request`` reports, sent at ``now_ms``
-        (drift phase taken at ``now_ms``). A failed call has ``error=True``,
+        (drift phase taken at ``now_ms``), with the decision's ``parameters``
+        when they are not the arm's. A failed call has ``error=True``,
         no quality and zero cost."""
-        prof = self._profile(request.task_type, arm, self.phase(now_ms))
+        prof = self._profile(request.task_type, arm, self.phase(now_ms), parameters)
         r = self._orng
         k = int(r.random() * len(prof.out_tokens))
         latency = r.lognormvariate(prof.mus[k], prof.sigma)
@@ -709,8 +722,15 @@ class TrafficSimulator:
             error=False,
         )
 
-    def _expected(self, task: str, n_in: int, arm: str, phase: int) -> float:
-        prof = self._profile(task, arm, phase)
+    def _expected(
+        self,
+        task: str,
+        n_in: int,
+        arm: str,
+        phase: int,
+        parameters: Mapping[str, Any] | None = None,
+    ) -> float:
+        prof = self._profile(task, arm, phase, parameters)
         spec = self.reward_spec
         w = spec.quality_weight + spec.cost_weight + spec.latency_weight
         e = prof.error_rate
@@ -726,10 +746,19 @@ class TrafficSimulator:
         ok = (prof.base_term + spec.cost_weight * cost_term / len(prof.out_costs)) / w
         return e * spec.error_reward + (1.0 - e) * ok
 
-    def expected_reward(self, request: Request, arm: str, now_ms: int) -> float:
+    def expected_reward(
+        self,
+        request: Request,
+        arm: str,
+        now_ms: int,
+        parameters: Mapping[str, Any] | None = None,
+    ) -> float:
         """The exact mean of ``reward_spec.scalar(**components)`` over
-        :meth:`outcome`'s distribution for this request and arm at ``now_ms``."""
-        return self._expected(request.task_type, request.input_tokens, arm, self.phase(now_ms))
+        :meth:`outcome`'s distribution for this request and arm at ``now_ms``
+        (with ``parameters`` in place of the arm's)."""
+        return self._expected(
+            request.task_type, request.input_tokens, arm, self.phase(now_ms), parameters
+        )
 
     def expected_components(self, request: Request, arm: str, now_ms: int) -> dict[str, float]:
         """True means of the reward components: ``quality``, ``cost_usd``,

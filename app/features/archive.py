@@ -77,6 +77,7 @@ SCHEMA = pa.schema(
         ("spec_features", SPEC_FEATURES),
         ("rewarded_at", pa.int64()),
         ("reward_terms", REWARD_TERMS),
+        ("parameters", pa.string()),  # JSON: their names and kinds vary by arm
         ("schema_version", pa.int64()),
     ]
 )
@@ -96,6 +97,11 @@ def to_table(outcomes: list[JSON]) -> pa.Table:
             cols[name] = [o.get("components") or {} for o in outcomes]
         elif name == "schema_version":
             cols[name] = [o.get("schema_version", 1) for o in outcomes]
+        elif name == "parameters":
+            cols[name] = [
+                orjson.dumps(o["parameters"]).decode() if o.get("parameters") else None
+                for o in outcomes
+            ]
         else:
             cols[name] = [o.get(name) for o in outcomes]
     return pa.Table.from_pydict(cols, schema=SCHEMA)
