@@ -79,6 +79,9 @@ class SelectArm:
             bootstrap_servers=s.bootstrap,
             client_id=f"{s.app_id}-snapshot-follower",
             enable_auto_commit=False,
+            # A position the log no longer has (a broker that lost it) goes
+            # back to its start, never to its end: no snapshot is skipped.
+            auto_offset_reset="earliest",
             fetch_max_wait_ms=50,
             **kafka_security(s),
         )

@@ -372,19 +372,20 @@ async def rewind_restarted_logs(consumer: Any, name: str, every_s: float = 1.0) 
 
 async def rewind_to_start(consumer: Any, name: str) -> int:
     """For a group-less consumer after the cluster id changed (a new cluster
-    holds none of the old logs): seek every assigned partition it had read
-    into back to offset 0, counted as data loss on the broker side. Not left
-    to :func:`rewind_restarted_logs`: once the new log has grown past the old
-    position, a position check alone can no longer tell."""
+    holds none of the old logs): every assigned partition is counted as data
+    loss on the broker side, and each it had read into goes back to offset 0.
+    Returns how many were counted. Not left to :func:`rewind_restarted_logs`:
+    once the new log has grown past the old position, a position check alone
+    can no longer tell."""
     positions = await _positions(consumer, list(consumer.assignment()))
-    rewound = 0
     for tp, position in positions.items():
+        # Counted even where the client already went back to 0 by itself
+        # (an offset out of range): the log it had read is gone all the same.
+        _report_data_loss(name, tp, position or 0, 0)
         if position:
-            _report_data_loss(name, tp, position, 0)
             with contextlib.suppress(Exception):  # revoked meanwhile
                 consumer.seek(tp, 0)
-            rewound += 1
-    return rewound
+    return len(positions)
 
 
 def forbid_auto_topic_creation() -> None:
