@@ -285,14 +285,7 @@ class Learner:
         pid = live.config.policy_id
         if version.config is None or version.state is None or version.version is None:
             raise VersionError(f"version record of {pid!r} without a configuration or state")
-        try:
-            pc = policy_from_mapping(pid, version.config, f"registry version {version.version}")
-            if version.state.get("algorithm") != pc.algorithm:
-                raise VersionError("its state is not of its configuration's algorithm")
-            policy = pc.restore(base64.b64decode(version.state["policy"]))
-        except (PolicyError, PolicyConfigError, KeyError, TypeError, ValueError) as exc:
-            msg = f"version {version.version} of {pid!r} cannot be served: {exc}"
-            raise VersionError(msg) from None
+        pc, policy = _version_policy(pid, version, "be served")
         if pc.learning != live.config.learning:
             raise VersionError(f"version {version.version} of {pid!r} learns another way")
         retired = self.register(
@@ -342,14 +335,7 @@ class Learner:
         pid = live.config.policy_id
         if version.config is None or version.state is None or version.version is None:
             raise VersionError(f"shadow of {pid!r} without a configuration or state")
-        try:
-            pc = policy_from_mapping(pid, version.config, f"registry version {version.version}")
-            if version.state.get("algorithm") != pc.algorithm:
-                raise VersionError("its state is not of its configuration's algorithm")
-            policy = pc.restore(base64.b64decode(version.state["policy"]))
-        except (PolicyError, PolicyConfigError, KeyError, TypeError, ValueError) as exc:
-            msg = f"version {version.version} of {pid!r} cannot shadow: {exc}"
-            raise VersionError(msg) from None
+        pc, policy = _version_policy(pid, version, "shadow")
         live.shadows[version.version] = Shadow(pc, policy, now)
 
     def unshadow(self, key: str, number: int) -> bool:
@@ -540,6 +526,20 @@ class Learner:
             shard=live.shard,
             serving=live.serving,
         )
+
+
+def _version_policy(pid: str, version: RegistryEvent, verb: str) -> tuple[PolicyConfig, Policy]:
+    """A registry version's configuration and its policy restored from its
+    state; VersionError saying why it cannot ``verb``."""
+    try:
+        assert version.config is not None and version.state is not None
+        pc = policy_from_mapping(pid, version.config, f"registry version {version.version}")
+        if version.state.get("algorithm") != pc.algorithm:
+            raise VersionError("its state is not of its configuration's algorithm")
+        return pc, pc.restore(base64.b64decode(version.state["policy"]))
+    except (PolicyError, PolicyConfigError, KeyError, TypeError, ValueError) as exc:
+        msg = f"version {version.version} of {pid!r} cannot {verb}: {exc}"
+        raise VersionError(msg) from None
 
 
 def _shadows(pid: str, stored: JSON) -> dict[int, Shadow]:
