@@ -249,15 +249,13 @@ async def write_records(bootstrap: str, topic: str, records: list[RegistryEvent]
         await producer.stop()
 
 
-async def _await_learner(
-    bootstrap: str, topic: str, request: RegistryEvent, wait_s: float, done: str
-) -> int:
-    """Wait until the learner wrote a record for ``request`` (``lineage.request``)."""
-    what = f"{request.policy_id}: {request.kind}"
-    if wait_s <= 0:
-        print(f"{what} requested")
-        return 0
-    started = time.monotonic()
+async def learner_reply(
+    bootstrap: str, topic: str, request: RegistryEvent, timeout_s: float
+) -> RegistryEvent | None:
+    """The record the policy's learner wrote for ``request`` (``lineage.request``):
+    the served version's status for a serve, the new version for a register;
+    None if none came within ``timeout_s``."""
+    wanted = "status" if request.kind == "serve" else "version"
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
@@ -268,29 +266,43 @@ async def _await_learner(
     await consumer.start()
     try:
         assign_from_start(consumer, partitions_of(consumer, topic))
-        while (waited := time.monotonic() - started) < wait_s:
-            batch = await consumer.getmany(timeout_ms=100)
-            for msgs in batch.values():
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for msgs in (await consumer.getmany(timeout_ms=100)).values():
                 for m in msgs:
                     try:
                         e = RegistryEvent.loads(m.value, REGISTRY_MAX_BYTES)
                     except InvalidEvent:
                         continue
-                    if (e.lineage or {}).get("request") != request.event_id:
-                        continue
-                    if request.kind == "serve" and e.kind == "status":
-                        print(f"{what} version {e.version} {done} ({waited * 1000:.0f} ms)")
-                        return 0
-                    if request.kind == "register" and e.kind == "version":
-                        print(f"{what}ed as version {e.version} ({waited * 1000:.0f} ms)")
-                        return 0
+                    if e.kind == wanted and (e.lineage or {}).get("request") == request.event_id:
+                        return e
     finally:
         await consumer.stop()
-    raise CliError(
-        f"{what} written, but the policy's learner did not carry it out within "
-        f"{wait_s:g} s: is a worker with the learn role running? (its log says why "
-        "a request is refused)"
-    )
+    return None
+
+
+async def _await_learner(
+    bootstrap: str, topic: str, request: RegistryEvent, wait_s: float, done: str
+) -> int:
+    """Wait until the learner carried out ``request``, and say so."""
+    what = f"{request.policy_id}: {request.kind}"
+    if wait_s <= 0:
+        print(f"{what} requested")
+        return 0
+    started = time.monotonic()
+    e = await learner_reply(bootstrap, topic, request, wait_s)
+    if e is None:
+        raise CliError(
+            f"{what} written, but the policy's learner did not carry it out within "
+            f"{wait_s:g} s: is a worker with the learn role running? (its log says why "
+            "a request is refused)"
+        )
+    waited = time.monotonic() - started
+    if request.kind == "serve":
+        print(f"{what} version {e.version} {done} ({waited * 1000:.0f} ms)")
+    else:
+        print(f"{what}ed as version {e.version} ({waited * 1000:.0f} ms)")
+    return 0
 
 
 # -- output --------------------------------------------------------------------------------

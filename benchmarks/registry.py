@@ -31,12 +31,12 @@ from app.evaluation.simulator import TrafficSimulator
 from app.kafka_security import kafka_security
 from app.policies.registry import algorithms
 from app.records import Decision, PolicySnapshot, RegistryEvent, now_ms
-from app.registry_cli import read_registry, write_records
+from app.registry_cli import learner_reply, read_registry, write_records
 from app.stream.broker import EmbeddedBroker, free_port
 from app.stream.kafka_io import assign_from_start, partitions_of
 from app.stream.worker_process import WorkerProcess
 from app.topics import TopicCatalog, apply_topics
-from app.versions import REGISTRY_MAX_BYTES, new_event_id
+from app.versions import new_event_id
 from benchmarks.common import ROOT, report, result_path, run_header
 
 ROLLBACK_TARGET_S = 5.0
@@ -98,32 +98,12 @@ async def traffic(bootstrap: str, names: dict[str, str], sim: TrafficSimulator, 
         await producer.stop()
 
 
-async def wait_for(
-    bootstrap: str, topic: str, match: Any, timeout_s: float = 30.0
-) -> RegistryEvent:
-    """The first registry record ``match`` accepts (reading from the start)."""
-    from aiokafka import AIOKafkaConsumer
-
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        enable_auto_commit=False,
-        fetch_max_wait_ms=20,
-        max_partition_fetch_bytes=REGISTRY_MAX_BYTES,
-        **kafka_security(),
-    )
-    await consumer.start()
-    try:
-        assign_from_start(consumer, partitions_of(consumer, topic))
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for msgs in (await consumer.getmany(timeout_ms=50)).values():
-                for m in msgs:
-                    e = RegistryEvent.loads(m.value, REGISTRY_MAX_BYTES)
-                    if match(e):
-                        return e
-    finally:
-        await consumer.stop()
-    raise TimeoutError(f"no matching record on {topic} within {timeout_s} s")
+async def reply(bootstrap: str, topic: str, request: RegistryEvent) -> RegistryEvent:
+    """The learner's record for ``request`` (within 30 s)."""
+    found = await learner_reply(bootstrap, topic, request, 30.0)
+    if found is None:
+        raise TimeoutError(f"no answer to the {request.kind} request on {topic} within 30 s")
+    return found
 
 
 async def latest_snapshot(bootstrap: str, topic: str, version: int) -> PolicySnapshot:
@@ -206,15 +186,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 created_by="bench",
             )
             await write_records(bootstrap, topic, [request])
-            registered.append(
-                await wait_for(
-                    bootstrap,
-                    topic,
-                    lambda e, r=request: (
-                        e.kind == "version" and (e.lineage or {}).get("request") == r.event_id
-                    ),
-                )
-            )
+            registered.append(await reply(bootstrap, topic, request))
         register_s = time.monotonic() - started
         view = await read_registry(bootstrap, topic)
         kept = len(view.policy(POLICY).versions)
@@ -238,13 +210,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             )
             t0 = time.monotonic()
             await write_records(bootstrap, topic, [serve])
-            champion = await wait_for(
-                bootstrap,
-                topic,
-                lambda e, s=serve: (
-                    e.kind == "status" and (e.lineage or {}).get("request") == s.event_id
-                ),
-            )
+            champion = await reply(bootstrap, topic, serve)
             applied_s = time.monotonic() - t0
             at = int((champion.lineage or {})["snapshot_version"])
             while not all(w.decider_version() >= at for w in workers):
