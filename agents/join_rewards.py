@@ -1,386 +1,462 @@
-"""join_rewards: decisions + rewards → outcomes, through a RocksDB table of
-pending decisions keyed by tenant and request id.
+"""join_rewards: decisions + rewards → outcomes, through a store of pending
+decisions keyed by tenant and request id.
 
-Decisions, rewards and reward timeouts (ticks) are co-partitioned (same key, same
-partition count; see topics.yaml ``joins``), so one stream over the three
-topics sees every event of a request on one partition. Due entries (waits
-that ran out, held rewards, finished requests past retention) are found in
-an in-memory heap per partition, entries waiting for the join to read
-further in a heap per decisions/rewards partition by offset; a timer sends
-one tick per owned partition to the timeouts topic, and the tick, processed
-in the stream, resolves that partition's due entries — table changes happen
-only in stream context, where Faust knows which changelog partition they
-belong to.
+A :class:`~app.stream.batched_service.BatchedService` (its own consumer
+group over the co-partitioned decisions and rewards topics, see topics.yaml
+``joins``): a Faust agent's per-event bookkeeping cost several times the
+join's own rules. The entries live in a :class:`ChangelogStore` (a local
+RocksDB per partition, recovered from the ``<app id>-join-pending-changelog``
+topic when a member takes a partition over).
 
-A due entry is resolved only once the stream has read far enough
-(:class:`app.join.Progress`): the agent tracks, per decisions and rewards
-partition, the next offset it has yet to process and the end the consumer
-last fetched.
+A fetched batch is joined in memory (:mod:`app.join`'s rules); at its end
+each changed key is written once, and its outcomes and dead letters are
+sent; the batch's offsets are committed once every one of those sends (the
+changelog's included) is acknowledged, so a crash redoes the batch against
+the state written so far, and every join rule takes a redelivered event as
+such. A send the broker refuses sends the service back to its committed
+offsets (app/stream/batched_service.py).
 
-Events are taken a batch at a time (:class:`JoinBatch`): within a batch the
-entries are read and changed in memory, and at its end each changed key is
-written to the table once (a decision and its reward in one batch cost one
-table and changelog write, not two), and the outcomes and dead letters are
-sent together and acknowledged by the broker, those it refuses sent again
-(:mod:`app.stream.delivery`). Faust acks a batch's events only after that,
-and commits only after the producer has flushed, so a crash at any point
-redoes the batch against the state written so far: every join rule takes a
-redelivered event as such.
+Between batches (every ``join_timer_interval_seconds``) the due entries are
+resolved: waits that ran out, held rewards, finished requests past
+retention, found in an in-memory heap per partition. An entry is resolved
+only once the join has read far enough (:class:`app.join.Progress`): the
+next offset it has yet to process of each partition it owns (between
+batches, the consumer's position) and the partition's end, fetched then.
+Their outcomes are sent and acknowledged before their entries are written:
+a crash in between sends them again, and the learner applies each once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import faust
 import orjson
-from faust.types import TP
+from aiokafka import TopicPartition
 
 from app import metrics
 from app.ingress import check_reward_token, check_tenant, join_key
-from app.join import (
-    JoinEntry,
-    Joiner,
-    Progress,
-    Step,
-    encode_entry,
-    parse_decision,
-    valid_entry,
-)
+from app.join import JoinEntry, Joiner, Progress, Step, encode_entry, parse_decision, valid_entry
 from app.join_alignment import RewardsAlignment
 from app.key_heaps import KeyHeaps
 from app.records import InvalidEvent, Reward, decode, now_ms
-from app.stream.cluster_watcher import current_cluster_id
-from app.stream.current_event import set_current_event
+from app.stream.batched_service import Batch, BatchedService
+from app.stream.changelog_store import ChangelogStore
+from app.stream.cluster_watcher import current_cluster_id, rewind_to_start
 from app.stream.dead_letter import dead_letter, dead_letter_key, internal_error
 from app.stream.delivery import deliver
-from app.stream.in_sequence import InSequence
 from app.stream.partition_ends import PartitionEnds
 from app.stream.runtime import Runtime
-from app.stream.stream_progress import StreamProgress
 
 log = logging.getLogger(__name__)
 AGENT = "join_rewards"
-# Entries resolved per tick; more are left to a tick sent at once, so that
-# decisions and rewards keep flowing between them.
+# Entries resolved per partition between two batches; more are left to the next time.
 RESOLVE_PER_TICK = 2_000
-# Events per batch, and how long a batch waits to fill.
+# Records per fetched batch.
 BATCH_MAX = 4_000
-BATCH_WITHIN_S = 0.02
+FETCH_WAIT_MS = 20
 
 
 class JoinBatch:
-    """What one batch changed, applied at its end: the entries (key →
-    (partition, entry or None for deleted)), the records to send, and the
-    counters. ``events[p]`` is an event of the batch on partition ``p``:
-    table writes go to the partition of Faust's current event."""
+    """What one batch (or one round of due entries) changed, applied at its
+    end: the entries (partition → key → entry, None for deleted), the records
+    to send, and the counters."""
 
     def __init__(self) -> None:
-        self.entries: dict[bytes, tuple[int, JoinEntry | None]] = {}
-        self.events: dict[int, Any] = {}
-        self.sends: list[tuple[str, bytes | None, bytes]] = []
+        self.entries: dict[int, dict[bytes, JoinEntry | None]] = {}
+        self.outcome_keys: list[bytes] = []
+        self.outcome_values: list[bytes] = []
+        self.dead: list[tuple[bytes | None, bytes]] = []
         self.results: Counter[str] = Counter()
         self.outcomes: Counter[tuple[str, str]] = Counter()
         self.rewards: dict[str, float] = {}
-        self.dead: Counter[str] = Counter()
-        self.generation = 0  # the cluster generation the batch was fetched in
+        self.dead_reasons: Counter[str] = Counter()
 
+    def changes(self) -> dict[int, dict[bytes, bytes | None]]:
+        return {
+            p: {k: (encode_entry(e) if e is not None else None) for k, e in keys.items()}
+            for p, keys in self.entries.items()
+        }
 
-def register(app: faust.App, runtime: Runtime) -> None:
-    t = runtime.topics
-    s = runtime.settings
-    decisions, rewards, timeouts = t.name("decisions"), t.name("rewards"), t.name("reward_timeouts")
-    source = app.topic(
-        decisions,
-        rewards,
-        timeouts,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
-    reward_timeouts_topic = app.topic(timeouts, key_serializer="raw", value_serializer="raw")
-    pending = app.Table(
-        "join-pending",
-        key_type=bytes,
-        value_type=bytes,
-        partitions=t["decisions"].partitions,
-    )
-    joiner = Joiner(
-        runtime.policies,
-        orphan_hold_ms=int(s.join_orphan_hold_seconds * 1000),
-        done_retention_ms=int(s.join_done_retention_seconds * 1000),
-        max_hold_ms=int(s.join_max_hold_seconds * 1000),
-    )
-    runtime.on_policies_changed.append(joiner.reconfigure)
-    due = KeyHeaps()  # partition → (due ms, key)
-    reading = KeyHeaps()  # (topic, partition) → (offset to read to, key)
-    marks: dict[bytes, int] = {}  # waiting entries' marks (kept in memory only)
-    progress = StreamProgress()
-    sequence = InSequence(app, AGENT, {decisions, rewards})
-    ends = PartitionEnds(s.bootstrap, client_id=f"{s.app_id}-join-ends", fetch=s.embedded_broker)
-    ends_started = {"yes": False}  # started on the first tick, inside the worker's loop
-
-    # "generation" counts cluster changes: a batch fetched from a cluster
-    # that was replaced while it was being processed says nothing about how
-    # far the join has read the new cluster's partitions.
-    state: dict[str, Any] = {"rebuild": True, "cluster": None, "generation": 0}
-    max_bytes = s.max_event_bytes
-    outcomes_name, dead_name = t.name("outcomes"), t.name("dead_letter")
-    batch = JoinBatch()
-    alignment = RewardsAlignment()
-
-    def align() -> None:
-        """Pause the rewards partitions read too far ahead of their
-        decisions, resume the others (app/join_alignment.py)."""
-        consumer = app.consumer
-        if consumer is None:
-            return
-        owned = sorted(tp.partition for tp in consumer.assignment() if tp.topic == decisions)
-
-        def behind(p: int) -> bool:
-            end = progress.ends.get((decisions, p))
-            done = progress.done.get((decisions, p))
-            return end is not None and (done is None or done < end)
-
-        pause, resume = alignment.changes(owned, behind)
-        if pause:
-            consumer.pause_partitions([TP(rewards, p) for p in pause])
-            metrics.EVENTS.labels(AGENT, "rewards_paused").inc(len(pause))
-        if resume:
-            consumer.resume_partitions([TP(rewards, p) for p in resume])
-
-    def apply(key: bytes, step: Step, msg: Any) -> None:
-        marks.pop(key, None)
-        if not step.keep:
-            batch.entries[key] = (msg.partition, None)
-        elif step.entry is not None:
-            batch.entries[key] = (msg.partition, step.entry)
-            due.push(step.entry["partition"], step.entry["due"], key)
-        if step.outcome is not None:
-            o = step.outcome
-            batch.sends.append((outcomes_name, joiner.outcome_key(o), orjson.dumps(o)))
-            batch.outcomes[(o["policy_id"], "defaulted" if o["defaulted"] else "rewarded")] += 1
-            batch.rewards[o["policy_id"]] = batch.rewards.get(o["policy_id"], 0.0) + o["reward"]
-        if step.error is not None:
-            if step.original is not None:
-                send_dead(msg, step.error, step.original[1], step.original[0])
-            else:
-                send_dead(msg, step.error)
-        if step.result.endswith("_at_bound"):
-            metrics.JOIN_AT_BOUND.labels(step.result.removesuffix("_at_bound")).inc()
-        batch.results[step.result] += 1
-
-    async def send(topic: str, key: bytes | None, value: bytes) -> Any:
-        return await app.producer.send(topic, key, value, None, None, None)
-
-    def send_dead(
-        msg: Any, err: InvalidEvent, value: bytes | None = None, src: list[Any] | None = None
-    ) -> None:
-        topic, partition, offset = src or (msg.topic, msg.partition, msg.offset)
-        doc = dead_letter(
-            topic, partition, offset, msg.key, value if value is not None else msg.value, err
-        )
-        batch.sends.append((dead_name, dead_letter_key(msg.key), doc))
-        batch.dead[err.code] += 1
-
-    async def finish_batch() -> None:
-        """Each changed key written once, then the records sent (see the
-        module docstring); then the counters."""
-        nonlocal batch
-        done, batch = batch, JoinBatch()
-        for key, (p, e) in done.entries.items():
-            set_current_event(done.events[p])
-            if e is None:
-                pending.pop(key, None)
-            else:
-                pending[key] = encode_entry(e)
-        # Acknowledged before the batch's events are (app/stream/delivery.py).
-        await deliver(send, done.sends, AGENT)
-        for (pid, kind), n in done.outcomes.items():
+    def count(self) -> None:
+        for (pid, kind), n in self.outcomes.items():
             metrics.OUTCOMES.labels(pid, kind).inc(n)
-        for pid, total in done.rewards.items():
+        for pid, total in self.rewards.items():
             metrics.OUTCOME_REWARD.labels(pid).inc(total)
-        for code, n in done.dead.items():
+        for code, n in self.dead_reasons.items():
             metrics.DEAD_LETTERS.labels(AGENT, code).inc(n)
-        for result, n in done.results.items():
+        for result, n in self.results.items():
             metrics.EVENTS.labels(AGENT, result).inc(n)
 
-    def entry(key: bytes) -> JoinEntry | None:
-        changed = batch.entries.get(key)
-        if changed is not None:
-            e = changed[1]
-            if e is not None and key in marks:
-                e = {**e, "mark": marks[key]}
-            return e
-        raw = pending.get(key)
-        e = valid_entry(raw)
-        if raw is not None and e is None:
-            metrics.POISONED_STATE.labels("join-pending").inc()
-            log.error("ignoring an unreadable join-pending entry (%d bytes)", len(raw))
-        if e is not None and key in marks:
-            e["mark"] = marks[key]
+
+class JoinRewards:
+    """The :class:`~app.stream.batched_service.StatefulBatchHandler` of the join."""
+
+    def __init__(
+        self, runtime: Runtime, changelog: Any, cluster_id: Callable[[], str | None]
+    ) -> None:
+        s, t = runtime.settings, runtime.topics
+        self.settings, self.cluster_id = s, cluster_id
+        self.changelog = changelog  # the Faust topic: declared (again) when missing
+        self.decisions, self.rewards = t.name("decisions"), t.name("rewards")
+        self.outcomes_name, self.dead_name = t.name("outcomes"), t.name("dead_letter")
+        self.joiner = Joiner(
+            runtime.policies,
+            orphan_hold_ms=int(s.join_orphan_hold_seconds * 1000),
+            done_retention_ms=int(s.join_done_retention_seconds * 1000),
+            max_hold_ms=int(s.join_max_hold_seconds * 1000),
+        )
+        runtime.on_policies_changed.append(self.joiner.reconfigure)
+        self.store = ChangelogStore(
+            s.bootstrap,
+            changelog.get_topic_name(),
+            s.data_dir / f"{s.app_id}-join-pending",
+            s.embedded_broker,
+        )
+        # Batches, due rounds and rebalances take turns (aiokafka runs the
+        # rebalance callbacks in a task of its own).
+        self.lock = asyncio.Lock()
+        self.due = KeyHeaps()  # partition → (due ms, key)
+        self.reading = KeyHeaps()  # (topic, partition) → (offset to read to, key)
+        self.marks: dict[bytes, int] = {}  # waiting entries' marks (kept in memory only)
+        self.done: dict[tuple[str, int], int] = {}  # next offset to process
+        self.ends = PartitionEnds(
+            s.bootstrap, client_id=f"{s.app_id}-join-ends", fetch=s.embedded_broker
+        )
+        self.alignment = RewardsAlignment()
+        self.cluster: str | None = None
+        self.next_round = 0.0
+        self.batch = JoinBatch()
+
+    # -- lifecycle -----------------------------------------------------------------
+    async def start(self, service: BatchedService) -> None:
+        await self.changelog.maybe_declare()
+        await self.ends.start()
+        await service.partition_count(self.outcomes_name)
+
+    async def background(self, service: BatchedService) -> None:
+        return None
+
+    async def stop(self) -> None:
+        await self.ends.stop()
+        self.store.close()
+
+    async def on_assigned(self, service: BatchedService, assigned: set[TopicPartition]) -> None:
+        async with self.lock:
+            owned = {tp.partition for tp in assigned if tp.topic == self.decisions}
+            recovered = await self.store.assign(owned)
+            for p, n in recovered.items():
+                log.info("join-pending[%d]: %d changelog records recovered", p, n)
+            self.done.clear()
+            self._rebuild()
+            for p in self.alignment.reset():
+                service.consumer.resume(TopicPartition(self.rewards, p))
+
+    async def on_revoked(self, service: BatchedService, revoked: set[TopicPartition]) -> None:
+        async with self.lock:
+            self.done.clear()
+
+    def _rebuild(self) -> None:
+        """The heaps from the store (after an assignment or a new cluster)."""
+        self.due.clear()
+        self.reading.clear()
+        self.marks.clear()
+        for p in self.store.partitions:
+            for key, raw in self.store.items(p):
+                e = valid_entry(raw)
+                if e is None:
+                    metrics.POISONED_STATE.labels("join-pending").inc()
+                    log.error("skipping an unreadable join-pending entry (%d bytes)", len(raw))
+                    continue
+                self.due.push(e["partition"], e["due"], key)
+        metrics.PENDING_DECISIONS.set(self.due.size())
+
+    async def _check_cluster(self, service: BatchedService) -> None:
+        """A new cluster holds none of the old logs: every position goes back
+        to its start, and marks and ends are taken afresh."""
+        cluster = self.cluster_id()
+        if cluster is None:
+            return
+        if self.cluster not in (None, cluster):
+            await rewind_to_start(service.consumer, AGENT)
+            await self.changelog.maybe_declare()
+            self.store.forget_offsets()
+            self.done.clear()
+            self.ends.forget()
+            for p in self.alignment.reset():
+                service.consumer.resume(TopicPartition(self.rewards, p))
+            self._rebuild()
+        self.cluster = cluster
+
+    # -- batches ---------------------------------------------------------------------
+    async def handle(self, service: BatchedService, batch: Batch) -> list[asyncio.Future[Any]]:
+        async with self.lock:
+            await self._check_cluster(service)
+            now = now_ms()
+            for tp, msgs in batch.items():
+                kind = "decisions" if tp.topic == self.decisions else "rewards"
+                on = self._on_decision if kind == "decisions" else self._on_reward
+                for m in msgs:
+                    self.alignment.saw(kind, m.partition, m.timestamp)
+                    try:
+                        if m.key is None:
+                            raise InvalidEvent(
+                                "schema_violation", "message has no key (the request id)"
+                            )
+                        on(m, now)
+                    except InvalidEvent as exc:
+                        self._dead(m, exc)
+                    except Exception as exc:  # one message never stops the join
+                        log.exception("join_rewards failed on %s:%s", m.topic, m.offset)
+                        self._dead(m, internal_error(exc))
+                self.done[(tp.topic, tp.partition)] = msgs[-1].offset + 1
+            done, self.batch = self.batch, JoinBatch()
+            futures = await self.store.write(service.producer, done.changes())
+            futures += await self._send(service, done)
+            done.count()
+            self._align(service)
+            return futures
+
+    async def _send(self, service: BatchedService, done: JoinBatch) -> list[asyncio.Future[Any]]:
+        futures: list[asyncio.Future[Any]] = []
+        if done.outcome_keys:
+            futures += await service.send_batches(
+                self.outcomes_name, done.outcome_keys, done.outcome_values, now_ms()
+            )
+        for key, doc in done.dead:
+            futures.append(await service.producer.send(self.dead_name, doc, key=key))
+        return futures
+
+    def _entry(self, p: int, key: bytes) -> JoinEntry | None:
+        changed = self.batch.entries.get(p)
+        if changed is not None and key in changed:
+            e = changed[key]
+        else:
+            raw = self.store.get(p, key)
+            e = valid_entry(raw)
+            if raw is not None and e is None:
+                metrics.POISONED_STATE.labels("join-pending").inc()
+                log.error("ignoring an unreadable join-pending entry (%d bytes)", len(raw))
+        if e is not None and key in self.marks:
+            e = {**e, "mark": self.marks[key]}
         return e
 
-    def on_decision(msg: Any, now: int) -> None:
-        decision = parse_decision(msg.value)
-        if msg.key != decision["request_id"].encode():
+    def _on_decision(self, m: Any, now: int) -> None:
+        decision = parse_decision(m.value)
+        if m.key != decision["request_id"].encode():
             raise InvalidEvent("schema_violation", "message key is not the request_id")
         key = join_key(decision["tenant_id"], decision["request_id"])
-        src = [msg.topic, msg.partition, msg.offset]
-        apply(key, joiner.on_decision(entry(key), decision, src, now), msg)
+        src = [m.topic, m.partition, m.offset]
+        self._apply(
+            m.partition,
+            key,
+            self.joiner.on_decision(self._entry(m.partition, key), decision, src, now),
+            m,
+        )
 
-    def on_reward(msg: Any, now: int) -> None:
-        reward = Reward.from_dict(decode(msg.value, max_bytes))
-        if reward.request_id.encode() != msg.key:
+    def _on_reward(self, m: Any, now: int) -> None:
+        s = self.settings
+        reward = Reward.from_dict(decode(m.value, s.max_event_bytes))
+        if reward.request_id.encode() != m.key:
             raise InvalidEvent("schema_violation", "message key is not the request_id")
-        check_tenant(reward.tenant_id, msg.headers, s.tenant_header)
+        check_tenant(reward.tenant_id, m.headers, s.tenant_header)
         check_reward_token(
             s.reward_token_secret, reward.tenant_id, reward.request_id, reward.reward_token
         )
         key = join_key(reward.tenant_id, reward.request_id)
-        src = [msg.topic, msg.partition, msg.offset]
-        apply(key, joiner.on_reward(entry(key), reward, msg.value, src, now), msg)
+        src = [m.topic, m.partition, m.offset]
+        step = self.joiner.on_reward(self._entry(m.partition, key), reward, m.value, src, now)
+        self._apply(m.partition, key, step, m)
 
-    async def handle(msg: Any) -> None:
-        now = now_ms()
-        try:
-            if msg.topic == timeouts:
-                await resolve_due(msg, now)
-                return
-            if batch.generation == state["generation"]:
-                progress.saw(msg.topic, msg.partition, msg.offset)
-            if msg.key is None:
-                raise InvalidEvent("schema_violation", "message has no key (the request id)")
-            if msg.topic == decisions:
-                on_decision(msg, now)
+    def _apply(self, p: int, key: bytes, step: Step, m: Any) -> None:
+        b = self.batch
+        self.marks.pop(key, None)
+        if not step.keep:
+            b.entries.setdefault(p, {})[key] = None
+        elif step.entry is not None:
+            b.entries.setdefault(p, {})[key] = step.entry
+            self.due.push(step.entry["partition"], step.entry["due"], key)
+        if step.outcome is not None:
+            o = step.outcome
+            b.outcome_keys.append(self.joiner.outcome_key(o))
+            b.outcome_values.append(orjson.dumps(o))
+            b.outcomes[(o["policy_id"], "defaulted" if o["defaulted"] else "rewarded")] += 1
+            b.rewards[o["policy_id"]] = b.rewards.get(o["policy_id"], 0.0) + o["reward"]
+        if step.error is not None:
+            if step.original is not None:
+                (topic, partition, offset), value = step.original
+                self._dead(m, step.error, value, (topic, partition, offset))
             else:
-                on_reward(msg, now)
-        except InvalidEvent as exc:
-            send_dead(msg, exc)
-            batch.results["dead_letter"] += 1
-        except Exception as exc:  # one message never stops the join
-            log.exception("join_rewards failed on %s:%s", msg.topic, msg.offset)
-            send_dead(msg, internal_error(exc))
-            batch.results["dead_letter"] += 1
+                self._dead(m, step.error)
+        if step.result.endswith("_at_bound"):
+            metrics.JOIN_AT_BOUND.labels(step.result.removesuffix("_at_bound")).inc()
+        b.results[step.result] += 1
 
-    @app.agent(source, name="join_rewards")
-    async def join_rewards(stream: Any) -> None:
-        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            batch.generation = state["generation"]
-            for event in events:
-                m = event.message
-                if m.topic != timeouts:
-                    kind = "decisions" if m.topic == decisions else "rewards"
-                    alignment.saw(kind, m.partition, int(m.timestamp * 1000))
-                # Table reads look in the current event's partition.
-                set_current_event(event)
-                batch.events[m.partition] = event
-                await sequence.handle(m, handle)
-            await finish_batch()
-            align()
+    def _dead(
+        self,
+        m: Any,
+        err: InvalidEvent,
+        value: bytes | None = None,
+        src: tuple[str, int, int] | None = None,
+    ) -> None:
+        topic, partition, offset = src or (m.topic, m.partition, m.offset)
+        doc = dead_letter(
+            topic, partition, offset, m.key, value if value is not None else m.value, err
+        )
+        self.batch.dead.append((dead_letter_key(m.key), doc))
+        self.batch.dead_reasons[err.code] += 1
+        if src is None:
+            self.batch.results["dead_letter"] += 1
 
-    async def resolve_due(msg: Any, now: int) -> None:
-        p = msg.partition
-        view = progress.view(decisions, rewards, p)
-        keys = due.pop_ready(p, now, RESOLVE_PER_TICK)
-        for topic, done in ((rewards, view.rewards_done), (decisions, view.decisions_done)):
-            if done is not None:
-                keys += reading.pop_ready((topic, p), done, RESOLVE_PER_TICK - len(keys))
-        for key in keys:
-            try:
-                resolve(key, msg, now, view)
-            except Exception:
-                log.exception("join_rewards could not resolve a due entry; it is dropped")
-                metrics.POISONED_STATE.labels("join-pending").inc()
-        metrics.PENDING_DECISIONS.set(due.size())
-        if len(keys) >= RESOLVE_PER_TICK:
-            await reward_timeouts_topic.send(value=b"{}", partition=p)
+    def _align(self, service: BatchedService) -> None:
+        """Pause the rewards partitions read too far ahead of their
+        decisions, resume the others (app/join_alignment.py)."""
 
-    def resolve(key: bytes, msg: Any, now: int, view: Progress) -> None:
-        step = joiner.on_due(entry(key), now, view)
+        def behind(p: int) -> bool:
+            end = self.ends.ends.get((self.decisions, p))
+            done = self.done.get((self.decisions, p))
+            return end is not None and (done is None or done < end)
+
+        pause, resume = self.alignment.changes(sorted(self.store.partitions), behind)
+        consumer = service.consumer
+        if pause:
+            consumer.pause(*(TopicPartition(self.rewards, p) for p in pause))
+            metrics.EVENTS.labels(AGENT, "rewards_paused").inc(len(pause))
+        if resume:
+            consumer.resume(*(TopicPartition(self.rewards, p) for p in resume))
+
+    # -- due entries -------------------------------------------------------------------
+    async def between_batches(self, service: BatchedService) -> None:
+        if time.monotonic() < self.next_round:
+            return
+        self.next_round = time.monotonic() + self.settings.join_timer_interval_seconds
+        async with self.lock:
+            await self._check_cluster(service)
+            await self._resolve_due(service)
+
+    async def _resolve_due(self, service: BatchedService) -> None:
+        consumer = service.consumer
+        owned = sorted(self.store.partitions)
+        tps = [TopicPartition(t, p) for p in owned for t in (self.decisions, self.rewards)]
+        assigned = consumer.assignment()
+        for tp in tps:
+            if tp in assigned:
+                # Between batches every record fetched has been handled.
+                self.done[(tp.topic, tp.partition)] = await consumer.position(tp)
+        try:
+            await self.ends.refresh(tps, timeout_s=5.0)
+        except Exception as exc:  # the broker is away: entries wait, nothing resolves early
+            log.warning("join_rewards could not fetch partition ends: %s", exc)
+        self._align(service)
+        now = now_ms()
+        for p in owned:
+            view = self._progress(p)
+            keys = self.due.pop_ready(p, now, RESOLVE_PER_TICK)
+            for topic, done in (
+                (self.rewards, view.rewards_done),
+                (self.decisions, view.decisions_done),
+            ):
+                if done is not None:
+                    keys += self.reading.pop_ready((topic, p), done, RESOLVE_PER_TICK - len(keys))
+            for key in keys:
+                try:
+                    self._resolve(p, key, now, view)
+                except Exception:
+                    log.exception("join_rewards could not resolve a due entry; it is dropped")
+                    metrics.POISONED_STATE.labels("join-pending").inc()
+        metrics.PENDING_DECISIONS.set(self.due.size())
+        finished, self.batch = self.batch, JoinBatch()
+        if not (finished.entries or finished.outcome_keys or finished.dead):
+            finished.count()
+            return
+        # Outcomes first, acknowledged; then the entries that record them.
+        records: list[tuple[str, bytes | None, bytes]] = [
+            (self.outcomes_name, k, v)
+            for k, v in zip(finished.outcome_keys, finished.outcome_values, strict=True)
+        ]
+        records += [(self.dead_name, k, v) for k, v in finished.dead]
+
+        async def send(topic: str, key: bytes | None, value: bytes) -> Any:
+            return await service.producer.send(topic, value, key=key)
+
+        await deliver(send, records, AGENT)
+        await self.store.write(service.producer, finished.changes())
+        finished.count()
+
+    def _progress(self, p: int) -> Progress:
+        d, r = (self.decisions, p), (self.rewards, p)
+        ends = self.ends.ends
+        return Progress(
+            decisions_end=ends.get(d),
+            decisions_done=self.done.get(d),
+            rewards_end=ends.get(r),
+            rewards_done=self.done.get(r),
+        )
+
+    def _resolve(self, p: int, key: bytes, now: int, view: Progress) -> None:
+        step = self.joiner.on_due(self._entry(p, key), now, view)
         if step.result == "not_due":
             return
         if step.waits_on is None:
-            apply(key, step, msg)
+            self._apply(p, key, step, _Due())
             return
         # Waiting for the join to read further: held in memory, not rewritten.
         e = step.entry
         assert e is not None
         if e["mark"] is None:  # the partition's end is not known yet
-            due.push(e["partition"], e["due"], key)
+            self.due.push(e["partition"], e["due"], key)
             return
-        if key not in marks:
-            batch.results["waiting"] += 1
-        marks[key] = e["mark"]
-        topic = rewards if step.waits_on == "rewards" else decisions
-        reading.push((topic, e["partition"]), e["mark"], key)
-        due.push(e["partition"], e.get("until", now), key)  # the bound
+        if key not in self.marks:
+            self.batch.results["waiting"] += 1
+        self.marks[key] = e["mark"]
+        topic = self.rewards if step.waits_on == "rewards" else self.decisions
+        self.reading.push((topic, e["partition"]), e["mark"], key)
+        self.due.push(e["partition"], e.get("until", now), key)  # the bound
 
-    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
-    async def _on_assigned(sender: Any, assigned: Any, **kw: Any) -> None:
-        state["rebuild"] = True
-        progress.reset()
-        held = alignment.reset()
-        if held and app.consumer is not None:
-            app.consumer.resume_partitions([TP(rewards, p) for p in held])
-        await sequence.expect_committed(assigned)
 
-    def rebuild() -> None:
-        """After (re)assignment the heap is rebuilt from the recovered table."""
-        state["rebuild"] = False
-        due.clear()
-        reading.clear()
-        marks.clear()
-        for key, raw in pending.items():
-            e = valid_entry(raw)
-            if e is None:
-                metrics.POISONED_STATE.labels("join-pending").inc()
-                log.error("skipping an unreadable join-pending entry (%d bytes)", len(raw or b""))
-                continue
-            due.push(e["partition"], e["due"], key)
-        for key, (_, e) in batch.entries.items():  # a batch under way when it ran
-            if e is not None:
-                due.push(e["partition"], e["due"], key)
+class _Due:
+    """What :meth:`JoinRewards._apply` reads of the record behind a step,
+    for a step taken on a due entry (its dead letters name the entry's own
+    source)."""
 
-    @app.timer(s.join_timer_interval_seconds)
-    async def tick_owned_partitions() -> None:
-        assignment = app.consumer.assignment() if app.consumer else set()
-        owned = sorted(tp.partition for tp in assignment if tp.topic == timeouts)
-        cluster = current_cluster_id(app)
-        if cluster is not None and state["cluster"] not in (None, cluster):
-            # Positions in another cluster's logs (a broker that lost them)
-            # say nothing about the new ones; marks are taken afresh.
-            progress.reset()
-            progress.ends.clear()
-            ends.forget()
-            sequence.forget()
-            app.consumer.resume_partitions([TP(rewards, p) for p in alignment.reset()])
-            state["rebuild"] = True
-            state["generation"] += 1
-        if cluster is not None:
-            state["cluster"] = cluster
-        if state["rebuild"] and owned:
-            rebuild()
-        tps = [TP(topic, p) for p in owned for topic in (decisions, rewards)]
-        try:
-            if not ends_started["yes"]:
-                await ends.start()
-                ends_started["yes"] = True
-            progress.ends.update(await ends.refresh(tps, timeout_s=5.0))
-        except Exception as exc:  # the broker is away: entries wait, nothing resolves early
-            log.warning("join_rewards could not fetch partition ends: %s", exc)
-        busy = {(m.tp.topic, m.tp.partition) for m in list(app.consumer.unacked)}
-        for tp in tps:
-            await progress.observe_idle(app.consumer, tp.topic, tp.partition, busy)
-        align()  # resumes rewards once their decisions are read, with or without new events
-        now = now_ms()
-        for p in owned:
-            if (
-                due.ready(p, now)
-                or reading.ready((rewards, p), progress.done.get((rewards, p)))
-                or reading.ready((decisions, p), progress.done.get((decisions, p)))
-            ):
-                await reward_timeouts_topic.send(value=b"{}", partition=p)
+    def __init__(self) -> None:
+        self.key: bytes | None = None
+        self.value = b""
+        self.topic, self.partition, self.offset = "", -1, -1
+
+
+def changelog_name(app_id: str) -> str:
+    """The changelog of the join's store (a Faust table's name for it)."""
+    return f"{app_id}-join-pending-changelog"
+
+
+def register(app: faust.App, runtime: Runtime) -> None:
+    s, t = runtime.settings, runtime.topics
+    changelog = app.topic(
+        changelog_name(s.app_id),
+        partitions=t["decisions"].partitions,
+        compacting=True,
+        internal=True,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+
+    @app.task
+    async def start_join_rewards() -> None:
+        service = BatchedService(
+            s,
+            AGENT,
+            source=(t.name("decisions"), t.name("rewards")),
+            source_role={t.name("decisions"): "decisions", t.name("rewards"): "rewards"},
+            dead_letter_topic=t.name("dead_letter"),
+            handler=JoinRewards(runtime, changelog, lambda: current_cluster_id(app)),
+            fetch_wait_ms=FETCH_WAIT_MS,
+            batch_max=BATCH_MAX,
+            loop=app.loop,
+        )
+        await app.add_runtime_dependency(service)

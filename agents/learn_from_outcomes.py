@@ -1,17 +1,23 @@
 """learn_from_outcomes: outcomes → policy updates → snapshots.
 
-Outcomes are keyed by policy id, so each policy is updated on one partition,
-serially. Its state lives in a RocksDB table keyed by policy id, together
+A :class:`~app.stream.batched_service.BatchedService` (its own consumer
+group over the co-partitioned outcomes, drift and registry topics, see
+topics.yaml ``joins``), as the join is. Outcomes are keyed by policy id, so
+each policy is updated on one partition, serially (``learning: sharded``:
+keyed by request, each partition learns a shard of the policy). Its state
+lives in a :class:`ChangelogStore` keyed by policy id (or shard), together
 with the offset of the last outcome applied per source partition (see
-:mod:`app.learner`); a second table remembers applied request ids. Snapshots
-go to the compacted snapshots topic every N updates or T milliseconds.
+:mod:`app.learner`); a second store remembers applied request ids.
+Snapshots go to the compacted snapshots topic every N updates or T
+milliseconds, once the state they show is in the changelog (so a recovered
+state is never behind a published snapshot).
 
-Outcomes are taken a batch at a time: each is applied to the policy in
-memory, and at the batch's end the applied request ids are written, then
-each changed policy's state once (a LinUCB state of 20 arms is ~50 KB: per
-outcome, its RocksDB and changelog writes were most of the learner's cost).
-Faust acks the batch only after that, so a crash redoes it; the offsets in
-the state and the applied ids make the redone part a no-op.
+A fetched batch is applied to the policies in memory; at its end the
+applied request ids and each changed policy's state are written once (a
+LinUCB state of 20 arms is ~50 KB: per outcome, its writes were most of the
+learner's cost). The batch's offsets are committed once those writes are
+acknowledged, so a crash redoes it; the offsets in the state and the
+applied ids make the redone part a no-op.
 
 Applied request ids expire ``applied_requests_retention_seconds`` after
 their outcome's time, counted in the outcome times the partition has
@@ -21,24 +27,28 @@ finished request (``join_done_retention_seconds``, and only once it has read
 that far: ``join_max_hold_seconds``), and a re-emitted outcome carries its
 first time, so the retention, which must cover both, keeps exactly-once.
 
-The same agent reads ``llmopt.drift.v1`` (keyed by policy id and
-co-partitioned with the outcomes, topics.yaml ``joins``): a drift on an arm
-reaches the partition that owns the policy, is applied in the same serial
-stream as the outcomes — the policy state keeps a single writer — and the
-adaptation (config/drift.yaml ``adaptation``) goes back to the drift topic as
-an event of kind ``adaptation``, followed at once by a snapshot. Other kinds
-(anomalies, input drift, adaptations) are read and passed over.
+Drift events (``llmopt.drift.v1``, keyed by policy id) reach the partition
+that owns the policy and are applied in the same serial stream as the
+outcomes — the policy state keeps a single writer — and the adaptation
+(config/drift.yaml ``adaptation``) goes back to the drift topic as an event
+of kind ``adaptation``, once the state is written, followed at once by a
+snapshot. Other kinds (anomalies, input drift, adaptations) are passed over.
+Registry requests (``llmopt.registry.v1``) serve, register or shadow
+versions (app/versions.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import faust
 import orjson
+from aiokafka import TopicPartition
 
 from app import metrics
 from app.drift.config import DriftConfig
@@ -47,12 +57,12 @@ from app.key_heaps import KeyHeaps
 from app.learner import Learner, applied_in_state, applied_mark, live_key, mark_expiry
 from app.metrics_snapshot import process_id
 from app.records import DriftEvent, InvalidEvent, Outcome, RegistryEvent, now_ms
+from app.stream.batched_service import Batch, BatchedService
+from app.stream.changelog_store import ChangelogStore
 from app.stream.cluster_watch import offsets_key
-from app.stream.cluster_watcher import current_cluster_id
-from app.stream.current_event import set_current_event
-from app.stream.dead_letter import send_dead_letter, send_internal_error
+from app.stream.cluster_watcher import current_cluster_id, rewind_to_start
+from app.stream.dead_letter import dead_letter, dead_letter_key, internal_error
 from app.stream.delivery import deliver
-from app.stream.in_sequence import InSequence
 from app.stream.partitioning import partitions_for
 from app.stream.runtime import Runtime
 from app.stream.snapshot_log import published_versions
@@ -60,138 +70,279 @@ from app.versions import REGISTRY_MAX_BYTES, VersionError, policy_of_key, record
 
 log = logging.getLogger(__name__)
 AGENT = "learn_from_outcomes"
-# Outcomes per batch, and how long a batch waits to fill.
 BATCH_MAX = 4_000
-BATCH_WITHIN_S = 0.02
-# Expired applied ids deleted per batch (the rest at the next ones).
+FETCH_WAIT_MS = 20
+# Expired applied ids deleted per partition and batch (the rest at the next ones).
 EXPIRE_PER_BATCH = 10_000
 
 
 class LearnBatch:
     """What one batch changed, written at its end: applied request ids
-    (id → (event, mark)), the policies whose state changed (id → an event on
-    their partition: table writes go to the current event's partition), and
-    the counters."""
+    (partition → id → mark), the states that changed (live key → partition),
+    records to send once those are written, and the counters."""
 
     def __init__(self) -> None:
-        self.marks: dict[bytes, tuple[Any, bytes]] = {}
-        self.states: dict[str, Any] = {}
-        self.events: dict[int, Any] = {}
+        self.marks: dict[int, dict[bytes, bytes | None]] = {}
+        self.states: dict[str, int] = {}
+        self.after_state: list[tuple[str, bytes | None, bytes]] = []
+        self.dead: list[tuple[bytes | None, bytes]] = []
         self.results: Counter[str] = Counter()
         self.updates: Counter[str] = Counter()
         self.skipped: Counter[tuple[str, str]] = Counter()
+        self.dead_reasons: Counter[str] = Counter()
 
 
-def register(app: faust.App, runtime: Runtime) -> None:
-    t = runtime.topics
-    drift_name, registry_name = t.name("drift"), t.name("registry")
-    source = app.topic(
-        t.name("outcomes"),
-        drift_name,
-        registry_name,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
-    snapshots = app.topic(t.name("policy_snapshots"), key_serializer="raw", value_serializer="raw")
-    dead = app.topic(t.name("dead_letter"), key_serializer="raw", value_serializer="raw")
-    partitions = t["outcomes"].partitions
-    states = app.Table("policy-state", key_type=bytes, value_type=bytes, partitions=partitions)
-    applied = app.Table("applied-requests", key_type=bytes, value_type=bytes, partitions=partitions)
-    learner = Learner(runtime.policies, runtime.file_policies)
-    by = f"learner@{process_id(runtime.settings.web_port)}"
-    registry_partitions = t["registry"].partitions
-    writing: set[asyncio.Task[None]] = set()
+class LearnFromOutcomes:
+    """The :class:`~app.stream.batched_service.StatefulBatchHandler` of the learner."""
 
-    async def write_registry(records: list[RegistryEvent]) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        changelogs: dict[str, Any],
+        cluster_id: Callable[[], str | None],
+    ) -> None:
+        s, t = runtime.settings, runtime.topics
+        self.runtime, self.settings, self.cluster_id = runtime, s, cluster_id
+        self.changelogs = changelogs  # store name → Faust topic: declared (again) when missing
+        self.outcomes_name, self.drift_name = t.name("outcomes"), t.name("drift")
+        self.registry_name, self.snapshots_name = t.name("registry"), t.name("policy_snapshots")
+        self.dead_name = t.name("dead_letter")
+        self.learner = Learner(runtime.policies, runtime.file_policies)
+        self.by = f"learner@{process_id(s.web_port)}"
+        self.states = self._store("policy-state")
+        self.applied = self._store("applied-requests")
+        self.drift_config = DriftConfig.load(s.drift_path)
+        self.retention_ms = int(s.applied_requests_retention_seconds * 1000)
+        self.lock = asyncio.Lock()
+        self.expiring = KeyHeaps()  # partition → (expiry in outcome time, request id)
+        self.reached: dict[int, int] = {}  # partition → latest outcome time applied
+        self.published: dict[str, int] = {}
+        self.published_read = False
+        self.unacked: list[asyncio.Future[Any]] = []  # state writes not yet acknowledged
+        self.cluster: str | None = None
+        self.batch = LearnBatch()
+        self.service: BatchedService | None = None
+        self.writing: set[asyncio.Task[None]] = set()
+        self.interval_s = (
+            min(p.snapshot_every_ms for p in runtime.policies.policies.values()) / 1000
+        )
+        self.next_publish = 0.0
+        runtime.on_policies_changed.append(self._on_policies_changed)
+
+    def _store(self, name: str) -> ChangelogStore:
+        s = self.settings
+        return ChangelogStore(
+            s.bootstrap,
+            self.changelogs[name].get_topic_name(),
+            s.data_dir / f"{s.app_id}-{name}",
+            s.embedded_broker,
+        )
+
+    # -- lifecycle -----------------------------------------------------------------
+    async def start(self, service: BatchedService) -> None:
+        self.service = service
+        for topic in self.changelogs.values():
+            await topic.maybe_declare()
+        await service.partition_count(self.registry_name)
+
+    async def background(self, service: BatchedService) -> None:
+        return None
+
+    async def stop(self) -> None:
+        self.states.close()
+        self.applied.close()
+
+    async def on_assigned(self, service: BatchedService, assigned: set[TopicPartition]) -> None:
+        async with self.lock:
+            owned = {tp.partition for tp in assigned if tp.topic == self.outcomes_name}
+            for store in (self.states, self.applied):
+                for p, n in (await store.assign(owned)).items():
+                    log.info("%s[%d]: %d changelog records recovered", store.changelog, p, n)
+            # States are read again from the stores: a partition held
+            # before may have been learned on elsewhere meanwhile.
+            self.learner.forget_all()
+            self._rebuild_expiry()
+
+    async def on_revoked(self, service: BatchedService, revoked: set[TopicPartition]) -> None:
+        async with self.lock:
+            if self.unacked:  # snapshots are never ahead of the stores
+                await asyncio.gather(*self.unacked, return_exceptions=True)
+                self.unacked.clear()
+
+    def _rebuild_expiry(self) -> None:
+        self.expiring.clear()
+        self.reached.clear()
+        for p in self.applied.partitions:
+            for rid, mark in self.applied.items(p):
+                found = mark_expiry(mark, self.retention_ms) if mark else None
+                if found is not None:
+                    self.expiring.push(found[0], found[1], rid)
+
+    async def _check_cluster(self, service: BatchedService) -> None:
+        cluster = self.cluster_id()
+        if cluster is None:
+            return
+        if self.cluster not in (None, cluster):
+            # A new cluster holds none of the old logs (offsets in the
+            # states are kept per cluster: app/stream/cluster_watch.py).
+            await rewind_to_start(service.consumer, AGENT)
+            for topic in self.changelogs.values():
+                await topic.maybe_declare()
+            self.states.forget_offsets()
+            self.applied.forget_offsets()
+        self.cluster = cluster
+
+    def _on_policies_changed(self, config: Any) -> None:
+        retired = self.learner.reconfigure(config, self.runtime.file_policies, now_ms(), self.by)
+        if retired:  # what the switched policies had learned, kept as versions
+            task = asyncio.get_running_loop().create_task(self._write_registry(retired))
+            self.writing.add(task)
+            task.add_done_callback(self.writing.discard)
+
+    # -- batches -------------------------------------------------------------------
+    async def handle(self, service: BatchedService, batch: Batch) -> list[asyncio.Future[Any]]:
+        async with self.lock:
+            await self._check_cluster(service)
+            now = now_ms()
+            futures: list[asyncio.Future[Any]] = []
+            for tp, msgs in batch.items():
+                for m in msgs:
+                    try:
+                        if tp.topic == self.drift_name:
+                            if await self._adapt(m, now):
+                                # Its snapshot shows the adapted state, before
+                                # any later outcome: the batch ends here.
+                                futures += await self._finish(service, now)
+                        elif tp.topic == self.registry_name:
+                            await self._on_registry(m, now)
+                        else:
+                            await self._learn(m, now)
+                    except InvalidEvent as exc:
+                        self._dead(m, exc)
+                    except Exception as exc:  # one message never stops the learner
+                        log.exception("learn_from_outcomes failed on %s:%s", m.topic, m.offset)
+                        self.batch.results["internal_error"] += 1
+                        self._dead(m, internal_error(exc, AGENT))
+            return futures + await self._finish(service, now)
+
+    async def _finish(self, service: BatchedService, now: int) -> list[asyncio.Future[Any]]:
+        """Applied ids and changed states written (with the ids that
+        expired), the dead letters sent; then what waits for the states
+        (adaptations, due snapshots)."""
+        done, self.batch = self.batch, LearnBatch()
+        for p in list(self.applied.partitions):
+            reached = self.reached.get(p)
+            if reached is not None and self.expiring.ready(p, reached):
+                expired = self.expiring.pop_ready(p, reached, EXPIRE_PER_BATCH)
+                marks = done.marks.setdefault(p, {})
+                for rid in expired:
+                    marks.setdefault(rid, None)
+                metrics.APPLIED_EXPIRED.inc(len(expired))
+        futures = await self.applied.write(service.producer, done.marks)
+        states: dict[int, dict[bytes, bytes | None]] = {}
+        for key, p in done.states.items():
+            states.setdefault(p, {})[key.encode()] = orjson.dumps(self.learner.state(key))
+        written = await self.states.write(service.producer, states)
+        futures += written
+        self.unacked += written
+        for dkey, doc in done.dead:
+            futures.append(await service.producer.send(self.dead_name, doc, key=dkey))
+        for key in done.states:
+            metrics.set_shadow_values(key, self.learner.shadow_values(key))
+        for pid, n in done.updates.items():
+            metrics.POLICY_UPDATES.labels(pid).inc(n)
+        for (pid, why), n in done.skipped.items():
+            metrics.POLICY_UPDATES_SKIPPED.labels(pid, why).inc(n)
+        for code, n in done.dead_reasons.items():
+            metrics.DEAD_LETTERS.labels(AGENT, code).inc(n)
+        for result, n in done.results.items():
+            metrics.EVENTS.labels(AGENT, result).inc(n)
+        if done.after_state:
+            try:
+                await self._states_written()
+                await deliver(self._send, done.after_state, AGENT)
+            except RuntimeError as exc:  # the state is redone; its announcement is lost
+                log.warning("%s: %d records not sent", exc, len(done.after_state))
+        futures += await self._publish_due(service, now_ms())
+        return futures
+
+    async def _send(self, topic: str, key: bytes | None, value: bytes) -> Any:
+        assert self.service is not None
+        return await self.service.producer.send(topic, value, key=key)
+
+    async def _states_written(self) -> None:
+        """Wait for the state writes made so far (a refused one is the
+        service's to redo: the snapshot then waits for the next one)."""
+        pending, self.unacked = self.unacked, []
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        if any(isinstance(r, BaseException) for r in results):
+            raise RuntimeError("a state write was refused; snapshots wait for it to be redone")
+
+    async def _publish_due(
+        self, service: BatchedService, now: int, force: bool = False
+    ) -> list[asyncio.Future[Any]]:
+        due = self.learner.due_snapshots(now, force)
+        if not due:
+            return []
+        try:
+            await self._states_written()
+        except RuntimeError as exc:
+            log.warning("%s", exc)
+            return []
+        futures = []
+        for key in due:
+            snap = self.learner.snapshot(key, now)
+            futures.append(
+                await service.producer.send(self.snapshots_name, snap.dumps(), key=key.encode())
+            )
+            self.published[key] = max(self.published.get(key, 0), snap.version)
+            metrics.SNAPSHOTS.labels(snap.policy_id).inc()
+        return futures
+
+    async def between_batches(self, service: BatchedService) -> None:
+        if time.monotonic() < self.next_publish:
+            return
+        self.next_publish = time.monotonic() + self.interval_s
+        async with self.lock:
+            await self._publish_due(service, now_ms())
+
+    def _dead(self, m: Any, err: InvalidEvent) -> None:
+        doc = dead_letter(m.topic, m.partition, m.offset, m.key, m.value, err)
+        self.batch.dead.append((dead_letter_key(m.key), doc))
+        self.batch.dead_reasons[err.code] += 1
+
+    async def _write_registry(self, records: list[RegistryEvent]) -> None:
         """Registry records, each on its policy's partition, acknowledged."""
+        assert self.service is not None
+        producer = self.service.producer
+        n = await self.service.partition_count(self.registry_name)
 
         async def send(topic: str, key: bytes | None, value: bytes) -> Any:
-            pid = policy_of_key(key or b"")
-            p = partitions_for([pid.encode()], registry_partitions)[0]
-            return await app.producer.send(topic, key, value, p, None, None)
+            p = partitions_for([policy_of_key(key or b"").encode()], n)[0]
+            return await producer.send(topic, value, key=key, partition=p)
 
-        await deliver(send, [(registry_name, record_key(r), r.dumps()) for r in records], AGENT)
+        await deliver(
+            send, [(self.registry_name, record_key(r), r.dumps()) for r in records], AGENT
+        )
         for r in records:
             metrics.REGISTRY_RECORDS.labels(r.policy_id, r.status or r.kind).inc()
 
-    def on_policies_changed(config: Any) -> None:
-        retired = learner.reconfigure(config, runtime.file_policies, now_ms(), by)
-        if retired:  # what the switched policies had learned, kept as versions
-            task = asyncio.get_running_loop().create_task(write_registry(retired))
-            writing.add(task)
-            task.add_done_callback(writing.discard)
-
-    runtime.on_policies_changed.append(on_policies_changed)
-    drift_config = DriftConfig.load(runtime.settings.drift_path)
-    drift = app.topic(drift_name, key_serializer="raw", value_serializer="raw")
-
-    async def adapt(msg: Any, now: int) -> None:
-        """Apply a drift event to the policy it names (see the module docstring)."""
-        try:
-            event = DriftEvent.loads(msg.value, runtime.settings.max_event_bytes)
-        except InvalidEvent as exc:
-            await send_dead_letter(dead.send, AGENT, msg, exc)
-            return
-        pid = event.policy_id
-        pc = learner.config.policies.get(pid)
-        if event.kind != "drift" or pc is None:
-            metrics.EVENTS.labels(AGENT, f"drift_{event.kind}_skipped").inc()
-            return
-        if pc.learning == "sharded":
-            # Its shards learn on every partition; an adaptation would have
-            # to reach them all (docs/architecture.md#sharded-learning).
-            metrics.EVENTS.labels(AGENT, "drift_sharded_skipped").inc()
-            return
-        await ensure_loaded(pid, now)
-        spec = drift_config.adaptation_for(pid)
-        part = offsets_key(msg.partition, current_cluster_id(app))
-        done = learner.adapt(event, spec, part, msg.offset, now)
-        metrics.EVENTS.labels(AGENT, "drift_adapted" if done else "drift_ignored").inc()
-        if done is None:
-            return
-        # State (with the drift's offset) first, then the event: a crash in
-        # between keeps the adaptation and loses only its announcement.
-        states[pid.encode()] = orjson.dumps(learner.state(pid))
-        await drift.send(key=pid.encode(), value=done.dumps())
-        metrics.ADAPTATIONS.labels(pid, done.applied or "none").inc()
-        log.info("adapted %s/%s after %s drift: %s", pid, done.arm, done.signal, done.detail)
-        for due in learner.due_snapshots(now):
-            await publish(due, now)
-
-    publishing = asyncio.Lock()
-
-    async def publish(key: str, now: int) -> None:
-        """Publish the snapshot of a policy (or of a shard: ``key`` is a live key)."""
-        if key in batch.states:
-            return  # its state is not written yet: published at the batch's end
-        # One at a time (the agent and the timer both publish): a snapshot
-        # taken before another's flush must not be sent after it.
-        async with publishing:
-            snap = learner.snapshot(key, now)
-            # Table writes go out through Faust's send buffer, the snapshot
-            # directly: without this flush a crash could leave a published
-            # snapshot ahead of the state the table recovers.
-            await app.producer.flush()
-            await snapshots.send(key=key.encode(), value=snap.dumps())
-        published[key] = max(published.get(key, 0), snap.version)
-        metrics.SNAPSHOTS.labels(snap.policy_id).inc()
-
-    async def ensure_loaded(pid: str, now: int, shard: int | None = None) -> str:
-        """Bring a policy's state (or its shard's) in from the table and
-        return its live key; a state the table holds that cannot be read is
+    # -- state -----------------------------------------------------------------------
+    async def _ensure_loaded(self, pid: str, p: int, now: int, shard: int | None = None) -> str:
+        """Bring a policy's state (or its shard's) in from the store and
+        return its live key; a state the store holds that cannot be read is
         skipped (the policy starts from its prior and the applied-requests
-        table still stops double updates); a state older than a snapshot
+        store still stops double updates); a state older than a snapshot
         already published is reported: it means updates were lost."""
         key = live_key(pid, shard)
+        learner = self.learner
         if learner.known(key):
             return key
-        raw = states.get(key.encode())
+        raw = self.states.get(p, key.encode())
         retired = None
         try:
             stored = orjson.loads(raw) if raw is not None else None
-            retired = learner.load(pid, stored, now, shard, by)
+            retired = learner.load(pid, stored, now, shard, self.by)
         except Exception as exc:
             metrics.POISONED_STATE.labels("policy-state").inc()
             log.error("policy %s: unreadable stored state skipped (%s)", pid, str(exc)[:200])
@@ -199,8 +350,8 @@ def register(app: faust.App, runtime: Runtime) -> None:
         if retired is not None:
             # Learned under a configuration changed meanwhile: kept as a
             # version before the state that replaces it is written.
-            await write_registry([retired])
-            states[key.encode()] = orjson.dumps(learner.state(key))
+            await self._write_registry([retired])
+            self.batch.states[key] = p
         log.info(
             "policy %s%s loaded at version %d (offsets %s)",
             pid,
@@ -208,13 +359,13 @@ def register(app: faust.App, runtime: Runtime) -> None:
             learner.version(key),
             learner.state(key)["offsets"],
         )
-        if "read" not in published_read:
-            published_read["read"] = True
+        if not self.published_read:
+            self.published_read = True
             try:
-                published.update(await published_versions(runtime, t.name("policy_snapshots")))
+                self.published.update(await published_versions(self.runtime, self.snapshots_name))
             except Exception as exc:
                 log.warning("could not read the published snapshot versions: %s", exc)
-        version, last = learner.version(key), published.get(key, 0)
+        version, last = learner.version(key), self.published.get(key, 0)
         if version < last:
             metrics.STATE_REGRESSIONS.labels(pid).inc()
             log.error(
@@ -227,98 +378,83 @@ def register(app: faust.App, runtime: Runtime) -> None:
             )
         return key
 
-    published: dict[str, int] = {}
-    published_read: dict[str, bool] = {}
+    def _mark_of(self, p: int, rid: bytes) -> bytes | None:
+        marks = self.batch.marks.get(p)
+        if marks is not None and rid in marks:
+            return marks[rid]
+        return self.applied.get(p, rid)
 
-    sequence = InSequence(app, AGENT, {t.name("outcomes"), drift_name, registry_name})
-    last_cluster: dict[str, str | None] = {}
-    retention_ms = int(runtime.settings.applied_requests_retention_seconds * 1000)
-    expiring = KeyHeaps()  # outcomes partition → (expiry in outcome time, request id)
-    reached: dict[int, int] = {}  # outcomes partition → latest outcome time applied
-    index = {"rebuild": True}
-    batch = LearnBatch()
+    # -- events ----------------------------------------------------------------------
+    async def _learn(self, m: Any, now: int) -> None:
+        outcome = Outcome.loads(m.value, self.settings.max_event_bytes)
+        pc = self.learner.config.policies.get(outcome.policy_id)
+        if pc is None:
+            raise InvalidEvent("unknown_policy", f"no policy {outcome.policy_id!r}")
+        if not pc.allows(outcome.tenant_id):
+            raise InvalidEvent(
+                "unauthorized_policy", f"tenant may not use policy {outcome.policy_id!r}"
+            )
+        pid, p, b = outcome.policy_id, m.partition, self.batch
+        # learning: sharded: the state of this partition's shard of the policy.
+        key = await self._ensure_loaded(pid, p, now, p if pc.learning == "sharded" else None)
+        rid = join_key(outcome.tenant_id, outcome.request_id)
+        part = offsets_key(p, self.cluster_id())
+        learner = self.learner
+        if learner.seen(key, part, m.offset):
+            result = "redelivered"
+        elif applied_in_state(self._mark_of(p, rid), learner.version(key)):
+            learner.mark(key, part, m.offset)
+            result = "duplicate"
+        else:
+            result = learner.apply(outcome, part, m.offset, key)
+        if result == "applied":
+            b.updates[pid] += 1
+        else:
+            b.skipped[(pid, result)] += 1
+        if result != "redelivered":
+            marks = b.marks.setdefault(p, {})
+            if result != "duplicate" or rid not in marks:
+                marks[rid] = applied_mark(learner.version(key), outcome.outcome_at, p)
+                self.expiring.push(p, outcome.outcome_at + self.retention_ms, rid)
+            b.states[key] = p
+            self.reached[p] = max(self.reached.get(p, 0), outcome.outcome_at)
+        b.results[result] += 1
 
-    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
-    async def _on_assigned(sender: Any, assigned: Any, **kw: Any) -> None:
-        index["rebuild"] = True
-        await sequence.expect_committed(assigned)
+    async def _adapt(self, m: Any, now: int) -> bool:
+        """Apply a drift event to the policy it names (see the module
+        docstring); whether it changed the policy."""
+        event = DriftEvent.loads(m.value, self.settings.max_event_bytes)
+        pid = event.policy_id
+        pc = self.learner.config.policies.get(pid)
+        if event.kind != "drift" or pc is None:
+            metrics.EVENTS.labels(AGENT, f"drift_{event.kind}_skipped").inc()
+            return False
+        if pc.learning == "sharded":
+            # Its shards learn on every partition; an adaptation would have
+            # to reach them all (docs/architecture.md#sharded-learning).
+            metrics.EVENTS.labels(AGENT, "drift_sharded_skipped").inc()
+            return False
+        key = await self._ensure_loaded(pid, m.partition, now)
+        spec = self.drift_config.adaptation_for(pid)
+        part = offsets_key(m.partition, self.cluster_id())
+        done = self.learner.adapt(event, spec, part, m.offset, now)
+        metrics.EVENTS.labels(AGENT, "drift_adapted" if done else "drift_ignored").inc()
+        if done is None:
+            return False
+        # The state (with the drift's offset) first, then the event: a crash
+        # in between keeps the adaptation and loses only its announcement.
+        self.batch.states[key] = m.partition
+        self.batch.after_state.append((self.drift_name, pid.encode(), done.dumps()))
+        metrics.ADAPTATIONS.labels(pid, done.applied or "none").inc()
+        log.info("adapted %s/%s after %s drift: %s", pid, done.arm, done.signal, done.detail)
+        return True
 
-    def rebuild_expiry() -> None:
-        """The expiry index from the recovered table (after an assignment)."""
-        index["rebuild"] = False
-        expiring.clear()
-        for rid, mark in applied.items():
-            found = mark_expiry(mark, retention_ms) if mark else None
-            if found is not None:
-                expiring.push(found[0], found[1], rid)
-
-    async def handle(msg: Any) -> None:
-        try:
-            await learn(msg, now_ms())
-        except Exception as exc:  # one message never stops the learner
-            await send_internal_error(dead.send, AGENT, msg, exc)
-
-    @app.agent(source, name="learn_from_outcomes")
-    async def learn_from_outcomes(stream: Any) -> None:
-        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            cluster = current_cluster_id(app)
-            if cluster is not None:
-                if last_cluster.get("id") not in (None, cluster):
-                    sequence.forget()  # a new cluster's logs: positions start afresh
-                last_cluster["id"] = cluster
-            if index["rebuild"]:
-                rebuild_expiry()
-            for event in events:
-                # Table reads look in the current event's partition.
-                set_current_event(event)
-                batch.events[event.message.partition] = event
-                await sequence.handle(event.message, handle)
-            await finish_batch()
-
-    async def finish_batch() -> None:
-        """Applied ids first, then each changed state once (the order that
-        makes a lost state write redo its updates: see applied_in_state);
-        then expired ids, the counters and the due snapshots."""
-        nonlocal batch
-        done, batch = batch, LearnBatch()
-        for rid, (event, mark) in done.marks.items():
-            set_current_event(event)
-            applied[rid] = mark
-        for key, event in done.states.items():
-            set_current_event(event)
-            states[key.encode()] = orjson.dumps(learner.state(key))
-        for p, event in done.events.items():
-            if p in reached and expiring.ready(p, reached[p]):
-                set_current_event(event)
-                expired = expiring.pop_ready(p, reached[p], EXPIRE_PER_BATCH)
-                for rid in expired:
-                    applied.pop(rid, None)
-                metrics.APPLIED_EXPIRED.inc(len(expired))
-        for key in done.states:
-            metrics.set_shadow_values(key, learner.shadow_values(key))
-        for pid, n in done.updates.items():
-            metrics.POLICY_UPDATES.labels(pid).inc(n)
-        for (pid, why), n in done.skipped.items():
-            metrics.POLICY_UPDATES_SKIPPED.labels(pid, why).inc(n)
-        for result, n in done.results.items():
-            metrics.EVENTS.labels(AGENT, result).inc(n)
-        now = now_ms()
-        for due in learner.due_snapshots(now):
-            await publish(due, now)
-
-    def applied_mark_of(rid: bytes) -> bytes | None:
-        pending = batch.marks.get(rid)
-        return pending[1] if pending is not None else applied.get(rid)
-
-    async def on_registry(msg: Any, now: int) -> None:
+    async def _on_registry(self, m: Any, now: int) -> None:
         """Serve a version, or register the serving state (app/versions.py);
         versions and status records are the CLI's to read."""
-        try:
-            event = RegistryEvent.loads(msg.value, REGISTRY_MAX_BYTES)
-        except InvalidEvent as exc:
-            await send_dead_letter(dead.send, AGENT, msg, exc)
-            return
+        event = RegistryEvent.loads(m.value, REGISTRY_MAX_BYTES)
         pid = event.policy_id
+        learner = self.learner
         pc = learner.config.policies.get(pid)
         if event.kind == "version" or pc is None or pc.learning == "sharded":
             why = event.kind if pc is not None else "unknown_policy"
@@ -331,13 +467,13 @@ def register(app: faust.App, runtime: Runtime) -> None:
                     "no such policy" if pc is None else "it learns in shards",
                 )
             return
-        key = await ensure_loaded(pid, now)
-        part = f"registry:{offsets_key(msg.partition, current_cluster_id(app))}"
-        if learner.seen(key, part, msg.offset):
+        key = await self._ensure_loaded(pid, m.partition, now)
+        part = f"registry:{offsets_key(m.partition, self.cluster_id())}"
+        if learner.seen(key, part, m.offset):
             metrics.EVENTS.labels(AGENT, "registry_redelivered").inc()
             return
-        learner.mark(key, part, msg.offset)
-        batch.states[key] = batch.events[msg.partition]
+        learner.mark(key, part, m.offset)
+        self.batch.states[key] = m.partition
         if event.kind == "status":
             # Entering shadow starts one (the record carries the version's
             # configuration and state); any other status stops it.
@@ -356,69 +492,51 @@ def register(app: faust.App, runtime: Runtime) -> None:
         try:
             if event.kind == "register":
                 reason = event.reason or "registered on request"
-                records = [learner.register(key, now, by, "development", reason, event.event_id)]
+                records = [
+                    learner.register(key, now, self.by, "development", reason, event.event_id)
+                ]
             else:
                 reason = event.reason or f"version {event.version} served"
-                records = learner.serve(key, event, now, by, reason)
+                records = learner.serve(key, event, now, self.by, reason)
         except VersionError as exc:
             metrics.EVENTS.labels(AGENT, "registry_refused").inc()
             log.error("registry %s for policy %s refused: %s", event.kind, pid, exc)
             return
         # The records first, then (at the batch's end) the state: a crash in
         # between redoes the request, which writes the same version again.
-        await write_registry(records)
+        await self._write_registry(records)
         metrics.EVENTS.labels(AGENT, f"registry_{event.kind}").inc()
         log.info("registry: %s for policy %s done (%s)", event.kind, pid, reason)
 
-    async def learn(msg: Any, now: int) -> None:
-        if msg.topic == drift_name:
-            await adapt(msg, now)
-            return
-        if msg.topic == registry_name:
-            await on_registry(msg, now)
-            return
-        try:
-            outcome = Outcome.loads(msg.value, runtime.settings.max_event_bytes)
-            pc = learner.config.policies.get(outcome.policy_id)
-            if pc is None:
-                raise InvalidEvent("unknown_policy", f"no policy {outcome.policy_id!r}")
-            if not pc.allows(outcome.tenant_id):
-                raise InvalidEvent(
-                    "unauthorized_policy", f"tenant may not use policy {outcome.policy_id!r}"
-                )
-        except InvalidEvent as exc:
-            await send_dead_letter(dead.send, AGENT, msg, exc)
-            return
-        pid = outcome.policy_id
-        # learning: sharded: the state of this partition's shard of the policy.
-        key = await ensure_loaded(pid, now, msg.partition if pc.learning == "sharded" else None)
-        rid = join_key(outcome.tenant_id, outcome.request_id)
-        part = offsets_key(msg.partition, current_cluster_id(app))
-        if learner.seen(key, part, msg.offset):
-            result = "redelivered"
-        elif applied_in_state(applied_mark_of(rid), learner.version(key)):
-            learner.mark(key, part, msg.offset)
-            result = "duplicate"
-        else:
-            result = learner.apply(outcome, part, msg.offset, key)
-        if result == "applied":
-            batch.updates[pid] += 1
-        else:
-            batch.skipped[(pid, result)] += 1
-        if result != "redelivered":
-            event = batch.events[msg.partition]
-            if result != "duplicate" or rid not in batch.marks:
-                mark = applied_mark(learner.version(key), outcome.outcome_at, msg.partition)
-                batch.marks[rid] = (event, mark)
-                expiring.push(msg.partition, outcome.outcome_at + retention_ms, rid)
-            batch.states[key] = event
-            reached[msg.partition] = max(reached.get(msg.partition, 0), outcome.outcome_at)
-        batch.results[result] += 1
 
-    interval = min(p.snapshot_every_ms for p in runtime.policies.policies.values()) / 1000
+def register(app: faust.App, runtime: Runtime) -> None:
+    s, t = runtime.settings, runtime.topics
+    partitions = t["outcomes"].partitions
+    changelogs = {
+        name: app.topic(
+            f"{s.app_id}-{name}-changelog",
+            partitions=partitions,
+            compacting=True,
+            internal=True,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+        for name in ("policy-state", "applied-requests")
+    }
+    sources = {t.name("outcomes"): "outcomes", t.name("drift"): "drift"}
+    sources[t.name("registry")] = "registry"
 
-    @app.timer(interval)
-    async def publish_due_snapshots() -> None:
-        now = now_ms()
-        for key in learner.due_snapshots(now):
-            await publish(key, now)
+    @app.task
+    async def start_learn_from_outcomes() -> None:
+        service = BatchedService(
+            s,
+            AGENT,
+            source=tuple(sources),
+            source_role=sources,
+            dead_letter_topic=t.name("dead_letter"),
+            handler=LearnFromOutcomes(runtime, changelogs, lambda: current_cluster_id(app)),
+            fetch_wait_ms=FETCH_WAIT_MS,
+            batch_max=BATCH_MAX,
+            loop=app.loop,
+        )
+        await app.add_runtime_dependency(service)

@@ -9,7 +9,9 @@ committed once they are acknowledged.
 
 Policy snapshots are read by a second consumer over every partition of the
 snapshots topic (a global view on every worker), from offset 0; the decider
-never mutates policy state.
+never mutates policy state. The same consumer reads the experiments topic
+from offset 0: which requests an experiment's variants decide
+(app/experiments/live.py).
 
 The same decider decides the requests of POST /decide
 (app/stream/decide_endpoint.py) through :meth:`SelectArm.decide_direct`,
@@ -32,9 +34,10 @@ from aiokafka import AIOKafkaConsumer
 
 from app import metrics
 from app.decider import Decider
+from app.experiments.events import EXPERIMENT_MAX_BYTES
 from app.ingress import accept_request_message
 from app.kafka_security import kafka_security
-from app.records import InvalidEvent, PolicySnapshot, Request, now_ms
+from app.records import ExperimentEvent, InvalidEvent, PolicySnapshot, Request, now_ms
 from app.stream.batched_service import Batch, BatchedService
 from app.stream.cluster_watcher import (
     current_cluster_id,
@@ -69,6 +72,7 @@ class SelectArm:
         t = runtime.topics
         self.decisions_topic = t.name("decisions")
         self.snapshots_topic = t.name("policy_snapshots")
+        self.experiments_topic = t.name("experiments")
         self._latency_phase = 0
         self.reply_topics = ReplyTopics(runtime.settings.bootstrap)
         self.producer: Any = None
@@ -94,6 +98,8 @@ class SelectArm:
             raise RuntimeError(
                 f"topic {self.snapshots_topic} is missing: run `llmopt topics apply`"
             )
+        # Experiments beside the snapshots (none while the topic is missing).
+        tps += partitions_of(self.snapshots, self.experiments_topic)
         assign_from_start(self.snapshots, tps)
         await self._catch_up_snapshots()
         self.producer = service.producer
@@ -119,7 +125,10 @@ class SelectArm:
     def _apply_snapshots(self, batch: Batch, live: bool = True) -> None:
         """``live``: snapshots as they come (not the catch-up at start),
         whose reward→decision lag is measured."""
-        for msgs in batch.values():
+        for tp, msgs in batch.items():
+            if tp.topic == self.experiments_topic:
+                self._apply_experiments(msgs)
+                continue
             for m in msgs:
                 try:
                     snap = PolicySnapshot.loads(m.value, SNAPSHOT_MAX_BYTES)
@@ -142,6 +151,23 @@ class SelectArm:
                     if live and snap.oldest_reward_at is not None:
                         lag = max(0, now_ms() - snap.oldest_reward_at) / 1000
                         metrics.LEARNING_LAG_SECONDS.observe(lag)
+
+    def _apply_experiments(self, msgs: list[Any]) -> None:
+        for m in msgs:
+            try:
+                ev = ExperimentEvent.loads(m.value, EXPERIMENT_MAX_BYTES)
+            except InvalidEvent as exc:  # never fatal: the experiment is not run
+                metrics.POISONED_STATE.labels("experiments").inc()
+                log.warning("ignoring unreadable experiment event at offset %s: %s", m.offset, exc)
+                continue
+            exp = self.decider.experiments.apply(ev)
+            if exp is not None:
+                routing = (
+                    exp.routes and self.decider.experiments.routing(exp.definition.policy) is exp
+                )
+                for variant, share in exp.shares.items():
+                    shown = share if routing else 0.0
+                    metrics.EXPERIMENT_SHARE.labels(exp.experiment_id, variant).set(shown)
 
     async def background(self, service: BatchedService) -> None:
         """Follow the snapshots."""

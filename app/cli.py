@@ -165,6 +165,9 @@ def _parser() -> argparse.ArgumentParser:
     from app.experiment_cli import add_commands as add_experiment_commands
 
     add_experiment_commands(sub)
+    from app.explain_cli import add_commands as add_explain_commands
+
+    add_explain_commands(sub)
     return p
 
 

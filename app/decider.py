@@ -16,7 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from app.features.request_vector import RequestVectorizer
+from app.experiments.live import ExperimentLog
+from app.explain import GuardrailNote, explain_decision, explain_policy
+from app.features.request_vector import FEATURE_NAMES, RequestVectorizer
 from app.ingress import decision_id, reward_token
 from app.policies.base import Policy, PolicyError
 from app.policies.config import PoliciesConfig, PolicyConfig, PolicyConfigError
@@ -102,6 +104,8 @@ class Decider:
         # learning: sharded: each shard's latest snapshot, and the prior they merge from.
         self._shards: dict[str, dict[int, PolicySnapshot]] = {}
         self._priors: dict[str, bytes] = {}
+        # The experiments topic folded: which requests a variant decides.
+        self.experiments = ExperimentLog()
 
     def is_newer(self, snap: PolicySnapshot) -> bool:
         """Whether ``snap`` is newer than the state this decider decides a
@@ -220,8 +224,15 @@ class Decider:
         out: list[JSON | InvalidEvent] = [None] * len(requests)  # type: ignore[list-item]
         groups: dict[tuple[str, tuple[str, ...], bool], list[int]] = defaultdict(list)
         guarded: list[tuple[_Live, tuple[str, ...], int]] = []
+        explaining: list[int] = []  # decided on the vectorised paths, explanation asked
+        tagged: dict[int, tuple[str, str]] = {}  # in an experiment: its id and variant
         for i, req in enumerate(requests):
             pid = req.policy_id or self.config.default_policy
+            if self.experiments.active:
+                variant_pid = self._variant_policy(pid, req, i, now_ms, out, tagged)
+                if variant_pid is None:
+                    continue  # a fixed arm's variant: decided
+                pid = variant_pid
             live = self._live.get(pid)
             if live is None:
                 out[i] = InvalidEvent(
@@ -247,10 +258,14 @@ class Decider:
             if live.guardrails.per_request or "max_cost_usd" in meta or "max_latency_ms" in meta:
                 guarded.append((live, allowed, i))
                 continue
+            if req.explain and not live.config.explain:  # the policy's own: per group below
+                explaining.append(i)
             groups[(pid, allowed, req.priority < live.config.max_explore_priority)].append(i)
 
         for (pid, allowed, explore), members in groups.items():
             live = self._live[pid]
+            if live.config.explain:
+                explaining.extend(members)
             if live.policy.contextual:
                 self._decide_contextual(live, allowed, explore, members, requests, out, now_ms)
                 continue
@@ -283,6 +298,12 @@ class Decider:
                 )
         for live, allowed, i in guarded:
             out[i] = self._decide_guarded(live, allowed, requests[i], now_ms)
+        if explaining:
+            self._explain_vectorised(requests, out, explaining)
+        for i, (experiment_id, variant) in tagged.items():
+            doc = out[i]
+            if isinstance(doc, dict):
+                doc["experiment_id"], doc["variant"] = experiment_id, variant
         if self.extractor is not None:
             self.extractor.annotate(requests, out)
         if self.reward_token_secret:
@@ -291,6 +312,66 @@ class Decider:
                 if isinstance(doc, dict):
                     doc["reward_token"] = reward_token(secret, doc["tenant_id"], doc["request_id"])
         return out
+
+    def _variant_policy(
+        self,
+        pid: str,
+        req: Request,
+        i: int,
+        now_ms: int,
+        out: list[JSON | InvalidEvent],
+        tagged: dict[int, tuple[str, str]],
+    ) -> str | None:
+        """The policy that decides a request of ``pid``: its experiment
+        variant's (app/experiments/live.py), or ``pid`` outside experiments.
+        A fixed arm's variant decides here (None), with propensity 1. A
+        request the variant cannot serve (a tenant its policy refuses,
+        candidates it lacks) is decided outside the experiment."""
+        found = self.experiments.assign(pid, req.tenant_id, req.metadata)
+        live = self._live.get(pid)
+        if found is None or live is None or not live.config.allows(req.tenant_id):
+            return pid  # the policy's own checks refuse what it must
+        exp, variant = found
+        tag = (exp.experiment_id, variant.name)
+        if variant.policy is not None:
+            v = self._live.get(variant.policy)
+            if v is None or not v.config.allows(req.tenant_id):
+                return pid
+            if req.candidates is not None and not all(map(v.policy.has_arm, req.candidates)):
+                return pid
+            tagged[i] = tag
+            return variant.policy
+        name = variant.arm
+        if (
+            name is None
+            or not live.policy.has_arm(name)
+            or (req.candidates and name not in req.candidates)
+        ):
+            return pid
+        try:  # the policy's learner learns the arm's reward from the same context
+            row = self.context_row(live.config, req) if live.policy.contextual else None
+        except InvalidEvent:
+            return pid
+        arm = live.config.arm(name)
+        doc = _decision(
+            req,
+            pid,
+            policy_version=live.version,
+            arm=arm.name,
+            model=arm.model,
+            parameters=arm.parameters,
+            available_arms=[arm.name],
+            propensity=1.0,
+            scores={},
+            explored=False,
+            fallback=False,
+            decided_at=now_ms,
+        )
+        if row is not None:
+            doc["features"] = row
+        out[i] = doc
+        tagged[i] = tag
+        return None
 
     def _decide_guarded(
         self, live: _Live, allowed: tuple[str, ...], req: Request, now_ms: int
@@ -330,7 +411,81 @@ class Decider:
         )
         if row is not None:
             doc["features"] = row
+        if req.explain or live.config.explain:
+            note = GuardrailNote(g.acted[-1], g.acted, g.reason, g.allowed) if g.acted else None
+            doc["explanation"] = self._explanation(
+                live, allowed, doc, g.selection.probabilities, note
+            )
         return doc
+
+    def _explain_vectorised(
+        self, requests: list[Request], out: list[JSON | InvalidEvent], members: list[int]
+    ) -> None:
+        """Explanations for decisions of the vectorised paths, from the state
+        they were decided with: the same policies, the same tables."""
+        for i in members:
+            doc, req = out[i], requests[i]
+            if not isinstance(doc, dict):
+                continue
+            live = self._live[doc["policy_id"]]
+            allowed = tuple(doc["available_arms"])
+            note = None
+            if req.priority < live.config.max_explore_priority:
+                if live.policy.contextual:
+                    x = np.asarray(doc["features"], dtype=float)
+                    probs = live.policy.probabilities(list(allowed), x).tolist()
+                else:
+                    probs = [live.probability(allowed, j) for j in range(len(allowed))]
+                probabilities = dict(zip(allowed, probs, strict=True))
+            else:  # the vectorised path's own guardrail: the greedy arm for high priorities
+                probabilities = {doc["arm"]: 1.0}
+                reason = f"priority {req.priority} >= {live.config.max_explore_priority}"
+                note = GuardrailNote("priority", ["priority"], f"{reason}: the greedy arm", allowed)
+            doc["explanation"] = self._explanation(live, allowed, doc, probabilities, note)
+
+    def _explanation(
+        self,
+        live: _Live,
+        allowed: tuple[str, ...],
+        doc: JSON,
+        probabilities: dict[str, float],
+        note: GuardrailNote | None,
+    ) -> JSON:
+        """``doc``'s explanation (app/explain.py); a failure to explain is
+        logged and reported in its place, never a failed decision."""
+        try:
+            return explain_decision(
+                live.policy,
+                arms=allowed,
+                chosen=doc["arm"],
+                explored=doc["explored"],
+                fallback=doc["fallback"],
+                probabilities=probabilities,
+                context=doc.get("features"),
+                feature_names=self.feature_names(live.config),
+                estimates=live.guardrails.estimates,
+                guardrail=note,
+            )
+        except Exception as exc:
+            log.exception("policy %s: no explanation", live.config.policy_id)
+            return {"error": f"{type(exc).__name__}: {exc}"}
+
+    def feature_names(self, config: PolicyConfig) -> list[str]:
+        """The names of a contextual policy's context values, in order."""
+        if config.context == "request":
+            return list(getattr(self.vectorizer, "logged_columns", FEATURE_NAMES))
+        return [f"state[{i}]" for i in range(config.hyperparameters.get("context_dim", 0))]
+
+    def explain_policy(self, policy_id: str) -> JSON:
+        """The global report of a configured policy (``KeyError`` otherwise)."""
+        live = self._live[policy_id]
+        return explain_policy(
+            live.policy,
+            policy_id=policy_id,
+            version=live.version,
+            feature_names=self.feature_names(live.config),
+            estimates=live.guardrails.estimates,
+        )
 
     def _decide_contextual(
         self,

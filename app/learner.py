@@ -123,6 +123,12 @@ class Learner:
     def known(self, policy_id: str) -> bool:
         return policy_id in self._live
 
+    def forget_all(self) -> None:
+        """Drop every policy from memory: each is loaded again from its
+        stored state when next needed (after a rebalance, which may have
+        moved a partition's learning elsewhere and back)."""
+        self._live.clear()
+
     def load(
         self,
         policy_id: str,

@@ -50,11 +50,6 @@ JOIN_AT_BOUND = Counter(
     "enough (kind: defaulted, unknown_request).",
     ["kind"],
 )
-STREAM_GAPS = Counter(
-    "llmopt_stream_gaps_total",
-    "Times an agent saw a partition's offsets jump and read it again from the missing one.",
-    ["agent"],
-)
 POISONED_STATE = Counter(
     "llmopt_poisoned_state_total",
     "Unreadable records in a table, changelog or the snapshots topic, skipped.",
@@ -196,8 +191,7 @@ SENDS_RETRIED = Counter(
 )
 REGISTRY_RECORDS = Counter(
     "llmopt_registry_records_total",
-    "Registry records the learner wrote: versions by the status they start in, "
-    "and status changes.",
+    "Registry records the learner wrote: versions by the status they start in, and status changes.",
     ["policy_id", "status"],
 )
 SHADOW_VALUE = Gauge(
@@ -225,3 +219,47 @@ def set_shadow_values(policy_id: str, values: dict[int, dict[str, Any]]) -> None
                 continue
             for bound in ("value", "low", "high"):
                 SHADOW_VALUE.labels(policy_id, version, estimator, bound).set(found[bound])
+
+
+# Experiments and rollouts (docs/experiments.md#live-experiments). Experiment
+# ids and variant names are an operator's, a few at a time.
+EXPERIMENT_SHARE = Gauge(
+    "llmopt_experiment_share",
+    "Each variant's share of its experiment's traffic as this worker's decider assigns it "
+    "(0 once the experiment stops, but for the challenger of a promoted rollout).",
+    ["experiment", "variant"],
+)
+EXPERIMENT_UNITS = Gauge(
+    "llmopt_experiment_units",
+    "Outcomes counted for each variant in its experiment's current stage (primary metric).",
+    ["experiment", "variant"],
+)
+EXPERIMENT_MEAN = Gauge(
+    "llmopt_experiment_mean",
+    "Each variant's mean of each metric (reward, cost_usd, latency_ms) in the current stage.",
+    ["experiment", "variant", "metric"],
+)
+EXPERIMENT_GATE = Gauge(
+    "llmopt_experiment_gate",
+    "Each treatment's rollout gate at the last look: 1 pass, 0 pending, -1 fail.",
+    ["experiment", "variant"],
+)
+EXPERIMENT_STOPS = Counter(
+    "llmopt_experiment_stops_total",
+    "Experiments this worker's evaluator stopped, by reason (promoted, rolled_back, winner).",
+    ["reason"],
+)
+GATE_VALUES = {"pass": 1, "pending": 0, "fail": -1}
+
+
+def set_experiment_result(experiment: str, result: dict[str, Any]) -> None:
+    """The gauges of one result event's ``result`` (app/experiments/evaluator.py)."""
+    primary = result.get("primary", "reward")
+    for variant, by_metric in result.get("variants", {}).items():
+        for metric, cell in by_metric.items():
+            if cell.get("mean") is not None:
+                EXPERIMENT_MEAN.labels(experiment, variant, metric).set(cell["mean"])
+            if metric == primary:
+                EXPERIMENT_UNITS.labels(experiment, variant).set(cell.get("n", 0))
+    for variant, t in result.get("treatments", {}).items():
+        EXPERIMENT_GATE.labels(experiment, variant).set(GATE_VALUES.get(t.get("gate"), 0))

@@ -19,7 +19,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, ClassVar, TypeVar
 
 import orjson
@@ -492,6 +492,17 @@ def _has_non_finite(raw: bytes) -> bool:
     return found
 
 
+_NAMES: dict[type[Any], tuple[str, ...]] = {}
+
+
+def _names(cls: type[Any]) -> tuple[str, ...]:
+    """A record class's field names (looked up once per class)."""
+    names = _NAMES.get(cls)
+    if names is None:
+        names = _NAMES[cls] = tuple(f.name for f in fields(cls))
+    return names
+
+
 @dataclass(slots=True)
 class Record:
     """Base: ``to_dict``/``dumps`` omit ``None`` so optional fields stay absent."""
@@ -501,7 +512,10 @@ class Record:
     required_when: ClassVar[dict[str, tuple[str, str]]] = {}
 
     def to_dict(self) -> JSON:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        # Shallow, unlike dataclasses.asdict: every field holds JSON values
+        # the record owns, and asdict's deep copy cost the join more than
+        # decoding the record did.
+        return {k: v for k in _names(type(self)) if (v := getattr(self, k)) is not None}
 
     def dumps(self) -> bytes:
         return orjson.dumps(self.to_dict())
@@ -536,6 +550,9 @@ class Request(Record):
     reply_to: str | None = field(default=None, metadata=text(249))  # a Kafka topic name
     metadata: JSON | None = field(default=None, metadata=obj())
     workflow: JSON | None = field(default=None, metadata=WORKFLOW)
+    # Ask for the decision's explanation (docs/explanations.md), whatever the
+    # policy's own ``explain`` setting.
+    explain: bool | None = field(default=None, metadata=boolean())
     schema_version: int = SCHEMA_VERSION
 
 
@@ -565,6 +582,13 @@ class Decision(Record):
     spec_features: JSON | None = field(default=None, metadata=SPEC_FEATURES)
     workflow: JSON | None = field(default=None, metadata=WORKFLOW)
     reward_token: str | None = field(default=None, metadata=text(128))
+    # The running experiment the request fell in and its variant, whose
+    # policy (or fixed arm) decided (docs/experiments.md#live-experiments).
+    experiment_id: str | None = field(default=None, metadata=text(128))
+    variant: str | None = field(default=None, metadata=text(64))
+    # Why this arm, when the request or the policy asked (app/explain.py,
+    # docs/explanations.md).
+    explanation: JSON | None = field(default=None, metadata=obj())
     schema_version: int = SCHEMA_VERSION
 
 
@@ -670,6 +694,9 @@ class Outcome(Record):
     # The call parameters the decision served (a tuning policy's own, or the
     # arm's configured ones): what the tuner learns from, and backtests group by.
     parameters: JSON | None = field(default=None, metadata=obj())
+    # The decision's experiment and variant, copied by the join.
+    experiment_id: str | None = field(default=None, metadata=text(128))
+    variant: str | None = field(default=None, metadata=text(64))
     schema_version: int = SCHEMA_VERSION
 
 
@@ -977,6 +1004,43 @@ class RegistryEvent(Record):
     schema_version: int = SCHEMA_VERSION
 
 
+EXPERIMENT_KINDS = ("created", "stage", "result", "stopped")
+STOP_REASONS = ("manual", "promoted", "rolled_back", "winner")
+
+
+@dataclass(slots=True)
+class ExperimentEvent(Record):
+    """One record of an experiment or rollout (``llmopt.experiments.v1``,
+    compacted, one partition; keyed ``<experiment_id>/<kind>``; see
+    app/experiments/live.py):
+
+    - ``created``: the ``definition`` (app/experiments/definition.py);
+    - ``stage``: the variants' traffic ``shares`` from now on, ``stage``
+      its index in a rollout's schedule, ``reason`` why;
+    - ``result``: the statistics of the current stage (``result``: per
+      variant n, mean, interval, decision, gate) and the evaluator's
+      ``state`` to carry on from;
+    - ``stopped``: the experiment ended, ``stop_reason`` and ``reason``.
+    """
+
+    schema_name: ClassVar[str] = "experiment"
+    required_when: ClassVar[dict[str, tuple[str, str]]] = {"definition": ("kind", "created")}
+
+    event_id: str = field(metadata=text(128))
+    kind: str = field(metadata=choice(EXPERIMENT_KINDS))
+    experiment_id: str = field(metadata=text(128))
+    created_at: int = field(metadata=TIMESTAMP)
+    created_by: str = field(metadata=text(256))
+    definition: JSON | None = field(default=None, metadata=obj())
+    stage: int | None = field(default=None, metadata=integer(0, 1000))
+    shares: dict[str, float] | None = field(default=None, metadata=obj(finite_values=True))
+    result: JSON | None = field(default=None, metadata=obj())
+    state: JSON | None = field(default=None, metadata=obj())
+    stop_reason: str | None = field(default=None, metadata=choice(STOP_REASONS))
+    reason: str | None = field(default=None, metadata=text(1024))
+    schema_version: int = SCHEMA_VERSION
+
+
 ALL_RECORDS: tuple[type[Record], ...] = (
     Request,
     Decision,
@@ -989,6 +1053,7 @@ ALL_RECORDS: tuple[type[Record], ...] = (
     DriftEvent,
     AlertEvent,
     FeatureObservation,
+    ExperimentEvent,
 )
 for _cls in ALL_RECORDS:
     _cls.from_dict = staticmethod(_compile_from_dict(_cls))  # type: ignore[method-assign,assignment]

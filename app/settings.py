@@ -134,6 +134,9 @@ class Settings:
     # it keeps from that topic to serve /dashboard (0: no dashboard).
     metrics_publish_seconds: float = 2.0
     dashboard_history_points: int = 300
+    # How often the experiments' evaluator publishes each running
+    # experiment's result (stage changes and stops go out at once).
+    experiment_result_seconds: float = 5.0
     # Real-Kafka defaults; the embedded profile below overrides them.
     session_timeout_seconds: float = 30.0
     heartbeat_interval_seconds: float = 3.0

@@ -2146,7 +2146,6 @@ async def check_hostile(dep: Deployment, p: Params) -> dict[str, Any]:
         ("drift", p.fuzz_internal, drift_t, True),
         ("policy_snapshots", p.fuzz_internal_unaccounted, drift_t, False),
         ("metrics", p.fuzz_internal_unaccounted, drift_t, False),
-        ("reward_timeouts", p.fuzz_internal_unaccounted, drift_t, False),
     ]
     # A trickle of valid rewarded traffic: decisions keep flowing (the join's
     # progress) and must keep being made amid the hostile messages.

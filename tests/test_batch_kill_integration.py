@@ -21,7 +21,7 @@ from tests.conftest import Deployment, Worker
 from tests.kafka_io import TopicReader, produce
 from tests.test_loop_integration import latest_snapshot
 
-TOTAL = 6000
+TOTAL = 16000  # halves of 8,000: the join and the learner take batches of 4,000
 
 
 def counter(worker: Worker, name: str) -> float:

@@ -103,7 +103,7 @@ def test_health_is_503_with_the_reason_whatever_the_roles_say() -> None:
 
 def test_topic_roles_are_bounded_labels() -> None:
     assert topic_role("llmopt.requests.v1") == "requests"
-    assert topic_role("llmopt.reward-timeouts.v1.tabc123") == "reward_timeouts"
+    assert topic_role("llmopt.dead-letter.v1.tabc123") == "dead_letter"
     assert topic_role("llmopt-tabc-join-pending-changelog") == "other"
     assert topic_role("anything") == "other"
 

@@ -36,6 +36,7 @@ BOUNDED_LABELS = {
     "spec",  # feature spec names: as many as configured specs
     "status",  # registry version statuses and record kinds
     "version", "estimator", "bound",  # shadow versions (a few per policy), their estimates
+    "experiment", "variant", "metric",  # running experiments: an operator's, a few at a time
 }  # fmt: skip
 
 
@@ -47,6 +48,15 @@ def exercise_every_metric() -> None:
     metrics.OUTCOMES.labels("default", "rewarded").inc()
     metrics.SENDS_RETRIED.labels("join_rewards").inc()
     metrics.REGISTRY_RECORDS.labels("default", "retired").inc()
+    metrics.EXPERIMENT_SHARE.labels("rollout-1", "challenger").set(0.05)
+    metrics.set_experiment_result(
+        "rollout-1",
+        {
+            "variants": {"champion": {"reward": {"n": 120, "mean": 0.7}}},
+            "treatments": {"challenger": {"gate": "pending"}},
+        },
+    )
+    metrics.EXPERIMENT_STOPS.labels("rolled_back").inc()
     metrics.set_shadow_values(
         "default", {7: {"outcomes": 10, "ips": {"value": 0.5, "low": 0.4, "high": 0.6}}}
     )

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
+from app.cli import main
 from app.client import AsyncClient
 from app.settings import Settings
 from app.web_auth import UNAUTHORIZED
@@ -58,6 +59,7 @@ def test_health_is_open(dep: Deployment) -> None:
         ("/features?entity=tenant%3Dt1", None),
         ("/decide", b"{}"),
         ("/reward", b"{}"),
+        ("/explain/default", None),
     ],
 )
 def test_every_other_endpoint_wants_the_token(
@@ -77,6 +79,21 @@ def test_metrics_and_the_dashboard_with_the_token(dep: Deployment) -> None:
     assert status == 200 and b"<script>" in page
     status, data = call(dep, "/dashboard/data", token=TOKEN)
     assert status == 200 and "points" in orjson.loads(data)
+
+
+def test_explain_with_the_token(
+    dep: Deployment, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, body = call(dep, "/explain/default", token=TOKEN)
+    report = orjson.loads(body)
+    assert status == 200 and report["policy_id"] == "default" and report["arms"]
+    url = f"http://127.0.0.1:{dep.workers[0].port}"
+    monkeypatch.setenv("LLMOPT_WEB_TOKEN", TOKEN)
+    assert main(["explain", "default", "--url", url, "--json"]) == 0
+    assert orjson.loads(capsys.readouterr().out)["arms"].keys() == report["arms"].keys()
+    monkeypatch.setenv("LLMOPT_WEB_TOKEN", "a-wrong-token-of-some-length")
+    assert main(["explain", "default", "--url", url]) == 2
+    assert "401 unauthorized" in capsys.readouterr().err
 
 
 def test_the_sdk_decides_with_the_token(dep: Deployment) -> None:

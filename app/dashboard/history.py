@@ -44,6 +44,13 @@ SIM_DECISIONS = "llmopt_simulator_decisions_total"
 SIM_REGRET = "llmopt_simulator_true_regret_total"
 SIM_REWARD = "llmopt_simulator_reward_total"
 SIM_BEST_ARM = "llmopt_simulator_best_arm"
+# Experiments (docs/experiments.md#live-experiments): gauge name → field shown.
+EXPERIMENT_GAUGES = {
+    "llmopt_experiment_share": "share",
+    "llmopt_experiment_units": "n",
+    "llmopt_experiment_mean": "reward_mean",
+    "llmopt_experiment_gate": "gate",
+}
 COUNTERS = (
     DECISIONS,
     LATENCY_BUCKET,
@@ -189,6 +196,7 @@ class MetricsHistory:
             "points": [{"t": p.t, **_figures([p]), "lag": sum(p.lag.values())} for p in points],
             "latest": latest,
             "totals": self._totals(live),
+            "experiments": _experiments(live),
             "events": {k: list(reversed(self._events[k])) for k in EVENT_KINDS},
             "event_counts": dict(self._event_counts),
         }
@@ -221,6 +229,24 @@ class MetricsHistory:
             "mean_regret": regret / sim_decisions if sim and sim_decisions else None,
             "best_arm": best,
         }
+
+
+def _experiments(live: dict[str, _Publisher]) -> JSON:
+    """Per experiment and variant: its share (the largest any decider
+    reports: every decider assigns the same), and the evaluator's units,
+    mean reward and gate (1 pass, 0 pending, -1 fail)."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for p in live.values():
+        for (name, labels), v in p.values.items():
+            what = EXPERIMENT_GAUGES.get(name)
+            lab = dict(labels)
+            if what is None or (what == "reward_mean" and lab.get("metric") != "reward"):
+                continue
+            cell = out.setdefault(lab.get("experiment", ""), {}).setdefault(
+                lab.get("variant", ""), {}
+            )
+            cell[what] = max(cell.get(what, v), v) if what == "share" else v
+    return {e: dict(sorted(vs.items())) for e, vs in sorted(out.items())}
 
 
 def _figures(points: list[_Point]) -> JSON:

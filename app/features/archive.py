@@ -78,6 +78,8 @@ SCHEMA = pa.schema(
         ("rewarded_at", pa.int64()),
         ("reward_terms", REWARD_TERMS),
         ("parameters", pa.string()),  # JSON: their names and kinds vary by arm
+        ("experiment_id", pa.string()),
+        ("variant", pa.string()),
         ("schema_version", pa.int64()),
     ]
 )

@@ -18,6 +18,7 @@ import orjson
 from app.config_schema import (
     At,
     ConfigError,
+    boolean,
     did_you_mean,
     integer,
     known_keys,
@@ -62,6 +63,7 @@ POLICY_KEYS = (
     "episode",
     "tenants",
     "learning",
+    "explain",
 )
 # How a policy learns: one writer, or shards whose states merge (app/policies/sharding.py).
 LEARNING_MODES = ("single", "sharded")
@@ -123,6 +125,9 @@ class PolicyConfig:
     # policy id; "sharded": on the partition of the request, one state per
     # partition, merged by the deciders (docs/architecture.md#sharded-learning).
     learning: str = "single"
+    # Every decision carries its explanation (app/explain.py); a request can
+    # also ask for its own with ``explain: true``.
+    explain: bool = False
     # The policy's mapping as written in the policies file (or in the
     # registry version it was restored from): what a registry version keeps.
     source: Mapping[str, Any] = field(default_factory=dict, compare=False)
@@ -279,6 +284,8 @@ def _policy(pid: str, raw: Any, at: At) -> PolicyConfig:
                 f"{why}; use learning: single"
             )
         values["learning"] = learning
+    if "explain" in p:
+        values["explain"] = boolean(p["explain"], at / "explain")
     raw_guardrails = dict(_guardrails(p.get("guardrails"), names, at / "guardrails"))
     try:
         guardrails = Guardrails.from_config(raw_guardrails)

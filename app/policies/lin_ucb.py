@@ -293,6 +293,11 @@ class LinUCB(ContextualPolicy):
         """Each arm's ridge estimate ``θ`` (a copy)."""
         return {arm: self._theta[i].copy() for i, arm in enumerate(self._arms)}
 
+    def ridge_model(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every arm's ``A⁻¹`` and ``θ`` (copies, in :attr:`arms` order): what
+        explanations read a prediction's mean, spread and terms from."""
+        return self._ainv.copy(), self._theta.copy()
+
     def _figures(self) -> dict[str, np.ndarray]:
         return ridge_figures(self._ainv, self._theta)
 

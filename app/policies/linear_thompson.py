@@ -217,6 +217,11 @@ class LinearThompson(ContextualPolicy):
         """Each arm's posterior mean ``θ`` (a copy)."""
         return {arm: self._theta[i].copy() for i, arm in enumerate(self._arms)}
 
+    def ridge_model(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every arm's ``A⁻¹`` and ``θ`` (copies, in :attr:`arms` order); the
+        posterior of ``θ_k`` is ``N(θ_k, v² A_k⁻¹)``."""
+        return self._ainv.copy(), self._theta.copy()
+
     def _figures(self) -> dict[str, np.ndarray]:
         return ridge_figures(self._ainv, self._theta)
 

@@ -20,6 +20,7 @@ from agents import (
     aggregate_features,
     archive_outcomes,
     detect_drift,
+    evaluate_experiments,
     featurize_outcomes,
     featurize_requests,
     follow_metrics,
@@ -34,7 +35,7 @@ from app.error_log_counter import ErrorLogCounter
 from app.features.runtime import build_features
 from app.kafka_security import kafka_security
 from app.settings import Settings
-from app.stream import decide_endpoint, faust_transport
+from app.stream import decide_endpoint, explain_endpoint, faust_transport
 from app.stream.agent_sensor import AgentSensor
 from app.stream.cluster_watch import health_report
 from app.stream.cluster_watcher import cluster_state
@@ -56,10 +57,13 @@ AGENTS: tuple[tuple[Callable[[faust.App, Runtime], Any], Callable[[Settings], bo
     (serve_features.register, _always),  # GET /features, /features/history
     (select_arm.register, _role("decide")),
     (decide_endpoint.register, _role("decide")),  # POST /decide, /reward
+    (explain_endpoint.register, _role("decide")),  # GET /explain/{policy_id}
     (join_rewards.register, _role("join")),
     (learn_from_outcomes.register, _role("learn")),
     # Beside the learner: same outcome partitions, drifts back to their owner.
     (detect_drift.register, _role("learn")),
+    # One worker of the role holds the experiments lease and evaluates them all.
+    (evaluate_experiments.register, _role("learn")),
     (featurize_requests.register, _role("features")),
     (featurize_outcomes.register, _role("features")),
     (aggregate_features.register, _role("features")),

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from mode import Service
 
 from app import metrics
@@ -34,6 +34,11 @@ from app.stream.partitioning import partitions_for
 
 log = logging.getLogger(__name__)
 Batch = dict[TopicPartition, list[Any]]
+
+
+def group_id(app_id: str, name: str) -> str:
+    """The consumer group (and client id) of the service called ``name``."""
+    return f"{app_id}-{name.replace('_', '-')}"
 
 
 class BatchHandler(Protocol):
@@ -54,27 +59,62 @@ class BatchHandler(Protocol):
         """After the consumer stopped, before the producer does."""
 
 
+class StatefulBatchHandler(BatchHandler, Protocol):
+    """A handler with state per source partition: told of rebalances
+    (aiokafka runs these in its own task, possibly while a batch is being
+    handled: the handler serialises them itself), and called between
+    batches for work of its own that must not overlap one."""
+
+    async def on_assigned(self, service: BatchedService, assigned: set[TopicPartition]) -> None:
+        """Before any record of ``assigned`` is fetched."""
+
+    async def on_revoked(self, service: BatchedService, revoked: set[TopicPartition]) -> None:
+        """Before ``revoked`` go to another member."""
+
+    async def between_batches(self, service: BatchedService) -> None:
+        """After every fetch (at least every 100 ms), once its batch is handled."""
+
+
+class _Rebalances(ConsumerRebalanceListener):
+    def __init__(self, service: BatchedService, handler: StatefulBatchHandler) -> None:
+        self.service, self.handler = service, handler
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.handler.on_revoked(self.service, set(revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self.handler.on_assigned(self.service, set(assigned))
+
+
 class BatchedService(Service):
     """``name``: the consumer group is ``<app_id>-<name>``, and the agent
-    label of the metrics; ``source_role``: the role of ``source`` in
-    topics.yaml, the label of its consumer lag."""
+    label of the metrics; ``source``: one topic or several (co-partitioned
+    ones: the default range assignor gives each member the same partition
+    numbers of each); ``source_role``: the role of each in topics.yaml
+    (one name, or topic → role), the label of its consumer lag."""
 
     def __init__(
         self,
         settings: Settings,
         name: str,
-        source: str,
-        source_role: str,
+        source: str | tuple[str, ...],
+        source_role: str | dict[str, str],
         dead_letter_topic: str,
-        handler: BatchHandler,
+        handler: BatchHandler | StatefulBatchHandler,
         fetch_wait_ms: int,
         batch_max: int,
         on_fetch: Callable[[bool], None] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.settings, self.name, self.source = settings, name, source
-        self.source_role, self.dead_letter_topic = source_role, dead_letter_topic
+        self.settings, self.name = settings, name
+        self.sources = (source,) if isinstance(source, str) else source
+        self.source_roles = (
+            source_role
+            if isinstance(source_role, dict)
+            else dict.fromkeys(self.sources, source_role)
+        )
+        self.dead_letter_topic = dead_letter_topic
         self.handler, self.fetch_wait_ms, self.batch_max = handler, fetch_wait_ms, batch_max
         # Called with whether the consumer holds partitions, after every fetch.
         self.on_fetch = on_fetch
@@ -86,11 +126,12 @@ class BatchedService(Service):
         self._refused: BaseException | None = None
         self._lag: dict[TopicPartition, int] = {}
         self._partitions: dict[str, int] = {}
+        self._between = getattr(handler, "between_batches", None)
 
     async def on_start(self) -> None:
         s = self.settings
         profile = s.broker_profile()
-        client_id = f"{s.app_id}-{self.name.replace('_', '-')}"
+        client_id = group_id(s.app_id, self.name)
         self.producer = AIOKafkaProducer(
             bootstrap_servers=s.bootstrap,
             client_id=client_id,
@@ -100,7 +141,6 @@ class BatchedService(Service):
             **kafka_security(s),
         )
         self.consumer = AIOKafkaConsumer(
-            self.source,
             bootstrap_servers=s.bootstrap,
             group_id=client_id,
             client_id=client_id,
@@ -117,6 +157,9 @@ class BatchedService(Service):
         await self.producer.start()
         await self.handler.start(self)
         await self.consumer.start()
+        stateful = hasattr(self.handler, "on_assigned")
+        listener = _Rebalances(self, self.handler) if stateful else None  # type: ignore[arg-type]
+        self.consumer.subscribe(list(self.sources), listener=listener)
 
     async def on_stop(self) -> None:
         with contextlib.suppress(Exception):
@@ -148,6 +191,8 @@ class BatchedService(Service):
             await rewind_restarted_logs(self.consumer, self.name)
             if batch:
                 await self._process(batch)
+            if self._between is not None:
+                await self._between(self)
 
     async def _process(self, batch: Batch) -> None:
         started = time.perf_counter()
@@ -236,5 +281,8 @@ class BatchedService(Service):
             high = self.consumer.highwater(tp)
             if high is not None:
                 self._lag[tp] = high - offset
-        lag = sum(v for tp, v in self._lag.items() if tp in assigned)
-        metrics.set_consumer_lag(self.name, {self.source_role: lag})
+        lag = dict.fromkeys(self.source_roles.values(), 0)
+        for tp, v in self._lag.items():
+            if tp in assigned:
+                lag[self.source_roles[tp.topic]] += v
+        metrics.set_consumer_lag(self.name, lag)

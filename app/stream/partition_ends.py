@@ -47,7 +47,9 @@ class PartitionEnds:
         await self.consumer.start()
 
     async def stop(self) -> None:
-        await self.consumer.stop()
+        from app.stream.kafka_io import stop_consumer  # it imports this module
+
+        await stop_consumer(self.consumer)
 
     async def refresh(
         self,
@@ -143,7 +145,7 @@ async def committed_offsets(
 
 class RangeReader:
     """Reads given offset ranges of partitions with a group-less consumer
-    (records a stream skipped, see app/stream/offset_sequence.py)."""
+    (a changelog's tail, in app/stream/changelog_store.py)."""
 
     def __init__(self, bootstrap: str, client_id: str) -> None:
         self.bootstrap, self.client_id = bootstrap, client_id
@@ -183,5 +185,7 @@ class RangeReader:
 
     async def stop(self) -> None:
         if self.consumer is not None:
-            await self.consumer.stop()
+            from app.stream.kafka_io import stop_consumer  # it imports this module
+
+            await stop_consumer(self.consumer)
             self.consumer = None

@@ -27,6 +27,7 @@ class DirectDecisions(Protocol):
     requests topic (POST /decide), and the producer its decisions leave by."""
 
     producer: Any  # an aiokafka producer
+    decider: Any  # its app.decider.Decider (GET /explain reads the policies it holds)
 
     async def decide_direct(
         self, requests: list[Request], agent: str

@@ -17,7 +17,7 @@ from benchmarks.e2e import BenchError, log
 from benchmarks.e2e.broker import fresh_broker
 from benchmarks.e2e.configs import QUIET, WORKER_ENV
 from benchmarks.e2e.driver import start_driver
-from benchmarks.e2e.join_progress import group_committed
+from benchmarks.e2e.join_progress import group_committed, join_group
 from benchmarks.e2e.meter import Meter
 from benchmarks.e2e.payloads import make_requests, produce_all
 from benchmarks.e2e.processor import Processor
@@ -200,7 +200,7 @@ async def latency_step(
     }
     if proc.joins:
         decided = len(meter.recv_ns)
-        joined = await group_committed(bootstrap, proc.app_id, proc.output_topic)
+        joined = await group_committed(bootstrap, join_group(proc.app_id), proc.output_topic)
         step["join_backlog_at_end"] = max(0, decided - joined)
     lt = step["latency_ms"]
     log(

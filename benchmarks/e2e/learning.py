@@ -29,11 +29,12 @@ import orjson
 
 from app.kafka_security import kafka_security
 from benchmarks.common import ROOT
+from benchmarks.common.cpu import proc_cpu_seconds
 from benchmarks.e2e import BenchError, log
 from benchmarks.e2e.broker import fresh_broker
 from benchmarks.e2e.configs import WORKER_ENV
 from benchmarks.e2e.driver import start_driver
-from benchmarks.e2e.join_progress import group_committed
+from benchmarks.e2e.join_progress import group_committed, join_group
 from benchmarks.e2e.payloads import make_requests, produce_all
 from benchmarks.e2e.processor import Processor
 
@@ -216,12 +217,14 @@ async def measure_saturation(
         try:
             assert proc.web_port is not None
             samples: list[tuple[float, dict[str, Any]]] = []
+            cpu: list[float] = []  # the worker's CPU seconds at each sample
             t0 = time.monotonic()
             while time.monotonic() - t0 < timeout_s:
                 await asyncio.sleep(1.0)
                 proc.check_alive()
                 s = await asyncio.to_thread(scrape, proc.web_port)
                 samples.append((time.monotonic(), s))
+                cpu.append(proc_cpu_seconds(proc.pid))
                 if s["updates"] >= n:
                     break
                 recent = [x for _, x in samples[-15:]]
@@ -234,10 +237,23 @@ async def measure_saturation(
                 "updates": samples[-1][1]["updates"] if samples else 0,
                 "outcomes_per_s": _rate(samples, "outcomes", n),
                 "updates_per_s": _rate(samples, "updates", n),
+                "worker_cpu_us_per_request": _cpu_per_request(samples, cpu),
             }
         finally:
             await rewarder.stop()
             proc.stop()
+
+
+def _cpu_per_request(samples: list[tuple[float, dict[str, Any]]], cpu: list[float]) -> float | None:
+    """The worker's CPU per rewarded request (decided, joined and learned),
+    from the first sample with an update to the last: unlike the rates, it
+    does not move with other load on the machine."""
+    started = [i for i, (_, s) in enumerate(samples) if s["updates"] > 0]
+    if len(started) < 2:
+        return None
+    first, last = started[0], started[-1]
+    done = samples[last][1]["updates"] - samples[first][1]["updates"]
+    return round((cpu[last] - cpu[first]) / done * 1e6, 1) if done > 0 else None
 
 
 def _rate(samples: list[tuple[float, dict[str, Any]]], key: str, n: int) -> float | None:
@@ -301,7 +317,9 @@ async def measure_rates(
                     workdir / f"learning-step-{int(rate)}.json",
                 )
                 decided = len(rewarder.seen)
-                joined = await group_committed(bootstrap, proc.app_id, topics["decisions"])
+                joined = await group_committed(
+                    bootstrap, join_group(proc.app_id), topics["decisions"]
+                )
                 s = await asyncio.to_thread(scrape, port)
                 join_lag = max(0, decided - joined)
                 steps.append(

@@ -32,7 +32,7 @@ def measure_snapshot_cost(repeat: int = 300) -> dict[str, Any]:
     for agent in agents:
         metrics.EVENTS.labels(agent, "ok").inc()
         metrics.AGENT_PROCESSING_SECONDS.labels(agent).observe(0.001)
-    for topic in ("decisions", "rewards", "reward_timeouts", "outcomes"):
+    for topic in ("decisions", "rewards", "outcomes"):
         metrics.set_consumer_lag("faust", {topic: 1})
     metrics.DECISION_LATENCY_SECONDS.observe(0.01)
     times = []

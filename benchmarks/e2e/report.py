@@ -75,9 +75,11 @@ def render_learning(learning: dict[str, Any] | None) -> list[str]:
         "Learning, all-roles worker, every decision rewarded as it comes out:",
         f"  saturation through {sat['n']:,} pre-filled requests: "
         f"{fmt(sat['outcomes_per_s'])} outcomes/s joined, {fmt(sat['updates_per_s'])} "
-        f"policy updates/s ({fmt(sat['updates'])} of {sat['n']:,} applied)",
+        f"policy updates/s ({fmt(sat['updates'])} of {sat['n']:,} applied); worker CPU "
+        f"{fmt(sat.get('worker_cpu_us_per_request'), '.1f')} µs per rewarded request",
         f"  the same, learning: sharded: {fmt(shd['outcomes_per_s'])} outcomes/s, "
-        f"{fmt(shd['updates_per_s'])} policy updates/s ({fmt(shd['updates'])} applied)",
+        f"{fmt(shd['updates_per_s'])} policy updates/s ({fmt(shd['updates'])} applied); "
+        f"worker CPU {fmt(shd.get('worker_cpu_us_per_request'), '.1f')} µs per request",
         f"  reward -> decision lag at {lag['rate_per_s']:,.0f}/s for {lag['seconds']:g} s "
         f"({fmt(lag['snapshots'])} snapshots; each snapshot's oldest reward, bucket bounds): "
         f"p50 <= {fmt(lag['p50_s'], '.2f')} s, p99 <= {fmt(lag['p99_s'], '.2f')} s",

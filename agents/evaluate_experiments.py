@@ -1,0 +1,272 @@
+"""evaluate_experiments: outcomes, drifts and alerts → experiment results,
+stage changes, rollbacks and promotions on ``llmopt.experiments.v1``.
+
+Not a Faust stream: an experiment's variants are often different policies,
+whose outcomes are on different partitions (keyed by policy id), and one
+evaluator must see all of them. So one worker evaluates every experiment:
+the one its consumer group (``<app_id>-evaluate-experiments``) gives the
+experiments topic's single partition — a lease that moves to another worker
+when this one stops. The holder reads the experiments topic from offset 0
+(nothing is committed), builds the running experiments' statistics from
+their last ``result`` or ``stage`` event, and reads the outcomes, drift and
+alerts topics, group-less, from the positions those events carry
+(:mod:`app.experiments.evaluator`). Its state is the topic: a restart, or
+another worker taking the lease, carries on from the last event written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from typing import Any
+
+import faust
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+
+from app import metrics
+from app.experiments.evaluator import SIGNAL_DRIFT_KINDS, Evaluator
+from app.experiments.events import EXPERIMENT_MAX_BYTES, record_key
+from app.kafka_security import kafka_security
+from app.records import AlertEvent, DriftEvent, ExperimentEvent, InvalidEvent, Outcome, now_ms
+from app.stream.kafka_io import assign_from, partitions_of, stop_consumer
+from app.stream.partition_ends import fetched_end_offsets
+from app.stream.runtime import Runtime
+
+log = logging.getLogger(__name__)
+AGENT = "evaluate_experiments"
+LOOK_EVERY_S = 0.5
+SOURCES = ("outcomes", "drift", "alerts")  # topic roles read beside the experiments
+
+
+class _Lease(ConsumerRebalanceListener):
+    """Tells the evaluator when it gains or loses the experiments partition."""
+
+    def __init__(self, owner: EvaluateExperiments) -> None:
+        self.owner = owner
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        self.owner.lose()
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        if assigned:
+            self.owner.gain(list(assigned))
+
+
+class EvaluateExperiments:
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        s, t = runtime.settings, runtime.topics
+        self.by = f"evaluator@{socket.gethostname()}:{s.web_port}:{os.getpid()}"
+        self.topic = t.name("experiments")
+        self.roles = {t.name(role): role for role in SOURCES}
+        self.result_every_ms = int(s.experiment_result_seconds * 1000)
+        self.evaluator: Evaluator | None = None
+        self._gained: list[TopicPartition] | None = None
+        self.reader: AIOKafkaConsumer | None = None
+        self._lease_count = 0  # changes with every lease gained or lost
+
+    def gain(self, tps: list[TopicPartition]) -> None:
+        self._gained = tps
+        self._lease_count += 1
+
+    def lose(self) -> None:
+        self.evaluator, self._gained = None, None
+        self._lease_count += 1
+
+    async def run(self) -> None:
+        """Evaluate while this worker holds the lease; a failure (the broker
+        gone) starts over, from the topic, a second later."""
+        while True:
+            try:
+                await self._run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("experiment evaluation failed; starting again")
+            self.lose()
+            await asyncio.sleep(1.0)
+
+    async def _run_once(self) -> None:
+        s = self.rt.settings
+        client_id = f"{s.app_id}-evaluate-experiments"
+        profile = s.broker_profile()
+        self.lease = AIOKafkaConsumer(
+            bootstrap_servers=s.bootstrap,
+            group_id=client_id,
+            client_id=client_id,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=100,
+            max_partition_fetch_bytes=8 << 20,
+            session_timeout_ms=int(profile["session_timeout"] * 1000),
+            heartbeat_interval_ms=int(profile["heartbeat_interval"] * 1000),
+            rebalance_timeout_ms=int(profile["rebalance_timeout"] * 1000),
+            **kafka_security(s),
+        )
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=s.bootstrap, client_id=client_id, acks=1, **kafka_security(s)
+        )
+        self.reader = AIOKafkaConsumer(
+            bootstrap_servers=s.bootstrap,
+            client_id=f"{client_id}-reader",
+            enable_auto_commit=False,
+            fetch_max_wait_ms=100,
+            **kafka_security(s),
+        )
+        await self.producer.start()
+        await self.reader.start()
+        await self.lease.start()
+        self.lease.subscribe([self.topic], listener=_Lease(self))
+        try:
+            await self._loop()
+        finally:
+            for c in (self.lease, self.reader):
+                with contextlib.suppress(Exception):
+                    await stop_consumer(c)
+            with contextlib.suppress(Exception):
+                await self.producer.stop()
+
+    async def _loop(self) -> None:
+        last_look = 0.0
+        while True:
+            batch = await self.lease.getmany(timeout_ms=100 if self.evaluator else 500)
+            if self._gained is not None:
+                gained, self._gained = self._gained, None
+                await self._recover(gained)
+                continue
+            ev = self.evaluator
+            if ev is None:
+                continue
+            for msgs in batch.values():
+                for e in _events(msgs):
+                    ev.on_event(e)
+            await self._read_sources(ev)
+            if time.monotonic() - last_look >= LOOK_EVERY_S:
+                last_look = time.monotonic()
+                await self._publish(ev.look(now_ms()))
+
+    async def _recover(self, tps: list[TopicPartition]) -> None:
+        """Lease gained: fold the experiments topic from offset 0 to its end,
+        then start reading the sources where the running experiments left off."""
+        ev = Evaluator(self.by, self.result_every_ms)
+        lease = self._lease_count
+        ends = await fetched_end_offsets(self.rt.settings.bootstrap, tps)
+        for tp in tps:
+            self.lease.seek(tp, 0)
+        left = {tp for tp in tps if ends[(tp.topic, tp.partition)] > 0}
+        while left:
+            batch = await self.lease.getmany(timeout_ms=500)
+            if self._lease_count != lease:
+                return  # lost (or gained again) meanwhile: the loop starts over
+            for tp, msgs in batch.items():
+                for e in _events(msgs):
+                    ev.recover(e)
+                if msgs and msgs[-1].offset + 1 >= ends[(tp.topic, tp.partition)]:
+                    left.discard(tp)
+        assert self.reader is not None
+        sources = partitions_of(self.reader, *self.roles)
+        source_ends = await fetched_end_offsets(self.rt.settings.bootstrap, sources)
+        by_name = {_where(self.roles[tp.topic], tp.partition): tp for tp in sources}
+        positions = ev.start(
+            {w: source_ends[(tp.topic, tp.partition)] for w, tp in by_name.items()}
+        )
+        if self._lease_count != lease:
+            return
+        assign_from(self.reader, {tp: positions[w] for w, tp in by_name.items()})
+        self.evaluator = ev
+        log.info(
+            "evaluating %d running experiment(s); reading %d partitions from %s",
+            len(ev.runs),
+            len(by_name),
+            positions,
+        )
+
+    async def _read_sources(self, ev: Evaluator) -> None:
+        assert self.reader is not None
+        batch = await self.reader.getmany(timeout_ms=100, max_records=20_000)
+        for tp, msgs in batch.items():
+            role = self.roles.get(tp.topic)
+            where = _where(role or tp.topic, tp.partition)
+            for m in msgs:
+                if role == "outcomes":
+                    self._outcome(ev, where, m)
+                elif role is not None:
+                    self._signal(ev, where, role, m)
+
+    def _outcome(self, ev: Evaluator, where: str, m: Any) -> None:
+        raw = m.value
+        if not raw or b'"experiment_id"' not in raw:
+            ev.passed(where, m.offset)  # the cheap test: most outcomes are in no experiment
+            return
+        try:
+            o = Outcome.loads(raw)
+        except InvalidEvent:
+            ev.passed(where, m.offset)  # the learner dead-letters it
+            return
+        doc = {
+            "experiment_id": o.experiment_id,
+            "variant": o.variant,
+            "reward": o.reward,
+            "components": o.components,
+        }
+        counted = ev.on_outcome(where, m.offset, doc)
+        metrics.EVENTS.labels(AGENT, "counted" if counted else "ignored").inc()
+
+    def _signal(self, ev: Evaluator, where: str, role: str, m: Any) -> None:
+        try:
+            if role == "drift":
+                d = DriftEvent.loads(m.value)
+                if d.kind in SIGNAL_DRIFT_KINDS:
+                    what = f"{d.kind} of {d.signal} ({d.detector})"
+                    ev.on_signal(where, m.offset, d.policy_id, d.arm, what)
+                    return
+            else:
+                a = AlertEvent.loads(m.value)
+                if a.status == "firing":
+                    ev.on_signal(where, m.offset, a.policy_id, a.arm, f"alert {a.rule}")
+                    return
+        except InvalidEvent:
+            pass
+        ev.passed(where, m.offset)
+
+    async def _publish(self, events: list[ExperimentEvent]) -> None:
+        if not events:
+            return
+        futures = [
+            await self.producer.send(self.topic, orjson.dumps(e.to_dict()), key=record_key(e))
+            for e in events
+        ]
+        await asyncio.gather(*futures)
+        for e in events:
+            if e.kind == "result" and e.result is not None:
+                metrics.set_experiment_result(e.experiment_id, e.result)
+            elif e.kind == "stopped" and e.stop_reason:
+                metrics.EXPERIMENT_STOPS.labels(e.stop_reason).inc()
+                log.info("experiment %s stopped (%s): %s", e.experiment_id, e.stop_reason, e.reason)
+            elif e.kind == "stage":
+                log.info("experiment %s: stage %s %s", e.experiment_id, e.stage, e.shares)
+
+
+def _where(role: str, partition: int) -> str:
+    return f"{role}/{partition}"
+
+
+def _events(msgs: list[Any]) -> list[ExperimentEvent]:
+    out = []
+    for m in msgs:
+        try:
+            out.append(ExperimentEvent.loads(m.value, EXPERIMENT_MAX_BYTES))
+        except InvalidEvent as exc:
+            metrics.POISONED_STATE.labels("experiments").inc()
+            log.warning("ignoring unreadable experiment event at offset %s: %s", m.offset, exc)
+    return out
+
+
+def register(app: faust.App, runtime: Runtime) -> None:
+    @app.task
+    async def evaluate_experiments() -> None:
+        await EvaluateExperiments(runtime).run()

@@ -1,0 +1,197 @@
+"""Key → bytes state per source partition for a batched service
+(:mod:`app.stream.batched_service`): a local RocksDB per partition, and
+every change also written to a compacted changelog topic, partition for
+partition, from which a member that takes the partition over recovers.
+
+The layout is a Faust table's (raw keys and values, a tombstone for a
+deleted key, changelog partition = source partition), so a changelog
+written by a Faust table is read as it is.
+
+Each local database keeps, under :data:`OFFSET_KEY`, the offset after the
+last changelog record it is known to hold (set once the broker has
+acknowledged the record). Recovery reads the changelog from there to its
+end; a changelog that ends below that offset belongs to a cluster that
+lost its logs, so the local copy is kept and recovery starts from the new
+log's beginning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, cast
+
+from aiokafka import AIOKafkaProducer, TopicPartition
+from rocksdict import Options, Rdict, WriteBatch
+
+from app.stream.partition_ends import RangeReader, fetched_end_offsets
+
+log = logging.getLogger(__name__)
+# Below every key a user of the store writes (those start with a printable byte).
+OFFSET_KEY = b"\x00changelog-offset"
+
+
+class ChangelogStore:
+    """``changelog``: the topic (it must exist, with as many partitions as
+    the source); ``directory``: where the local databases live, one per
+    partition."""
+
+    def __init__(self, bootstrap: str, changelog: str, directory: Path, embedded: bool) -> None:
+        self.bootstrap, self.changelog, self.directory = bootstrap, changelog, directory
+        self.embedded = embedded
+        self._dbs: dict[int, Rdict] = {}
+
+    @property
+    def partitions(self) -> set[int]:
+        return set(self._dbs)
+
+    def _open(self, partition: int) -> Rdict:
+        path = self.directory / f"p{partition}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return Rdict(str(path), Options(raw_mode=True))
+
+    async def assign(self, partitions: set[int]) -> dict[int, int]:
+        """Open and recover the newly assigned ``partitions`` (the others
+        are closed); how many changelog records each recovery applied."""
+        for p in self.partitions - partitions:
+            self._dbs.pop(p).close()
+        new = sorted(partitions - self.partitions)
+        if not new:
+            return {}
+        for p in new:
+            self._dbs[p] = self._open(p)
+        tps = [TopicPartition(self.changelog, p) for p in new]
+        if self.embedded:  # its ListOffsets is short of the end (partition_ends.py)
+            ends = await fetched_end_offsets(self.bootstrap, tps)
+        else:
+            ends = await _listed_end_offsets(self.bootstrap, tps)
+        applied: dict[int, int] = {}
+        reader = RangeReader(self.bootstrap, f"{self.changelog}-recovery")
+        try:
+            for p in new:
+                applied[p] = await self._recover(reader, p, ends[(self.changelog, p)])
+        finally:
+            await reader.stop()
+        return applied
+
+    async def _recover(self, reader: RangeReader, p: int, end: int) -> int:
+        db = self._dbs[p]
+        start = self.offset(p)
+        if start > end:
+            log.warning(
+                "changelog %s[%d] ends at %d, below the %d the local copy holds: the "
+                "cluster lost it; the local copy is kept and the new log read from its start",
+                self.changelog,
+                p,
+                end,
+                start,
+            )
+            start = 0
+        n = 0
+        async for records in reader.read(self.changelog, p, start, end):
+            wb = WriteBatch(raw_mode=True)
+            for m in records:
+                if m.key is None:
+                    continue
+                if m.value is None:
+                    wb.delete(m.key)
+                else:
+                    wb.put(m.key, m.value)
+            wb.put(OFFSET_KEY, str(records[-1].offset + 1).encode())
+            db.write(wb)
+            n += len(records)
+        if start == 0 and end == 0:
+            db.put(OFFSET_KEY, b"0")
+        return n
+
+    def offset(self, partition: int) -> int:
+        raw = self._dbs[partition].get(OFFSET_KEY)
+        return int(raw) if raw is not None else 0
+
+    def forget_offsets(self) -> None:
+        """The cluster lost its logs: the local copies are kept, and their
+        changelog offsets start again from the new logs' beginnings."""
+        for db in self._dbs.values():
+            db.put(OFFSET_KEY, b"0")
+
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        db = self._dbs.get(partition)
+        return db.get(key) if db is not None else None
+
+    def items(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
+        for key, value in self._dbs[partition].items():
+            if key != OFFSET_KEY:
+                yield cast(bytes, key), cast(bytes, value)
+
+    async def write(
+        self, producer: AIOKafkaProducer, changes: Mapping[int, Mapping[bytes, bytes | None]]
+    ) -> list[asyncio.Future[Any]]:
+        """Apply ``changes`` (partition → key → value, None: delete) to the
+        local databases now, and send them to the changelog (one record
+        batch per partition); the futures of the sends. A partition no
+        longer held is skipped (its new owner redoes the batch)."""
+        futures: list[asyncio.Future[Any]] = []
+        for p, keys in changes.items():
+            db = self._dbs.get(p)
+            if db is None or not keys:
+                continue
+            wb = WriteBatch(raw_mode=True)
+            b = producer.create_batch()
+            for key, value in keys.items():
+                if value is None:
+                    wb.delete(key)
+                else:
+                    wb.put(key, value)
+                if b.append(key=key, value=value, timestamp=None) is None:  # full
+                    futures.append(await self._send(producer, b, p))
+                    b = producer.create_batch()
+                    b.append(key=key, value=value, timestamp=None)
+            db.write(wb)
+            futures.append(await self._send(producer, b, p))
+        return futures
+
+    async def _send(self, producer: AIOKafkaProducer, batch: Any, p: int) -> asyncio.Future[Any]:
+        count = batch.record_count()
+        future = await producer.send_batch(batch, self.changelog, partition=p)
+        future.add_done_callback(lambda f: self._acknowledged(p, f, count))
+        return future
+
+    def _acknowledged(self, p: int, future: asyncio.Future[Any], count: int) -> None:
+        """A batch is in the changelog: the local copy holds up to its end
+        (the metadata's offset is the batch's first)."""
+        if future.cancelled() or future.exception() is not None:
+            return
+        db = self._dbs.get(p)
+        end = future.result().offset + count
+        if db is not None and end > self.offset(p):
+            db.put(OFFSET_KEY, str(end).encode())
+
+    def close(self) -> None:
+        for db in self._dbs.values():
+            db.close()
+        self._dbs.clear()
+
+    def destroy(self) -> None:
+        """Close and delete every local database (tests)."""
+        self.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+async def _listed_end_offsets(
+    bootstrap: str, tps: list[TopicPartition]
+) -> dict[tuple[str, int], int]:
+    from aiokafka import AIOKafkaConsumer
+
+    from app.kafka_security import kafka_security
+    from app.stream.kafka_io import stop_consumer
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, **kafka_security())
+    await consumer.start()
+    try:
+        listed = await consumer.end_offsets(tps)
+    finally:
+        await stop_consumer(consumer)
+    return {(tp.topic, tp.partition): int(listed[tp]) for tp in tps}
