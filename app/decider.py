@@ -204,21 +204,7 @@ class Decider:
         pc = self.config.get(request.policy_id)
         if pc is None:
             raise InvalidEvent("unknown_policy", f"no policy {request.policy_id!r}")
-        arm = pc.arm(pc.fallback_arm)
-        return _decision(
-            request,
-            pc.policy_id,
-            policy_version=0,
-            arm=arm.name,
-            model=arm.model,
-            parameters=arm.parameters,
-            available_arms=[arm.name],
-            propensity=1.0,
-            scores={},
-            explored=False,
-            fallback=True,
-            decided_at=now_ms,
-        )
+        return _fixed_arm(request, pc, pc.fallback_arm, 0, now_ms, fallback=True)
 
     def decide(self, requests: list[Request], now_ms: int) -> list[JSON | InvalidEvent]:
         out: list[JSON | InvalidEvent] = [None] * len(requests)  # type: ignore[list-item]
@@ -352,21 +338,7 @@ class Decider:
             row = self.context_row(live.config, req) if live.policy.contextual else None
         except InvalidEvent:
             return pid
-        arm = live.config.arm(name)
-        doc = _decision(
-            req,
-            pid,
-            policy_version=live.version,
-            arm=arm.name,
-            model=arm.model,
-            parameters=arm.parameters,
-            available_arms=[arm.name],
-            propensity=1.0,
-            scores={},
-            explored=False,
-            fallback=False,
-            decided_at=now_ms,
-        )
+        doc = _fixed_arm(req, live.config, name, live.version, now_ms, fallback=False)
         if row is not None:
             doc["features"] = row
         out[i] = doc
@@ -615,6 +587,28 @@ def check_dimensions(config: PoliciesConfig, request_dim: int) -> None:
                 f"vector's {request_dim} features (13 engineered, plus the feature "
                 "spec's columns when it sets policy_vector: true)"
             )
+
+
+def _fixed_arm(
+    req: Request, pc: PolicyConfig, name: str, version: int, now_ms: int, fallback: bool
+) -> JSON:
+    """A decision for one arm, chosen without the policy (its fallback, or
+    an experiment's fixed variant): propensity 1, no scores."""
+    arm = pc.arm(name)
+    return _decision(
+        req,
+        pc.policy_id,
+        policy_version=version,
+        arm=arm.name,
+        model=arm.model,
+        parameters=arm.parameters,
+        available_arms=[arm.name],
+        propensity=1.0,
+        scores={},
+        explored=False,
+        fallback=fallback,
+        decided_at=now_ms,
+    )
 
 
 def _decision(
