@@ -97,12 +97,10 @@ class JoinBatch:
 class JoinRewards:
     """The :class:`~app.stream.batched_service.StatefulBatchHandler` of the join."""
 
-    def __init__(
-        self, runtime: Runtime, changelog: Any, cluster_id: Callable[[], str | None]
-    ) -> None:
+    def __init__(self, runtime: Runtime, cluster_id: Callable[[], str | None]) -> None:
         s, t = runtime.settings, runtime.topics
         self.settings, self.cluster_id = s, cluster_id
-        self.changelog = changelog  # the Faust topic: declared (again) when missing
+        self.source = t["decisions"]  # the changelog has its partitions
         self.decisions, self.rewards = t.name("decisions"), t.name("rewards")
         self.outcomes_name, self.dead_name = t.name("outcomes"), t.name("dead_letter")
         self.joiner = Joiner(
@@ -114,7 +112,7 @@ class JoinRewards:
         runtime.on_policies_changed.append(self.joiner.reconfigure)
         self.store = ChangelogStore(
             s.bootstrap,
-            changelog.get_topic_name(),
+            changelog_name(s.app_id),
             s.data_dir / f"{s.app_id}-join-pending",
             s.embedded_broker,
         )
@@ -135,7 +133,7 @@ class JoinRewards:
 
     # -- lifecycle -----------------------------------------------------------------
     async def start(self, service: BatchedService) -> None:
-        await self.changelog.maybe_declare()
+        await self.store.ensure_topic(self.source.partitions, self.source.replication_factor)
         await self.ends.start()
         await service.partition_count(self.outcomes_name)
 
@@ -184,7 +182,7 @@ class JoinRewards:
             return
         if self.cluster not in (None, cluster):
             await rewind_to_start(service.consumer, AGENT)
-            await self.changelog.maybe_declare()
+            await self.store.ensure_topic(self.source.partitions, self.source.replication_factor)
             self.store.forget_offsets()
             self.done.clear()
             self.ends.forget()
@@ -437,14 +435,6 @@ def changelog_name(app_id: str) -> str:
 
 def register(app: faust.App, runtime: Runtime) -> None:
     s, t = runtime.settings, runtime.topics
-    changelog = app.topic(
-        changelog_name(s.app_id),
-        partitions=t["decisions"].partitions,
-        compacting=True,
-        internal=True,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
 
     @app.task
     async def start_join_rewards() -> None:
@@ -454,7 +444,7 @@ def register(app: faust.App, runtime: Runtime) -> None:
             source=(t.name("decisions"), t.name("rewards")),
             source_role={t.name("decisions"): "decisions", t.name("rewards"): "rewards"},
             dead_letter_topic=t.name("dead_letter"),
-            handler=JoinRewards(runtime, changelog, lambda: current_cluster_id(app)),
+            handler=JoinRewards(runtime, lambda: current_cluster_id(app)),
             fetch_wait_ms=FETCH_WAIT_MS,
             batch_max=BATCH_MAX,
             loop=app.loop,

@@ -95,15 +95,10 @@ class LearnBatch:
 class LearnFromOutcomes:
     """The :class:`~app.stream.batched_service.StatefulBatchHandler` of the learner."""
 
-    def __init__(
-        self,
-        runtime: Runtime,
-        changelogs: dict[str, Any],
-        cluster_id: Callable[[], str | None],
-    ) -> None:
+    def __init__(self, runtime: Runtime, cluster_id: Callable[[], str | None]) -> None:
         s, t = runtime.settings, runtime.topics
         self.runtime, self.settings, self.cluster_id = runtime, s, cluster_id
-        self.changelogs = changelogs  # store name → Faust topic: declared (again) when missing
+        self.source = t["outcomes"]  # the changelogs have its partitions
         self.outcomes_name, self.drift_name = t.name("outcomes"), t.name("drift")
         self.registry_name, self.snapshots_name = t.name("registry"), t.name("policy_snapshots")
         self.dead_name = t.name("dead_letter")
@@ -133,7 +128,7 @@ class LearnFromOutcomes:
         s = self.settings
         return ChangelogStore(
             s.bootstrap,
-            self.changelogs[name].get_topic_name(),
+            f"{s.app_id}-{name}-changelog",
             s.data_dir / f"{s.app_id}-{name}",
             s.embedded_broker,
         )
@@ -141,8 +136,7 @@ class LearnFromOutcomes:
     # -- lifecycle -----------------------------------------------------------------
     async def start(self, service: BatchedService) -> None:
         self.service = service
-        for topic in self.changelogs.values():
-            await topic.maybe_declare()
+        await self._ensure_changelogs()
         await service.partition_count(self.registry_name)
 
     async def background(self, service: BatchedService) -> None:
@@ -186,11 +180,14 @@ class LearnFromOutcomes:
             # A new cluster holds none of the old logs (offsets in the
             # states are kept per cluster: app/stream/cluster_watch.py).
             await rewind_to_start(service.consumer, AGENT)
-            for topic in self.changelogs.values():
-                await topic.maybe_declare()
+            await self._ensure_changelogs()
             self.states.forget_offsets()
             self.applied.forget_offsets()
         self.cluster = cluster
+
+    async def _ensure_changelogs(self) -> None:
+        for store in (self.states, self.applied):
+            await store.ensure_topic(self.source.partitions, self.source.replication_factor)
 
     def _on_policies_changed(self, config: Any) -> None:
         retired = self.learner.reconfigure(config, self.runtime.file_policies, now_ms(), self.by)
@@ -304,6 +301,7 @@ class LearnFromOutcomes:
             return
         self.next_publish = time.monotonic() + self.interval_s
         async with self.lock:
+            await self._check_cluster(service)
             await self._publish_due(service, now_ms())
 
     def _dead(self, m: Any, err: InvalidEvent) -> None:
@@ -511,18 +509,6 @@ class LearnFromOutcomes:
 
 def register(app: faust.App, runtime: Runtime) -> None:
     s, t = runtime.settings, runtime.topics
-    partitions = t["outcomes"].partitions
-    changelogs = {
-        name: app.topic(
-            f"{s.app_id}-{name}-changelog",
-            partitions=partitions,
-            compacting=True,
-            internal=True,
-            key_serializer="raw",
-            value_serializer="raw",
-        )
-        for name in ("policy-state", "applied-requests")
-    }
     sources = {t.name("outcomes"): "outcomes", t.name("drift"): "drift"}
     sources[t.name("registry")] = "registry"
 
@@ -534,7 +520,7 @@ def register(app: faust.App, runtime: Runtime) -> None:
             source=tuple(sources),
             source_role=sources,
             dead_letter_topic=t.name("dead_letter"),
-            handler=LearnFromOutcomes(runtime, changelogs, lambda: current_cluster_id(app)),
+            handler=LearnFromOutcomes(runtime, lambda: current_cluster_id(app)),
             fetch_wait_ms=FETCH_WAIT_MS,
             batch_max=BATCH_MAX,
             loop=app.loop,

@@ -44,6 +44,37 @@ class ChangelogStore:
         self.embedded = embedded
         self._dbs: dict[int, Rdict] = {}
 
+    async def ensure_topic(self, partitions: int, replication_factor: int) -> bool:
+        """Create the changelog (compacted) if the cluster lacks it: at the
+        start, and after a cluster lost its logs. Whether it was created."""
+        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+        from aiokafka.errors import TopicAlreadyExistsError
+
+        from app.kafka_security import kafka_security
+
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.bootstrap,
+            client_id=f"{self.changelog}-admin",
+            **kafka_security(),
+        )
+        await admin.start()
+        try:
+            if self.changelog in set(await admin.list_topics()):
+                return False
+            topic = NewTopic(
+                self.changelog,
+                partitions,
+                replication_factor,
+                topic_configs={"cleanup.policy": "compact"},
+            )
+            await admin.create_topics([topic])
+        except TopicAlreadyExistsError:
+            return False
+        finally:
+            await admin.close()
+        log.warning("changelog %s created (%d partitions)", self.changelog, partitions)
+        return True
+
     @property
     def partitions(self) -> set[int]:
         return set(self._dbs)
