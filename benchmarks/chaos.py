@@ -78,7 +78,7 @@ import orjson
 
 from app.features.request_vector import TASK_TYPES
 from app.kafka_security import kafka_security
-from benchmarks.common import stop_on_termination_signals
+from benchmarks.common import rss_mb, stop_on_termination_signals
 from benchmarks.common.progress import progress_logger
 from benchmarks.common.results import dump_json, result_path, run_header, write_result
 
@@ -209,18 +209,6 @@ class Registry:
 
 
 REGISTRY = Registry()
-
-
-def _rss_mb(pid: int | None) -> float | None:
-    if pid is None:
-        return None
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
 
 
 def _kill_group(pid: int, sig: int) -> None:
@@ -371,7 +359,7 @@ class Worker:
         return None
 
     def rss_mb(self) -> float | None:
-        return _rss_mb(self.pid)
+        return rss_mb(self.pid)
 
     def log_size(self) -> int:
         try:
@@ -2579,7 +2567,7 @@ async def check_load(dep: Deployment, p: Params) -> dict[str, Any]:
                     "join_backlog": max(0, dec_f.position_sum() - join_c),
                     "decide_backlog": max(0, req_f.position_sum() - decide_c),
                     "worker_rss_mb": dep.worker.rss_mb(),
-                    "broker_rss_mb": _rss_mb(dep.broker.pid),
+                    "broker_rss_mb": rss_mb(dep.broker.pid),
                 }
             )
             await asyncio.sleep(2.0)
@@ -2587,27 +2575,8 @@ async def check_load(dep: Deployment, p: Params) -> dict[str, Any]:
     t0 = time.monotonic()
     sampler = asyncio.create_task(sample())
     sim_log = dep.workdir / "simulate.log"
-    cmd = [
-        sys.executable,
-        "-m",
-        "app.cli",
-        "simulate",
-        "--rate",
-        f"{p.load_rate:g}",
-        "--duration",
-        f"{p.load_seconds:g}",
-        "--seed",
-        str(p.seed),
-        "--summary-every",
-        "10",
-    ]
-    log(f"load: {' '.join(cmd[2:])}")
-    with sim_log.open("wb") as fh:
-        sim = subprocess.Popen(
-            cmd, env=dep.env, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    sim_handle = _ProcHandle(sim)
-    REGISTRY.add(sim_handle)
+    sim_handle = start_simulate(dep, p.load_rate, p.load_seconds, p.seed, sim_log)
+    sim = sim_handle.proc
     drain_s = None
     diagnosis: dict[str, Any] = {}
     try:
@@ -2657,7 +2626,7 @@ async def check_load(dep: Deployment, p: Params) -> dict[str, Any]:
         if any(d.reason == "unknown_request" for d in L.dead.get(rewards[k], []))
     )
     no_decision = sum(1 for k in requests if k not in L.decisions)
-    client = _simulate_summary(sim_log)
+    client = simulate_summary(sim_log)
     problems = dep.worker.log_problems(log_at)
     failures = []
     if lost:
@@ -2721,7 +2690,9 @@ async def check_load(dep: Deployment, p: Params) -> dict[str, Any]:
     )
 
 
-class _ProcHandle:
+class ProcHandle:
+    """A process a check started (the simulator): stopped on every exit path."""
+
     def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         self.proc = proc
 
@@ -2735,7 +2706,35 @@ class _ProcHandle:
                 self.proc.wait()
 
 
-def _simulate_summary(path: Path) -> dict[str, Any] | None:
+def start_simulate(
+    dep: Deployment, rate: float, seconds: float, seed: int, log_path: Path
+) -> ProcHandle:
+    """``llmopt simulate`` against ``dep`` for ``seconds``, its output in ``log_path``."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "app.cli",
+        "simulate",
+        "--rate",
+        f"{rate:g}",
+        "--duration",
+        f"{seconds:g}",
+        "--seed",
+        str(seed),
+        "--summary-every",
+        "10",
+    ]
+    log(f"{dep.name}: {' '.join(cmd[2:])}")
+    with log_path.open("wb") as fh:
+        proc = subprocess.Popen(
+            cmd, env=dep.env, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    handle = ProcHandle(proc)
+    REGISTRY.add(handle)
+    return handle
+
+
+def simulate_summary(path: Path) -> dict[str, Any] | None:
     """The simulator's own final line: decisions, p50/p99 as the client saw them."""
     try:
         text = path.read_text(errors="replace")

