@@ -38,7 +38,7 @@ import orjson
 
 from app.ingress import join_key
 from app.policies.config import PoliciesConfig
-from app.records import REWARD_COMPONENTS, Decision, InvalidEvent, Reward, outcome_doc
+from app.records import REWARD_COMPONENTS, Decision, InvalidEvent, Reward, decode, outcome_doc
 
 JSON = dict[str, Any]
 
@@ -384,5 +384,9 @@ def valid_entry(raw: bytes | None) -> JoinEntry | None:
 
 
 def parse_decision(raw: bytes | None) -> JSON:
-    """Validate a decision and return it as a plain document."""
-    return Decision.loads(raw).to_dict()
+    """Validate a decision and return it as a plain document: the decoded
+    one without its nulls (the record is built only to check it; turning it
+    back into a document cost the join a sixth of its time)."""
+    doc = decode(raw)
+    Decision.from_dict(doc)
+    return {k: v for k, v in doc.items() if v is not None}
