@@ -67,6 +67,7 @@ class SelectArm:
             runtime.policies,
             extractor=runtime.feature_extractor,
             reward_token_secret=runtime.settings.reward_token_secret,
+            deadline_ms=runtime.settings.decision_deadline_ms,
         )
         runtime.on_policies_changed.append(self.decider.reconfigure)
         t = runtime.topics
@@ -199,6 +200,7 @@ class SelectArm:
                     futures.append(await service.dead(m, internal_error(exc, AGENT)))
         now = now_ms()
         tally: Tally[tuple[str, str]] = Tally()
+        fallbacks: Tally[tuple[str, str]] = Tally()
         decided = self._decide_all(requests, now)
         keys: list[bytes] = []
         values: list[bytes] = []
@@ -216,8 +218,10 @@ class SelectArm:
                 else:
                     metrics.REPLIES_DROPPED.labels("missing_topic").inc()
             tally[(out["policy_id"], out["arm"])] += 1
+            if out["fallback"]:
+                fallbacks[(out["policy_id"], out.get("fallback_reason", "other"))] += 1
         futures += await service.send_batches(self.decisions_topic, keys, values, now)
-        self._count(tally, AGENT)
+        self._count(tally, fallbacks, AGENT)
         metrics.DECIDE_BATCH_SIZE.observe(len(requests))
         self._observe_latency(requests, now)
         metrics.DECIDE_BATCH_SECONDS.observe(time.perf_counter() - started)
@@ -235,6 +239,7 @@ class SelectArm:
         now = now_ms()
         decided = self._decide_all(requests, now)
         tally: Tally[tuple[str, str]] = Tally()
+        fallbacks: Tally[tuple[str, str]] = Tally()
         futures: list[asyncio.Future[Any] | None] = []
         send = self.producer.send
         for req, out in zip(requests, decided, strict=True):
@@ -246,14 +251,21 @@ class SelectArm:
                 await send(self.decisions_topic, orjson.dumps(out), key=key, timestamp_ms=now)
             )
             tally[(out["policy_id"], out["arm"])] += 1
-        self._count(tally, agent)
+            if out["fallback"]:
+                fallbacks[(out["policy_id"], out.get("fallback_reason", "other"))] += 1
+        self._count(tally, fallbacks, agent)
         self._observe_latency(requests, now)
         return decided, futures
 
     @staticmethod
-    def _count(tally: Tally[tuple[str, str]], agent: str) -> None:
+    def _count(
+        tally: Tally[tuple[str, str]], fallbacks: Tally[tuple[str, str]], agent: str
+    ) -> None:
+        """Decisions by (policy, arm), and the fallbacks among them by (policy, reason)."""
         for (pid, arm), n in tally.items():
             metrics.DECISIONS.labels(pid, arm).inc(n)
+        for (pid, reason), n in fallbacks.items():
+            metrics.DECISIONS_FALLBACK.labels(pid, reason).inc(n)
         metrics.EVENTS.labels(agent, "ok").inc(sum(tally.values()))
 
     def _decide_all(self, requests: list[Request], now: int) -> list[Any]:

@@ -87,8 +87,11 @@ class Decider:
         seed: int | None = None,
         extractor: Any = None,
         reward_token_secret: str = "",
+        deadline_ms: int = 0,
     ) -> None:
         self.config = config
+        # A request without a deadline_ms of its own may wait this long (0: forever).
+        self.deadline_ms = deadline_ms
         # When set, each decision carries the token its reward must echo.
         self.reward_token_secret = reward_token_secret
         # A FeatureExtractor (app.features.extraction), when a feature spec is
@@ -204,7 +207,9 @@ class Decider:
         pc = self.config.get(request.policy_id)
         if pc is None:
             raise InvalidEvent("unknown_policy", f"no policy {request.policy_id!r}")
-        return _fixed_arm(request, pc, pc.fallback_arm, 0, now_ms, fallback=True)
+        doc = _fixed_arm(request, pc, pc.fallback_arm, 0, now_ms, fallback=True)
+        doc["fallback_reason"] = "no_answer"
+        return doc
 
     def decide(self, requests: list[Request], now_ms: int) -> list[JSON | InvalidEvent]:
         out: list[JSON | InvalidEvent] = [None] * len(requests)  # type: ignore[list-item]
@@ -212,9 +217,14 @@ class Decider:
         guarded: list[tuple[_Live, tuple[str, ...], int]] = []
         explaining: list[int] = []  # decided on the vectorised paths, explanation asked
         tagged: dict[int, tuple[str, str]] = {}  # in an experiment: its id and variant
+        deadline = self.deadline_ms
         for i, req in enumerate(requests):
             pid = req.policy_id or self.config.default_policy
-            if self.experiments.active:
+            # Past its deadline: the policy's fallback arm, outside any
+            # experiment (the variant did not decide it).
+            limit = req.deadline_ms or deadline
+            late = limit > 0 and now_ms - req.created_at > limit
+            if self.experiments.active and not late:
                 variant_pid = self._variant_policy(pid, req, i, now_ms, out, tagged)
                 if variant_pid is None:
                     continue  # a fixed arm's variant: decided
@@ -240,6 +250,9 @@ class Decider:
                     )
                     continue
                 allowed = tuple(req.candidates)
+            if late:
+                out[i] = _late(req, live, allowed, now_ms)
+                continue
             meta = req.metadata or {}
             if live.guardrails.per_request or "max_cost_usd" in meta or "max_latency_ms" in meta:
                 guarded.append((live, allowed, i))
@@ -381,6 +394,8 @@ class Decider:
             fallback=g.flagged,
             decided_at=now_ms,
         )
+        if g.flagged:  # no arm within the request's limits
+            doc["fallback_reason"] = "constraints"
         if row is not None:
             doc["features"] = row
         if req.explain or live.config.explain:
@@ -587,6 +602,17 @@ def check_dimensions(config: PoliciesConfig, request_dim: int) -> None:
                 f"vector's {request_dim} features (13 engineered, plus the feature "
                 "spec's columns when it sets policy_vector: true)"
             )
+
+
+def _late(req: Request, live: _Live, allowed: tuple[str, ...], now_ms: int) -> JSON:
+    """The decision for a request past its deadline: the policy's fallback
+    arm (the first allowed arm when the request's candidates exclude it),
+    propensity 1, from the policy's current version."""
+    fallback = live.config.fallback_arm
+    name = fallback if fallback in allowed else allowed[0]
+    doc = _fixed_arm(req, live.config, name, live.version, now_ms, fallback=True)
+    doc["fallback_reason"] = "deadline"
+    return doc
 
 
 def _fixed_arm(

@@ -16,6 +16,11 @@ DEAD_LETTERS = Counter(
 DECISIONS = Counter(
     "llmopt_decisions_total", "Decisions made, by policy and arm.", ["policy_id", "arm"]
 )
+DECISIONS_FALLBACK = Counter(
+    "llmopt_decisions_fallback_total",
+    "Decisions that are fallbacks, by policy and reason (app/records.py FALLBACK_REASONS).",
+    ["policy_id", "reason"],
+)
 DECIDE_BATCH_SECONDS = Histogram(
     "llmopt_decide_batch_seconds",
     "Time to parse, decide and enqueue one batch of requests.",

@@ -26,6 +26,13 @@ import orjson
 
 SCHEMA_VERSION = 1
 MAX_EVENT_BYTES = 64 * 1024
+# A request's deadline_ms is at most an hour: a decision later than that is
+# no decision at all.
+MAX_DEADLINE_MS = 3_600_000
+# Why a decision is a fallback: the request was past its deadline when the
+# worker decided it; no arm met the request's cost/latency limits (the one
+# that overshoots least); no decision reached the client in time (the SDK's own).
+FALLBACK_REASONS = ("deadline", "constraints", "no_answer")
 
 JSON = dict[str, Any]
 R = TypeVar("R", bound="Record")
@@ -553,6 +560,10 @@ class Request(Record):
     # Ask for the decision's explanation (docs/explanations.md), whatever the
     # policy's own ``explain`` setting.
     explain: bool | None = field(default=None, metadata=boolean())
+    # Milliseconds after created_at by which the decision is still useful;
+    # a worker that decides later serves the policy's fallback arm
+    # (LLMOPT_DECISION_DEADLINE_MS when absent).
+    deadline_ms: int | None = field(default=None, metadata=integer(1, MAX_DEADLINE_MS))
     schema_version: int = SCHEMA_VERSION
 
 
@@ -589,6 +600,8 @@ class Decision(Record):
     # Why this arm, when the request or the policy asked (app/explain.py,
     # docs/explanations.md).
     explanation: JSON | None = field(default=None, metadata=obj())
+    # Why fallback is true (FALLBACK_REASONS); absent when it is false.
+    fallback_reason: str | None = field(default=None, metadata=choice(FALLBACK_REASONS))
     schema_version: int = SCHEMA_VERSION
 
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from app.records import MAX_DEADLINE_MS
+
 PREFIX = "LLMOPT_"
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -97,6 +99,10 @@ class Settings:
     # broker, whose fetch cost grows with a partition's history until a 2 ms
     # fetch returns nothing and the consumer stalls).
     decide_fetch_wait_ms: int = -1
+    # A request still undecided this long after its created_at gets its
+    # policy's fallback arm (fallback_reason "deadline"); a request's own
+    # deadline_ms wins. 0: no deadline.
+    decision_deadline_ms: int = 0
     producer_linger_ms: int = 1
     # The agents' own producer (table changelogs, outcomes, snapshots): off
     # the decision path, so it waits longer to fill larger batches; on the
@@ -147,6 +153,11 @@ class Settings:
             raise SettingsError(
                 f"{PREFIX}WEB_PORT: {self.web_port} is not a usable port; set a port number "
                 f"from 1 to 65535 such as {Settings.web_port}"
+            )
+        if not 0 <= self.decision_deadline_ms <= MAX_DEADLINE_MS:
+            raise SettingsError(
+                f"{PREFIX}DECISION_DEADLINE_MS: {self.decision_deadline_ms} is not a deadline; "
+                f"set milliseconds from 1 to {MAX_DEADLINE_MS}, or 0 for none"
             )
         floor = self.join_done_retention_seconds + self.join_max_hold_seconds
         if self.applied_requests_retention_seconds < floor:

@@ -73,6 +73,7 @@ EXAMPLES: dict[type[Record], dict[str, Any]] = {
         "metadata": {"user": "u-42", "tags": ["beta"], "score": 0.5},
         "workflow": {"id": "wf-9", "step": 1, "state": [0.5, 0, 1], "final": False},
         "explain": True,
+        "deadline_ms": 250,
     },
     Decision: {
         "schema_version": 1,
@@ -103,6 +104,7 @@ EXAMPLES: dict[type[Record], dict[str, Any]] = {
         },
         "workflow": {"id": "wf-9", "step": 1},
         "explanation": {"rule": "exploit", "arms": {"gpt-4o-mini/t0.2": {"mean": 0.7}}},
+        "fallback_reason": "deadline",
     },
     Reward: {
         "schema_version": 1,
@@ -301,6 +303,12 @@ MUTATIONS: dict[type[Record], list[tuple[str, dict[str, Any]]]] = {
         ("priority above 10", {"priority": 11}),
         ("priority below 0", {"priority": -1}),
         ("priority fractional", {"priority": 5.5}),
+        ("deadline_ms zero", {"deadline_ms": 0}),
+        ("deadline_ms negative", {"deadline_ms": -5}),
+        ("deadline_ms above an hour", {"deadline_ms": 3_600_001}),
+        ("deadline_ms fractional", {"deadline_ms": 2.5}),
+        ("deadline_ms a string", {"deadline_ms": "250"}),
+        ("deadline_ms null", {"deadline_ms": None}),
         ("priority a string", {"priority": "5"}),
         ("policy_id empty", {"policy_id": ""}),
         ("candidates empty", {"candidates": []}),
@@ -338,6 +346,8 @@ MUTATIONS: dict[type[Record], list[tuple[str, dict[str, Any]]]] = {
         ("scores with a null value", {"scores": {"a": None}}),
         ("explored an integer", {"explored": 1}),
         ("fallback a string", {"fallback": "false"}),
+        ("fallback_reason not a reason", {"fallback_reason": "slow"}),
+        ("fallback_reason empty", {"fallback_reason": ""}),
         ("negative decided_at", {"decided_at": -1}),
         ("features a number", {"features": 0.5}),
         ("features with a string", {"features": [0.5, "1"]}),
@@ -526,6 +536,8 @@ BOUNDARIES: dict[type[Record], list[dict[str, Any]]] = {
     Request: [
         {"created_at": 0, "input_tokens": 0, "priority": 0},
         {"created_at": 2**53, "input_tokens": 10_000_000, "priority": 10},
+        {"deadline_ms": 1},
+        {"deadline_ms": 3_600_000},
         {"request_id": "r" * 256, "task_type": "t" * 64, "reply_to": "t" * 249},
         {"request_id": "é" * 256, "tenant_id": "🙂" * 256},  # lengths in code points
         {"candidates": [f"arm-{i}" for i in range(64)], "metadata": {}},
@@ -535,7 +547,8 @@ BOUNDARIES: dict[type[Record], list[dict[str, Any]]] = {
         {"propensity": 0, "scores": {}, "parameters": {}, "features": []},
         {"propensity": 1, "policy_version": 0, "requested_at": 0, "decided_at": 2**53},
         {"available_arms": ["only"], "features": [1e300] * 1024, "scores": {"": 1e-300}},
-        {"explored": True, "fallback": True},
+        {"explored": True, "fallback": True, "fallback_reason": "constraints"},
+        {"fallback": True, "fallback_reason": "no_answer"},
     ],
     Reward: [
         {"quality": 0, "cost_usd": 0, "latency_ms": 0, "feedback": -1, "error": True},

@@ -501,3 +501,4 @@ def test_guardrails_act_in_the_decider_with_estimates_from_snapshots() -> None:
     )
     flagged = decider.decide([impossible], now_ms=4)[0]
     assert isinstance(flagged, dict) and flagged["arm"] == "cheap" and flagged["fallback"]
+    assert flagged["fallback_reason"] == "constraints"

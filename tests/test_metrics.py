@@ -45,6 +45,7 @@ def exercise_every_metric() -> None:
     metrics.EVENTS.labels("select_arm", "ok").inc()
     metrics.DEAD_LETTERS.labels("join_rewards", "malformed_json").inc()
     metrics.DECISIONS.labels("default", "gpt-4o").inc(3)
+    metrics.DECISIONS_FALLBACK.labels("default", "deadline").inc()
     metrics.OUTCOMES.labels("default", "rewarded").inc()
     metrics.SENDS_RETRIED.labels("join_rewards").inc()
     metrics.REGISTRY_RECORDS.labels("default", "retired").inc()
