@@ -7,12 +7,14 @@ and load, on the embedded broker.
     scripts/chaos --only kills,load  a subset of the checks
 
 Every check runs real processes: an embedded broker (``app.broker``), one
-``python -m app.cli worker`` (all default roles), and clients in this process
-that produce and read the topics directly. Four deployments, each on a
-fresh broker with ``topics.yaml`` applied (so that a check that breaks its
-deployment does not hide what the next one finds):
+``python -m app.cli worker`` (all default roles; two in deployment E), and
+clients in this process that produce and read the topics directly. Five
+deployments, each on a fresh broker with ``topics.yaml`` applied (so that a
+check that breaks its deployment does not hide what the next one finds):
 
 A. ``kills`` then ``broker``, with a policies file of our own (5 s reward wait);
+E. ``workers``: as A, with two workers of the app (own data directories and
+   web ports); full runs and ``--only`` only, not ``--quick``'s default;
 B. ``tenant`` then ``reply``, with a trusted tenant header, a policy
    restricted to one tenant and a policy with an exploration budget;
 C. ``hostile``, configured as B;
@@ -25,20 +27,24 @@ Checks (details in docs/chaos.md):
               of a decided request in its outcome, the learner's applied count
               equal to the decided requests, snapshots never going backwards,
               time from each restart to the first new decision;
-2. broker   — the broker killed and a new one started on the same port:
+2. workers  — the same stream through two workers of one app, each SIGKILLed
+              in turn and restarted a few seconds later with its data
+              directory: the same accounting, and the time until every
+              tenant's requests are decided again after each kill;
+3. broker   — the broker killed and a new one started on the same port:
               /health 503 then 200 with the same worker process, topics
               re-created, new rewarded requests decided, joined and applied;
-3. hostile  — >= 5,000 hostile messages per input topic (and some on the
+4. hostile  — >= 5,000 hostile messages per input topic (and some on the
               internal topics the agents read): the worker stays up and every
               message is processed or dead-lettered with its original;
-4. reply    — one request per existing topic (and new names) as ``reply_to``:
+5. reply    — one request per existing topic (and new names) as ``reply_to``:
               no decision lands outside the decisions topic, no topic is
               created, each is dead-lettered ``invalid_reply_to``; then a
               worker restart must come up and learn;
-5. tenant   — reward squatting, request-id squatting, a tenant-restricted
+6. tenant   — reward squatting, request-id squatting, a tenant-restricted
               policy, and requests spoofing another tenant under a trusted
               header;
-6. load     — ``llmopt simulate`` at 1,000 requests/s against one worker:
+7. load     — ``llmopt simulate`` at 1,000 requests/s against one worker:
               every reward of a decided request reaches its outcome.
 
 Output: a table (one row per check), the results as JSON, and a last line
@@ -93,7 +99,12 @@ MAX_EVENT_BYTES = 64 * 1024
 PRODUCER_LIMIT = 1024 * 1024  # aiokafka's default max_request_size: a dead letter must fit
 POLICY_WAIT_S = 5.0  # reward wait of the policies files below
 CHANGELOG_TABLES = ("join-pending", "policy-state", "applied-requests")
-CHECKS = ("kills", "broker", "tenant", "hostile", "reply", "load")
+CHECKS = ("kills", "workers", "broker", "tenant", "hostile", "reply", "load")
+# The join's consumer group (app/stream/batched_service.py: group_id).
+JOIN_GROUP = f"{APP_ID}-join-rewards"
+# The two-worker check does not fit --quick's budget next to the others
+# without cutting the kills check's time: full runs (or --only) only.
+QUICK_CHECKS = tuple(c for c in CHECKS if c != "workers")
 
 ARMS_YAML = """\
     arms:
@@ -153,6 +164,7 @@ class Params:
     kills: int = 10
     kill_rate: float = 250.0  # requests/s of the stream the worker is killed under
     kill_gap: tuple[float, float] = (0.5, 3.0)  # s between a recovery and the next kill
+    workers_gap: float = 8.0  # s of stream before, between and after the two workers' kills
     term_grace: float = 15.0  # s a SIGTERM may take before it counts as a hang
     broker_down_min: float = 6.0
     broker_down_max: float = 30.0
@@ -176,6 +188,7 @@ class Params:
             kills=20,
             kill_rate=300.0,
             kill_gap=(1.0, 8.0),
+            workers_gap=20.0,
             term_grace=30.0,
             broker_down_min=10.0,
             broker_down_max=45.0,
@@ -719,8 +732,9 @@ def backwards(seq: list[int]) -> dict[str, int]:
 
 # ---------------------------------------------------------------- deployment
 class Deployment:
-    """A fresh broker with topics.yaml applied, one worker, and this
-    process's producer and followers."""
+    """A fresh broker with topics.yaml applied, one worker (or ``workers``
+    of the same app; ``worker`` is the first), and this process's producer
+    and followers."""
 
     def __init__(
         self,
@@ -729,6 +743,7 @@ class Deployment:
         policies: str | None,
         extra_env: dict[str, str] | None = None,
         tenant_header: str = "",
+        workers: int = 1,
     ) -> None:
         from app.stream.broker import free_port
         from app.topics import TopicCatalog
@@ -760,6 +775,16 @@ class Deployment:
         env.update(extra_env or {})
         self.env = env
         self.worker = Worker(name, env, self.workdir, int(env["LLMOPT_WEB_PORT"]))
+        self.workers = [self.worker]
+        for i in range(2, workers + 1):
+            # Another worker of the same app, as on another machine: its own
+            # data directory (local stores) and web port.
+            other = dict(env)
+            other["LLMOPT_DATA_DIR"] = str(self.workdir / f"data-{i}")
+            other["LLMOPT_WEB_PORT"] = str(free_port())
+            self.workers.append(
+                Worker(f"{name}{i}", other, self.workdir, int(other["LLMOPT_WEB_PORT"]))
+            )
         self.ledger = Ledger(self.topics)
         self.producer: Any = None
         self.exits: list[dict[str, Any]] = []
@@ -780,20 +805,21 @@ class Deployment:
         await apply_topics(self.bootstrap, self.catalog)
         for name, parts in extra_topics:
             await create_topic(self.bootstrap, name, parts)
-        self.worker.start()
+        for w in self.workers:
+            w.start()
         ready = await self.wait_ready(180.0)
         if ready is None:
-            raise ChaosError(f"{self.name}: the worker was not healthy within 180 s")
+            raise ChaosError(f"{self.name}: a worker was not healthy within 180 s")
         await self.start_clients()
         self._monitor = asyncio.create_task(self._watch_worker())
         log(f"deployment {self.name}: broker {self.bootstrap}, worker ready after {ready:.1f}s")
         return round(time.monotonic() - t0, 1)
 
     async def wait_ready(self, timeout: float) -> float | None:
-        """/health 200, giving up early if the process is gone for good."""
+        """/health 200 from every worker, giving up early if one is gone for good."""
         t0 = time.monotonic()
         while time.monotonic() - t0 < timeout:
-            if await self.worker.health() == 200:
+            if all([await w.health() == 200 for w in self.workers]):
                 return round(time.monotonic() - t0, 2)
             if self.crash_loop:
                 return None
@@ -828,21 +854,23 @@ class Deployment:
         and record it; three exits within two minutes are a crash loop."""
         while True:
             await asyncio.sleep(0.5)
-            w = self.worker
-            if w.proc is None or w.alive() or w.expecting_exit:
-                continue
-            rc = w.proc.returncode
-            self.exits.append({"check": self.check, "returncode": rc, "at": time.time()})
-            recent = [e for e in self.exits if e["at"] > time.time() - 120]
-            log(f"{self.name}: worker exited by itself (rc {rc}) during '{self.check}'")
-            if len(recent) >= 3:
-                self.crash_loop = True
-                log(f"{self.name}: crash loop ({len(recent)} exits in 2 min); not restarting")
-                w.expecting_exit = True
-                continue
-            await asyncio.sleep(1.0)
-            if not (w.expecting_exit or w.alive()):  # a kill or stop may have begun meanwhile
-                w.start()
+            for w in self.workers:
+                if w.proc is None or w.alive() or w.expecting_exit:
+                    continue
+                rc = w.proc.returncode
+                self.exits.append(
+                    {"check": self.check, "worker": w.name, "returncode": rc, "at": time.time()}
+                )
+                recent = [e for e in self.exits if e["at"] > time.time() - 120]
+                log(f"{w.name}: worker exited by itself (rc {rc}) during '{self.check}'")
+                if len(recent) >= 3:
+                    self.crash_loop = True
+                    log(f"{self.name}: crash loop ({len(recent)} exits in 2 min); not restarting")
+                    w.expecting_exit = True
+                    continue
+                await asyncio.sleep(1.0)
+                if not (w.expecting_exit or w.alive()):  # a kill or stop may have begun meanwhile
+                    w.start()
 
     def left(self, want: float, keep: float = 15.0) -> float:
         """``want`` seconds, or what the current check has left minus ``keep``
@@ -913,7 +941,8 @@ class Deployment:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._monitor
         await self.stop_clients()
-        await self.worker.stop(grace=5)  # nothing is measured here any more
+        for w in self.workers:
+            await w.stop(grace=5)  # nothing is measured here any more
         await asyncio.to_thread(self.broker.stop)
 
 
@@ -1276,28 +1305,77 @@ async def check_kills(dep: Deployment, p: Params) -> dict[str, Any]:
             )
         await asyncio.sleep(3.0)
         log("kills: stopping the stream; waiting for decisions, outcomes and the learner")
-        q0 = time.monotonic()
-        await stream.drain(dep.left(60 if p.quick else 180, 60))
-        # A join behind after the restarts is late, not lossy: wait while
-        # outcomes keep coming (a 15 s stall ends the wait), within the budget.
-        await wait_until(
-            lambda: all(k in dep.ledger.outcomes for k in stream.decided),
-            dep.left(120 if p.quick else 240, 35),
-            progress=lambda: len(dep.ledger.outcomes),
-            stall=15,
-        )
-        before = len(dep.ledger.outcomes)
-        await settle_learner(dep.ledger, "default", len(stream.decided), dep.left(45, 15))
-        await dep.ledger.caught_up(10)
-        # Slow or stuck? Whether outcomes still came during the learner's
-        # wait, and what the join has not committed yet.
-        quiesce = {
-            "seconds": round(time.monotonic() - q0, 1),
-            "outcomes_still_arriving": len(dep.ledger.outcomes) > before,
-            "join_backlog_at_end": await group_lag(dep.bootstrap, APP_ID, dep.ledger.followers[0]),
-        }
+        quiesce = await quiesce_stream(dep, p, stream)
     finally:
         await stream.stop()
+    loop_, failures = await stream_verdict(dep, stream, quiesce)
+    acc = loop_["acc"]
+    recover = [k["recover_s"] for k in kills if k["recover_s"] is not None]
+    problems = dep.worker.log_problems(log_at)
+    if len(kills) < p.kills:
+        failures.insert(0, f"only {len(kills)} of {p.kills} kills done")
+    if any(k["recover_s"] is None for k in kills):
+        failures.append("a restarted worker never decided again")
+    if any(k["sigterm_hung"] for k in kills):
+        failures.append(f"SIGTERM did not stop the worker within {p.term_grace:g}s")
+    if dep.exits_in("kills"):
+        failures.append(f"worker exited by itself {dep.exits_in('kills')}x")
+    return _result(
+        "kills",
+        "worker kills during a rewarded stream",
+        f"{len(kills)} kills ({sum(k['signal'] == 'SIGKILL' for k in kills)} SIGKILL, "
+        f"{sum(k['signal'] == 'SIGTERM' for k in kills)} SIGTERM)",
+        failures,
+        requests=acc["requests_sent"],
+        no_decision=acc["no_decision"],
+        rewards_lost=acc["rewards_lost"],
+        updates_doubled=loop_["updates_doubled"],
+        updates_lost=loop_["updates_lost"],
+        recover_s={"median": _median(recover), "max": max(recover) if recover else None},
+        worker_exits=dep.exits_in("kills"),
+        details={
+            "rate_per_s": p.kill_rate,
+            "reward_fraction": 0.9,
+            "reward_wait_s": POLICY_WAIT_S,
+            **acc,
+            **loop_["details"],
+            "kills": kills,
+            "worker_log": problems,
+        },
+    )
+
+
+async def quiesce_stream(dep: Deployment, p: Params, stream: Stream) -> dict[str, Any]:
+    """Stop ``stream`` and wait for its decisions, outcomes and the learner's
+    last snapshot, within the check's budget; say whether it was slow or stuck."""
+    q0 = time.monotonic()
+    await stream.drain(dep.left(60 if p.quick else 180, 60))
+    # A join behind after the restarts is late, not lossy: wait while
+    # outcomes keep coming (a 15 s stall ends the wait), within the budget.
+    await wait_until(
+        lambda: all(k in dep.ledger.outcomes for k in stream.decided),
+        dep.left(120 if p.quick else 240, 35),
+        progress=lambda: len(dep.ledger.outcomes),
+        stall=15,
+    )
+    before = len(dep.ledger.outcomes)
+    await settle_learner(dep.ledger, "default", len(stream.decided), dep.left(45, 15))
+    await dep.ledger.caught_up(10)
+    # Slow or stuck? Whether outcomes still came during the learner's
+    # wait, and what the join has not committed yet.
+    return {
+        "seconds": round(time.monotonic() - q0, 1),
+        "outcomes_still_arriving": len(dep.ledger.outcomes) > before,
+        "join_backlog_at_end": await group_lag(dep.bootstrap, JOIN_GROUP, dep.ledger.followers[0]),
+    }
+
+
+async def stream_verdict(
+    dep: Deployment, stream: Stream, quiesce: dict[str, Any]
+) -> tuple[dict[str, Any], list[str]]:
+    """The data-safety accounting of a quiesced stream on the ``default``
+    policy: requests without a decision, rewards lost, outcome anomalies,
+    updates lost or doubled, snapshots going backwards; and its failures."""
     acc = stream.accounting(dep.ledger, POLICY_WAIT_S)
     expected = len(stream.decided)
     applied = dep.ledger.latest_updates("default")
@@ -1311,13 +1389,9 @@ async def check_kills(dep: Deployment, p: Params) -> dict[str, Any]:
                 changelog.append(d["updates"])
 
     await read_topic(dep.bootstrap, f"{APP_ID}-policy-state-changelog", on_state, 30)
-    recover = [k["recover_s"] for k in kills if k["recover_s"] is not None]
-    problems = dep.worker.log_problems(log_at)
     doubled = max(0, (applied or 0) - expected)
     lost_updates = max(0, expected - (applied or 0))
     failures = []
-    if len(kills) < p.kills:
-        failures.append(f"only {len(kills)} of {p.kills} kills done")
     if acc["no_decision"]:
         failures.append(f"{acc['no_decision']} requests without a decision")
     if acc["rewards_lost"]:
@@ -1334,37 +1408,140 @@ async def check_kills(dep: Deployment, p: Params) -> dict[str, Any]:
         failures.append(f"learner applied {applied}, expected {expected}")
     if snap_back["drops"]:
         failures.append(f"snapshot updates went backwards {snap_back['drops']}x")
-    if any(k["recover_s"] is None for k in kills):
-        failures.append("a restarted worker never decided again")
-    if any(k["sigterm_hung"] for k in kills):
-        failures.append(f"SIGTERM did not stop the worker within {p.term_grace:g}s")
-    if dep.exits_in("kills"):
-        failures.append(f"worker exited by itself {dep.exits_in('kills')}x")
-    return _result(
-        "kills",
-        "worker kills during a rewarded stream",
-        f"{len(kills)} kills ({sum(k['signal'] == 'SIGKILL' for k in kills)} SIGKILL, "
-        f"{sum(k['signal'] == 'SIGTERM' for k in kills)} SIGTERM)",
-        failures,
-        requests=acc["requests_sent"],
-        no_decision=acc["no_decision"],
-        rewards_lost=acc["rewards_lost"],
-        updates_doubled=doubled,
-        updates_lost=lost_updates,
-        recover_s={"median": _median(recover), "max": max(recover) if recover else None},
-        worker_exits=dep.exits_in("kills"),
-        details={
-            "rate_per_s": p.kill_rate,
-            "reward_fraction": 0.9,
-            "reward_wait_s": POLICY_WAIT_S,
-            **acc,
+    return {
+        "acc": acc,
+        "updates_doubled": doubled,
+        "updates_lost": lost_updates,
+        "details": {
             "learner_applied": applied,
             "learner_expected": expected,
             "snapshot_updates_backwards": snap_back,
             "changelog_updates_backwards": backwards(changelog),
             "quiesce": quiesce,
+        },
+    }, failures
+
+
+# ------------------------------------------------------ 2. two workers killed
+def tenants_per_partition(partitions: int, per: int) -> list[str]:
+    """Tenant ids whose requests cover every partition ``per`` times over
+    (requests are keyed by tenant, placed by the producer's default
+    partitioner), so that whichever partitions a killed worker held carry
+    traffic."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    parts = list(range(partitions))
+    found: dict[int, list[str]] = {i: [] for i in parts}
+    n = 0
+    while any(len(v) < per for v in found.values()):
+        tenant = f"tenant-{n}"
+        part = DefaultPartitioner()(tenant.encode(), parts, parts)
+        if len(found[part]) < per:
+            found[part].append(tenant)
+        n += 1
+    return [t for i in parts for t in found[i]]
+
+
+async def kill_pause_restart(
+    dep: Deployment, w: Worker, pause: float, tenants: list[str]
+) -> dict[str, Any]:
+    """SIGKILL ``w``, start it again with its data directory ``pause``
+    seconds later; return when each tenant's requests were decided again
+    (by the other worker, which takes the partitions over, or by the
+    restarted one)."""
+    first: dict[str, int] = {}
+    w.expecting_exit = True
+    kill_ms = now_ms()
+
+    def on_decision(key: Key, dec: Dec) -> None:
+        if dec.decided_at > kill_ms and key[0] not in first:
+            first[key[0]] = dec.decided_at
+
+    dep.ledger.listeners.append(on_decision)
+    try:
+        w.signal(signal.SIGKILL)
+        await w.wait_exit(10)
+        await asyncio.sleep(pause)
+        spawn_ms = now_ms()
+        w.start()
+        w.expecting_exit = False
+        health_s = await w.wait_healthy(dep.left(120, 60))
+        await wait_until(lambda: len(first) >= len(tenants), dep.left(120, 60))
+    finally:
+        dep.ledger.listeners.remove(on_decision)
+
+    def since_kill(ms: int | None) -> float | None:
+        return round((ms - kill_ms) / 1000, 2) if ms is not None else None
+
+    every = max(first.values()) if len(first) >= len(tenants) else None
+    return {
+        "worker": w.name,
+        "signal": "SIGKILL",
+        "restart_after_s": round((spawn_ms - kill_ms) / 1000, 2),
+        "health_s": health_s,  # from the restart
+        "first_decision_s": since_kill(min(first.values()) if first else None),
+        "recover_s": since_kill(every),  # every tenant decided again
+        "tenants_decided_again": len(first),
+    }
+
+
+async def check_workers(dep: Deployment, p: Params) -> dict[str, Any]:
+    tenants = tenants_per_partition(dep.catalog["requests"].partitions, 2)
+    stream = Stream(dep, f"w{p.seed}", p.kill_rate, 0.9, tenants, p.seed + 7)
+    log_at = {w.name: w.log_size() for w in dep.workers}
+    pause = 4.0 if p.quick else 6.0
+    kills: list[dict[str, Any]] = []
+    stream.start()
+    try:
+        await asyncio.sleep(p.workers_gap)
+        for w in dep.workers:
+            if dep.crash_loop:
+                break
+            rec = await kill_pause_restart(dep, w, pause, tenants)
+            kills.append(rec)
+            log(
+                f"workers: {w.name} SIGKILLed, restarted after {rec['restart_after_s']}s; "
+                f"first new decision {rec['first_decision_s']}s, every tenant "
+                f"{rec['recover_s']}s after the kill"
+            )
+            await asyncio.sleep(p.workers_gap)
+        log("workers: stopping the stream; waiting for decisions, outcomes and the learner")
+        quiesce = await quiesce_stream(dep, p, stream)
+    finally:
+        await stream.stop()
+    loop_, failures = await stream_verdict(dep, stream, quiesce)
+    acc = loop_["acc"]
+    if len(kills) < len(dep.workers):
+        failures.insert(0, f"only {len(kills)} of {len(dep.workers)} workers killed")
+    if any(k["recover_s"] is None for k in kills):
+        failures.append("a tenant's requests were never decided again after a kill")
+    if any(k["health_s"] is None for k in kills):
+        failures.append("a restarted worker never became healthy")
+    if dep.exits_in("workers"):
+        failures.append(f"a worker exited by itself {dep.exits_in('workers')}x")
+    recover = [k["recover_s"] for k in kills if k["recover_s"] is not None]
+    return _result(
+        "workers",
+        "two workers of one app, each SIGKILLed and restarted during a rewarded stream",
+        f"{len(kills)} of 2 workers SIGKILLed",
+        failures,
+        requests=acc["requests_sent"],
+        no_decision=acc["no_decision"],
+        rewards_lost=acc["rewards_lost"],
+        updates_doubled=loop_["updates_doubled"],
+        updates_lost=loop_["updates_lost"],
+        recover_s={"median": _median(recover), "max": max(recover) if recover else None},
+        worker_exits=dep.exits_in("workers"),
+        details={
+            "rate_per_s": p.kill_rate,
+            "reward_fraction": 0.9,
+            "reward_wait_s": POLICY_WAIT_S,
+            "tenants": tenants,
+            **acc,
+            **loop_["details"],
             "kills": kills,
-            "worker_log": problems,
+            "exits": [e for e in dep.exits if e["check"] == "workers"],
+            "worker_log": {w.name: w.log_problems(log_at[w.name]) for w in dep.workers},
         },
     )
 
@@ -1384,7 +1561,7 @@ def _pct(xs: list[int] | list[float], q: float) -> float | None:
     return round(s[min(len(s) - 1, int(q * len(s)))], 1)
 
 
-# ---------------------------------------------------------- 2. broker restart
+# ---------------------------------------------------------- 3. broker restart
 async def check_broker(dep: Deployment, p: Params) -> dict[str, Any]:
     failures: list[str] = []
     details: dict[str, Any] = {}
@@ -1524,7 +1701,7 @@ async def check_broker(dep: Deployment, p: Params) -> dict[str, Any]:
     )
 
 
-# ------------------------------------------------------------- 5. cross-tenant
+# ------------------------------------------------------------- 6. cross-tenant
 async def check_tenant(dep: Deployment, p: Params) -> dict[str, Any]:
     A, B, C = "tenant-a", "tenant-b", "tenant-c"
     rng = random.Random(p.seed * 1000 + 5)
@@ -1746,7 +1923,7 @@ async def check_tenant(dep: Deployment, p: Params) -> dict[str, Any]:
     )
 
 
-# ---------------------------------------------------------- 3. hostile input
+# ---------------------------------------------------------- 4. hostile input
 @dataclass
 class Sent:
     topic: str
@@ -2332,7 +2509,7 @@ def _original_kept(d: Dead, value: bytes) -> bool:
     return d.value_sha256 == digest
 
 
-# ------------------------------------------------------------ 4. reply_to
+# ------------------------------------------------------------ 5. reply_to
 async def check_reply(dep: Deployment, p: Params) -> dict[str, Any]:
     rng = random.Random(p.seed * 1000 + 4)
     t = dep.topics
@@ -2510,7 +2687,7 @@ async def check_reply(dep: Deployment, p: Params) -> dict[str, Any]:
     )
 
 
-# --------------------------------------------------------- 6. sustained load
+# --------------------------------------------------------- 7. sustained load
 async def check_load(dep: Deployment, p: Params) -> dict[str, Any]:
     t = dep.topics
     L = dep.ledger
@@ -2535,7 +2712,7 @@ async def check_load(dep: Deployment, p: Params) -> dict[str, Any]:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     groups = {}
-    for group in (APP_ID, f"{APP_ID}-select-arm"):
+    for group in (JOIN_GROUP, f"{APP_ID}-select-arm"):
         c = AIOKafkaConsumer(
             bootstrap_servers=dep.bootstrap,
             group_id=group,
@@ -2559,7 +2736,7 @@ async def check_load(dep: Deployment, p: Params) -> dict[str, Any]:
     async def sample() -> None:
         parts = dep.catalog["decisions"].partitions
         while True:
-            join_c = await committed(APP_ID, t["decisions"], parts)
+            join_c = await committed(JOIN_GROUP, t["decisions"], parts)
             decide_c = await committed(f"{APP_ID}-select-arm", t["requests"], parts)
             samples.append(
                 {
@@ -2753,6 +2930,7 @@ def simulate_summary(path: Path) -> dict[str, Any] | None:
 QUICK_BUDGET_S = 575.0
 MIN_CHECK_S = {
     "kills": 150.0,
+    "workers": 90.0,
     "broker": 40.0,
     "tenant": 10.0,
     "reply": 35.0,
@@ -2781,6 +2959,11 @@ async def run_checks(
                 ("kills", check_kills, 420 if q else 1200),
                 ("broker", check_broker, 240 if q else 480),
             ],
+            [],
+        ),
+        (
+            lambda: Deployment("E", workdir, POLICIES_A, workers=2),
+            [("workers", check_workers, 300 if q else 600)],
             [],
         ),
         (
@@ -2866,7 +3049,7 @@ async def run_checks(
                 await run(dep, name, fn, cap)
         finally:
             results["deployments"].setdefault(dep.name, {})["crash_loop"] = dep.crash_loop
-            results["deployments"][dep.name]["worker_starts"] = dep.worker.starts
+            results["deployments"][dep.name]["worker_starts"] = sum(w.starts for w in dep.workers)
             await dep.close()
     order = {name: i for i, name in enumerate(CHECKS)}
     checks.sort(key=lambda c: order.get(c["check"], 99))
@@ -2878,6 +3061,7 @@ def evaluate(results: dict[str, Any], p: Params, only: set[str]) -> None:
     tenant = checks.get("tenant", {}).get("details", {})
     reply = checks.get("reply", {}).get("details", {})
     hostile = checks.get("hostile", {}).get("details", {})
+    workers = checks.get("workers", {}).get("details", {})
 
     def total(name: str) -> int:
         return sum(int(c.get(name) or 0) for c in results["checks"])
@@ -2893,13 +3077,16 @@ def evaluate(results: dict[str, Any], p: Params, only: set[str]) -> None:
         "updates_lost_or_doubled": total("updates_lost") + total("updates_doubled"),
         "requests_without_decision": total("no_decision"),
         "worker_kills": len(kills),
+        "two_worker_kills": len(workers.get("kills", [])),
         "broker_restarts": int("broker" in checks),
     }
     results["targets"] = targets
-    complete = only >= set(CHECKS)
+    complete = only >= set(QUICK_CHECKS if p.quick else CHECKS)
     ok = all(c["pass"] for c in results["checks"]) and bool(results["checks"])
     if complete:
         ok = ok and targets["worker_kills"] >= p.kills and targets["broker_restarts"] == 1
+        if not p.quick:
+            ok = ok and targets["two_worker_kills"] == 2
     results["pass"] = ok
     results["complete"] = complete
 
@@ -3011,7 +3198,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     save.add_argument("--no-save", action="store_true", help="do not write the results file")
     ap.add_argument(
-        "--only", default=",".join(CHECKS), help=f"comma-separated subset of {','.join(CHECKS)}"
+        "--only",
+        default=None,
+        help=f"comma-separated subset of {','.join(CHECKS)} "
+        f"(default: all; with --quick all but workers)",
     )
     ap.add_argument(
         "--keep",
@@ -3019,6 +3209,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="keep the work directory (worker logs, data) and print its path",
     )
     args = ap.parse_args(argv)
+    if args.only is None:
+        args.only = ",".join(QUICK_CHECKS if args.quick else CHECKS)
     args.only = [c.strip() for c in args.only.split(",") if c.strip()]
     bad = [c for c in args.only if c not in CHECKS]
     if bad or not args.only:

@@ -278,6 +278,8 @@ class BatchedService(Service):
     def _record_lag(self, committed: dict[TopicPartition, int]) -> None:
         assigned = self.consumer.assignment()
         for tp, offset in committed.items():
+            if tp not in assigned:  # a rebalance took it since the batch (aiokafka asserts)
+                continue
             high = self.consumer.highwater(tp)
             if high is not None:
                 self._lag[tp] = high - offset
