@@ -40,10 +40,11 @@ versions (app/versions.py).
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import faust
@@ -74,6 +75,16 @@ BATCH_MAX = 4_000
 FETCH_WAIT_MS = 20
 # Expired applied ids deleted per partition and batch (the rest at the next ones).
 EXPIRE_PER_BATCH = 10_000
+
+
+def in_time_order(batch: Batch) -> Iterator[Any]:
+    """A batch's records, its partitions merged by record time, each
+    partition's in offset order: a drift event comes after the outcomes it
+    was detected on, as it did on the wire (a fetch hands partitions over
+    one after another)."""
+    if len(batch) == 1:
+        return iter(next(iter(batch.values())))
+    return heapq.merge(*batch.values(), key=lambda m: m.timestamp)
 
 
 class LearnBatch:
@@ -202,24 +213,23 @@ class LearnFromOutcomes:
             await self._check_cluster(service)
             now = now_ms()
             futures: list[asyncio.Future[Any]] = []
-            for tp, msgs in batch.items():
-                for m in msgs:
-                    try:
-                        if tp.topic == self.drift_name:
-                            if await self._adapt(m, now):
-                                # Its snapshot shows the adapted state, before
-                                # any later outcome: the batch ends here.
-                                futures += await self._finish(service, now)
-                        elif tp.topic == self.registry_name:
-                            await self._on_registry(m, now)
-                        else:
-                            await self._learn(m, now)
-                    except InvalidEvent as exc:
-                        self._dead(m, exc)
-                    except Exception as exc:  # one message never stops the learner
-                        log.exception("learn_from_outcomes failed on %s:%s", m.topic, m.offset)
-                        self.batch.results["internal_error"] += 1
-                        self._dead(m, internal_error(exc, AGENT))
+            for m in in_time_order(batch):
+                try:
+                    if m.topic == self.drift_name:
+                        if await self._adapt(m, now):
+                            # Its snapshot shows the adapted state, before
+                            # any later outcome: the batch ends here.
+                            futures += await self._finish(service, now)
+                    elif m.topic == self.registry_name:
+                        await self._on_registry(m, now)
+                    else:
+                        await self._learn(m, now)
+                except InvalidEvent as exc:
+                    self._dead(m, exc)
+                except Exception as exc:  # one message never stops the learner
+                    log.exception("learn_from_outcomes failed on %s:%s", m.topic, m.offset)
+                    self.batch.results["internal_error"] += 1
+                    self._dead(m, internal_error(exc, AGENT))
             return futures + await self._finish(service, now)
 
     async def _finish(self, service: BatchedService, now: int) -> list[asyncio.Future[Any]]:
