@@ -27,7 +27,7 @@ from typing import Any, cast
 from aiokafka import AIOKafkaProducer, TopicPartition
 from rocksdict import Options, Rdict, WriteBatch
 
-from app.stream.partition_ends import RangeReader, fetched_end_offsets
+from app.stream.partition_ends import PartitionEnds, RangeReader, fetched_end_offsets
 
 log = logging.getLogger(__name__)
 # Below every key a user of the store writes (those start with a printable byte).
@@ -95,10 +95,17 @@ class ChangelogStore:
         for p in new:
             self._dbs[p] = self._open(p)
         tps = [TopicPartition(self.changelog, p) for p in new]
-        if self.embedded:  # its ListOffsets is short of the end (partition_ends.py)
+        # The embedded broker's ListOffsets is short of the end
+        # (app/stream/partition_ends.py).
+        if self.embedded:
             ends = await fetched_end_offsets(self.bootstrap, tps)
         else:
-            ends = await _listed_end_offsets(self.bootstrap, tps)
+            listed = PartitionEnds(self.bootstrap, f"{self.changelog}-ends", fetch=False)
+            await listed.start()
+            try:
+                ends = await listed.refresh(tps)
+            finally:
+                await listed.stop()
         applied: dict[int, int] = {}
         reader = RangeReader(self.bootstrap, f"{self.changelog}-recovery")
         try:
@@ -134,8 +141,6 @@ class ChangelogStore:
             wb.put(OFFSET_KEY, str(records[-1].offset + 1).encode())
             db.write(wb)
             n += len(records)
-        if start == 0 and end == 0:
-            db.put(OFFSET_KEY, b"0")
         return n
 
     def offset(self, partition: int) -> int:
@@ -209,20 +214,3 @@ class ChangelogStore:
         """Close and delete every local database (tests)."""
         self.close()
         shutil.rmtree(self.directory, ignore_errors=True)
-
-
-async def _listed_end_offsets(
-    bootstrap: str, tps: list[TopicPartition]
-) -> dict[tuple[str, int], int]:
-    from aiokafka import AIOKafkaConsumer
-
-    from app.kafka_security import kafka_security
-    from app.stream.kafka_io import stop_consumer
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, **kafka_security())
-    await consumer.start()
-    try:
-        listed = await consumer.end_offsets(tps)
-    finally:
-        await stop_consumer(consumer)
-    return {(tp.topic, tp.partition): int(listed[tp]) for tp in tps}
