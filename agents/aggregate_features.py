@@ -1,34 +1,43 @@
-"""aggregate_features: feature observations → windowed aggregates in a
-RocksDB-backed table, one entry per (entity, pane), recovered from its
-changelog after a restart.
+"""aggregate_features: feature observations → windowed aggregates, one store
+entry per (entity, pane), in a changelog-backed store (the changelog is
+``<app id>-feature-windows-changelog``, as the Faust table it replaces).
 
-The pure :class:`~app.features.store.FeatureStore` (``runtime.feature_store``)
-does the windowing; this agent persists the panes each batch changed and
-deletes expired ones. Observations are read in batches; a table write must
-name the partition its key belongs to, which Faust takes from the "current
-event", so each partition's writes are made with one of that partition's
-events current. After (re)assignment the store is rebuilt from the table.
+A :class:`~app.stream.batched_service.BatchedService` (its own consumer group
+over the observations topic): a fetched batch is applied to a private
+:class:`~app.features.store.FeatureStore` holding this member's partitions,
+each pane the batch changed is written once to the store (local RocksDB and
+changelog), and the offsets are committed once the broker has acknowledged
+those writes. An observation carries its source position, kept in its pane,
+so a batch done again after a crash changes nothing twice. Every worker
+reads the windows from its own copy of the whole changelog
+(``agents/replicate_features.py``), not from this store: a decision needs
+the windows of entities other members aggregate.
 
 The observations topic is internal, but anything may be written to it: a
 message that is not a JSON array is dead-lettered; an observation that is
 not of the shape :mod:`app.features.observations` makes is skipped and
-counted, and so is a table entry that cannot be read back.
+counted, and so is a stored pane that cannot be read back.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import faust
+from aiokafka import TopicPartition
 
 from app import metrics
 from app.features.observations import parse_observations
-from app.features.store import pane_key
+from app.features.store import FeatureStore, pane_key, parse_pane_key
 from app.records import InvalidEvent
-from app.stream.current_event import set_current_event
-from app.stream.dead_letter import send_dead_letter
+from app.stream.batched_service import Batch, BatchedService
+from app.stream.changelog_store import ChangelogStore
+from app.stream.cluster_watcher import current_cluster_id, rewind_to_start
 from app.stream.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -37,116 +46,174 @@ EXPIRE_EVERY_S = 10.0
 # Source position of an observation: offset × this + index in the message
 # (messages hold at most a few thousand observations).
 POS_PER_MESSAGE = 1_000_000
-JSON = dict[str, Any]
+BATCH_MAX = 2_000
+FETCH_WAIT_MS = 50
+
+
+def changelog_name(app_id: str) -> str:
+    """The changelog of the feature windows (a Faust table's name for it)."""
+    return f"{app_id}-feature-windows-changelog"
+
+
+class AggregateFeatures:
+    """The :class:`~app.stream.batched_service.StatefulBatchHandler` of the windows."""
+
+    def __init__(self, runtime: Runtime, cluster_id: Callable[[], str | None]) -> None:
+        s, t = runtime.settings, runtime.topics
+        self.source = t["feature_observations"]
+        self.source_name = t.name("feature_observations")
+        self.cluster_id = cluster_id
+        spec = runtime.feature_spec
+        self.windows = FeatureStore.for_spec(spec) if spec is not None else FeatureStore()
+        self.store = ChangelogStore(
+            s.bootstrap,
+            changelog_name(s.app_id),
+            s.data_dir / f"{s.app_id}-feature-windows",
+            s.embedded_broker,
+        )
+        self.partition_of: dict[str, int] = {}  # entity → its source partition
+        self.lock = asyncio.Lock()
+        self.cluster: str | None = None
+        self.expired_at = time.monotonic()
+
+    async def start(self, service: BatchedService) -> None:
+        await self.store.ensure_topic(self.source.partitions, self.source.replication_factor)
+
+    async def background(self, service: BatchedService) -> None:
+        return None
+
+    async def stop(self) -> None:
+        self.store.close()
+
+    async def on_assigned(self, service: BatchedService, assigned: set[TopicPartition]) -> None:
+        async with self.lock:
+            owned = {tp.partition for tp in assigned if tp.topic == self.source_name}
+            for p, n in (await self.store.assign(owned)).items():
+                log.info("feature-windows[%d]: %d changelog records recovered", p, n)
+            self._rebuild()
+
+    async def on_revoked(self, service: BatchedService, revoked: set[TopicPartition]) -> None:
+        return None
+
+    async def between_batches(self, service: BatchedService) -> None:
+        if time.monotonic() - self.expired_at < EXPIRE_EVERY_S:
+            return
+        async with self.lock:
+            self.expired_at = time.monotonic()
+            gone: dict[int, dict[bytes, bytes | None]] = {}
+            for key in self.windows.expire():
+                p = self.partition_of.get(parse_pane_key(key)[0])
+                if p is not None:
+                    gone.setdefault(p, {})[key] = None
+            for entity in set(self.partition_of) - set(self.windows.entities()):
+                del self.partition_of[entity]
+            # Deletes need no acknowledgement before a commit: one lost
+            # expires again on the next owner (a pane past retention).
+            await self.store.write(service.producer, gone)
+
+    def _rebuild(self) -> None:
+        """The private windows from the store's partitions."""
+        self.windows.clear()
+        self.partition_of.clear()
+        n = 0
+        for p in self.store.partitions:
+            for key, value in self.store.items(p):
+                try:
+                    self.windows.load(key, value)
+                except Exception as exc:  # e.g. a record written to the changelog by someone else
+                    metrics.POISONED_STATE.labels("feature-windows").inc()
+                    log.warning("skipped an unreadable feature pane (%s)", type(exc).__name__)
+                    continue
+                self.partition_of[parse_pane_key(key)[0]] = p
+                n += 1
+        log.info("feature windows rebuilt from %d panes", n)
+
+    async def _check_cluster(self, service: BatchedService) -> None:
+        """A new cluster holds none of the old logs: read the observations
+        from the start; the panes are kept (their positions skip nothing new:
+        a new log's offsets start again, so they are forgotten)."""
+        cluster = self.cluster_id()
+        if cluster is None:
+            return
+        if self.cluster not in (None, cluster):
+            await rewind_to_start(service.consumer, AGENT)
+            await self.store.ensure_topic(self.source.partitions, self.source.replication_factor)
+            self.store.forget_offsets()
+            self.windows.forget_positions()
+        self.cluster = cluster
+
+    async def handle(self, service: BatchedService, batch: Batch) -> list[asyncio.Future[Any]]:
+        async with self.lock:
+            await self._check_cluster(service)
+            counts: Counter[str] = Counter()
+            changed: dict[int, set[tuple[str, int]]] = {}
+            futures: list[asyncio.Future[Any]] = []
+            for tp, msgs in batch.items():
+                if tp.partition not in self.store.partitions:
+                    continue  # revoked since the fetch: its new owner does it
+                panes = changed.setdefault(tp.partition, set())
+                for m in msgs:
+                    try:
+                        observations, skipped = parse_observations(m.value)
+                    except InvalidEvent as exc:
+                        futures.append(await service.dead(m, exc))
+                        counts["dead_letter"] += 1
+                        continue
+                    if skipped:
+                        counts["invalid"] += skipped
+                        log.warning(
+                            "skipped %d invalid observation(s) of %s[%s]@%s",
+                            skipped,
+                            m.topic,
+                            m.partition,
+                            m.offset,
+                        )
+                    base = m.offset * POS_PER_MESSAGE
+                    for i, entity, obs in observations:
+                        try:
+                            start = self.windows.observe(entity, obs, base + i)
+                        except Exception:  # one observation must not stop the others
+                            counts["internal_error"] += 1
+                            log.exception(
+                                "observation %d of %s[%s]@%s failed",
+                                i,
+                                m.topic,
+                                m.partition,
+                                m.offset,
+                            )
+                            continue
+                        if start is None:
+                            counts["late_or_redelivered"] += 1
+                            continue
+                        counts["applied"] += 1
+                        panes.add((entity, start))
+                        self.partition_of[entity] = tp.partition
+            changes = {
+                p: {pane_key(e, s): self.windows.pane_value(e, s) for e, s in panes}
+                for p, panes in changed.items()
+            }
+            futures += await self.store.write(service.producer, changes)
+            for result in ("applied", "late_or_redelivered", "invalid", "internal_error"):
+                metrics.FEATURE_OBSERVATIONS.labels(result).inc(counts[result])
+            n = sum(len(msgs) for msgs in batch.values())
+            metrics.EVENTS.labels(AGENT, "ok").inc(n - counts["dead_letter"])
+            return futures
 
 
 def register(app: faust.App, runtime: Runtime) -> None:
-    t = runtime.topics
-    source = app.topic(
-        t.name("feature_observations"), key_type=bytes, value_type=bytes, value_serializer="raw"
-    )
-    table = app.Table(
-        "feature-windows",
-        key_type=bytes,
-        value_type=bytes,
-        partitions=t["feature_observations"].partitions,
-    )
-    store = runtime.feature_store
-    dead = app.topic(t.name("dead_letter"), key_serializer="raw", value_serializer="raw")
-    state: dict[str, Any] = {"rebuild": True, "expired_at": time.monotonic()}
-    entity_event: dict[str, Any] = {}  # entity → an event of its partition (for deletes)
+    s, t = runtime.settings, runtime.topics
 
-    @app.agent(source, name=AGENT)
-    async def aggregate_features(stream: Any) -> None:
-        async for events in stream.take_events(5000, within=0.05):
-            if state["rebuild"]:
-                rebuild()
-            dirty: dict[int, tuple[Any, set[tuple[str, int]]]] = {}
-            applied = late = invalid = failed = dead_lettered = 0
-            for event in events:
-                msg = event.message
-                try:
-                    batch, skipped = parse_observations(msg.value)
-                except InvalidEvent as exc:
-                    await send_dead_letter(dead.send, AGENT, msg, exc)
-                    dead_lettered += 1
-                    continue
-                if skipped:
-                    invalid += skipped
-                    log.warning(
-                        "skipped %d invalid observation(s) of %s[%s]@%s",
-                        skipped,
-                        msg.topic,
-                        msg.partition,
-                        msg.offset,
-                    )
-                p = msg.partition
-                slot = dirty.get(p)
-                if slot is None:
-                    slot = dirty[p] = (event, set())
-                base = msg.offset * POS_PER_MESSAGE
-                for i, entity, obs in batch:
-                    try:
-                        start = store.observe(entity, obs, base + i)
-                    except Exception:  # one observation must not stop the others
-                        failed += 1
-                        log.exception(
-                            "observation %d of %s[%s]@%s failed", i, msg.topic, p, msg.offset
-                        )
-                        continue
-                    if start is None:
-                        late += 1
-                        continue
-                    applied += 1
-                    slot[1].add((entity, start))
-                    entity_event[entity] = event
-            for event, panes in dirty.values():
-                set_current_event(event)
-                for entity, start in panes:
-                    table[pane_key(entity, start)] = store.pane_value(entity, start)
-            if time.monotonic() - state["expired_at"] >= EXPIRE_EVERY_S:
-                expire()
-            metrics.FEATURE_OBSERVATIONS.labels("applied").inc(applied)
-            metrics.FEATURE_OBSERVATIONS.labels("late_or_redelivered").inc(late)
-            metrics.FEATURE_OBSERVATIONS.labels("invalid").inc(invalid)
-            metrics.FEATURE_OBSERVATIONS.labels("internal_error").inc(failed)
-            metrics.EVENTS.labels(AGENT, "ok").inc(len(events) - dead_lettered)
-            metrics.EVENTS.labels(AGENT, "dead_letter").inc(dead_lettered)
-
-    def expire() -> None:
-        state["expired_at"] = time.monotonic()
-        for key in store.expire():
-            entity = key.decode().rpartition("@")[0]
-            event = entity_event.get(entity)
-            if event is None:
-                continue  # recovered, never written since: expires again after the next write
-            set_current_event(event)
-            table.pop(key, None)
-        metrics.FEATURE_ENTITIES.set(len(store.entities()))
-
-    def rebuild() -> None:
-        state["rebuild"] = False
-        store.clear()
-        n = 0
-        for key, value in table.items():
-            try:
-                store.load(key, value)
-            except Exception as exc:  # e.g. a record written to the changelog by someone else
-                metrics.EVENTS.labels(AGENT, "unreadable_pane").inc()
-                log.warning("skipped an unreadable feature pane (%s)", type(exc).__name__)
-                continue
-            n += 1
-        metrics.FEATURE_ENTITIES.set(len(store.entities()))
-        log.info("feature store rebuilt from %d panes (%d entities)", n, len(store.entities()))
-
-    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
-    async def _on_assigned(sender: Any, assigned: Any, **kw: Any) -> None:
-        state["rebuild"] = True
-
-    @app.timer(0.5)
-    async def rebuild_after_recovery() -> None:
-        """Rebuild as soon as the table is recovered, even if no new
-        observation comes (reads must not wait for traffic)."""
-        assigned = bool(app.consumer and app.consumer.assignment())
-        if state["rebuild"] and assigned and not app.rebalancing and not app.in_recovery:
-            rebuild()
+    @app.task
+    async def start_aggregate_features() -> None:
+        service = BatchedService(
+            s,
+            AGENT,
+            source=t.name("feature_observations"),
+            source_role="feature_observations",
+            dead_letter_topic=t.name("dead_letter"),
+            handler=AggregateFeatures(runtime, lambda: current_cluster_id(app)),
+            fetch_wait_ms=FETCH_WAIT_MS,
+            batch_max=BATCH_MAX,
+            loop=app.loop,
+        )
+        await app.add_runtime_dependency(service)

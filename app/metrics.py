@@ -143,6 +143,17 @@ FEATURE_OBSERVATIONS = Counter(
 FEATURE_ENTITIES = Gauge(
     "llmopt_feature_entities", "Entities with windowed features held by this worker."
 )
+FEATURE_WINDOW_MISSES = Counter(
+    "llmopt_feature_window_misses_total",
+    "Window lookups on the decision path that found no value, by reason: no_window "
+    "(the entity has no final window yet) or not_caught_up (this worker's copy of the "
+    "feature windows had not yet read their changelog to where it ended at the start).",
+    ["reason"],
+)
+FEATURE_REPLICA_LAG = Gauge(
+    "llmopt_feature_replica_lag_records",
+    "Records of the feature-windows changelog this worker's copy has yet to read.",
+)
 
 
 # -- drift (app/drift, agents/detect_drift, the learner's adaptations) -------------------

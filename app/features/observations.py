@@ -3,10 +3,10 @@ the key that routes it (the repartitioning step of the feature pipeline).
 
 Entities are strings: ``tenant=<id>``, ``task_type=<type>`` and
 ``tenant=<id>,arm=<arm>``. Everything about a tenant — its requests, its
-outcomes, its per-arm outcomes — is routed by the tenant id, the key of the
-requests topic, so a tenant's windows live on the partition that
-``select_arm`` decides its requests from. Task-type entities are routed by
-the task type.
+outcomes, its per-arm outcomes — is routed by the tenant id, so one
+partition holds all of a tenant's windows. Task-type entities are routed by
+the task type. Every worker reads every window from its copy of the store
+(``agents/replicate_features.py``), wherever it is aggregated.
 
 An observation has two forms: the one the windows take
 (:class:`app.features.aggregate.WindowAggregate`: ``{"k": "r"|"o", "t": ms,

@@ -3,7 +3,8 @@ the windowed feature store, and the extractor ``select_arm`` decides with."""
 
 from __future__ import annotations
 
-from app.features.extraction import FeatureExtractor
+from app import metrics
+from app.features.extraction import FeatureExtractor, Lookup
 from app.features.spec import FeatureSpec
 from app.features.store import FeatureStore
 from app.settings import Settings
@@ -23,4 +24,22 @@ def build_features(
         return None, FeatureStore(), None
     spec = FeatureSpec.load(settings.feature_spec_path)
     store = FeatureStore.for_spec(spec)
-    return spec, store, FeatureExtractor(spec, lookup=store.get_feature)
+    return spec, store, FeatureExtractor(spec, lookup=window_lookup(store))
+
+
+def window_lookup(store: FeatureStore) -> Lookup:
+    """``store.get_feature``, counting the lookups that find no value by why
+    (``llmopt_feature_window_misses_total``): the entity has no final window
+    yet, or the store was still reading what existed at the start
+    (``store.complete`` false)."""
+    no_window = metrics.FEATURE_WINDOW_MISSES.labels("no_window")
+    not_caught_up = metrics.FEATURE_WINDOW_MISSES.labels("not_caught_up")
+    get = store.get_feature
+
+    def lookup(entity: str, name: str) -> float | None:
+        value = get(entity, name)
+        if value is None:
+            (no_window if store.complete else not_caught_up).inc()
+        return value
+
+    return lookup

@@ -52,6 +52,9 @@ class FeatureStore:
         self._parsed = {f"{m}_{w.name}": (m, w) for w in windows for m in METRICS}
         self._entities: dict[str, WindowedAggregates] = {}
         self.writes = 0
+        # False while a worker's copy is still reading the windows that
+        # existed when it started (agents/replicate_features.py).
+        self.complete = True
 
     @classmethod
     def for_spec(cls, spec: Any) -> FeatureStore:
@@ -88,6 +91,20 @@ class FeatureStore:
         """Restore one table entry (see :func:`pane_key`)."""
         entity, start = parse_pane_key(key)
         self._entity(entity).load_pane(start, orjson.loads(value))
+
+    def forget_positions(self) -> None:
+        """The observations' source logs started again (a new cluster): the
+        positions kept to skip redelivered observations no longer apply."""
+        for e in self._entities.values():
+            e.forget_positions()
+
+    def drop(self, key: bytes) -> None:
+        """Forget one table entry (a deleted pane); an entity left without
+        panes is forgotten."""
+        entity, start = parse_pane_key(key)
+        e = self._entities.get(entity)
+        if e is not None and e.drop_pane(start) and not e.pane_starts():
+            del self._entities[entity]
 
     def clear(self) -> None:
         self._entities.clear()

@@ -197,5 +197,14 @@ class WindowedAggregates:
         self._watermark = max(self._watermark, pane.max_t)
         self._cache.clear()
 
+    def forget_positions(self) -> None:
+        for pane in self._panes.values():
+            pane.pos = -1
+
+    def drop_pane(self, start: int) -> bool:
+        """Forget a pane (deleted by its owner); whether it was held."""
+        self._cache.clear()
+        return self._panes.pop(start, None) is not None
+
     def pane_starts(self) -> list[int]:
         return sorted(self._panes)

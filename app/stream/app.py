@@ -27,6 +27,7 @@ from agents import (
     join_rewards,
     learn_from_outcomes,
     publish_metrics,
+    replicate_features,
     select_arm,
     serve_features,
     watch_cluster,
@@ -54,6 +55,8 @@ def _always(settings: Settings) -> bool:
 # (register(app, runtime), whether this worker runs it), in registration order.
 AGENTS: tuple[tuple[Callable[[faust.App, Runtime], Any], Callable[[Settings], bool]], ...] = (
     (watch_cluster.register, _always),  # /health reports what it finds
+    # Every worker holds every entity's windows, for its decisions and /features.
+    (replicate_features.register, _always),
     (serve_features.register, _always),  # GET /features, /features/history
     (select_arm.register, _role("decide")),
     (decide_endpoint.register, _role("decide")),  # POST /decide, /reward
@@ -167,7 +170,9 @@ def create_app(settings: Settings | None = None) -> faust.App:
     async def reload_policies() -> None:
         runtime.reload_policies()
 
-    _, runtime.feature_store, runtime.feature_extractor = build_features(settings)
+    runtime.feature_spec, runtime.feature_store, runtime.feature_extractor = build_features(
+        settings
+    )
     for register, runs in AGENTS:
         if runs(settings):
             register(app, runtime)

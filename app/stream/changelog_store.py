@@ -116,7 +116,6 @@ class ChangelogStore:
         return applied
 
     async def _recover(self, reader: RangeReader, p: int, end: int) -> int:
-        db = self._dbs[p]
         start = self.offset(p)
         if start > end:
             log.warning(
@@ -130,18 +129,23 @@ class ChangelogStore:
             start = 0
         n = 0
         async for records in reader.read(self.changelog, p, start, end):
-            wb = WriteBatch(raw_mode=True)
-            for m in records:
-                if m.key is None:
-                    continue
-                if m.value is None:
-                    wb.delete(m.key)
-                else:
-                    wb.put(m.key, m.value)
-            wb.put(OFFSET_KEY, str(records[-1].offset + 1).encode())
-            db.write(wb)
+            self.apply(p, records)
             n += len(records)
         return n
+
+    def apply(self, partition: int, records: list[Any]) -> None:
+        """Write changelog ``records`` (consumed, in offset order) of a held
+        partition to its local database, with the offset after the last."""
+        wb = WriteBatch(raw_mode=True)
+        for m in records:
+            if m.key is None:
+                continue
+            if m.value is None:
+                wb.delete(m.key)
+            else:
+                wb.put(m.key, m.value)
+        wb.put(OFFSET_KEY, str(records[-1].offset + 1).encode())
+        self._dbs[partition].write(wb)
 
     def offset(self, partition: int) -> int:
         raw = self._dbs[partition].get(OFFSET_KEY)

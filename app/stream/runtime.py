@@ -47,6 +47,7 @@ class Runtime:
     decide_ready: bool = False
     # Features (app/features): the windowed feature store this worker keeps,
     # and the extractor select_arm decides with (None without a spec).
+    feature_spec: Any = None
     feature_store: Any = None
     feature_extractor: Any = None
     # select_arm once its snapshots are read, until it stops (None before and
