@@ -214,6 +214,7 @@ def register(app: faust.App, runtime: Runtime) -> None:
             handler=AggregateFeatures(runtime, lambda: current_cluster_id(app)),
             fetch_wait_ms=FETCH_WAIT_MS,
             batch_max=BATCH_MAX,
+            on_fetch=runtime.holding(AGENT),
             loop=app.loop,
         )
         await app.add_runtime_dependency(service)

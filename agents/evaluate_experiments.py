@@ -12,11 +12,20 @@ their last ``result`` or ``stage`` event, and reads the outcomes, drift and
 alerts topics, group-less, from the positions those events carry
 (:mod:`app.experiments.evaluator`). Its state is the topic: a restart, or
 another worker taking the lease, carries on from the last event written.
+
+A promoted rollout whose challenger is another policy makes that policy's
+configuration and learned state (its newest snapshot) the champion of the
+experiment's policy in the registry: the ``serve`` request
+``llmopt registry promote --to champion`` writes (app/versions.py
+``serve_records``), without a version number, so the policy's learner
+registers the state as a version and serves it. A rollback comes before any
+promotion, so it writes nothing to the registry.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import os
@@ -32,10 +41,21 @@ from app import metrics
 from app.experiments.evaluator import SIGNAL_DRIFT_KINDS, Evaluator
 from app.experiments.events import EXPERIMENT_MAX_BYTES, record_key
 from app.kafka_security import kafka_security
-from app.records import AlertEvent, DriftEvent, ExperimentEvent, InvalidEvent, Outcome, now_ms
-from app.stream.kafka_io import assign_from, partitions_of, stop_consumer
+from app.policies.config import PolicyConfig
+from app.records import (
+    AlertEvent,
+    DriftEvent,
+    ExperimentEvent,
+    InvalidEvent,
+    Outcome,
+    PolicySnapshot,
+    now_ms,
+)
+from app.registry_cli import read_registry, write_records
+from app.stream.kafka_io import assign_from, partitions_of, read_to_end, stop_consumer
 from app.stream.partition_ends import fetched_end_offsets
 from app.stream.runtime import Runtime
+from app.versions import serve_records
 
 log = logging.getLogger(__name__)
 AGENT = "evaluate_experiments"
@@ -247,8 +267,97 @@ class EvaluateExperiments:
             elif e.kind == "stopped" and e.stop_reason:
                 metrics.EXPERIMENT_STOPS.labels(e.stop_reason).inc()
                 log.info("experiment %s stopped (%s): %s", e.experiment_id, e.stop_reason, e.reason)
+                if e.stop_reason == "promoted":
+                    await self._promote_in_registry(e)
             elif e.kind == "stage":
                 log.info("experiment %s: stage %s %s", e.experiment_id, e.stage, e.shares)
+
+    async def _promote_in_registry(self, stopped: ExperimentEvent) -> None:
+        """The promoted challenger becomes the champion of the experiment's
+        policy in the registry (see the module docstring). Written after the
+        experiment's events: a crash in between leaves the registry as it was."""
+        live = self.evaluator.log.experiments.get(stopped.experiment_id) if self.evaluator else None
+        if live is None:
+            return
+        d, s = live.definition, self.rt.settings
+        challenger = self.rt.policies.get(d.challenger.policy)
+        if challenger is None or d.challenger.policy == d.policy:
+            log.info(
+                "rollout %s: its challenger is no other policy: the registry is unchanged",
+                d.experiment_id,
+            )
+            return
+        if challenger.learning == "sharded":
+            log.warning(
+                "rollout %s: %s learns in shards, not registered",
+                d.experiment_id,
+                challenger.policy_id,
+            )
+            return
+        try:
+            snap = await _latest_snapshot(
+                s.bootstrap,
+                self.rt.topics.name("policy_snapshots"),
+                challenger.policy_id,
+                f"{s.app_id}-promotion",
+            )
+            topic = self.rt.topics.name("registry")
+            view = await read_registry(s.bootstrap, topic)
+            reason = f"promoted by rollout {d.experiment_id}: {stopped.reason or ''}".rstrip(": ")
+            records = serve_records(
+                view.policies.get(d.policy),
+                None,
+                self.by,
+                stopped.created_at,
+                reason[:1024],
+                policy_id=d.policy,
+                config=dict(challenger.source),
+                config_hash=challenger.config_hash,
+                state=_version_state(challenger, snap),
+                lineage={
+                    "experiment_id": d.experiment_id,
+                    "challenger_policy": challenger.policy_id,
+                    "challenger_snapshot_version": snap.version if snap is not None else 0,
+                },
+            )
+            await write_records(s.bootstrap, topic, records)
+        except Exception:
+            log.exception(
+                "rollout %s: the promotion was not written to the registry", d.experiment_id
+            )
+            return
+        log.info(
+            "rollout %s: %s serves %s in the registry",
+            d.experiment_id,
+            challenger.policy_id,
+            d.policy,
+        )
+
+
+def _version_state(pc: PolicyConfig, snap: PolicySnapshot | None) -> dict[str, Any]:
+    """A registry version's state from a policy's snapshot (its prior when
+    it has none)."""
+    if snap is None:
+        prior = base64.b64encode(pc.build().snapshot()).decode()
+        return {"algorithm": pc.algorithm, "policy": prior, "updates": 0}
+    return {"algorithm": snap.algorithm, "policy": snap.state, "updates": snap.updates}
+
+
+async def _latest_snapshot(
+    bootstrap: str, topic: str, policy_id: str, client_id: str
+) -> PolicySnapshot | None:
+    """The newest snapshot of a single-writer policy (message key: its id)."""
+    key, newest = policy_id.encode(), None
+    async for records in read_to_end(bootstrap, topic, client_id):
+        for m in records:
+            if m.key != key:
+                continue
+            with contextlib.suppress(InvalidEvent):
+                # A snapshot's state is at most 16 MiB (schemas/policy_snapshot.v1.json).
+                snap = PolicySnapshot.loads(m.value, 32 << 20)
+                if newest is None or snap.version > newest.version:
+                    newest = snap
+    return newest
 
 
 def _where(role: str, partition: int) -> str:

@@ -40,7 +40,7 @@ import orjson
 from aiokafka import TopicPartition
 
 from app import metrics
-from app.ingress import check_reward_token, check_tenant, join_key
+from app.ingress import check_reward_message, check_reward_token, join_key
 from app.join import JoinEntry, Joiner, Progress, Step, encode_entry, parse_decision, valid_entry
 from app.join_alignment import RewardsAlignment
 from app.key_heaps import KeyHeaps
@@ -262,7 +262,7 @@ class JoinRewards:
         reward = Reward.from_dict(decode(m.value, s.max_event_bytes))
         if reward.request_id.encode() != m.key:
             raise InvalidEvent("schema_violation", "message key is not the request_id")
-        check_tenant(reward.tenant_id, m.headers, s.tenant_header)
+        check_reward_message(reward.tenant_id, m, s)
         check_reward_token(
             s.reward_token_secret, reward.tenant_id, reward.request_id, reward.reward_token
         )
@@ -447,6 +447,7 @@ def register(app: faust.App, runtime: Runtime) -> None:
             handler=JoinRewards(runtime, lambda: current_cluster_id(app)),
             fetch_wait_ms=FETCH_WAIT_MS,
             batch_max=BATCH_MAX,
+            on_fetch=runtime.holding(AGENT),
             loop=app.loop,
         )
         await app.add_runtime_dependency(service)

@@ -35,6 +35,14 @@ of kind ``adaptation``, once the state is written, followed at once by a
 snapshot. Other kinds (anomalies, input drift, adaptations) are passed over.
 Registry requests (``llmopt.registry.v1``) serve, register or shadow
 versions (app/versions.py).
+
+Shadow versions decide on every outcome of their policy as they learn from
+it (app/shadow.py): their decisions go to ``llmopt.shadow-decisions.v1``
+with the batch's other sends, so the batch's commit waits for them, and a
+batch redone after a crash sends the same decisions again (keyed by request
+id). An apprentice that stops imitating is announced on the registry topic
+(a ``status`` record of the version, ``shadow``, with
+``lineage.apprentice_ended_at``), before the state that records it.
 """
 
 from __future__ import annotations
@@ -55,7 +63,7 @@ from app import metrics
 from app.drift.config import DriftConfig
 from app.ingress import join_key
 from app.key_heaps import KeyHeaps
-from app.learner import Learner, applied_in_state, applied_mark, live_key, mark_expiry
+from app.learner import Learner, Shadow, applied_in_state, applied_mark, live_key, mark_expiry
 from app.metrics_snapshot import process_id
 from app.records import DriftEvent, InvalidEvent, Outcome, RegistryEvent, now_ms
 from app.stream.batched_service import Batch, BatchedService
@@ -113,6 +121,7 @@ class LearnFromOutcomes:
         self.outcomes_name, self.drift_name = t.name("outcomes"), t.name("drift")
         self.registry_name, self.snapshots_name = t.name("registry"), t.name("policy_snapshots")
         self.dead_name = t.name("dead_letter")
+        self.shadow_name = t.name("shadow_decisions")
         self.learner = Learner(runtime.policies, runtime.file_policies)
         self.by = f"learner@{process_id(s.web_port)}"
         self.states = self._store("policy-state")
@@ -149,6 +158,7 @@ class LearnFromOutcomes:
         self.service = service
         await self._ensure_changelogs()
         await service.partition_count(self.registry_name)
+        await service.partition_count(self.shadow_name)
 
     async def background(self, service: BatchedService) -> None:
         return None
@@ -237,6 +247,9 @@ class LearnFromOutcomes:
         expired), the dead letters sent; then what waits for the states
         (adaptations, due snapshots)."""
         done, self.batch = self.batch, LearnBatch()
+        decided, graduated = self.learner.take_shadow_output()
+        if graduated:  # announced before the states that record it
+            await self._write_registry([self._apprentice_ended(g) for g in graduated])
         for p in list(self.applied.partitions):
             reached = self.reached.get(p)
             if reached is not None and self.expiring.ready(p, reached):
@@ -254,6 +267,12 @@ class LearnFromOutcomes:
         self.unacked += written
         for dkey, doc in done.dead:
             futures.append(await service.producer.send(self.dead_name, doc, key=dkey))
+        if decided:
+            keys = [d.request_id.encode() for d in decided]
+            futures += await service.send_batches(
+                self.shadow_name, keys, [d.dumps() for d in decided], now
+            )
+            metrics.EVENTS.labels(AGENT, "shadow_decision").inc(len(decided))
         for key in done.states:
             metrics.set_shadow_values(key, self.learner.shadow_values(key))
         for pid, n in done.updates.items():
@@ -334,6 +353,33 @@ class LearnFromOutcomes:
         )
         for r in records:
             metrics.REGISTRY_RECORDS.labels(r.policy_id, r.status or r.kind).inc()
+
+    def _apprentice_ended(self, shadow: Shadow) -> RegistryEvent:
+        """The registry record saying that a shadow stopped imitating; its
+        event id is the shadow run's, so a redone batch writes the same key."""
+        a, pid, number = shadow.agreement, shadow.config.policy_id, shadow.version
+        assert a.level is not None and a.graduated_at is not None
+        reason = (
+            f"apprentice mode ended: agreement {a.recent_rate():.3f} over the last "
+            f"{a.window} outcomes reached {a.level:g}; learning from the rewards from now on"
+        )
+        log.info("shadow version %d of %s: %s", number, pid, reason)
+        return RegistryEvent(
+            event_id=f"{number}-apprentice-{shadow.started_at}",
+            kind="status",
+            policy_id=pid,
+            created_at=a.graduated_at,
+            created_by=self.by,
+            version=number,
+            status="shadow",
+            reason=reason,
+            lineage={
+                "apprentice": a.level,
+                "agreement": a.recent_rate(),
+                "outcomes": a.n,
+                "apprentice_ended_at": a.graduated_at,
+            },
+        )
 
     # -- state -----------------------------------------------------------------------
     async def _ensure_loaded(self, pid: str, p: int, now: int, shard: int | None = None) -> str:
@@ -464,6 +510,8 @@ class LearnFromOutcomes:
         pid = event.policy_id
         learner = self.learner
         pc = learner.config.policies.get(pid)
+        if event.kind == "status" and "apprentice_ended_at" in (event.lineage or {}):
+            return  # a learner's own announcement (_apprentice_ended)
         if event.kind == "version" or pc is None or pc.learning == "sharded":
             why = event.kind if pc is not None else "unknown_policy"
             metrics.EVENTS.labels(AGENT, f"registry_{why}_skipped").inc()
@@ -533,6 +581,7 @@ def register(app: faust.App, runtime: Runtime) -> None:
             handler=LearnFromOutcomes(runtime, lambda: current_cluster_id(app)),
             fetch_wait_ms=FETCH_WAIT_MS,
             batch_max=BATCH_MAX,
+            on_fetch=runtime.holding(AGENT),
             loop=app.loop,
         )
         await app.add_runtime_dependency(service)

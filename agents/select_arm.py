@@ -149,6 +149,9 @@ class SelectArm:
                     continue
                 if applied:
                     metrics.POLICY_VERSION.labels(snap.policy_id).set(snap.version)
+                    if live:  # not on the catch-up: ~2 ms a snapshot
+                        front = self.decider.front(snap.policy_id)
+                        metrics.set_tradeoff_front(snap.policy_id, front)
                     if live and snap.oldest_reward_at is not None:
                         lag = max(0, now_ms() - snap.oldest_reward_at) / 1000
                         metrics.LEARNING_LAG_SECONDS.observe(lag)
@@ -296,12 +299,11 @@ class SelectArm:
 def register(app: faust.App, runtime: Runtime) -> None:
     s, t = runtime.settings, runtime.topics
 
-    def ready(assigned: bool) -> None:
-        runtime.decide_ready = assigned
-
-    @app.task
-    async def start_select_arm() -> None:
-        service = BatchedService(
+    # Started with the app, not once Faust's own group has its partitions:
+    # the decider needs neither Faust's tables nor its group, so a restarted
+    # worker decides again while Faust's group is still joining.
+    app.add_dependency(
+        BatchedService(
             s,
             AGENT,
             source=t.name("requests"),
@@ -310,7 +312,7 @@ def register(app: faust.App, runtime: Runtime) -> None:
             handler=SelectArm(runtime, lambda: current_cluster_id(app)),
             fetch_wait_ms=s.decide_fetch_wait,
             batch_max=s.decide_batch_max,
-            on_fetch=ready,
+            on_fetch=runtime.holding(AGENT),
             loop=app.loop,
         )
-        await app.add_runtime_dependency(service)
+    )

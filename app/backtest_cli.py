@@ -62,7 +62,7 @@ def parse_time(text: str, now_ms: int | None = None) -> int:
     return int(when.timestamp() * 1000)
 
 
-def _range(args: argparse.Namespace) -> tuple[int | None, int | None]:
+def time_range(args: argparse.Namespace) -> tuple[int | None, int | None]:
     start = parse_time(args.start) if args.start else None
     end = parse_time(args.end) if args.end else None
     if start is not None and end is not None and end <= start:
@@ -71,7 +71,7 @@ def _range(args: argparse.Namespace) -> tuple[int | None, int | None]:
 
 
 def _required_range(args: argparse.Namespace) -> tuple[int, int]:
-    start, end = _range(args)
+    start, end = time_range(args)
     if start is None or end is None:
         raise CliError("this source needs a time range: --start and --end")
     return start, end
@@ -124,7 +124,7 @@ class ProgressBar:
 # -- backtest -----------------------------------------------------------------------------------
 
 
-def _load(args: argparse.Namespace, bar: ProgressBar) -> Any:
+def load_logged(args: argparse.Namespace, bar: ProgressBar) -> Any:
     from app.evaluation.logged_data import ColumnMapping, read_archive, read_file
     from app.stream.kafka_io import read_outcomes_topic
 
@@ -133,7 +133,7 @@ def _load(args: argparse.Namespace, bar: ProgressBar) -> Any:
         raise CliError("name one source of logged data: --file, --archive or --topic")
     arms = args.arms.split(",") if args.arms else None
     if args.file:
-        start, end = _range(args)
+        start, end = time_range(args)
         ctx = args.context
         context: str | tuple[str, ...] | None = None
         if ctx:
@@ -159,7 +159,7 @@ def _load(args: argparse.Namespace, bar: ProgressBar) -> Any:
     if args.target_propensity or args.target_dist:
         raise CliError("--target-propensity and --target-dist go with --file")
     if args.archive:
-        start, end = _range(args)
+        start, end = time_range(args)
         return read_archive(args.archive, args.policy_id, arms, start, end)
     start, end = _required_range(args)
     from app.topics import TopicCatalog
@@ -232,7 +232,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         raise CliError(f"unknown estimator(s) {unknown}; known: {', '.join(ESTIMATORS)}")
     specs = _policies(args)
     try:
-        data = _load(args, bar)
+        data = load_logged(args, bar)
         if data.quality.problems():
             print(f"llmopt: warning: {data.quality.summary()}", file=sys.stderr)
         if data.n_events == 0:

@@ -71,6 +71,13 @@ def _add_traffic_flags(p: argparse.ArgumentParser) -> None:
         help="stop after this many seconds (default: run until Ctrl-C)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the simulated traffic")
+    p.add_argument(
+        "--policy",
+        default=None,
+        metavar="POLICY_ID",
+        help="the policy the simulated requests name (default: the config's default_policy; "
+        "`context-free` for the same arms without routing or tuning)",
+    )
     p.add_argument("--drift", action="store_true", help="enable the scenario's scheduled drift")
     p.add_argument(
         "--daily-pattern",
@@ -83,6 +90,13 @@ def _add_traffic_flags(p: argparse.ArgumentParser) -> None:
         default=5.0,
         metavar="SECONDS",
         help="seconds between summary lines",
+    )
+    p.add_argument(
+        "--summary-json",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="also write the final summary to FILE as JSON",
     )
 
 
@@ -100,6 +114,12 @@ def _parser() -> argparse.ArgumentParser:
         "simulator, with a live summary; Ctrl-C stops all of it",
     )
     _add_traffic_flags(run)
+    run.add_argument(
+        "--single-worker",
+        action="store_true",
+        help="one worker for every role (default: the join and the learner in a "
+        "second worker, so that learning never delays a decision)",
+    )
     run.set_defaults(func=cmd_run)
 
     worker = sub.add_parser("worker", help="start a worker (join the consumer groups)")
@@ -168,6 +188,9 @@ def _parser() -> argparse.ArgumentParser:
     from app.explain_cli import add_commands as add_explain_commands
 
     add_explain_commands(sub)
+    from app.warm_start_cli import add_commands as add_warm_start_commands
+
+    add_warm_start_commands(sub)
     return p
 
 
@@ -288,12 +311,42 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         log = Path(settings.data_dir) / "worker.log"
         url = f"http://{settings.web_host}:{settings.web_port}/health"
-        with WorkerProcess(log, url, grace_s=15) as worker:
+        learning = settings.roles & {"join", "learn"}
+        split = not args.single_worker and "decide" in settings.roles and learning
+        env = dict(os.environ)
+        if split:
+            env["LLMOPT_WORKER_ROLES"] = ",".join(sorted(settings.roles - learning))
+        with contextlib.ExitStack() as workers:
+            started = [workers.enter_context(WorkerProcess(log, url, env=env, grace_s=15))]
+            if split:
+                # Learning (the join, policy updates, the tuner's model fits) in
+                # a process of its own: it never holds up the decider's event loop.
+                from app.stream.broker import free_port
+
+                port = free_port()
+                learner_env = {
+                    **os.environ,
+                    "LLMOPT_WORKER_ROLES": ",".join(sorted(learning)),
+                    "LLMOPT_WEB_PORT": str(port),
+                    "LLMOPT_DATA_DIR": str(Path(settings.data_dir) / "learner"),
+                }
+                learner_url = f"http://{settings.web_host}:{port}/health"
+                started.append(
+                    workers.enter_context(
+                        WorkerProcess(
+                            Path(settings.data_dir) / "learner.log",
+                            learner_url,
+                            env=learner_env,
+                            grace_s=15,
+                        )
+                    )
+                )
             try:
-                worker.wait_ready(poll_s=0.5)
+                for worker in started:
+                    worker.wait_ready(poll_s=0.5)
             except WorkerNotReady as exc:
                 raise CliError(str(exc)) from None
-            print("worker ready", flush=True)
+            print("worker ready" if not split else "workers ready (deciding, learning)", flush=True)
             asyncio.run(_simulate(settings, args))
     return 0
 
@@ -421,16 +474,26 @@ async def _simulate(settings: Settings, args: argparse.Namespace) -> None:
     from app.policies.config import PoliciesConfig
     from app.topics import TopicCatalog
     from app.traffic import TrafficDriver
+    from app.tuning.space import DEFAULT_SPACE, ParameterSpace
 
     policies = PoliciesConfig.load(settings.policies_path)
-    pc = policies.policies[policies.default_policy]
+    policy_id = args.policy or policies.default_policy
+    pc = policies.get(policy_id)
+    if pc is None:
+        raise CliError(
+            f"--policy {policy_id}: no such policy in {_shown(settings.policies_path)}; "
+            f"known: {', '.join(sorted(policies.policies))}"
+        )
     config = SimulatorConfig.from_yaml(settings.simulator_path).with_drift(args.drift)
-    sim = TrafficSimulator(config, pc.arms, pc.reward, seed=args.seed)
+    # Regret against the best model at its best call parameters, for every policy alike.
+    space = ParameterSpace.from_config(DEFAULT_SPACE)
+    sim = TrafficSimulator(config, pc.arms, pc.reward, seed=args.seed, parameter_space=space)
     driver = TrafficDriver(
         settings.bootstrap,
         TopicCatalog.for_settings(settings),
         sim,
         args.rate,
+        policy_id=args.policy,
         daily_pattern=args.daily_pattern,
     )
     loop = asyncio.get_running_loop()
@@ -447,17 +510,29 @@ async def _simulate(settings: Settings, args: argparse.Namespace) -> None:
         await driver.run(args.duration)
     finally:
         reporter.cancel()
-    print("final: " + _format_summary(driver.summary()), flush=True)
+    final = driver.summary()
+    print("final: " + _format_summary(final), flush=True)
+    if args.summary_json is not None:
+        import orjson
+
+        final["policy_id"] = policy_id
+        final["seed"] = args.seed
+        args.summary_json.write_bytes(orjson.dumps(final, option=orjson.OPT_INDENT_2))
 
 
 def _format_summary(s: dict[str, Any]) -> str:
+    from app.monitor import task_lines
+
     shares = "  ".join(f"{a} {v:.0%}" for a, v in list(s["arm_shares"].items())[:6])
+    last = s["last_minute"]["regret_per_decision"]
     return (
         f"[{s['elapsed_s']:>6.1f}s] decisions {s['decided']:>7} ({s['decisions_per_s']:.0f}/s)  "
         f"p50 {s['latency_p50_ms']:.0f} ms p99 {s['latency_p99_ms']:.0f} ms  "
         f"avg reward {s['avg_reward']:.3f}  true regret {s['true_regret']:.1f} "
-        f"({s['mean_regret']:.4f}/decision)\n          shares (last 2k): {shares}   "
-        f"best arm by truth: {s['best_arm']}"
+        f"({s['mean_regret']:.4f}/decision; last minute "
+        f"{'–' if last is None else f'{last:.4f}'}/decision)\n"
+        f"          shares (last 2k): {shares}   best arm by truth: {s['best_arm']}\n"
+        + "\n".join(f"          {line}" for line in task_lines(s["tasks"]))
     )
 
 

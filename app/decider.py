@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,11 +21,22 @@ from app.experiments.live import ExperimentLog
 from app.explain import GuardrailNote, explain_decision, explain_policy
 from app.features.request_vector import FEATURE_NAMES, RequestVectorizer
 from app.ingress import decision_id, reward_token
-from app.policies.base import Policy, PolicyError
+from app.policies.base import Policy, PolicyError, Selection, draw_selection
 from app.policies.config import PoliciesConfig, PolicyConfig, PolicyConfigError
-from app.policies.guardrails import ArmEstimates, GuardrailError, Guardrails
+from app.policies.guardrails import ArmEstimates, Chooser, GuardrailError, Guardrails
 from app.policies.parameter_tuner import ParameterTuner
 from app.policies.sharding import merge_snapshots
+from app.policies.tradeoff import (
+    FrontRow,
+    Tradeoff,
+    TradeoffError,
+    learned_front,
+    posterior,
+    scales_of,
+    task_bucket,
+    utilities,
+    win_probabilities,
+)
 from app.records import InvalidEvent, PolicySnapshot, Request, decision_doc
 
 log = logging.getLogger(__name__)
@@ -44,6 +56,8 @@ class _Live:
     _tables: dict[tuple[str, ...], tuple[np.ndarray, list[str], JSON, int]] = field(
         default_factory=dict
     )
+    # Trade-off choices: (arms, task type, weights) -> (probabilities, utilities).
+    _tradeoffs: dict[tuple[Any, ...], tuple[list[float], list[float]]] = field(default_factory=dict)
 
     def table(self, allowed: tuple[str, ...]) -> tuple[np.ndarray, list[str], JSON, int]:
         """(cumulative probabilities, arm names, scores, greedy index) for a subset."""
@@ -66,6 +80,30 @@ class _Live:
     def probability(self, allowed: tuple[str, ...], i: int) -> float:
         cum = self.table(allowed)[0]
         return float(cum[i] - (cum[i - 1] if i else 0.0))
+
+    def tradeoff_table(
+        self, arms: tuple[str, ...], task_type: str, tradeoff: Tradeoff
+    ) -> tuple[list[float], list[float]]:
+        """(win probabilities, utilities at the posterior means) of ``arms``
+        for a trade-off in a task type, from the objectives this snapshot
+        carries; the same state always gives the same probabilities."""
+        key = (arms, task_bucket(task_type), tradeoff.weights)
+        t = self._tradeoffs.get(key)
+        if t is None:
+            est = self.guardrails.estimates
+            reward = self.config.reward
+            scales = scales_of(reward.cost_scale_usd, reward.latency_scale_ms)
+            means, ses = posterior(arms, est.objectives(task_type), est.objectives_pooled(), scales)
+            seed = [self.config.seed, self.version % 2**32, zlib.crc32(repr(key).encode())]
+            probs = win_probabilities(means, ses, tradeoff.weights, scales, seed)
+            scores = utilities(means, tradeoff.weights, scales).round(6).tolist()
+            if len(self._tradeoffs) >= _MAX_TRADEOFF_TABLES:
+                self._tradeoffs.clear()  # explicit weights vary: keep the cache bounded
+            t = self._tradeoffs[key] = (probs, scores)
+        return t
+
+
+_MAX_TRADEOFF_TABLES = 4096
 
 
 class Decider:
@@ -253,6 +291,9 @@ class Decider:
             if late:
                 out[i] = _late(req, live, allowed, now_ms)
                 continue
+            if req.tradeoff is not None:  # decided for its trade-off, per request
+                guarded.append((live, allowed, i))
+                continue
             meta = req.metadata or {}
             if live.guardrails.per_request or "max_cost_usd" in meta or "max_latency_ms" in meta:
                 guarded.append((live, allowed, i))
@@ -363,6 +404,12 @@ class Decider:
     ) -> JSON | InvalidEvent:
         """One request through the policy's guardrails (budgets, warm-up,
         cost/latency limits): per request, off the vectorised path."""
+        tradeoff = None
+        if req.tradeoff is not None:
+            try:
+                tradeoff = Tradeoff.parse(req.tradeoff)
+            except TradeoffError as exc:
+                return InvalidEvent("invalid_value", f"'tradeoff': {exc}")
         try:
             row = self.context_row(live.config, req) if live.policy.contextual else None
         except InvalidEvent as exc:
@@ -376,6 +423,7 @@ class Decider:
                 req.tenant_id,
                 req.priority,
                 now_ms,
+                chooser=None if tradeoff is None else self._chooser(live, req, tradeoff),
             )
         except GuardrailError as exc:
             return InvalidEvent("invalid_value", str(exc))
@@ -396,6 +444,8 @@ class Decider:
         )
         if g.flagged:  # no arm within the request's limits
             doc["fallback_reason"] = "constraints"
+        if tradeoff is not None:
+            doc["tradeoff"] = tradeoff.record()
         if row is not None:
             doc["features"] = row
         if req.explain or live.config.explain:
@@ -404,6 +454,41 @@ class Decider:
                 live, allowed, doc, g.selection.probabilities, note
             )
         return doc
+
+    def _chooser(self, live: _Live, req: Request, tradeoff: Tradeoff) -> Chooser:
+        """Selects for ``tradeoff`` in the policy's place: probability matching
+        on each arm's posterior probability of the highest utility (Thompson
+        sampling over the objectives), or the highest utility at the means
+        when not exploring (docs/tradeoffs.md)."""
+
+        def choose(arms: list[str], explore: bool) -> Selection:
+            probs, scores = live.tradeoff_table(tuple(arms), req.task_type, tradeoff)
+            if explore:
+                return draw_selection(self._rng, arms, scores, probs)
+            best = max(range(len(arms)), key=scores.__getitem__)
+            return Selection(arms[best], 1.0, dict(zip(arms, scores, strict=True)), False)
+
+        return choose
+
+    def tradeoff_choice(
+        self, policy_id: str, task_type: str, tradeoff: Tradeoff, arms: list[str] | None = None
+    ) -> dict[str, tuple[float, float]]:
+        """Per arm (default: the policy's), the probability a request of
+        ``task_type`` with ``tradeoff`` gets it when exploring, and its utility."""
+        live = self._live[policy_id]
+        names = tuple(arms or live.config.arm_names)
+        probs, scores = live.tradeoff_table(names, task_type, tradeoff)
+        return {a: (p, u) for a, p, u in zip(names, probs, scores, strict=True)}
+
+    def front(self, policy_id: str) -> dict[str, list[FrontRow]]:
+        """Per task type, the arms' learned objectives and which are on the
+        front, from the snapshot the policy decides from."""
+        live = self._live[policy_id]
+        est = live.guardrails.estimates
+        reward = live.config.reward
+        scales = scales_of(reward.cost_scale_usd, reward.latency_scale_ms)
+        arms = live.config.arm_names
+        return {t: learned_front(arms, est.objectives(t), scales) for t in est.task_types()}
 
     def _explain_vectorised(
         self, requests: list[Request], out: list[JSON | InvalidEvent], members: list[int]
@@ -669,6 +754,8 @@ def _decision(
         requested_at=req.created_at,
         decided_at=decided_at,
     )
+    # The learner keeps the arms' objectives per task type (docs/tradeoffs.md).
+    doc["task_type"] = req.task_type
     if req.workflow is not None:
         # The episode's id and step travel with the decision to the learner;
         # the state itself is the decision's feature vector.

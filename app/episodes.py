@@ -17,6 +17,12 @@ of its workflows in order, and this state is part of the learner's state
 Temporal-difference agents get each transition as soon as it is complete;
 Monte-Carlo ones (``monte_carlo = True``: REINFORCE) need a whole episode
 and get its transitions together, in order, when it ends.
+
+Memory is bounded whatever the workflow ids and steps: at most ``max_open``
+open workflows (past it, the one that waited longest is closed) and at most
+``max_steps`` steps per workflow (past it, the workflow is closed and its
+next step starts another); ``llmopt_state_evictions_total{state=
+"open_workflows"|"workflow_steps"}`` counts them.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from app import metrics
 from app.records import Outcome
 
 JSON = dict[str, Any]
@@ -66,11 +73,13 @@ class Episodes:
         timeout_ms: int = 600_000,
         monte_carlo: bool = False,
         max_open: int = 100_000,
+        max_steps: int = 1_000,
     ) -> None:
         self.terminal_arms = frozenset(terminal_arms)
         self.timeout_ms = timeout_ms
         self.monte_carlo = monte_carlo
         self.max_open = max_open
+        self.max_steps = max_steps
         # workflow id → {"at": last outcome time, "last": the final step or None,
         # "states": {step: state} seen, "steps": {step: [s, a, r]} not handed out}
         # (JSON-shaped: it is saved with the learner's state).
@@ -101,8 +110,12 @@ class Episodes:
         out += self._ready(ep)
         if _complete(ep):
             return out
+        if len(ep["states"]) > self.max_steps:
+            metrics.STATE_EVICTIONS.labels("workflow_steps").inc()
+            return out + _close(ep)
         self._open[wid] = ep  # re-inserted: the dict stays ordered by last arrival
         if len(self._open) > self.max_open:
+            metrics.STATE_EVICTIONS.labels("open_workflows").inc()
             out += _close(self._open.pop(next(iter(self._open))))
         return out
 

@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from app.cli import CliError
+from app.registry_cli import cli_user
 
 __all__ = [
     "add_commands",
@@ -240,7 +241,7 @@ def cmd_experiment_create(args: argparse.Namespace) -> int:
                 f"policy {d.policy!r} is in experiment {other.experiment_id!r} already; "
                 f"stop it first (`llmopt experiment stop {other.experiment_id}`)"
             )
-        asyncio.run(write_events(settings, [created_event(d, f"cli:{_user()}", now_ms())]))
+        asyncio.run(write_events(settings, [created_event(d, f"cli:{cli_user()}", now_ms())]))
     kind = "rollout" if d.rollout else "experiment"
     shares = ", ".join(f"{v} {s:.0%}" for v, s in d.stage_shares(0).items())
     print(f"{kind} {d.experiment_id} created on policy {d.policy}: {shares}")
@@ -285,19 +286,10 @@ def cmd_experiment_stop(args: argparse.Namespace) -> int:
         if not exp.routes:
             raise CliError(f"experiment {args.id!r} is stopped already ({exp.stop_reason})")
         reason = str(args.reason)[:1024] or "stopped by hand"
-        ev = stopped_event(exp.experiment_id, "manual", reason, f"cli:{_user()}", now_ms())
+        ev = stopped_event(exp.experiment_id, "manual", reason, f"cli:{cli_user()}", now_ms())
         asyncio.run(write_events(settings, [ev]))
     print(f"experiment {args.id} stopped")
     return 0
-
-
-def _user() -> str:
-    import getpass
-
-    try:
-        return getpass.getuser()[:200]
-    except Exception:
-        return "unknown"
 
 
 async def read_experiments(settings: Any) -> Any:

@@ -25,7 +25,7 @@ MAX_BATCH_ITEMS = 2000
 # A batch's body: as many default-sized requests as a gateway would batch.
 MAX_BATCH_BYTES = 4 * 1024 * 1024
 # Statuses other than 400 (bad input).
-_STATUS = {"oversize": 413, "internal_error": 500}
+_STATUS = {"oversize": 413, "tenant_not_allowed": 403, "internal_error": 500}
 
 
 def body_limit(max_event_bytes: int) -> int:
@@ -67,7 +67,8 @@ def split_batch(body: bytes, max_event_bytes: int) -> list[bytes]:
 
 
 def status_for(error: InvalidEvent) -> int:
-    """413 for ``oversize``, 500 for ``internal_error``, else 400."""
+    """413 for ``oversize``, 403 for ``tenant_not_allowed``, 500 for
+    ``internal_error``, else 400."""
     return _STATUS.get(error.code, 400)
 
 

@@ -10,12 +10,18 @@ event speaks for, which request it names, where a decision may be sent.
   Personalizer's event id), so knowing a request id is not enough.
 - ``reply_to`` is confined to a prefix, so no client can make the worker write
   into another topic.
+- Who may act for a tenant (:mod:`app.tenant_access`): over HTTP the caller
+  its bearer token names; on Kafka, where a consumer is not told who
+  produced a record, the principal a gateway that authenticated the producer
+  forwards in the ``LLMOPT_PRINCIPAL_HEADER`` header. An event whose caller
+  may not act for its tenant is ``tenant_not_allowed``.
 
 Pure: the agents pass message keys and headers in.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -23,7 +29,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from app.records import InvalidEvent, Request, decode, now_ms
-from app.settings import Settings
+from app.settings import WEB_TOKEN_MIN_CHARS, Settings
+from app.tenant_access import Caller, TenantAccess, check_caller
 
 # Kafka's legal topic characters; 249 is its length limit.
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
@@ -64,13 +71,15 @@ def accept_request(
     tenant_header: str,
     reply_prefix: str,
     now: int,
+    caller: Caller | None = None,
 ) -> Request:
     """A request as the worker may act on it (decide, featurize): valid, its
-    tenant vouched for, its reply topic under the prefix, created no later
-    than MAX_FUTURE_MS from now (a far-future time would make every later
-    observation of its tenant's feature windows count as late)."""
+    tenant vouched for (and one ``caller``, when known, may act for), its
+    reply topic under the prefix, created no later than MAX_FUTURE_MS from
+    now (a far-future time would make every later observation of its
+    tenant's feature windows count as late)."""
     req = Request.from_dict(decode(value, max_bytes))
-    check_tenant(req.tenant_id, headers, tenant_header, key=key)
+    check_tenant(req.tenant_id, headers, tenant_header, key=key, caller=caller)
     check_reply_to(req.reply_to, reply_prefix)
     if req.created_at > now + MAX_FUTURE_MS:
         raise InvalidEvent("invalid_value", "'created_at' is in the future")
@@ -117,10 +126,13 @@ def check_tenant(
     headers: Headers,
     tenant_header: str,
     key: bytes | None = None,
+    caller: Caller | None = None,
 ) -> None:
     """The payload's tenant must be the one the trusted header vouches for
-    (when the deployment sets one) and, for requests (``key`` given), the
-    message key when there is one (requests are keyed by tenant)."""
+    (when the deployment sets one), one ``caller`` may act for (when one is
+    known: :func:`message_caller`, or a web token's) and, for requests
+    (``key`` given), the message key when there is one (requests are keyed
+    by tenant)."""
     if tenant_header:
         vouched = header(headers, tenant_header)
         if vouched is None:
@@ -133,6 +145,40 @@ def check_tenant(
             )
     if key is not None and key != tenant_id.encode():
         raise InvalidEvent("tenant_mismatch", "message key is not the request's tenant_id")
+    check_caller(caller, tenant_id)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_access(path: str) -> TenantAccess:
+    return TenantAccess.load(path, WEB_TOKEN_MIN_CHARS)
+
+
+def tenant_access(settings: Settings) -> TenantAccess | None:
+    """The tenants file of ``settings`` (None: not set), read once: the
+    settings checked it when they were made."""
+    return _load_access(settings.web_tokens_file) if settings.web_tokens_file else None
+
+
+def message_caller(headers: Headers, settings: Settings) -> Caller | None:
+    """The caller of a consumed event: the principal its gateway forwarded
+    in the ``principal_header`` header, looked up in the tenants file (None:
+    the deployment names no principal header). A principal missing, or
+    not in the file, is ``tenant_not_allowed``."""
+    name = settings.principal_header
+    if not name:
+        return None
+    principal = header(headers, name)
+    if principal is None:
+        raise InvalidEvent(
+            "tenant_not_allowed", f"no {name!r} header: the producer's principal is not known"
+        )
+    access = tenant_access(settings)
+    caller = access.by_principal(principal) if access is not None else None
+    if caller is None:
+        raise InvalidEvent(
+            "tenant_not_allowed", f"principal {principal[:256]!r} is not in the tenants file"
+        )
+    return caller
 
 
 def accept_request_message(msg: Any, settings: Settings) -> Request:
@@ -146,4 +192,13 @@ def accept_request_message(msg: Any, settings: Settings) -> Request:
         tenant_header=settings.tenant_header,
         reply_prefix=settings.reply_topic_prefix,
         now=now_ms(),
+        caller=message_caller(msg.headers, settings),
+    )
+
+
+def check_reward_message(tenant_id: str, msg: Any, settings: Settings) -> None:
+    """A consumed reward's tenant checks (:func:`check_tenant`) under a
+    worker's settings, the forwarded principal's included."""
+    check_tenant(
+        tenant_id, msg.headers, settings.tenant_header, caller=message_caller(msg.headers, settings)
     )

@@ -331,6 +331,8 @@ def _outcome_doc(d: JSON, reward: float, components: JSON, defaulted: bool, now:
         doc["workflow"] = d["workflow"]
     if d.get("parameters"):
         doc["parameters"] = d["parameters"]
+    if d.get("task_type") is not None:
+        doc["task_type"] = d["task_type"]
     if d.get("experiment_id") is not None:
         # The experiment's evaluator counts the outcome for this variant.
         doc["experiment_id"] = d["experiment_id"]

@@ -16,6 +16,7 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from app import faults
 from app.drift.adaptation import adapt
 from app.drift.config import AdaptationSpec
 from app.episodes import Episodes, Transition
@@ -29,8 +30,8 @@ from app.policies.config import (
 )
 from app.policies.guardrails import ArmEstimates
 from app.policies.parameter_tuner import ParameterTuner
-from app.records import DriftEvent, Outcome, PolicySnapshot, RegistryEvent
-from app.shadow import OffPolicyValue
+from app.records import DriftEvent, Outcome, PolicySnapshot, RegistryEvent, ShadowDecision
+from app.shadow import APPRENTICE_WINDOW, Agreement, OffPolicyValue, shadow_draw
 from app.versions import VersionError, new_event_id, serving_holds
 
 JSON = dict[str, Any]
@@ -47,7 +48,8 @@ class _Learning:
     # Counts every update the policy id ever had, across algorithm switches:
     # snapshot versions must keep rising for the deciders to take them.
     version: int = 0
-    # Per-arm cost and latency, for the deciders' request constraints.
+    # Per-arm cost and latency, for the deciders' request constraints, and
+    # per task type the arms' objectives, for trade-off decisions.
     estimates: ArmEstimates = field(default_factory=ArmEstimates)
     # Open multi-step workflows (RL policies only).
     episodes: Episodes | None = None
@@ -75,27 +77,66 @@ class _Learning:
 
 @dataclass
 class Shadow:
-    """A registry version learning from the policy's outcomes beside it."""
+    """A registry version learning from the policy's outcomes beside it,
+    deciding on each as it learns (app/shadow.py)."""
 
     config: PolicyConfig
     policy: Policy
     started_at: int
     value: OffPolicyValue = field(default_factory=OffPolicyValue)
+    version: int = 0
+    agreement: Agreement = field(default_factory=Agreement)
 
-    def observe(self, outcome: Outcome) -> None:
-        """Score the logged arm as this version would have chosen it, then learn."""
+    def observe(self, outcome: Outcome) -> ShadowDecision | None:
+        """Decide as this version would have, on the served decision's
+        context and available arms; score the logged arm by its probability
+        (off-policy value); then learn: from the imitation reward while an
+        apprentice, else from the outcome's reward. None when it cannot
+        decide (no arm in common, a contextual version without features)."""
         allowed = [a for a in outcome.available_arms if self.policy.has_arm(a)]
-        if outcome.arm not in allowed or outcome.propensity <= 0:
-            return  # an arm it does not have: no evidence either way
+        if not allowed or outcome.propensity <= 0:
+            return None
         try:
-            probs = self.policy.probabilities(allowed, outcome.features)
-            p = float(probs[allowed.index(outcome.arm)])
-            self.policy.update(
-                outcome.arm, outcome.reward, outcome.features, propensity=outcome.propensity
-            )
+            probs = self.policy.probabilities(allowed, outcome.features).tolist()
         except PolicyError:
-            return  # e.g. a contextual version, an outcome without features
-        self.value.add(p, outcome.propensity, outcome.reward)
+            return None
+        pid, tenant = self.config.policy_id, outcome.tenant_id
+        i = shadow_draw(
+            probs, f"shadow/{pid}/{self.version}", f"{len(tenant)}:{tenant}{outcome.request_id}"
+        )
+        arm, agreed, imitating = allowed[i], allowed[i] == outcome.arm, self.agreement.imitating
+        try:
+            if imitating:
+                reward = 1.0 if agreed else 0.0
+                self.policy.update(arm, reward, outcome.features, propensity=probs[i])
+            elif outcome.arm in allowed:
+                self.policy.update(
+                    outcome.arm, outcome.reward, outcome.features, propensity=outcome.propensity
+                )
+        except PolicyError:
+            return None
+        if outcome.arm in allowed:  # else: an arm it does not have, no evidence either way
+            self.value.add(probs[allowed.index(outcome.arm)], outcome.propensity, outcome.reward)
+        self.agreement.add(agreed, outcome.outcome_at)
+        return ShadowDecision(
+            request_id=outcome.request_id,
+            tenant_id=tenant,
+            policy_id=pid,
+            policy_version=outcome.policy_version,
+            shadow_version=self.version,
+            arm=arm,
+            propensity=probs[i],
+            available_arms=allowed,
+            served_arm=outcome.arm,
+            served_propensity=outcome.propensity,
+            agreed=agreed,
+            apprentice=imitating,
+            decided_at=outcome.outcome_at,
+        )
+
+    def summary(self) -> JSON:
+        """Off-policy estimates and agreement so far."""
+        return self.value.summary() | self.agreement.summary()
 
     def to_dict(self) -> JSON:
         return {
@@ -103,13 +144,22 @@ class Shadow:
             "policy": base64.b64encode(self.policy.snapshot()).decode(),
             "started_at": self.started_at,
             "value": self.value.to_dict(),
+            "version": self.version,
+            "agreement": self.agreement.to_dict(),
         }
 
     @classmethod
     def from_dict(cls, pid: str, d: JSON) -> Shadow:
         pc = policy_from_mapping(pid, d["config"], "a shadow version")
         policy = pc.restore(base64.b64decode(d["policy"]))
-        return cls(pc, policy, int(d["started_at"]), OffPolicyValue.from_dict(d["value"]))
+        return cls(
+            pc,
+            policy,
+            int(d["started_at"]),
+            OffPolicyValue.from_dict(d["value"]),
+            int(d.get("version", 0)),
+            Agreement.from_dict(d.get("agreement") or {}),
+        )
 
 
 class Learner:
@@ -119,6 +169,10 @@ class Learner:
         self.config = config
         self.file_config = file_config or config
         self._live: dict[str, _Learning] = {}
+        # What the shadows decided, and the apprentices that stopped
+        # imitating, since last taken (take_shadow_output).
+        self._shadow_decisions: list[ShadowDecision] = []
+        self._graduated: list[Shadow] = []
 
     def known(self, policy_id: str) -> bool:
         return policy_id in self._live
@@ -286,16 +340,26 @@ class Learner:
         place of the state under ``key``, which is first registered (retired);
         the offsets stay (exactly-once) and the snapshot version rises.
         Returns the records to write: the retired version, then the served
-        one's status. A version that cannot be served raises VersionError."""
+        one's status. A version that cannot be served raises VersionError.
+
+        A serve record without a version number (a promoted rollout's
+        challenger: a configuration and state from outside the registry) is
+        first registered as a new version, whose record comes before the status."""
         live = self._live[key]
         pid = live.config.policy_id
-        if version.config is None or version.state is None or version.version is None:
+        if version.config is None or version.state is None:
             raise VersionError(f"version record of {pid!r} without a configuration or state")
         pc, policy = _version_policy(pid, version, "be served")
         if pc.learning != live.config.learning:
             raise VersionError(f"version {version.version} of {pid!r} learns another way")
+        number = version.version
         retired = self.register(
-            key, now, by, "retired", f"replaced by version {version.version}", version.event_id
+            key,
+            now,
+            by,
+            "retired",
+            f"replaced by {'a promoted challenger' if number is None else f'version {number}'}",
+            version.event_id,
         )
         live.config, live.policy = pc, policy
         live.updates = int(version.state.get("updates", 0))
@@ -304,15 +368,21 @@ class Learner:
         live.__post_init__()
         if live.episodes is not None:
             live.episodes.load(version.state.get("episodes") or {})
+        made: list[RegistryEvent] = []
+        if number is None:
+            made.append(self.register(key, now, by, "development", reason, version.event_id))
+            assert made[0].lineage is not None and made[0].version is not None
+            made[0].lineage |= version.lineage or {}  # where it came from
+            number = made[0].version
         live.version += 1
         live.published_version = -1
-        live.parent, live.since = version.version, {}
+        live.parent, live.since = number, {}
         file_pc = self.file_config.get(pid)
         live.serving = (
             None
             if file_pc is not None and file_pc.config_hash == pc.config_hash
             else {
-                "version": version.version,
+                "version": number,
                 "config": dict(version.config),
                 "config_hash": pc.config_hash,
                 "file_hash": file_pc.config_hash if file_pc is not None else None,
@@ -324,14 +394,14 @@ class Learner:
             policy_id=pid,
             created_at=now,
             created_by=by,
-            version=version.version,
+            version=number,
             status="champion",
             reason=reason or None,
             # The snapshot version the served state starts at: a decider
             # at or past it decides from the version.
             lineage={"request": version.event_id, "snapshot_version": live.version},
         )
-        return [retired, champion]
+        return [retired, *made, champion]
 
     def shadow(self, key: str, version: RegistryEvent, now: int) -> None:
         """Start shadowing the policy under ``key`` with a registry version
@@ -342,15 +412,42 @@ class Learner:
         if version.config is None or version.state is None or version.version is None:
             raise VersionError(f"shadow of {pid!r} without a configuration or state")
         pc, policy = _version_policy(pid, version, "shadow")
-        live.shadows[version.version] = Shadow(pc, policy, now)
+        agreement = Agreement()
+        asked = version.lineage or {}
+        if asked.get("apprentice") is not None:  # apprentice mode (app/shadow.py)
+            level, window = asked["apprentice"], asked.get("apprentice_outcomes", APPRENTICE_WINDOW)
+            if isinstance(level, bool) or not (isinstance(level, int | float) and 0 < level <= 1):
+                raise VersionError(f"apprentice level must be in (0, 1], got {level!r}")
+            if not (isinstance(window, int) and 1 <= window <= 100_000):
+                raise VersionError(f"apprentice_outcomes must be 1 to 100000, got {window!r}")
+            agreement = Agreement(level=float(level), window=window)
+        live.shadows[version.version] = Shadow(
+            pc, policy, now, version=version.version, agreement=agreement
+        )
 
     def unshadow(self, key: str, number: int) -> bool:
         """Stop a shadow; whether there was one."""
         return self._live[key].shadows.pop(number, None) is not None
 
     def shadow_values(self, key: str) -> dict[int, JSON]:
-        """Each shadow's off-policy estimates so far (OffPolicyValue.summary)."""
-        return {n: sh.value.summary() for n, sh in self._live[key].shadows.items()}
+        """Each shadow's off-policy estimates and agreement so far (Shadow.summary)."""
+        return {n: sh.summary() for n, sh in self._live[key].shadows.items()}
+
+    def take_shadow_output(self) -> tuple[list[ShadowDecision], list[Shadow]]:
+        """The shadow decisions made since last taken, and the shadows that
+        stopped imitating meanwhile."""
+        out = (self._shadow_decisions, self._graduated)
+        self._shadow_decisions, self._graduated = [], []
+        return out
+
+    def _observe_shadows(self, live: _Learning, outcome: Outcome) -> None:
+        for shadow in live.shadows.values():
+            imitating = shadow.agreement.imitating
+            decision = shadow.observe(outcome)
+            if decision is not None:
+                self._shadow_decisions.append(decision)
+            if imitating and not shadow.agreement.imitating:
+                self._graduated.append(shadow)
 
     def version(self, policy_id: str) -> int:
         """Every update and adaptation the policy id has had (snapshot versions)."""
@@ -373,7 +470,7 @@ class Learner:
         live.offsets[str(partition)] = offset
         if outcome.arm not in live.policy.arms:
             return "removed_arm"
-        live.estimates.observe(outcome.arm, outcome.components)
+        live.estimates.observe(outcome.arm, outcome.components, outcome.task_type)
         if live.episodes is not None:
             expired = live.episodes.expire(outcome.outcome_at)
             if expired:
@@ -385,9 +482,11 @@ class Learner:
                 live.updates += 1
                 live.version += 1
                 return "applied"
-        for shadow in live.shadows.values():
-            shadow.observe(outcome)
+        if live.shadows:
+            self._observe_shadows(live, outcome)
         try:
+            if faults.ACTIVE is not None:  # chaos checks: an update that raises
+                faults.ACTIVE.policy_update(outcome.request_id)
             if outcome.parameters is not None and isinstance(live.policy, ParameterTuner):
                 # A tuning policy learns which call parameters earned the reward.
                 live.policy.update(
@@ -553,7 +652,7 @@ def _shadows(pid: str, stored: JSON) -> dict[int, Shadow]:
     out: dict[int, Shadow] = {}
     for n, d in stored.items():
         with contextlib.suppress(Exception):
-            out[int(n)] = Shadow.from_dict(pid, d)
+            out[int(n)] = Shadow.from_dict(pid, {"version": int(n)} | d)
     return out
 
 

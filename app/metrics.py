@@ -1,11 +1,112 @@
 """Prometheus metrics of every agent. Labels are bounded: agent names,
-reason codes, and policy / arm names from the policies config."""
+reason codes, and policy / arm names from the policies config. Values that
+come from events or operators (policy, experiment and variant ids, arm names)
+are capped as well: each label of a family takes at most
+``LLMOPT_METRIC_LABEL_VALUES_MAX`` distinct values, later ones are counted
+under ``other`` and in ``llmopt_metric_labels_overflow_total{metric}``, so no
+input can grow the exposition without bound. The families below are built
+with the capped :class:`Counter`, :class:`Gauge` and :class:`Histogram`."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Self
 
-from prometheus_client import Counter, Gauge, Histogram
+import prometheus_client
+
+# The value a label takes once its family has seen LABEL_VALUES_MAX others.
+OTHER = "other"
+LABEL_VALUES_MAX = 1000
+LABELS_OVERFLOW = prometheus_client.Counter(
+    "llmopt_metric_labels_overflow_total",
+    "Label values counted as 'other' because their metric family already had "
+    "LLMOPT_METRIC_LABEL_VALUES_MAX distinct values of that label, by metric.",
+    ["metric"],
+)
+
+
+def set_label_values_max(n: int) -> None:
+    """The cap on distinct values per label of each family (a worker's
+    ``metric_label_values_max``); values seen already keep their series."""
+    global LABEL_VALUES_MAX
+    LABEL_VALUES_MAX = n
+
+
+class _LabelCap:
+    """The values each label of one family has taken, and the cap on them."""
+
+    def __init__(self, name: str, labelnames: Iterable[str]) -> None:
+        self.name = name
+        self.labelnames = tuple(labelnames)
+        self.seen: list[set[str]] = [set() for _ in self.labelnames]
+        # Value tuples taken as they are: one per series, so no larger than the
+        # family itself; the common case costs one set lookup.
+        self.known: set[tuple[object, ...]] = set()
+
+    def cap(self, values: tuple[object, ...], by_name: dict[str, object]) -> tuple[object, ...]:
+        if by_name:
+            values = tuple(by_name.get(n, "") for n in self.labelnames)
+        if values in self.known or len(values) != len(self.seen):
+            return values  # seen before, or a wrong count the library reports
+        out = tuple(str(v) for v in values)
+        capped = None
+        for i, v in enumerate(out):
+            seen = self.seen[i]
+            if v in seen or v == OTHER:
+                continue
+            if len(seen) < LABEL_VALUES_MAX:
+                seen.add(v)
+                continue
+            capped = capped or list(out)
+            capped[i] = OTHER
+        if capped is None:
+            self.known.add(values)
+            return out
+        LABELS_OVERFLOW.labels(self.name).inc()
+        return tuple(capped)
+
+
+class Counter(prometheus_client.Counter):
+    """A counter whose label values are capped (:class:`_LabelCap`)."""
+
+    def __init__(
+        self, name: str, documentation: str, labelnames: Iterable[str] = (), **kw: Any
+    ) -> None:
+        labelnames = tuple(labelnames)
+        super().__init__(name, documentation, labelnames, **kw)
+        self.label_cap = _LabelCap(name, labelnames)
+
+    def labels(self, *labelvalues: object, **labelkwargs: object) -> Self:
+        return super().labels(*self.label_cap.cap(labelvalues, labelkwargs))
+
+
+class Gauge(prometheus_client.Gauge):
+    """A gauge whose label values are capped (:class:`_LabelCap`)."""
+
+    def __init__(
+        self, name: str, documentation: str, labelnames: Iterable[str] = (), **kw: Any
+    ) -> None:
+        labelnames = tuple(labelnames)
+        super().__init__(name, documentation, labelnames, **kw)
+        self.label_cap = _LabelCap(name, labelnames)
+
+    def labels(self, *labelvalues: object, **labelkwargs: object) -> Self:
+        return super().labels(*self.label_cap.cap(labelvalues, labelkwargs))
+
+
+class Histogram(prometheus_client.Histogram):
+    """A histogram whose label values are capped (:class:`_LabelCap`)."""
+
+    def __init__(
+        self, name: str, documentation: str, labelnames: Iterable[str] = (), **kw: Any
+    ) -> None:
+        labelnames = tuple(labelnames)
+        super().__init__(name, documentation, labelnames, **kw)
+        self.label_cap = _LabelCap(name, labelnames)
+
+    def labels(self, *labelvalues: object, **labelkwargs: object) -> Self:
+        return super().labels(*self.label_cap.cap(labelvalues, labelkwargs))
+
 
 EVENTS = Counter("llmopt_events_total", "Events an agent consumed, by result.", ["agent", "result"])
 DEAD_LETTERS = Counter(
@@ -111,6 +212,31 @@ DASHBOARD_EVENTS = Counter(
     "llmopt_dashboard_events_total",
     "Events read from the metrics, drift and alert topics for the dashboard, by result.",
     ["topic", "result"],
+)
+
+# -- limits: web callers, bounded state, circuit breakers (docs/security.md, docs/ops.md) --
+WEB_AUTH_REFUSED = Counter(
+    "llmopt_web_auth_refused_total",
+    "Web requests refused by the token check: unauthorized (no known token, 401), "
+    "forbidden (a tenant-limited token outside /decide and /reward, 403).",
+    ["reason"],
+)
+STATE_EVICTIONS = Counter(
+    "llmopt_state_evictions_total",
+    "Per-key entries dropped because their state reached its cap, least recently used "
+    "first, by state (exploration_budgets, open_workflows, workflow_steps).",
+    ["state"],
+)
+CIRCUIT_STATE = Gauge(
+    "llmopt_circuit_state",
+    "Each circuit breaker's state: 0 closed (calls go through), 1 half-open (one trial "
+    "call), 2 open (calls are skipped and their fallback used).",
+    ["name"],
+)
+CIRCUIT_SKIPPED = Counter(
+    "llmopt_circuit_skipped_total",
+    "Calls a circuit breaker skipped while open (the fallback was used), by breaker.",
+    ["name"],
 )
 
 
@@ -222,6 +348,12 @@ SHADOW_OUTCOMES = Gauge(
     "Outcomes a shadow version has scored and learned from since it started.",
     ["policy_id", "version"],
 )
+SHADOW_AGREEMENT = Gauge(
+    "llmopt_shadow_agreement",
+    "Share of a shadow version's recent decisions (its apprentice window, 200 outcomes "
+    "by default) that chose the arm the serving policy served.",
+    ["policy_id", "version"],
+)
 
 
 def set_shadow_values(policy_id: str, values: dict[int, dict[str, Any]]) -> None:
@@ -229,6 +361,8 @@ def set_shadow_values(policy_id: str, values: dict[int, dict[str, Any]]) -> None
     for number, summary in values.items():
         version = str(number)
         SHADOW_OUTCOMES.labels(policy_id, version).set(summary["outcomes"])
+        if summary.get("agreement") is not None:
+            SHADOW_AGREEMENT.labels(policy_id, version).set(summary["agreement"])
         for estimator in ("ips", "snips", "on_policy"):
             found = summary.get(estimator)
             if found is None:
@@ -279,3 +413,32 @@ def set_experiment_result(experiment: str, result: dict[str, Any]) -> None:
                 EXPERIMENT_UNITS.labels(experiment, variant).set(cell.get("n", 0))
     for variant, t in result.get("treatments", {}).items():
         EXPERIMENT_GATE.labels(experiment, variant).set(GATE_VALUES.get(t.get("gate"), 0))
+
+
+# Trade-off decisions (docs/tradeoffs.md): the learned front per policy and
+# task type (task types are the closed set of app/features/request_vector.py).
+TRADEOFF_OBJECTIVE = Gauge(
+    "llmopt_tradeoff_objective",
+    "Each arm's learned objective (quality, cost_usd, latency_ms) per task type: the mean "
+    "of its outcomes and that mean's standard error (stat: mean, stderr).",
+    ["policy_id", "task_type", "arm", "objective", "stat"],
+)
+TRADEOFF_ON_FRONT = Gauge(
+    "llmopt_tradeoff_on_front",
+    "1 when an arm is on its task type's learned Pareto front of quality, cost and latency "
+    "(no arm dominates it with confidence), else 0.",
+    ["policy_id", "task_type", "arm"],
+)
+
+
+def set_tradeoff_front(policy_id: str, front: dict[str, Any]) -> None:
+    """The decider's learned front of one policy (``Decider.front``): per task
+    type, rows with the arm, its objectives' means and standard errors, and
+    whether it is on the front."""
+    for task_type, rows in front.items():
+        for row in rows:
+            for i, objective in enumerate(("quality", "cost_usd", "latency_ms")):
+                labels = (policy_id, task_type, row.arm, objective)
+                TRADEOFF_OBJECTIVE.labels(*labels, "mean").set(row.means[i])
+                TRADEOFF_OBJECTIVE.labels(*labels, "stderr").set(row.stderrs[i])
+            TRADEOFF_ON_FRONT.labels(policy_id, task_type, row.arm).set(int(row.on_front))

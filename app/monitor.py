@@ -63,6 +63,21 @@ def _clock(ms: int | None) -> str:
     return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%H:%M:%S")
 
 
+def task_lines(tasks: JSON, arms: int = 3) -> list[str]:
+    """One line per task type: its true regret per decision and its top arms.
+
+    >>> task_lines({"code": {"regret_per_decision": 0.0123,
+    ...                      "shares": {"claude-sonnet": 0.9, "gpt-4o": 0.1}}})
+    ['code            regret 0.0123/decision  claude-sonnet 90%  gpt-4o 10%']
+    """
+    lines = []
+    for task, f in tasks.items():
+        r = f["regret_per_decision"]
+        top = "  ".join(f"{a} {s:.0%}" for a, s in list(f["shares"].items())[:arms])
+        lines.append(f"{task:<15} regret {'–' if r is None else f'{r:.4f}'}/decision  {top}")
+    return lines
+
+
 def render(view: JSON) -> Group:
     """The figures of one :meth:`MetricsHistory.view`."""
     points, latest, totals = view["points"], view["latest"], view["totals"]
@@ -107,6 +122,15 @@ def render(view: JSON) -> Group:
         "decisions in total", _num(totals["decisions"], 0), f"{totals['workers']} worker(s)"
     )
     parts: list[Any] = [head]
+    if latest["tasks"]:
+        t = Table(title=f"per task type (last {len(points[-3:])} points)", title_justify="left")
+        t.add_column("task type")
+        t.add_column("regret/decision", justify="right")
+        t.add_column("arm shares")
+        for task, f in latest["tasks"].items():
+            shares = "  ".join(f"{a} {s:.0%}" for a, s in list(f["shares"].items())[:3])
+            t.add_row(task, _num(f["regret_per_decision"], 4), shares)
+        parts.append(t)
     for pid, shares in latest["shares"].items():
         t = Table(
             title=f"arm shares · {pid} (last {len(points[-3:])} points)", title_justify="left"

@@ -193,6 +193,56 @@ REWARD_TERMS = nested(
 )
 """How an outcome's reward was made: the weights in effect, the reward function."""
 
+TRADEOFF_WEIGHTS = ("quality", "cost", "latency")
+MAX_TRADEOFF_WEIGHT = 1e6
+
+
+def _tradeoff(d: JSON) -> Any:
+    """A request's trade-off as it came: a preset's name, or weights. Which
+    presets exist and whether the weights make a trade-off (not all zero) is
+    the decider's to check (app/policies/tradeoff.py): ``invalid_value``."""
+    v = d["tradeoff"]
+    if isinstance(v, str):
+        if not 1 <= len(v) <= 64:
+            raise _fail("'tradeoff' must be a preset name of at most 64 characters, or weights")
+        return v
+    if not isinstance(v, dict) or not v.keys() <= set(TRADEOFF_WEIGHTS):
+        raise _fail(
+            "'tradeoff' must be a preset name or an object of quality, cost and latency weights"
+        )
+    for key, w in v.items():
+        if not _finite(w) or not 0 <= w <= MAX_TRADEOFF_WEIGHT:
+            raise InvalidEvent(
+                "invalid_value",
+                f"'tradeoff.{key}' must be a number in [0, {MAX_TRADEOFF_WEIGHT:g}]",
+            )
+    return v
+
+
+TRADEOFF = custom(
+    _tradeoff,
+    {
+        "anyOf": [
+            {"type": "string", "minLength": 1, "maxLength": 64},
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    k: {"type": "number", "minimum": 0, "maximum": MAX_TRADEOFF_WEIGHT}
+                    for k in TRADEOFF_WEIGHTS
+                },
+            },
+        ]
+    },
+)
+"""A request's trade-off: a preset's name, or weights of the objectives."""
+TRADEOFF_USED = nested(
+    {"weights": nested({k: number(0, 1) for k in TRADEOFF_WEIGHTS}, exact=True)},
+    {"preset": text(64)},
+)
+"""The trade-off a decision was made for: its weights, normalised to sum to
+1, and the preset that named them."""
+
 
 # --- decoding -----------------------------------------------------------------------------
 
@@ -564,6 +614,9 @@ class Request(Record):
     # a worker that decides later serves the policy's fallback arm
     # (LLMOPT_DECISION_DEADLINE_MS when absent).
     deadline_ms: int | None = field(default=None, metadata=integer(1, MAX_DEADLINE_MS))
+    # Decide for this trade-off of quality, cost and latency (a preset or
+    # weights; docs/tradeoffs.md) instead of the policy's own choice.
+    tradeoff: str | JSON | None = field(default=None, metadata=TRADEOFF)
     schema_version: int = SCHEMA_VERSION
 
 
@@ -602,6 +655,11 @@ class Decision(Record):
     explanation: JSON | None = field(default=None, metadata=obj())
     # Why fallback is true (FALLBACK_REASONS); absent when it is false.
     fallback_reason: str | None = field(default=None, metadata=choice(FALLBACK_REASONS))
+    # The request's task type: the learner keeps each arm's objectives per
+    # task type (docs/tradeoffs.md).
+    task_type: str | None = field(default=None, metadata=text(64))
+    # The trade-off the decision was made for, when the request carried one.
+    tradeoff: JSON | None = field(default=None, metadata=TRADEOFF_USED)
     schema_version: int = SCHEMA_VERSION
 
 
@@ -710,6 +768,8 @@ class Outcome(Record):
     # The decision's experiment and variant, copied by the join.
     experiment_id: str | None = field(default=None, metadata=text(128))
     variant: str | None = field(default=None, metadata=text(64))
+    # The decision's task type, copied by the join.
+    task_type: str | None = field(default=None, metadata=text(64))
     schema_version: int = SCHEMA_VERSION
 
 
@@ -794,6 +854,7 @@ DEAD_LETTER_REASONS = (
     "unauthorized_policy",
     "tenant_mismatch",
     "invalid_reward_token",
+    "tenant_not_allowed",
 )
 # Any string, empty too (an empty value or key), worded as it always was.
 BASE64 = text(None, min_len=0, encoding="base64",
@@ -1017,6 +1078,36 @@ class RegistryEvent(Record):
     schema_version: int = SCHEMA_VERSION
 
 
+@dataclass(slots=True)
+class ShadowDecision(Record):
+    """What a shadow version would have chosen for a live request
+    (``llmopt.shadow-decisions.v1``, key ``request_id``): decided by the
+    learner when the request's outcome arrives, on the context the serving
+    decision saw, just before the shadow learns from it (docs/registry.md)."""
+
+    schema_name: ClassVar[str] = "shadow_decision"
+
+    request_id: str = field(metadata=text())
+    tenant_id: str = field(metadata=text())
+    policy_id: str = field(metadata=text())
+    # The serving decision's policy version, and the shadow's registry version.
+    policy_version: int = field(metadata=TIMESTAMP)
+    shadow_version: int = field(metadata=TIMESTAMP)
+    # The shadow's choice and the exact probability it was drawn with, among
+    # ``available_arms`` (the served decision's, less arms the shadow lacks).
+    arm: str = field(metadata=text())
+    propensity: float = field(metadata=number(0, 1))
+    available_arms: list[str] = field(metadata=strings())
+    served_arm: str = field(metadata=text())
+    served_propensity: float = field(metadata=number(0, 1))
+    agreed: bool = field(metadata=boolean())
+    # Whether the shadow was imitating the serving policy (apprentice mode).
+    apprentice: bool = field(metadata=boolean())
+    # The outcome's time: when the shadow decided and learned.
+    decided_at: int = field(metadata=TIMESTAMP)
+    schema_version: int = SCHEMA_VERSION
+
+
 EXPERIMENT_KINDS = ("created", "stage", "result", "stopped")
 STOP_REASONS = ("manual", "promoted", "rolled_back", "winner")
 
@@ -1067,6 +1158,7 @@ ALL_RECORDS: tuple[type[Record], ...] = (
     AlertEvent,
     FeatureObservation,
     ExperimentEvent,
+    ShadowDecision,
 )
 for _cls in ALL_RECORDS:
     _cls.from_dict = staticmethod(_compile_from_dict(_cls))  # type: ignore[method-assign,assignment]

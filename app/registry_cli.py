@@ -20,6 +20,7 @@ from app.cli import CliError, _configured, _kafka
 from app.kafka_security import kafka_security
 from app.records import VERSION_STATUSES, InvalidEvent, RegistryEvent, now_ms
 from app.settings import Settings
+from app.shadow import APPRENTICE_WINDOW
 from app.stream.kafka_io import assign_from_start, partitions_of, read_to_end
 from app.stream.partitioning import partitions_for
 from app.topics import TopicCatalog
@@ -34,6 +35,7 @@ from app.versions import (
     config_diff,
     new_event_id,
     record_key,
+    serve_records,
 )
 
 WAIT_S = 10.0
@@ -78,6 +80,22 @@ def add_commands(sub: Any) -> None:
     p.add_argument("version", type=int, help="version number")
     p.add_argument(
         "--to", required=True, choices=VERSION_STATUSES[:-1], help="the status to move it to"
+    )
+    p.add_argument(
+        "--apprentice",
+        type=float,
+        default=None,
+        metavar="LEVEL",
+        help="with --to shadow: imitate the serving policy until the shadow's agreement with "
+        "it reaches LEVEL (0 to 1) over --apprentice-outcomes outcomes, then learn from the "
+        "rewards",
+    )
+    p.add_argument(
+        "--apprentice-outcomes",
+        type=int,
+        default=APPRENTICE_WINDOW,
+        metavar="N",
+        help=f"the outcomes the agreement is counted over (default {APPRENTICE_WINDOW})",
     )
     _request_flags(p)
 
@@ -133,7 +151,7 @@ async def _run(args: argparse.Namespace, settings: Settings, topic: str) -> int:
         return _show(view.policy(args.policy).get(args.version), args.json)
     if a == "diff":
         return _diff(view.policy(args.policy), args.a, args.b, args.json)
-    by = f"cli:{_user()}"
+    by = f"cli:{cli_user()}"
     now = now_ms()
     if a == "register":
         request = _event("register", args.policy, by, now, reason=args.reason)
@@ -153,6 +171,8 @@ async def _run(args: argparse.Namespace, settings: Settings, topic: str) -> int:
         await write_records(settings.bootstrap, topic, [status])
         print(f"{args.policy} version {info.number}: retired")
         return 0
+    if a == "promote" and args.apprentice is not None:
+        _check_apprentice(args.to, args.apprentice, args.apprentice_outcomes)
     if a == "promote" and args.to != "champion":
         info = reg.get(args.version)
         check_status_move(info, args.to)
@@ -161,20 +181,28 @@ async def _run(args: argparse.Namespace, settings: Settings, topic: str) -> int:
             # The learner that owns the policy runs it beside the serving
             # state: it needs the version's configuration and state.
             status.config, status.state = info.record.config, info.record.state
+            if args.apprentice is not None:
+                status.lineage = {
+                    "apprentice": args.apprentice,
+                    "apprentice_outcomes": args.apprentice_outcomes,
+                }
         await write_records(settings.bootstrap, topic, [status])
         print(f"{args.policy} version {info.number}: {args.to}")
         return 0
     target = reg.get(args.version) if a == "promote" else _rollback_target(reg, args.to)
     reason = args.reason or ("promoted to champion" if a == "promote" else "rolled back")
-    serve = _event("serve", args.policy, by, now, target.number, None, reason)
-    serve.config, serve.state = target.record.config, target.record.state
-    serve.config_hash = target.record.config_hash
-    records = [serve]
-    champion = reg.champion()
-    if champion is not None and champion.number != target.number:
-        records.append(_event("status", args.policy, by, now, champion.number, "retired", reason))
+    records = serve_records(reg, target, by, now, reason)
     await write_records(settings.bootstrap, topic, records)
-    return await _await_learner(settings.bootstrap, topic, serve, args.wait, "serving")
+    return await _await_learner(settings.bootstrap, topic, records[0], args.wait, "serving")
+
+
+def _check_apprentice(to: str, level: float, outcomes: int) -> None:
+    if to != "shadow":
+        raise VersionError("--apprentice is for --to shadow")
+    if not 0 < level <= 1:
+        raise VersionError(f"--apprentice must be in (0, 1], got {level:g}")
+    if not 1 <= outcomes <= 100_000:
+        raise VersionError(f"--apprentice-outcomes must be 1 to 100000, got {outcomes}")
 
 
 def _rollback_target(reg: PolicyRegistry, number: int | None) -> VersionInfo:
@@ -210,7 +238,8 @@ def _event(
     )
 
 
-def _user() -> str:
+def cli_user() -> str:
+    """Who runs the command (the ``created_by`` of what it writes)."""
     import getpass
 
     try:

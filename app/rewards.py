@@ -14,11 +14,20 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from app.circuit_breaker import CircuitBreaker
+
 COMPONENTS = ("quality", "cost", "latency", "feedback")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # Entry points a package declares for its reward functions.
 ENTRY_POINT_GROUP = "llmopt.rewards"
 RewardFunction = Callable[[Mapping[str, Any], Mapping[str, Any]], float]
+# A reward function that fails (raises, returns a value outside [0, 1], or
+# takes longer than REWARD_FUNCTION_SLOW_SECONDS) this many times in a row is
+# not called for REWARD_FUNCTION_RESET_SECONDS: the weighted sum stands in
+# (app/circuit_breaker.py), and the join is not held up by it.
+REWARD_FUNCTION_FAILURES = 5
+REWARD_FUNCTION_RESET_SECONDS = 30.0
+REWARD_FUNCTION_SLOW_SECONDS = 0.1
 
 
 class RewardFunctionError(ValueError):
@@ -110,6 +119,7 @@ class RewardSpec:
     timezone: str = "UTC"
     tenant_timezones: Mapping[str, str] = field(default_factory=dict, compare=False)
     _call: RewardFunction | None = field(default=None, init=False, repr=False, compare=False)
+    _breaker: CircuitBreaker | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -137,6 +147,13 @@ class RewardSpec:
                 raise ValueError("a schedule factor must be a non-negative number")
         if self.function:
             object.__setattr__(self, "_call", load_reward_function(self.function))
+            breaker = CircuitBreaker(
+                f"reward_function:{self.function}",
+                failures=REWARD_FUNCTION_FAILURES,
+                reset_seconds=REWARD_FUNCTION_RESET_SECONDS,
+                slow_seconds=REWARD_FUNCTION_SLOW_SECONDS,
+            )
+            object.__setattr__(self, "_breaker", breaker)
 
     def weights_at(self, at_ms: int, tenant_id: str | None = None) -> dict[str, float]:
         """The weights in effect at ``at_ms`` for ``tenant_id``."""
@@ -169,22 +186,33 @@ class RewardSpec:
         """The scalar reward of an outcome's ``components`` (quality,
         cost_usd, latency_ms, error, feedback) and how it was made (the
         outcome's ``reward_terms``: the weights in effect, and the function
-        when one is named; ``function_error`` when it failed, in which case the
-        weighted sum is used). ``context``: the decision's tenant_id,
-        policy_id, arm, model, decided_at and the like."""
+        when one is named; ``function_error`` when it failed or its circuit
+        breaker is open, in which case the weighted sum is used).
+        ``context``: the decision's tenant_id, policy_id, arm, model,
+        decided_at and the like."""
         weights = self.weights_at(at_ms, context.get("tenant_id"))
         weighted = self._weighted(weights, **{k: components.get(k) for k in _SCALAR_ARGS})
         terms: dict[str, Any] = {"weights": weights}
-        if self._call is None:
+        if self._call is None or self._breaker is None:
             return weighted, terms
         terms["function"] = self.function
+        breaker = self._breaker
+        if not breaker.allow():
+            terms["function_error"] = (
+                f"CircuitOpen: not called for {breaker.reset_seconds:g} s after "
+                f"{breaker.failures} failures in a row"
+            )
+            return weighted, terms
+        started = breaker.clock()
         try:
             value = float(self._call(components, {**context, "weighted": weighted}))
             if not 0.0 <= value <= 1.0:  # NaN fails too
                 raise RewardFunctionError(f"returned {value}, not a number in [0, 1]")
         except Exception as exc:  # a user's function never stops the join
+            breaker.failed()
             terms["function_error"] = f"{type(exc).__name__}: {exc}"[:512]
             return weighted, terms
+        breaker.finished(started)
         return value, terms
 
     def scalar(

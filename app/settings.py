@@ -8,7 +8,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from app.faults import FaultSpecError
+from app.faults import parse as parse_faults
 from app.records import MAX_DEADLINE_MS
+from app.tenant_access import TenantAccess
 
 PREFIX = "LLMOPT_"
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -75,6 +78,11 @@ class Settings:
     web_host: str = "127.0.0.1"
     web_token: str = field(default="", repr=False)
     web_token_file: str = ""
+    # Callers and the tenants each may act for (app/tenant_access.py): bearer
+    # tokens of the web endpoints, and principal:<name> entries for the
+    # principal a gateway forwards in principal_header on Kafka records.
+    web_tokens_file: str = ""
+    principal_header: str = ""
     # A fixed port (not 0, "any free port"): `llmopt run` polls /health there
     # and a worker's metrics carry it as part of the worker's id.
     web_port: int = 6066
@@ -135,6 +143,9 @@ class Settings:
     # When set, each decision carries a reward_token (an HMAC of tenant and
     # request id under this secret) that its reward must echo.
     reward_token_secret: str = field(default="", repr=False)
+    # Distinct values a label of one metric family may take; later values
+    # are counted under "other" (app/metrics.py).
+    metric_label_values_max: int = 1000
     # Ops view: how often a worker publishes its metrics to the metrics topic
     # (0: never), and how many points of history (one per publishing interval)
     # it keeps from that topic to serve /dashboard (0: no dashboard).
@@ -143,6 +154,9 @@ class Settings:
     # How often the experiments' evaluator publishes each running
     # experiment's result (stage changes and stops go out at once).
     experiment_result_seconds: float = 5.0
+    # Faults injected on purpose, for the chaos checks (app/faults.py), e.g.
+    # kill_mid_batch:join_rewards:3,crash_policy_update:0.001; empty: none.
+    faults: str = ""
     # Real-Kafka defaults; the embedded profile below overrides them.
     session_timeout_seconds: float = 30.0
     heartbeat_interval_seconds: float = 3.0
@@ -167,8 +181,18 @@ class Settings:
                 f"finished request (JOIN_DONE_RETENTION_SECONDS + JOIN_MAX_HOLD_SECONDS = "
                 f"{floor:g}); set at least {floor:g}"
             )
+        try:
+            parse_faults(self.faults)
+        except FaultSpecError as exc:
+            raise SettingsError(f"{PREFIX}FAULTS: {exc}") from None
+        if self.metric_label_values_max < 1:
+            raise SettingsError(
+                f"{PREFIX}METRIC_LABEL_VALUES_MAX: {self.metric_label_values_max} is not a "
+                f"cap; set at least 1, such as {Settings.metric_label_values_max}"
+            )
         self._check_kafka_security()
         self._check_web_access()
+        self._check_tenant_access()
 
     def _check_kafka_security(self) -> None:
         protocol = self.kafka_security_protocol
@@ -238,11 +262,32 @@ class Settings:
                     f"{PREFIX}WEB_TOKEN: shorter than {WEB_TOKEN_MIN_CHARS} characters; set a "
                     "random one, e.g. `openssl rand -hex 32`"
                 )
-        elif not is_loopback(self.web_host):
+        elif not is_loopback(self.web_host) and not self._file_has_tokens():
             raise SettingsError(
                 f"{PREFIX}WEB_HOST: {self.web_host} is not a loopback address, so the web "
                 f"endpoints need a bearer token; set {PREFIX}WEB_TOKEN (or "
-                f"{PREFIX}WEB_TOKEN_FILE), or bind to 127.0.0.1"
+                f"{PREFIX}WEB_TOKEN_FILE, or tokens in {PREFIX}WEB_TOKENS_FILE), or bind to "
+                "127.0.0.1"
+            )
+
+    def _tenant_access(self) -> TenantAccess | None:
+        if not self.web_tokens_file:
+            return None
+        try:
+            return TenantAccess.load(self.web_tokens_file, WEB_TOKEN_MIN_CHARS)
+        except ValueError as exc:
+            raise SettingsError(f"{PREFIX}WEB_TOKENS_FILE: {exc}") from None
+
+    def _file_has_tokens(self) -> bool:
+        access = self._tenant_access()
+        return access is not None and access.has_tokens
+
+    def _check_tenant_access(self) -> None:
+        access = self._tenant_access()
+        if self.principal_header and not (access is not None and access.has_principals):
+            raise SettingsError(
+                f"{PREFIX}PRINCIPAL_HEADER: set, but no {PREFIX}WEB_TOKENS_FILE names a "
+                "principal:<name> entry; list the principals and their tenants there"
             )
 
     def sasl_password(self) -> str:
@@ -297,10 +342,13 @@ class Settings:
         return 20 if self.embedded_broker else 2
 
     def broker_profile(self) -> dict[str, Any]:
-        """Consumer-group timings; the embedded broker needs short ones
-        (its JoinGroup waits half the session timeout)."""
+        """Consumer-group timings; the embedded broker needs short ones:
+        its JoinGroup waits half the session timeout (rounded up to whole
+        seconds), and a member that comes back after a kill or a clean
+        leave waits for its old membership's session to run out first
+        (docs/chaos.md#recovery-after-a-kill)."""
         if self.embedded_broker:
-            return {"session_timeout": 6.0, "heartbeat_interval": 1.0, "rebalance_timeout": 10.0}
+            return {"session_timeout": 3.0, "heartbeat_interval": 0.5, "rebalance_timeout": 10.0}
         return {
             "session_timeout": self.session_timeout_seconds,
             "heartbeat_interval": self.heartbeat_interval_seconds,

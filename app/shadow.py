@@ -12,14 +12,30 @@ reward. The estimates are IPS (unbiased, wide) and self-normalised IPS
 the serving policy's own mean reward on the same outcomes. Running sums
 only: a shadow's estimate costs a few additions per outcome and keeps in a
 few numbers, so it survives restarts in the policy's state.
+
+At the same moment the shadow decides: it draws an arm from the same
+probabilities, a shadow decision with its exact propensity. The draw is a
+hash of the shadow and the request (:func:`shadow_draw`), so it is
+reproducible and a batch redone after a crash decides the same.
+
+**Apprentice mode** (:class:`Agreement` with a ``level``): the shadow first
+learns to imitate the serving policy — reward 1 when its choice is the
+served arm, else 0, on its own choice with its own propensity (Azure
+Personalizer's apprentice mode) — until its agreement over the last
+``window`` outcomes reaches ``level``; from then on it learns from the real
+rewards. Its off-policy value is estimated on the real rewards throughout.
 """
 
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from statistics import NormalDist
 from typing import Any
+
+from app.experiments.traffic_split import bucket
 
 Z95 = NormalDist().inv_cdf(0.975)
 
@@ -99,3 +115,94 @@ class OffPolicyValue:
     def from_dict(cls, d: dict[str, Any]) -> OffPolicyValue:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+APPRENTICE_WINDOW = 200
+"""Outcomes over which an apprentice's agreement must reach its level."""
+
+
+def shadow_draw(probabilities: Sequence[float], shadow: str, request: str) -> int:
+    """The position of the arm a shadow chooses for a request: a draw from
+    ``probabilities`` by the request's hashed point in [0, 1) (``bucket``,
+    salted by the shadow), so each arm comes with exactly its probability
+    over requests, and the same request gets the same arm again.
+
+    >>> [shadow_draw([0.2, 0.8], "p/7", f"r{i}") for i in range(8)]
+    [1, 1, 1, 1, 1, 1, 0, 1]
+    """
+    cumulative, total = [], 0.0
+    for p in probabilities:
+        total += p
+        cumulative.append(total)
+    i = min(bisect_right(cumulative, bucket(request, shadow) * total), len(cumulative) - 1)
+    while i > 0 and probabilities[i] <= 0:
+        i -= 1  # rounding at the top end: the last arm that can be chosen
+    return i
+
+
+@dataclass
+class Agreement:
+    """How often a shadow's choices are the served arms: since it started,
+    and over the last ``window`` outcomes (bits, newest lowest). With a
+    ``level`` (apprentice mode) it imitates until that recent agreement
+    reaches the level over a full window; ``graduated_at`` says when.
+
+    >>> a = Agreement(level=0.75, window=4)
+    >>> [a.add(x, t) for t, x in enumerate([True, False, False, True, True, True])]
+    [False, False, False, False, False, True]
+    >>> a.imitating, a.graduated_at, a.recent_rate(), a.rate()
+    (False, 5, 0.75, 0.6666666666666666)
+    """
+
+    level: float | None = None
+    window: int = APPRENTICE_WINDOW
+    n: int = 0
+    agreed: int = 0
+    bits: int = 0
+    recent: int = 0
+    graduated_at: int | None = None
+
+    @property
+    def imitating(self) -> bool:
+        return self.level is not None and self.graduated_at is None
+
+    def add(self, agreed: bool, at: int) -> bool:
+        """Count one choice; whether it ends the apprenticeship."""
+        self.n += 1
+        self.agreed += agreed
+        self.bits = ((self.bits << 1) | agreed) & ((1 << self.window) - 1)
+        self.recent = min(self.recent + 1, self.window)
+        if (
+            self.imitating
+            and self.recent == self.window
+            and self.recent_rate() >= (self.level or 0.0)
+        ):
+            self.graduated_at = at
+            return True
+        return False
+
+    def rate(self) -> float:
+        return self.agreed / self.n if self.n else math.nan
+
+    def recent_rate(self) -> float:
+        return self.bits.bit_count() / self.recent if self.recent else math.nan
+
+    def summary(self) -> dict[str, Any]:
+        rate, recent = self.rate(), self.recent_rate()
+        return {
+            "agreement": None if math.isnan(recent) else recent,
+            "agreement_total": None if math.isnan(rate) else rate,
+            "apprentice": self.level,
+            "imitating": self.imitating,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        # The window's bits as hex: JSON numbers stop at 64 bits.
+        return asdict(self) | {"bits": format(self.bits, "x")}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Agreement:
+        names = {f.name for f in fields(cls)}
+        a = cls(**{k: v for k, v in d.items() if k in names})
+        a.bits = int(str(d.get("bits", "0")), 16)
+        return a

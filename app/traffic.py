@@ -16,6 +16,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from app.evaluation.simulator import TrafficSimulator
+from app.evaluation.task_regret import TaskRegret
 from app.kafka_security import kafka_security
 from app.records import Request, now_ms
 from app.stream.kafka_io import partitions_of
@@ -26,21 +27,29 @@ METRICS_EVERY_SECONDS = 2.0
 
 class SimulatorMetrics:
     """What only the simulator knows (the true regret), as Prometheus metrics
-    in a registry of their own, published to the metrics topic like a worker's."""
+    in a registry of their own, published to the metrics topic like a worker's.
+    ``task_type`` is one of the scenario's task types (a closed set)."""
 
-    def __init__(self) -> None:
+    def __init__(self, task_types: tuple[str, ...] = ()) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = CollectorRegistry()
         r = self.registry
         self.decisions = Counter(
-            "llmopt_simulator_decisions_total", "Decisions the simulator received.", registry=r
+            "llmopt_simulator_decisions_total",
+            "Decisions the simulator received, by task type and chosen arm.",
+            ["task_type", "arm"],
+            registry=r,
         )
         self.regret = Counter(
             "llmopt_simulator_true_regret_total",
-            "True regret of those decisions: best expected reward minus the chosen arm's.",
+            "True regret of those decisions, by task type: the best expected reward "
+            "(best arm at its best call parameters) minus the chosen arm's at the served ones.",
+            ["task_type"],
             registry=r,
         )
+        for task in task_types:
+            self.regret.labels(task)
         self.reward = Counter(
             "llmopt_simulator_reward_total", "Sum of the scalar rewards sent back.", registry=r
         )
@@ -90,7 +99,8 @@ class TrafficDriver:
         self.max_requests = max_requests
         self.daily_pattern = daily_pattern
         self.stats = TrafficStats()
-        self.metrics = SimulatorMetrics()
+        self.metrics = SimulatorMetrics(simulator.config.task_names)
+        self.tasks = TaskRegret(simulator.config.task_names)
         self._pending: dict[str, Request] = {}
         self._stop = asyncio.Event()
         # Request ids are unique per run: the simulator's seeded ids repeat
@@ -185,9 +195,11 @@ class TrafficDriver:
         self.stats.fallback += decision.get("fallback", False)
         self.stats.latencies_ms.append(now - req.created_at)
         self.stats.recent_arms.append(decision["arm"])
-        regret = self.sim.record_choice(req, decision["arm"], now)
-        self.metrics.decisions.inc()
-        self.metrics.regret.inc(max(0.0, regret))
+        arm, task = decision["arm"], req.task_type
+        regret = max(0.0, self.sim.record_choice(req, arm, now, decision.get("parameters")))
+        self.tasks.record(task, arm, regret, now)
+        self.metrics.decisions.labels(task, arm).inc()
+        self.metrics.regret.labels(task).inc(regret)
         self.metrics.latency.observe(max(0, now - req.created_at) / 1000)
 
     async def _publish_metrics(self) -> None:
@@ -235,4 +247,21 @@ class TrafficDriver:
             "mean_regret": round(self.sim.regret / max(1, self.sim.rounds), 4),
             "arm_shares": {a: round(v, 3) for a, v in s.shares().items()},
             "best_arm": self.sim.overall_best_arm(now_ms()),
+            "last_minute": self.tasks.recent_overall(now_ms()),
+            "tasks": self.task_summary(),
+        }
+
+    def task_summary(self) -> dict[str, dict[str, Any]]:
+        """Per task type: decisions in total, regret per decision in the last
+        minute, and arm shares of its latest decisions."""
+        recent = self.tasks.recent(now_ms())
+        totals = self.tasks.totals()
+        shares = self.tasks.shares()
+        return {
+            t: {
+                "decisions": totals[t]["decisions"],
+                "regret_per_decision": recent[t]["regret_per_decision"],
+                "shares": {a: round(v, 3) for a, v in shares[t].items()},
+            }
+            for t in self.tasks.task_types
         }

@@ -86,6 +86,9 @@ class PolicyRegistry:
     versions: dict[int, VersionInfo] = field(default_factory=dict)
     # (time, version, reason, created_by) of every serve record, in order.
     served: list[tuple[int, int, str, str]] = field(default_factory=list)
+    # Serve records without a number (a promoted rollout's challenger), by
+    # event id, until the learner's champion status names the version it made.
+    unnumbered: dict[str, RegistryEvent] = field(default_factory=dict)
 
     def get(self, number: int) -> VersionInfo:
         try:
@@ -135,8 +138,73 @@ class RegistryView:
             named = reg.versions.get(n)
             if named is not None:
                 named.history.append((event.created_at, event.status, event.reason or ""))
+            serve = reg.unnumbered.pop(str((event.lineage or {}).get("request")), None)
+            if serve is not None and event.status == "champion":
+                reg.served.append((serve.created_at, n, serve.reason or "", serve.created_by))
         elif event.kind == "serve" and n is not None:
             reg.served.append((event.created_at, n, event.reason or "", event.created_by))
+        elif event.kind == "serve":
+            reg.unnumbered[event.event_id] = event
+
+
+def serve_records(
+    reg: PolicyRegistry | None,
+    target: VersionInfo | None,
+    by: str,
+    now: int,
+    reason: str,
+    *,
+    policy_id: str | None = None,
+    config: JSON | None = None,
+    state: JSON | None = None,
+    config_hash: str | None = None,
+    lineage: JSON | None = None,
+) -> list[RegistryEvent]:
+    """The records that make a version the champion (``llmopt registry
+    rollback`` and ``promote --to champion``, a promoted rollout): a
+    ``serve`` request carrying its configuration and state, which the
+    policy's learner carries out, and the previous champion's ``retired``.
+
+    ``target`` is a registered version of the policy; or None with the
+    configuration and state given (a promoted rollout's challenger), which
+    the learner registers as a new version of the policy before serving it.
+    """
+    if target is not None:
+        number, policy_id = target.number, target.record.policy_id
+        config, state = target.record.config, target.record.state
+        config_hash = target.record.config_hash
+    else:
+        number = None
+    assert policy_id is not None and config is not None and state is not None
+    serve = RegistryEvent(
+        event_id=new_event_id(),
+        kind="serve",
+        policy_id=policy_id,
+        created_at=now,
+        created_by=by,
+        version=number,
+        reason=reason,
+        config=config,
+        state=state,
+        config_hash=config_hash,
+        lineage=lineage,
+    )
+    records = [serve]
+    champion = reg.champion() if reg is not None else None
+    if champion is not None and champion.number != number:
+        records.append(
+            RegistryEvent(
+                event_id=new_event_id(),
+                kind="status",
+                policy_id=policy_id,
+                created_at=now,
+                created_by=by,
+                version=champion.number,
+                status="retired",
+                reason=reason,
+            )
+        )
+    return records
 
 
 def check_status_move(info: VersionInfo, status: str) -> None:

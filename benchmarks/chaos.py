@@ -2,7 +2,7 @@
 and load, on the embedded broker.
 
     scripts/chaos --quick            under 10 minutes on 2 cores
-    scripts/chaos                    more kills, longer load
+    scripts/chaos --full             every check, more kills, longer load (the default)
     scripts/chaos --json PATH        also write the results as JSON to PATH
     scripts/chaos --only kills,load  a subset of the checks
 
@@ -18,7 +18,10 @@ E. ``workers``: as A, with two workers of the app (own data directories and
 B. ``tenant`` then ``reply``, with a trusted tenant header, a policy
    restricted to one tenant and a policy with an exploration budget;
 C. ``hostile``, configured as B;
-D. ``load``: ``llmopt simulate`` against the default configuration.
+D. ``load``: ``llmopt simulate`` against the default configuration;
+F. ``faults``: as A with the features role too, and every worker start
+   refusing 1% of the policy updates (``LLMOPT_FAULTS``); full runs and
+   ``--only`` only.
 
 Checks (details in docs/chaos.md):
 
@@ -45,7 +48,13 @@ Checks (details in docs/chaos.md):
               policy, and requests spoofing another tenant under a trusted
               header;
 7. load     — ``llmopt simulate`` at 1,000 requests/s against one worker:
-              every reward of a decided request reaches its outcome.
+              every reward of a decided request reaches its outcome;
+8. faults   — faults injected inside the worker (app/faults.py): a kill
+              after a batch is handled and before its commit, in each
+              batched service; policy updates that raise (each such
+              outcome dead-lettered, never applied, the others applied
+              once); a slowed learner whose lag grows and drains while
+              the decisions keep their p99.
 
 Output: a table (one row per check), the results as JSON, and a last line
 ``overall: PASS`` or ``overall: FAIL``. Progress goes to stderr.
@@ -99,12 +108,12 @@ MAX_EVENT_BYTES = 64 * 1024
 PRODUCER_LIMIT = 1024 * 1024  # aiokafka's default max_request_size: a dead letter must fit
 POLICY_WAIT_S = 5.0  # reward wait of the policies files below
 CHANGELOG_TABLES = ("join-pending", "policy-state", "applied-requests")
-CHECKS = ("kills", "workers", "broker", "tenant", "hostile", "reply", "load")
+CHECKS = ("kills", "workers", "broker", "tenant", "hostile", "reply", "load", "faults")
 # The join's consumer group (app/stream/batched_service.py: group_id).
 JOIN_GROUP = f"{APP_ID}-join-rewards"
 # The two-worker check does not fit --quick's budget next to the others
 # without cutting the kills check's time: full runs (or --only) only.
-QUICK_CHECKS = tuple(c for c in CHECKS if c != "workers")
+QUICK_CHECKS = tuple(c for c in CHECKS if c not in ("workers", "faults"))
 
 ARMS_YAML = """\
     arms:
@@ -398,6 +407,46 @@ class Worker:
         }
 
 
+# Where a restart's time goes, from the worker log's own timestamps: each
+# phase ends at the first line matching it after the start.
+RESTART_PHASES = (
+    ("process_start", re.compile(r"\[\^Worker\]: Starting\.\.\.")),
+    ("faust_group_joined", re.compile(r"Executing _on_partitions_assigned")),
+    ("faust_ready", re.compile(r"\[\^Worker\]: Ready")),
+    ("batched_groups_joined", re.compile(r"changelog records recovered")),
+)
+_LOG_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3})\]")
+
+
+def restart_phases(log_path: Path, since: int, spawn_ms: int) -> dict[str, float]:
+    """Seconds from the spawn to the end of each of :data:`RESTART_PHASES`,
+    read from the log of the start whose marker is at byte ``since`` (the
+    worker logs local time)."""
+    try:
+        with log_path.open("rb") as fh:
+            fh.seek(since)
+            lines = fh.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return {}
+    found: dict[str, float] = {}
+    markers = 0
+    for line in lines:
+        if line.startswith("==== chaos: worker start"):
+            markers += 1
+            if markers > 1:
+                break  # the next start's
+        m = _LOG_TIME.match(line)
+        if m is None:
+            continue
+        for name, pattern in RESTART_PHASES:
+            if name not in found and pattern.search(line):
+                at = time.mktime(time.strptime(m[1], "%Y-%m-%d %H:%M:%S")) * 1000 + int(m[2])
+                found[name] = round((at - spawn_ms) / 1000, 2)
+        if len(found) == len(RESTART_PHASES):
+            break
+    return found
+
+
 # ------------------------------------------------------------------ kafka io
 async def list_topics(bootstrap: str) -> set[str]:
     """All topic names (a metadata request for all topics creates none)."""
@@ -440,6 +489,7 @@ class Follower:
         self.next: dict[int, int] = {}
         self.count = 0
         self.handler_errors = 0
+        self.fetch_errors: Counter[str] = Counter()
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> Follower:
@@ -472,7 +522,8 @@ class Follower:
                 batch = await self.consumer.getmany(timeout_ms=200, max_records=5000)
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
+                self.fetch_errors[type(exc).__name__] += 1
                 await asyncio.sleep(0.5)
                 continue
             for tp, msgs in batch.items():
@@ -488,6 +539,16 @@ class Follower:
 
     def position_sum(self) -> int:
         return sum(self.next.values())
+
+    def behind(self) -> int | None:
+        """Records between our positions and the last fetched high-water marks."""
+        total = 0
+        for tp in self.tps:
+            high = self.consumer.highwater(tp)
+            if high is None:
+                return None
+            total += high - self.next.get(tp.partition, 0)
+        return total
 
     def caught_up(self) -> bool:
         for tp in self.tps:
@@ -611,6 +672,9 @@ class Ledger:
         self.dead_reasons: Counter[str] = Counter()
         self.dead_max_bytes = 0
         self.snapshots: dict[str, list[int]] = {}  # policy -> updates, in topic order
+        # Requests whose outcome a worker dead-lettered internal_error (the
+        # learner raised while applying it).
+        self.refused_outcomes: Counter[Key] = Counter()
         self.followers: list[Follower] = []
 
     async def start(self, bootstrap: str) -> None:
@@ -700,6 +764,11 @@ class Ledger:
         )
         self.dead.setdefault(src, []).append(dead)
         self.dead_reasons[dead.reason] += 1
+        if dead.reason == "internal_error" and src[0] == self.topics["outcomes"]:
+            with contextlib.suppress(ValueError):
+                o = orjson.loads(raw)
+                if isinstance(o, dict):
+                    self.refused_outcomes[(str(o.get("tenant_id")), str(o.get("request_id")))] += 1
 
     def _on_snapshot(self, m: Any) -> None:
         d = orjson.loads(m.value)
@@ -797,7 +866,10 @@ class Deployment:
     def bootstrap(self) -> str:
         return self.broker.bootstrap
 
-    async def start(self, extra_topics: Iterable[tuple[str, int]] = ()) -> float:
+    async def start(
+        self, extra_topics: Iterable[tuple[str, int]] = (), workers: int | None = None
+    ) -> float:
+        """Broker, topics, the first ``workers`` workers (None: all), clients."""
         from app.topics import apply_topics
 
         t0 = time.monotonic()
@@ -805,7 +877,7 @@ class Deployment:
         await apply_topics(self.bootstrap, self.catalog)
         for name, parts in extra_topics:
             await create_topic(self.bootstrap, name, parts)
-        for w in self.workers:
+        for w in self.workers[:workers]:
             w.start()
         ready = await self.wait_ready(180.0)
         if ready is None:
@@ -816,10 +888,10 @@ class Deployment:
         return round(time.monotonic() - t0, 1)
 
     async def wait_ready(self, timeout: float) -> float | None:
-        """/health 200 from every worker, giving up early if one is gone for good."""
+        """/health 200 from every started worker, giving up early if one is gone for good."""
         t0 = time.monotonic()
         while time.monotonic() - t0 < timeout:
-            if all([await w.health() == 200 for w in self.workers]):
+            if all([await w.health() == 200 for w in self.workers if w.proc is not None]):
                 return round(time.monotonic() - t0, 2)
             if self.crash_loop:
                 return None
@@ -912,6 +984,7 @@ class Deployment:
         exit_s = time.monotonic() - t0
         exit_ms = now_ms()
         watch = self.ledger.watch(exit_ms)
+        log_at = w.log_size()
         w.start()
         w.expecting_exit = False
         spawn_ms = now_ms()
@@ -933,6 +1006,8 @@ class Deployment:
             "downtime_s": round((watch.first_ms - (exit_ms - exit_s * 1000)) / 1000, 2)
             if watch.first_ms is not None
             else None,
+            "log_at": log_at,
+            "spawn_ms": spawn_ms,
         }
 
     async def close(self) -> None:
@@ -1022,6 +1097,7 @@ class Stream:
         self.decided: dict[Key, Dec] = {}
         self.rewarded: dict[Key, int] = {}  # key -> reward sent_at
         self.reward_src: dict[Key, tuple[str, int, int]] = {}
+        self.request_src: dict[Key, tuple[int, int]] = {}  # partition, offset
         self.send_errors = 0
         self._due: list[tuple[float, int, Key]] = []
         self._seq = 0
@@ -1095,6 +1171,8 @@ class Stream:
                 self.send_errors += 1
             else:
                 self.acked.add(k)
+                md = f.result()
+                self.request_src[k] = (md.partition, md.offset)
 
         fut.add_done_callback(acked)
 
@@ -1146,6 +1224,13 @@ class Stream:
         """Requests without a decision, rewards not in their outcome, outcome
         anomalies, over this stream's keys."""
         no_decision = [k for k in self.acked if k not in self.decided]
+        undecided: dict[int, list[int]] = {}
+        undecided_reasons: Counter[str] = Counter()
+        for k in no_decision:
+            part, offset = self.request_src[k]
+            undecided.setdefault(part, []).append(offset)
+            dls = ledger.dead.get((self.dep.topics["requests"], part, offset), [])
+            undecided_reasons[dls[0].reason if dls else "no dead letter"] += 1
         late, lost, missing, conflicts, dupes = 0, [], 0, 0, 0
         lost_reasons: Counter[str] = Counter()
         for key, sent_at in self.rewarded.items():
@@ -1176,6 +1261,11 @@ class Stream:
             "requests_sent": len(self.acked),
             "decided": len(self.decided),
             "no_decision": len(no_decision),
+            # Where they are: per partition, how many and their offset range.
+            "no_decision_by_partition": {
+                p: {"count": len(o), "offsets": [min(o), max(o)]} for p, o in undecided.items()
+            },
+            "no_decision_by_dead_letter_reason": dict(undecided_reasons),
             "send_errors": self.send_errors,
             "rewards_sent": len(self.reward_src),
             "rewards_late": late,
@@ -1187,6 +1277,32 @@ class Stream:
             "outcomes_conflicting": conflicts,
             "examples_lost": [list(k) for k in lost[:3]],
         }
+
+
+async def _diagnose_undecided(dep: Deployment, stream: Stream) -> dict[str, Any]:
+    """Tells requests the worker never decided apart from decisions our
+    follower did not get to: its state, and the decisions topic read afresh."""
+    follower = dep.ledger.followers[0]
+    undecided = {k[1] for k in stream.acked if k not in stream.decided}
+    fresh: set[str] = set()
+
+    def on_decision(m: Any) -> None:
+        if m.key is not None and m.key.decode(errors="replace") in undecided:
+            fresh.add(m.key.decode())
+
+    f = await Follower(dep.bootstrap, dep.topics["decisions"], on_decision).start()
+    try:
+        caught_up = await f.wait_caught_up(90)
+    finally:
+        await f.stop()
+    return {
+        "follower_caught_up": follower.caught_up(),
+        "follower_behind": follower.behind(),
+        "follower_fetch_errors": dict(follower.fetch_errors),
+        "fresh_read_caught_up": caught_up,
+        "fresh_read_records": f.count,
+        "found_on_fresh_read": len(fresh),
+    }
 
 
 async def _diagnose_waiting(dep: Any, L: Ledger, decided_rewarded: list[Key]) -> dict[str, Any]:
@@ -1299,6 +1415,9 @@ async def check_kills(dep: Deployment, p: Params) -> dict[str, Any]:
             rec["n"] = i + 1
             rec["at_s"] = round(time.monotonic() - t0, 1)
             kills.append(rec)
+            # The decider is back before the rest of the worker: the next
+            # kill's random moment counts from the whole worker being back.
+            rec["healthy_s"] = await dep.wait_ready(dep.left(60, 80))
             log(
                 f"kills: {i + 1}/{len(sigs)} {rec['signal']}: exit {rec['exit_s']}s, "
                 f"first new decision {rec['recover_s']}s after restart"
@@ -1308,6 +1427,7 @@ async def check_kills(dep: Deployment, p: Params) -> dict[str, Any]:
         quiesce = await quiesce_stream(dep, p, stream)
     finally:
         await stream.stop()
+    add_phases(kills, [dep.worker])
     loop_, failures = await stream_verdict(dep, stream, quiesce)
     acc = loop_["acc"]
     recover = [k["recover_s"] for k in kills if k["recover_s"] is not None]
@@ -1334,6 +1454,7 @@ async def check_kills(dep: Deployment, p: Params) -> dict[str, Any]:
         recover_s={"median": _median(recover), "max": max(recover) if recover else None},
         worker_exits=dep.exits_in("kills"),
         details={
+            "restart_phases_median_s": phase_medians(kills),
             "rate_per_s": p.kill_rate,
             "reward_fraction": 0.9,
             "reward_wait_s": POLICY_WAIT_S,
@@ -1345,9 +1466,12 @@ async def check_kills(dep: Deployment, p: Params) -> dict[str, Any]:
     )
 
 
-async def quiesce_stream(dep: Deployment, p: Params, stream: Stream) -> dict[str, Any]:
+async def quiesce_stream(
+    dep: Deployment, p: Params, stream: Stream, refuses: Callable[[str], bool] | None = None
+) -> dict[str, Any]:
     """Stop ``stream`` and wait for its decisions, outcomes and the learner's
-    last snapshot, within the check's budget; say whether it was slow or stuck."""
+    last snapshot (``refuses``: the request ids the learner is made to
+    refuse), within the check's budget; say whether it was slow or stuck."""
     q0 = time.monotonic()
     await stream.drain(dep.left(60 if p.quick else 180, 60))
     # A join behind after the restarts is late, not lossy: wait while
@@ -1359,7 +1483,8 @@ async def quiesce_stream(dep: Deployment, p: Params, stream: Stream) -> dict[str
         stall=15,
     )
     before = len(dep.ledger.outcomes)
-    await settle_learner(dep.ledger, "default", len(stream.decided), dep.left(45, 15))
+    expected = expected_updates(stream, refuses)
+    await settle_learner(dep.ledger, "default", expected, dep.left(45, 15))
     await dep.ledger.caught_up(10)
     # Slow or stuck? Whether outcomes still came during the learner's
     # wait, and what the join has not committed yet.
@@ -1370,14 +1495,25 @@ async def quiesce_stream(dep: Deployment, p: Params, stream: Stream) -> dict[str
     }
 
 
+def expected_updates(stream: Stream, refuses: Callable[[str], bool] | None) -> int:
+    """The learner's updates a quiesced stream should leave: one per decided
+    request, but for those whose update is made to raise."""
+    if refuses is None:
+        return len(stream.decided)
+    return sum(1 for _, rid in stream.decided if not refuses(rid))
+
+
 async def stream_verdict(
-    dep: Deployment, stream: Stream, quiesce: dict[str, Any]
+    dep: Deployment,
+    stream: Stream,
+    quiesce: dict[str, Any],
+    refuses: Callable[[str], bool] | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """The data-safety accounting of a quiesced stream on the ``default``
     policy: requests without a decision, rewards lost, outcome anomalies,
     updates lost or doubled, snapshots going backwards; and its failures."""
     acc = stream.accounting(dep.ledger, POLICY_WAIT_S)
-    expected = len(stream.decided)
+    expected = expected_updates(stream, refuses)
     applied = dep.ledger.latest_updates("default")
     snap_back = backwards(dep.ledger.snapshots.get("default", []))
     changelog: list[int] = []
@@ -1393,6 +1529,7 @@ async def stream_verdict(
     lost_updates = max(0, expected - (applied or 0))
     failures = []
     if acc["no_decision"]:
+        acc["no_decision_diagnosis"] = await _diagnose_undecided(dep, stream)
         failures.append(f"{acc['no_decision']} requests without a decision")
     if acc["rewards_lost"]:
         failures.append(f"{acc['rewards_lost']} rewards not in their outcome")
@@ -1463,6 +1600,7 @@ async def kill_pause_restart(
         await w.wait_exit(10)
         await asyncio.sleep(pause)
         spawn_ms = now_ms()
+        log_at = w.log_size()
         w.start()
         w.expecting_exit = False
         health_s = await w.wait_healthy(dep.left(120, 60))
@@ -1482,6 +1620,8 @@ async def kill_pause_restart(
         "first_decision_s": since_kill(min(first.values()) if first else None),
         "recover_s": since_kill(every),  # every tenant decided again
         "tenants_decided_again": len(first),
+        "log_at": log_at,
+        "spawn_ms": spawn_ms,
     }
 
 
@@ -1509,6 +1649,7 @@ async def check_workers(dep: Deployment, p: Params) -> dict[str, Any]:
         quiesce = await quiesce_stream(dep, p, stream)
     finally:
         await stream.stop()
+    add_phases(kills, dep.workers)
     loop_, failures = await stream_verdict(dep, stream, quiesce)
     acc = loop_["acc"]
     if len(kills) < len(dep.workers):
@@ -1537,6 +1678,7 @@ async def check_workers(dep: Deployment, p: Params) -> dict[str, Any]:
             "reward_fraction": 0.9,
             "reward_wait_s": POLICY_WAIT_S,
             "tenants": tenants,
+            "restart_phases_median_s": phase_medians(kills),
             **acc,
             **loop_["details"],
             "kills": kills,
@@ -1544,6 +1686,265 @@ async def check_workers(dep: Deployment, p: Params) -> dict[str, Any]:
             "worker_log": {w.name: w.log_problems(log_at[w.name]) for w in dep.workers},
         },
     )
+
+
+# ------------------------------------------------------- 8. faults injected
+FAULT_CRASH_FRACTION = 0.01  # of requests whose policy update raises
+# The batch after which the worker kills itself, per batched service: past
+# its first batches, so that it has committed some and holds more in flight.
+FAULT_KILL_AT = {
+    "select_arm": 40,
+    "join_rewards": 15,
+    "learn_from_outcomes": 8,
+    "aggregate_features": 8,
+}
+FAULT_SLOW_SERVICE = "learn_from_outcomes"
+FAULT_SLOW_DELAY_S = 2.0
+LEARN_GROUP = f"{APP_ID}-learn-from-outcomes"
+
+
+async def restart_with_faults(dep: Deployment, spec: str, grace: float) -> Watch:
+    """Stop the worker (SIGTERM) and start it with ``LLMOPT_FAULTS=spec``;
+    the watch of its first new decision."""
+    w = dep.worker
+    await w.stop(grace)
+    w.env = {**dep.env, "LLMOPT_FAULTS": spec}
+    watch = dep.ledger.watch(now_ms())
+    w.start()
+    return watch
+
+
+async def first_decision(dep: Deployment, watch: Watch, cap: float) -> int | None:
+    await wait_until(lambda: watch.first_ms is not None or dep.crash_loop, cap)
+    with contextlib.suppress(ValueError):
+        dep.ledger.watches.remove(watch)
+    return watch.first_ms
+
+
+async def fault_kill(dep: Deployment, p: Params, service: str, batch: int) -> dict[str, Any]:
+    """Start the worker with a kill after its ``batch``-th batch of
+    ``service``, wait for it to kill itself, start it again without."""
+    w, base = dep.worker, dep.env["LLMOPT_FAULTS"]
+    w.expecting_exit = True  # it is to die: no supervisor restart meanwhile
+    log_at = w.log_size()
+    t0 = time.monotonic()
+    await restart_with_faults(dep, f"{base},kill_mid_batch:{service}:{batch}", p.term_grace)
+    w.expecting_exit = True
+    died = await w.wait_exit(dep.left(90, 60))
+    died_s = round(time.monotonic() - t0, 2)
+    rc = w.proc.returncode if died and w.proc is not None else None
+    if not died:
+        w.kill_now()
+    fired = f"kill_mid_batch after batch {batch} of {service}" in _log_since(w, log_at)
+    w.env = dict(dep.env)
+    watch = dep.ledger.watch(now_ms())
+    restart_at = w.log_size()
+    w.start()
+    w.expecting_exit = False
+    spawn_ms = now_ms()
+    first = await first_decision(dep, watch, dep.left(120, 45))
+    return {
+        "service": service,
+        "batch": batch,
+        "died_s": died_s if died else None,
+        "returncode": rc,
+        "fired": fired,
+        "recover_s": round((first - spawn_ms) / 1000, 2) if first is not None else None,
+        "log_at": restart_at,
+        "spawn_ms": spawn_ms,
+    }
+
+
+def _log_since(w: Worker, since: int) -> str:
+    try:
+        with w.log_path.open("rb") as fh:
+            fh.seek(since)
+            return fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _latency_p99(stream: Stream, start_ms: int, end_ms: int) -> float | None:
+    lat = [
+        d.decided_at - d.requested_at
+        for d in stream.decided.values()
+        if start_ms <= d.requested_at < end_ms
+    ]
+    return _pct(lat, 0.99)
+
+
+async def slow_consumer(
+    dep: Deployment, p: Params, stream: Stream, steady: tuple[int, int]
+) -> dict[str, Any]:
+    """The learner slowed by a delay per batch for a while, then not: its
+    lag (outcomes read by us, not committed by its group) sampled every
+    second; request→decision p99 in the ``steady`` window (ms) before any
+    fault, during the slow phase and for as long after it (each from 5 s
+    after its restart: the restart's own backlog is not the learner's)."""
+    outcomes = dep.ledger.followers[1]
+    base = dep.env["LLMOPT_FAULTS"]
+    seconds = 20.0 if p.quick else 40.0
+    lag_before = await group_lag(dep.bootstrap, LEARN_GROUP, outcomes)
+    spec = f"{base},slow_consumer:{FAULT_SLOW_SERVICE}:{FAULT_SLOW_DELAY_S:g}s"
+    watch = await restart_with_faults(dep, spec, p.term_grace)
+    dep.worker.expecting_exit = False
+    slow_from = await first_decision(dep, watch, dep.left(120, 60)) or now_ms()
+    during: list[int] = []
+    t_end = time.monotonic() + seconds
+    while time.monotonic() < t_end:
+        lag = await group_lag(dep.bootstrap, LEARN_GROUP, outcomes)
+        if lag is not None:
+            during.append(lag)
+        await asyncio.sleep(1.0)
+    slow_to = now_ms()
+    watch = await restart_with_faults(dep, base, p.term_grace)
+    dep.worker.expecting_exit = False
+    back = await first_decision(dep, watch, dep.left(120, 60))
+    after: list[int] = []
+    drained_s = None
+    t0 = time.monotonic()
+    limit = max(50, int(p.kill_rate))  # under a second of the stream
+    while time.monotonic() - t0 < dep.left(90, 60):
+        lag = await group_lag(dep.bootstrap, LEARN_GROUP, outcomes)
+        if lag is not None:
+            after.append(lag)
+            if lag <= limit and back is not None:
+                drained_s = round((now_ms() - back) / 1000, 1)
+                break
+        await asyncio.sleep(1.0)
+    # The control: as long again without the fault, after a restart like it.
+    back = back or now_ms()
+    await asyncio.sleep(max(0.0, (back + slow_to - slow_from - now_ms()) / 1000))
+    return {
+        "service": FAULT_SLOW_SERVICE,
+        "delay_per_batch_s": FAULT_SLOW_DELAY_S,
+        "seconds": round((slow_to - slow_from) / 1000, 1),
+        "lag_before": lag_before,
+        "lag_peak": max(during) if during else None,
+        # Once the restart's backlog is worked off: what the delay holds back.
+        "lag_steady": _median([float(x) for x in during[len(during) // 2 :]]),
+        "lag_samples": during,
+        "lag_after": after,
+        "drained_s_after_restart": drained_s,
+        "decision_p99_ms_before": _latency_p99(stream, *steady),
+        "decision_p99_ms_during": _latency_p99(stream, slow_from + 5000, slow_to),
+        "decision_p99_ms_after": _latency_p99(stream, back + 5000, back + slow_to - slow_from),
+    }
+
+
+async def check_faults(dep: Deployment, p: Params) -> dict[str, Any]:
+    from app.faults import Faults
+
+    refuses = Faults(crash_fraction=FAULT_CRASH_FRACTION).crashes
+    stream = Stream(dep, f"f{p.seed}", p.kill_rate, 0.9, [f"tenant-{i}" for i in range(4)], p.seed)
+    log_at = dep.worker.log_size()
+    kills: list[dict[str, Any]] = []
+    slow: dict[str, Any] = {}
+    stream.start()
+    try:
+        started = now_ms()
+        await asyncio.sleep(10.0)
+        steady = (started + 3000, now_ms())
+        for service, batch in FAULT_KILL_AT.items():
+            rec = await fault_kill(dep, p, service, batch)
+            kills.append(rec)
+            log(
+                f"faults: kill after batch {batch} of {service}: died {rec['died_s']}s after "
+                f"start (rc {rec['returncode']}, logged {rec['fired']}); first new decision "
+                f"{rec['recover_s']}s after the restart"
+            )
+            await asyncio.sleep(3.0)
+        slow = await slow_consumer(dep, p, stream, steady)
+        log(
+            f"faults: {FAULT_SLOW_SERVICE} slowed by {FAULT_SLOW_DELAY_S:g}s a batch: lag "
+            f"{slow['lag_before']} → peak {slow['lag_peak']}, steady {slow['lag_steady']}, drained "
+            f"{slow['drained_s_after_restart']}s after; decision p99 "
+            f"{slow['decision_p99_ms_before']} ms at first, {slow['decision_p99_ms_during']} ms "
+            f"slowed, {slow['decision_p99_ms_after']} ms after"
+        )
+        await asyncio.sleep(5.0)
+        log("faults: stopping the stream; waiting for decisions, outcomes and the learner")
+        quiesce = await quiesce_stream(dep, p, stream, refuses)
+    finally:
+        await stream.stop()
+    add_phases(kills, [dep.worker])
+    loop_, failures = await stream_verdict(dep, stream, quiesce, refuses)
+    acc, L = loop_["acc"], dep.ledger
+    crashed = [k for k in stream.decided if refuses(k[1])]
+    silent = [k for k in crashed if k in L.outcomes and k not in L.refused_outcomes]
+    unexpected = [k for k in L.refused_outcomes if not refuses(k[1])]
+    for rec in kills:
+        if rec["returncode"] != -signal.SIGKILL or not rec["fired"]:
+            failures.append(f"the kill in {rec['service']} did not happen (rc {rec['returncode']})")
+        elif rec["recover_s"] is None:
+            failures.append(f"no decision after the kill in {rec['service']}")
+    if not crashed:
+        failures.append("no policy update was made to crash")
+    if silent:
+        failures.append(f"{len(silent)} refused outcomes neither applied nor dead-lettered")
+    if unexpected:
+        failures.append(f"{len(unexpected)} outcomes dead-lettered internal_error without a fault")
+    held = slow.get("lag_steady")
+    if held is None or held < p.kill_rate * FAULT_SLOW_DELAY_S / 2:
+        failures.append(f"the slowed learner held back no more than usual ({held} outcomes)")
+    if slow.get("drained_s_after_restart") is None:
+        failures.append("the learner's lag did not drain after the slow consumer")
+    p99_after, p99_during = slow.get("decision_p99_ms_after"), slow.get("decision_p99_ms_during")
+    if p99_after is not None and p99_during is not None and p99_during > 2 * p99_after + 100:
+        failures.append(
+            f"decision p99 {p99_during} ms with the slow learner, {p99_after} ms without"
+        )
+    if dep.exits_in("faults"):
+        failures.append(f"worker exited by itself {dep.exits_in('faults')}x")
+    recover = [k["recover_s"] for k in kills if k["recover_s"] is not None]
+    return _result(
+        "faults",
+        "faults injected: a kill mid-batch in each batched service, crashing policy "
+        "updates, a slow consumer",
+        f"{sum(k['fired'] for k in kills)} mid-batch kills, "
+        f"{len(crashed)} crashing updates, slow {FAULT_SLOW_SERVICE}",
+        failures,
+        requests=acc["requests_sent"],
+        no_decision=acc["no_decision"],
+        rewards_lost=acc["rewards_lost"],
+        updates_doubled=loop_["updates_doubled"],
+        updates_lost=loop_["updates_lost"],
+        recover_s={"median": _median(recover), "max": max(recover) if recover else None},
+        worker_exits=dep.exits_in("faults"),
+        details={
+            "crash_fraction": FAULT_CRASH_FRACTION,
+            "crashing_requests_decided": len(crashed),
+            "refused_dead_lettered": sum(1 for k in crashed if k in L.refused_outcomes),
+            "refused_silently": len(silent),
+            "internal_error_without_fault": len(unexpected),
+            "mid_batch_kills": kills,
+            "restart_phases_median_s": phase_medians(kills),
+            "slow_consumer": slow,
+            "rate_per_s": p.kill_rate,
+            **acc,
+            **loop_["details"],
+            "worker_log": dep.worker.log_problems(log_at),
+        },
+    )
+
+
+def add_phases(kills: list[dict[str, Any]], workers: list[Worker]) -> None:
+    """Once the check is over (a phase may end after the first decision):
+    each restart's phases, from the log of the worker it restarted."""
+    logs = {w.name: w.log_path for w in workers}
+    for k in kills:
+        at, spawn = k.pop("log_at", None), k.pop("spawn_ms", None)
+        path = logs.get(k.get("worker", workers[0].name))
+        if at is not None and spawn is not None and path is not None:
+            k["phases_s"] = restart_phases(path, at, spawn)
+
+
+def phase_medians(kills: list[dict[str, Any]]) -> dict[str, float | None]:
+    """The median of each restart phase (seconds from the spawn) over ``kills``."""
+    return {
+        name: _median([k["phases_s"][name] for k in kills if name in k.get("phases_s", {})])
+        for name, _ in RESTART_PHASES
+    }
 
 
 def _median(xs: list[float]) -> float | None:
@@ -2936,6 +3337,7 @@ MIN_CHECK_S = {
     "reply": 35.0,
     "hostile": 25.0,
     "load": 50.0,
+    "faults": 150.0,
 }
 DEPLOYMENT_S = 20.0
 
@@ -2952,6 +3354,10 @@ async def run_checks(
     # a deployment of its own: a message that crash-loops the worker must
     # not hide what the reply_to attack does.
     env = {"LLMOPT_JOIN_ORPHAN_HOLD_SECONDS": "10", "LLMOPT_JOIN_MAX_HOLD_SECONDS": "20"}
+    fault_env = {
+        "LLMOPT_FAULTS": f"crash_policy_update:{FAULT_CRASH_FRACTION}",
+        "LLMOPT_WORKER_ROLES": "decide,join,learn,features",
+    }
     plan: list[tuple[Callable[[], Deployment], list[tuple[str, Any, float]], list[Any]]] = [
         (
             lambda: Deployment("A", workdir, POLICIES_A),
@@ -2982,6 +3388,13 @@ async def run_checks(
         (
             lambda: Deployment("D", workdir, None),
             [("load", check_load, p.load_seconds + p.drain_cap + 120)],
+            [],
+        ),
+        (
+            # Every batched service runs (aggregate_features with the
+            # features role); every start refuses the same policy updates.
+            lambda: Deployment("F", workdir, POLICIES_A, fault_env),
+            [("faults", check_faults, 400 if q else 600)],
             [],
         ),
     ]
@@ -3062,6 +3475,7 @@ def evaluate(results: dict[str, Any], p: Params, only: set[str]) -> None:
     reply = checks.get("reply", {}).get("details", {})
     hostile = checks.get("hostile", {}).get("details", {})
     workers = checks.get("workers", {}).get("details", {})
+    faults = checks.get("faults", {}).get("details", {})
 
     def total(name: str) -> int:
         return sum(int(c.get(name) or 0) for c in results["checks"])
@@ -3079,6 +3493,8 @@ def evaluate(results: dict[str, Any], p: Params, only: set[str]) -> None:
         "worker_kills": len(kills),
         "two_worker_kills": len(workers.get("kills", [])),
         "broker_restarts": int("broker" in checks),
+        "mid_batch_kills": sum(bool(k.get("fired")) for k in faults.get("mid_batch_kills", [])),
+        "refused_updates_lost_silently": int(faults.get("refused_silently", 0)),
     }
     results["targets"] = targets
     complete = only >= set(QUICK_CHECKS if p.quick else CHECKS)
@@ -3087,6 +3503,7 @@ def evaluate(results: dict[str, Any], p: Params, only: set[str]) -> None:
         ok = ok and targets["worker_kills"] >= p.kills and targets["broker_restarts"] == 1
         if not p.quick:
             ok = ok and targets["two_worker_kills"] == 2
+            ok = ok and targets["mid_batch_kills"] == len(FAULT_KILL_AT)
     results["pass"] = ok
     results["complete"] = complete
 
@@ -3181,7 +3598,14 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Data-safety checks on the embedded broker: worker kills, a broker "
         "restart, hostile messages, reply_to and cross-tenant attacks, sustained load.",
     )
-    ap.add_argument("--quick", action="store_true", help="the short run (under 10 minutes)")
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="the short run (under 10 minutes)")
+    mode.add_argument(
+        "--full",
+        action="store_true",
+        help="every check with the full counts (20 kills, two workers, faults injected, "
+        "5 minutes of load); the default",
+    )
     ap.add_argument("--seed", type=int, default=0)
     save = ap.add_mutually_exclusive_group()
     save.add_argument(
@@ -3201,7 +3625,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--only",
         default=None,
         help=f"comma-separated subset of {','.join(CHECKS)} "
-        f"(default: all; with --quick all but workers)",
+        f"(default: all; with --quick all but workers and faults)",
     )
     ap.add_argument(
         "--keep",

@@ -189,6 +189,7 @@ def test_run_and_simulate_take_the_same_traffic_flags() -> None:
     parser = _parser()
     run, sim = (vars(parser.parse_args([command])) for command in ("run", "simulate"))
     del run["func"], sim["func"]
+    assert run.pop("single_worker") is False  # run's own: how many workers it starts
     assert (
         run
         == sim
@@ -196,9 +197,11 @@ def test_run_and_simulate_take_the_same_traffic_flags() -> None:
             "rate": 300.0,
             "duration": None,
             "seed": 0,
+            "policy": None,
             "drift": False,
             "daily_pattern": False,
             "summary_every": 5.0,
+            "summary_json": None,
         }
     )
 

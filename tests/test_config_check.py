@@ -58,7 +58,7 @@ BAD = [
     (
         "hyperparameter of another algorithm",
         _set("hyperparameters", "alpha", value=0.5),
-        "policies.default.hyperparameters.alpha: bad hyperparameters: thompson_sampling has "
+        "policies.default.hyperparameters.alpha: bad hyperparameters: parameter_tuner has "
         "no hyperparameter 'alpha'",
     ),
     (
@@ -119,7 +119,7 @@ def test_an_unknown_hyperparameter_lists_the_valid_ones(tmp_path: Path) -> None:
     text = str(info.value)
     assert "hyperparameters.prior_alfa" in text and "(did you mean 'prior_alpha'?)" in text
     valid = text.split("; valid: ")[1].split(", ")
-    assert {"prior_alpha", "prior_beta", "propensity_samples"} <= set(valid), text
+    assert {"prior_alpha", "prior_beta", "evaluation_size"} <= set(valid), text
     assert not {"arms", "seed"} & set(valid), text  # set by the policy's own keys
 
 

@@ -49,6 +49,7 @@ from app.records import (
     RegistryEvent,
     Request,
     Reward,
+    ShadowDecision,
     schema_conditions,
     schema_properties,
 )
@@ -74,6 +75,7 @@ EXAMPLES: dict[type[Record], dict[str, Any]] = {
         "workflow": {"id": "wf-9", "step": 1, "state": [0.5, 0, 1], "final": False},
         "explain": True,
         "deadline_ms": 250,
+        "tradeoff": {"quality": 2, "cost": 1, "latency": 0.5},
     },
     Decision: {
         "schema_version": 1,
@@ -105,6 +107,11 @@ EXAMPLES: dict[type[Record], dict[str, Any]] = {
         "workflow": {"id": "wf-9", "step": 1},
         "explanation": {"rule": "exploit", "arms": {"gpt-4o-mini/t0.2": {"mean": 0.7}}},
         "fallback_reason": "deadline",
+        "task_type": "summarize",
+        "tradeoff": {
+            "preset": "balanced",
+            "weights": {"quality": 0.5, "cost": 0.25, "latency": 0.25},
+        },
     },
     Reward: {
         "schema_version": 1,
@@ -148,6 +155,7 @@ EXAMPLES: dict[type[Record], dict[str, Any]] = {
         "parameters": {"temperature": 0.7, "top_p": 0.95, "max_tokens": 1024},
         "experiment_id": "rollout-haiku",
         "variant": "challenger",
+        "task_type": "summarize",
     },
     PolicySnapshot: {
         "schema_version": 1,
@@ -203,6 +211,22 @@ EXAMPLES: dict[type[Record], dict[str, Any]] = {
         "state": {"offsets": {"0": 17}},
         "stop_reason": "rolled_back",
         "reason": "the challenger's reward is worse",
+    },
+    ShadowDecision: {
+        "schema_version": 1,
+        "request_id": "req-0001",
+        "tenant_id": "acme",
+        "policy_id": "summarize-default",
+        "policy_version": 12,
+        "shadow_version": 1200,
+        "arm": "claude-haiku/t0",
+        "propensity": 0.25,
+        "available_arms": ["gpt-4o-mini/t0.2", "claude-haiku/t0"],
+        "served_arm": "gpt-4o-mini/t0.2",
+        "served_propensity": 0.9,
+        "agreed": False,
+        "apprentice": True,
+        "decided_at": T0 + 2_000,
     },
     MetricsSnapshot: {
         "schema_version": 1,
@@ -309,6 +333,13 @@ MUTATIONS: dict[type[Record], list[tuple[str, dict[str, Any]]]] = {
         ("deadline_ms fractional", {"deadline_ms": 2.5}),
         ("deadline_ms a string", {"deadline_ms": "250"}),
         ("deadline_ms null", {"deadline_ms": None}),
+        ("tradeoff empty", {"tradeoff": ""}),
+        ("tradeoff a number", {"tradeoff": 1}),
+        ("tradeoff a list", {"tradeoff": ["balanced"]}),
+        ("tradeoff an unknown weight", {"tradeoff": {"quality": 1, "speed": 1}}),
+        ("tradeoff weight negative", {"tradeoff": {"cost": -1}}),
+        ("tradeoff weight a string", {"tradeoff": {"cost": "1"}}),
+        ("tradeoff weight too large", {"tradeoff": {"cost": 1e7}}),
         ("priority a string", {"priority": "5"}),
         ("policy_id empty", {"policy_id": ""}),
         ("candidates empty", {"candidates": []}),
@@ -328,6 +359,13 @@ MUTATIONS: dict[type[Record], list[tuple[str, dict[str, Any]]]] = {
         ("workflow a string", {"workflow": "w"}),
     ],
     Decision: [
+        ("tradeoff without weights", {"tradeoff": {"preset": "balanced"}}),
+        (
+            "tradeoff weight above 1",
+            {"tradeoff": {"weights": {"quality": 2, "cost": 0, "latency": 0}}},
+        ),
+        ("tradeoff weights missing one", {"tradeoff": {"weights": {"quality": 1, "cost": 0}}}),
+        ("task_type too long", {"task_type": "t" * 65}),
         ("decision_id too long", {"decision_id": LONG}),
         ("arm empty", {"arm": ""}),
         ("model not a string", {"model": ["gpt"]}),
@@ -452,6 +490,16 @@ MUTATIONS: dict[type[Record], list[tuple[str, dict[str, Any]]]] = {
         ("experiment_id too long", {"experiment_id": "e" * 129}),
         ("created_by empty", {"created_by": ""}),
     ],
+    ShadowDecision: [
+        ("propensity above 1", {"propensity": 1.5}),
+        ("served_propensity below 0", {"served_propensity": -0.1}),
+        ("negative shadow_version", {"shadow_version": -1}),
+        ("available_arms empty", {"available_arms": []}),
+        ("available_arms repeated", {"available_arms": ["a", "a"]}),
+        ("agreed a string", {"agreed": "yes"}),
+        ("apprentice an integer", {"apprentice": 1}),
+        ("arm empty", {"arm": ""}),
+    ],
     MetricsSnapshot: [
         ("unknown source", {"source": "gateway"}),
         ("source not a string", {"source": 1}),
@@ -535,6 +583,9 @@ MUTATIONS: dict[type[Record], list[tuple[str, dict[str, Any]]]] = {
 BOUNDARIES: dict[type[Record], list[dict[str, Any]]] = {
     Request: [
         {"created_at": 0, "input_tokens": 0, "priority": 0},
+        {"tradeoff": "x" * 64},
+        {"tradeoff": {}},
+        {"tradeoff": {"quality": 0, "cost": 1_000_000}},
         {"created_at": 2**53, "input_tokens": 10_000_000, "priority": 10},
         {"deadline_ms": 1},
         {"deadline_ms": 3_600_000},
@@ -549,6 +600,7 @@ BOUNDARIES: dict[type[Record], list[dict[str, Any]]] = {
         {"available_arms": ["only"], "features": [1e300] * 1024, "scores": {"": 1e-300}},
         {"explored": True, "fallback": True, "fallback_reason": "constraints"},
         {"fallback": True, "fallback_reason": "no_answer"},
+        {"tradeoff": {"weights": {"quality": 1, "cost": 0, "latency": 0}}},
     ],
     Reward: [
         {"quality": 0, "cost_usd": 0, "latency_ms": 0, "feedback": -1, "error": True},
@@ -583,6 +635,10 @@ BOUNDARIES: dict[type[Record], list[dict[str, Any]]] = {
         {"stage": 0, "created_at": 0, "kind": "stage", "definition": DELETE},
         {"stage": 1000, "shares": {}, "kind": "result", "experiment_id": "e" * 128},
         *({"stop_reason": why, "kind": "stopped"} for why in ("manual", "promoted", "winner")),
+    ],
+    ShadowDecision: [
+        {"propensity": 0, "served_propensity": 1, "agreed": True, "apprentice": False},
+        {"available_arms": ["only"], "shadow_version": 0, "decided_at": 2**53},
     ],
     MetricsSnapshot: [
         {"samples": [], "interval_ms": 1, "created_at": 0, "source": "simulator"},
@@ -809,7 +865,7 @@ KEYWORDS = {
     "$schema", "$id", "title", "description", "default", "contentEncoding",
     "type", "const", "enum", "minimum", "maximum", "minLength", "maxLength",
     "items", "minItems", "maxItems", "uniqueItems", "properties", "required",
-    "additionalProperties", "if", "then",
+    "additionalProperties", "if", "then", "anyOf",
 }  # fmt: skip
 # Free-form JSON (metadata, parameters, ...). Integers stay in the 64-bit range orjson
 # parses as integers; larger literals arrive as floats.
@@ -832,6 +888,8 @@ def from_schema(s: dict[str, Any]) -> st.SearchStrategy[Any]:
     assert not unknown, f"from_schema cannot generate for {sorted(unknown)}"
     if "const" in s:
         return st.just(s["const"])
+    if "anyOf" in s:
+        return st.one_of([from_schema(sub) for sub in s["anyOf"]])
     if "enum" in s:
         return st.sampled_from(s["enum"])
     lo, hi = s.get("minimum"), s.get("maximum")

@@ -195,6 +195,32 @@ def test_dashboard_shows_live_decisions_shares_reward_and_true_regret(
         data["totals"]["true_regret"] / data["totals"]["sim_decisions"]
     )
 
+    # Per task type: a row per task type of the scenario that had traffic, with
+    # its regret per decision and its arm shares (configured arms, adding up
+    # to 100%); per point the task types' figures make up the overall regret.
+    page = re.sub(r"<script.*?</script>", "", dom, flags=re.S)  # not the templates
+    body = re.search(r'id="tasks".*?<tbody>(.*?)</tbody>', page, re.S)
+    assert body, "no #tasks"
+    rows = re.findall(r'<tr class="task-row" data-task="([^"]+)">(.*?)</tr>', body.group(1), re.S)
+    assert rows, "no per-task rows shown"
+    assert {task for task, _ in rows} <= set(driver.sim.config.task_names)
+    for task, row in rows:
+        cells = re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
+        assert 0 <= number(cells[1]) <= 1 and number(cells[2]) > 0, (task, cells)
+        shares = re.findall(r'class="task-share" data-arm="([^"]+)">[^<]*<b>([\d.]+)%</b>', row)
+        assert shares and {arm for arm, _ in shares} <= arms
+        assert sum(float(p) for _, p in shares) == pytest.approx(100, abs=1)
+    for point in data["points"]:
+        tasks = point["tasks"]
+        n = sum(t["decisions"] for t in tasks.values())
+        if n:
+            regret = sum(t["decisions"] * t["regret_per_decision"] for t in tasks.values())
+            assert regret / n == pytest.approx(point["regret_per_decision"], abs=1e-5)
+    # The live summary's per-task totals are the driver's decisions and regret.
+    totals = driver.tasks.totals()
+    assert sum(t["decisions"] for t in totals.values()) == driver.sim.rounds
+    assert sum(t["regret"] for t in totals.values()) == pytest.approx(driver.sim.regret, abs=1e-3)
+
     # Drift events and alerts: the ones sent are listed, with what they are about.
     for role, table, cells in (
         ("drift", "drift-table", ["drift", "default", "claude-haiku", "reward", "adwin"]),
@@ -212,6 +238,16 @@ def test_dashboard_shows_live_decisions_shares_reward_and_true_regret(
             assert data["event_counts"][role] >= 1
         else:
             assert "none yet" in body.group(1)
+
+    # Trade-off fronts: per task type with traffic, the arms' learned objectives,
+    # at least one arm on the front, each drawn as a row of the table.
+    fronts = data["tradeoffs"]["default"]
+    assert fronts and set(fronts) <= set(driver.sim.config.task_names), fronts
+    for task, per_arm in fronts.items():
+        assert set(per_arm) <= arms and any(c["on_front"] for c in per_arm.values()), task
+        assert all(0 <= c["quality"] <= 1 and c["cost_usd"] >= 0 for c in per_arm.values())
+    drawn = re.findall(r'<tr class="(?:on|off)-front" data-task="([^"]+)">', dom)
+    assert set(drawn) == set(fronts)
 
     # Fed from the metrics topic under the Prometheus names: the worker's
     # decision counter seen by the dashboard is at most what /metrics says

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import time
 import urllib.error
@@ -26,6 +27,7 @@ from tests.kafka_io import produce
 
 N = 2_400
 STEP_MS = 3_000  # two hours of event time
+CHUNK = 200  # 10 minutes of event time, a third of the grace period
 
 
 def spec_file(tmp_path: Path) -> Path:
@@ -79,6 +81,22 @@ def get(worker: Worker, path: str, **query: object) -> dict:
         return json.loads(r.read())
 
 
+def wait_featurized(worker: Worker, n: int, timeout: float = 60.0) -> None:
+    """Until both featurize agents have read ``n`` events each."""
+    deadline = time.monotonic() + timeout
+    series = [
+        f'llmopt_events_total{{agent="featurize_{x}",result="ok"}}'
+        for x in ("requests", "outcomes")
+    ]
+    while True:
+        text = worker.metrics()
+        done = [re.search(rf"^{re.escape(x)} (\S+)$", text, re.M) for x in series]
+        if all(m is not None and float(m.group(1)) >= n for m in done):
+            return
+        assert time.monotonic() < deadline, f"not featurized: {done}\n{worker.tail()}"
+        time.sleep(0.2)
+
+
 def wait_for(worker: Worker, entity: str, want: dict, timeout: float = 60.0) -> dict:
     deadline = time.monotonic() + timeout
     got: dict = {}
@@ -108,8 +126,17 @@ def test_feature_tables_answer_over_http_and_survive_a_restart(
         for _, entity, obs in [*request_observations(r), *outcome_observations(o)]:
             truth.observe(entity, dict(obs))
     bs, t = deployment.broker.bootstrap, deployment.topics
-    asyncio.run(produce(bs, t.name("requests"), ((r.tenant_id.encode(), r.dumps()) for r in reqs)))
-    asyncio.run(produce(bs, t.name("outcomes"), ((b"default", o.dumps()) for o in outs)))
+    # As traffic comes: a chunk of requests and their outcomes at a time, so
+    # that the two featurize agents never drift further apart in event time
+    # than the grace period (observations later than it are dropped).
+    for i in range(0, N, CHUNK):
+        chunk = slice(i, i + CHUNK)
+        rs, os_ = reqs[chunk], outs[chunk]
+        asyncio.run(
+            produce(bs, t.name("requests"), ((r.tenant_id.encode(), r.dumps()) for r in rs))
+        )
+        asyncio.run(produce(bs, t.name("outcomes"), ((b"default", o.dumps()) for o in os_)))
+        wait_featurized(worker, i + len(rs))
 
     entities = ["tenant=acme", "tenant=beta", "task_type=qa", "task_type=code", "tenant=acme,arm=b"]
     expected = {e: truth.get_features(e) for e in entities}

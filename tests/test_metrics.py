@@ -23,6 +23,7 @@ from app.dashboard.history import MetricsHistory
 from app.dashboard.quantile import histogram_quantile
 from app.error_log_counter import ErrorLogCounter
 from app.metrics_snapshot import build_snapshot, collect_samples, sample_values
+from app.policies.tradeoff import FrontRow
 from app.records import MetricsSnapshot
 from app.settings import ROOT
 from app.stream.agent_sensor import AgentSensor, lag_by_topic
@@ -37,6 +38,9 @@ BOUNDED_LABELS = {
     "status",  # registry version statuses and record kinds
     "version", "estimator", "bound",  # shadow versions (a few per policy), their estimates
     "experiment", "variant", "metric",  # running experiments: an operator's, a few at a time
+    "state", "name",  # capped per-key states; circuit breakers, one per guarded dependency
+    "store",  # the worker's stores (join-pending, policy-state, feature-windows …)
+    "task_type", "objective", "stat",  # trade-off fronts: the closed set of task types
 }  # fmt: skip
 
 
@@ -48,6 +52,8 @@ def exercise_every_metric() -> None:
     metrics.DECISIONS_FALLBACK.labels("default", "deadline").inc()
     metrics.OUTCOMES.labels("default", "rewarded").inc()
     metrics.SENDS_RETRIED.labels("join_rewards").inc()
+    metrics.POISONED_STATE.labels("feature-windows").inc()
+    metrics.FEATURE_WINDOW_MISSES.labels("not_caught_up").inc()
     metrics.REGISTRY_RECORDS.labels("default", "retired").inc()
     metrics.EXPERIMENT_SHARE.labels("rollout-1", "challenger").set(0.05)
     metrics.set_experiment_result(
@@ -58,8 +64,19 @@ def exercise_every_metric() -> None:
         },
     )
     metrics.EXPERIMENT_STOPS.labels("rolled_back").inc()
+    metrics.set_tradeoff_front(
+        "default",
+        {"qa": [FrontRow("gpt-4o", 12, (0.8, 0.004, 900.0), (0.01, 0.0002, 30.0), True)]},
+    )
     metrics.set_shadow_values(
-        "default", {7: {"outcomes": 10, "ips": {"value": 0.5, "low": 0.4, "high": 0.6}}}
+        "default",
+        {
+            7: {
+                "outcomes": 10,
+                "ips": {"value": 0.5, "low": 0.4, "high": 0.6},
+                "agreement": 0.8,
+            }
+        },
     )
     metrics.OUTCOME_REWARD.labels("default").inc(0.5)
     metrics.POLICY_UPDATES.labels("default").inc()
@@ -72,6 +89,11 @@ def exercise_every_metric() -> None:
     metrics.set_consumer_lag("select_arm", {"requests": 12})
     metrics.DECISION_LATENCY_SECONDS.observe(0.012)
     metrics.DASHBOARD_EVENTS.labels("metrics", "ok").inc()
+    metrics.WEB_AUTH_REFUSED.labels("unauthorized").inc()
+    metrics.STATE_EVICTIONS.labels("open_workflows").inc()
+    metrics.CIRCUIT_STATE.labels("feature_reads:demo").set(0)
+    metrics.CIRCUIT_SKIPPED.labels("feature_reads:demo").inc()
+    metrics.LABELS_OVERFLOW.labels("llmopt_decisions_total").inc()
 
 
 def exposition() -> str:

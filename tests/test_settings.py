@@ -109,14 +109,18 @@ def test_every_field_can_be_set_from_the_environment(tmp_path: Path) -> None:
     samples["str"] = ("v", "v")
     secret = tmp_path / "secret"
     secret.write_text("a-secret-of-sixteen-chars-or-more\n")
+    callers = tmp_path / "callers.yaml"
+    callers.write_text('"principal:gw": {name: gw, tenants: "*"}\n')
 
     # Checked against other fields: at least the join's done retention + max hold;
     # the security settings take only their own values, and files that exist.
     special = {
         "applied_requests_retention_seconds": ("0.75", 0.75),
+        "faults": ("crash_policy_update:0.5", "crash_policy_update:0.5"),  # parsed strictly
         "kafka_security_protocol": ("SASL_SSL", "SASL_SSL"),
         "kafka_sasl_mechanism": ("SCRAM-SHA-512", "SCRAM-SHA-512"),
         "web_token": ("t" * 32, "t" * 32),
+        "web_tokens_file": (str(callers), str(callers)),  # principal_header needs its principals
     }
     for name in (
         "kafka_sasl_password_file",
@@ -168,8 +172,8 @@ def test_roles() -> None:
 def test_embedded_profile_has_short_group_timings() -> None:
     s = Settings.from_env({"LLMOPT_EMBEDDED_BROKER": "1", "LLMOPT_SESSION_TIMEOUT_SECONDS": "99"})
     assert s.broker_profile() == {
-        "session_timeout": 6.0,
-        "heartbeat_interval": 1.0,
+        "session_timeout": 3.0,
+        "heartbeat_interval": 0.5,
         "rebalance_timeout": 10.0,
     }
 

@@ -193,3 +193,27 @@ def test_redelivered_observations_are_not_counted_twice() -> None:
     for pos, e in [*enumerate(evs[:600]), *enumerate(evs)]:  # a crash after 600, replayed
         twice.observe("tenant=x", dict(e), pos)
     assert twice.get_features("tenant=x") == once.get_features("tenant=x")
+
+
+def test_an_entity_that_goes_quiet_expires_against_the_latest_event_of_any() -> None:
+    store = FeatureStore((Window("1m", 60_000),), grace_ms=0, retention_ms=120_000)
+    store.observe("tenant=quiet", {"k": "r", "t": 1_000, "input_tokens": 5})
+    for t in range(0, 600_000, 10_000):
+        store.observe("tenant=busy", {"k": "r", "t": t, "input_tokens": 5})
+    gone = store.expire()
+    assert pane_key("tenant=quiet", 0) in gone
+    assert store.entities() == ["tenant=busy"]
+    assert store.get_feature("tenant=quiet", "request_count_1m") is None
+    # The busy entity keeps what is within the retention of its own latest event.
+    assert store.get_feature("tenant=busy", "request_count_1m") == 6.0
+
+
+def test_a_dropped_pane_leaves_the_copy_and_its_last_pane_the_entity() -> None:
+    store = FeatureStore((Window("1m", 60_000),), grace_ms=0, retention_ms=600_000)
+    store.observe("tenant=a", {"k": "r", "t": 1_000, "input_tokens": 5})
+    store.observe("tenant=a", {"k": "r", "t": 61_000, "input_tokens": 5})
+    store.drop(pane_key("tenant=a", 0))
+    assert store.entities() == ["tenant=a"]
+    store.drop(pane_key("tenant=a", 60_000))
+    store.drop(pane_key("tenant=a", 60_000))  # a tombstone read twice
+    assert store.entities() == []

@@ -51,6 +51,9 @@ EXPERIMENT_GAUGES = {
     "llmopt_experiment_mean": "reward_mean",
     "llmopt_experiment_gate": "gate",
 }
+# Trade-off fronts (docs/tradeoffs.md).
+TRADEOFF_OBJECTIVE = "llmopt_tradeoff_objective"
+TRADEOFF_ON_FRONT = "llmopt_tradeoff_on_front"
 COUNTERS = (
     DECISIONS,
     LATENCY_BUCKET,
@@ -197,6 +200,7 @@ class MetricsHistory:
             "latest": latest,
             "totals": self._totals(live),
             "experiments": _experiments(live),
+            "tradeoffs": _tradeoffs(live),
             "events": {k: list(reversed(self._events[k])) for k in EVENT_KINDS},
             "event_counts": dict(self._event_counts),
         }
@@ -249,6 +253,33 @@ def _experiments(live: dict[str, _Publisher]) -> JSON:
     return {e: dict(sorted(vs.items())) for e, vs in sorted(out.items())}
 
 
+def _tradeoffs(live: dict[str, _Publisher]) -> JSON:
+    """Per policy, task type and arm: the learned mean of each objective
+    (quality, cost_usd, latency_ms), its standard error (``<objective>_se``)
+    and whether the arm is on the front, from the most recent publisher that
+    reports it (every decider holds the same snapshots)."""
+    out: dict[str, dict[str, dict[str, JSON]]] = {}
+    for p in sorted(live.values(), key=lambda p: p.last_at):
+        for (name, labels), v in p.values.items():
+            if name not in (TRADEOFF_OBJECTIVE, TRADEOFF_ON_FRONT):
+                continue
+            lab = dict(labels)
+            cell = (
+                out.setdefault(lab.get("policy_id", ""), {})
+                .setdefault(lab.get("task_type", ""), {})
+                .setdefault(lab.get("arm", ""), {})
+            )
+            if name == TRADEOFF_ON_FRONT:
+                cell["on_front"] = v == 1.0
+            else:
+                suffix = "" if lab.get("stat") == "mean" else "_se"
+                cell[lab.get("objective", "") + suffix] = v
+    return {
+        pid: {task: dict(sorted(arms.items())) for task, arms in sorted(tasks.items())}
+        for pid, tasks in sorted(out.items())
+    }
+
+
 def _figures(points: list[_Point]) -> JSON:
     """Rates, latency quantiles, mean reward and arm shares over ``points``."""
     deltas: dict[Key, float] = {}
@@ -271,6 +302,9 @@ def _figures(points: list[_Point]) -> JSON:
     outcomes: dict[str, float] = {}
     rewards: dict[str, float] = {}
     sim: dict[str, float] = {}
+    # Per task type (the simulator's labels): decisions per arm, and true regret.
+    task_arms: dict[str, dict[str, float]] = {}
+    task_regret: dict[str, float] = {}
     for (name, labels), v in deltas.items():
         lab = dict(labels)
         if name == LATENCY_BUCKET:
@@ -288,6 +322,12 @@ def _figures(points: list[_Point]) -> JSON:
             rewards[pid] = rewards.get(pid, 0.0) + v
         elif name in (SIM_DECISIONS, SIM_REGRET, SIM_REWARD):
             sim[name] = sim.get(name, 0.0) + v
+            task = lab.get("task_type")
+            if task is not None and name == SIM_DECISIONS:
+                arms = task_arms.setdefault(task, {})
+                arms[lab.get("arm", "")] = arms.get(lab.get("arm", ""), 0.0) + v
+            elif task is not None and name == SIM_REGRET:
+                task_regret[task] = task_regret.get(task, 0.0) + v
     p50, p99 = histogram_quantile(0.5, buckets), histogram_quantile(0.99, buckets)
     sim_n = sim.get(SIM_DECISIONS, 0.0)
     return {
@@ -310,7 +350,25 @@ def _figures(points: list[_Point]) -> JSON:
         "sim_decisions_per_s": rate(SIM_DECISIONS),
         "regret_per_decision": _round(sim.get(SIM_REGRET, 0.0) / sim_n) if sim_n else None,
         "sim_reward_mean": _round(sim.get(SIM_REWARD, 0.0) / sim_n) if sim_n else None,
+        "tasks": _task_figures(task_arms, task_regret),
     }
+
+
+def _task_figures(arms: dict[str, dict[str, float]], regret: dict[str, float]) -> JSON:
+    """Per task type: decisions, true regret per decision and arm shares."""
+    out = {}
+    for task, counts in sorted(arms.items()):
+        n = sum(counts.values())
+        if n <= 0:
+            continue
+        out[task] = {
+            "decisions": n,
+            "regret_per_decision": _round(regret.get(task, 0.0) / n),
+            "shares": {
+                arm: round(c / n, 4) for arm, c in sorted(counts.items(), key=lambda kv: -kv[1])
+            },
+        }
+    return out
 
 
 def _round(x: float | None) -> float | None:

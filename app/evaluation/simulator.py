@@ -27,6 +27,17 @@ tokens, arm with model ``m``):
 ``K`` output lengths, with ``E[max(0, 1 - L / s)]`` for lognormal ``L`` in
 closed form. Monte Carlo is never used.
 
+The **optimum** a choice's true regret is measured against is the best
+expected reward among the request's candidate arms as configured; given a
+``parameter_space`` (the call parameters a tuning policy may set), it is
+the best over every candidate arm at every setting of that space as well,
+found exactly (:meth:`TrafficSimulator.optimum`): a parameter with a
+declared effect moves mean quality linearly, so its best value is a bound
+of its range; ``max_tokens`` only caps the answer, so its best value is
+the range's low bound, a natural output length of the task, or the high
+bound, and a cap whose quality loss outweighs its largest possible cost
+saving at any input length is never the best.
+
 Pure Python + numpy (no Kafka/Faust); per-event sampling uses
 :class:`random.Random` streams derived from the seed with
 :class:`numpy.random.SeedSequence`, because it is several times faster than
@@ -66,6 +77,7 @@ from app.settings import POLICIES_PATH, SIMULATOR_PATH
 
 if TYPE_CHECKING:
     from app.policies.config import Arm
+    from app.tuning.space import ParameterSpace
 
 __all__ = [
     "TASK_TYPES",
@@ -442,6 +454,8 @@ class _Profile:
     mus: tuple[float, ...]  # log-median latency per length
     sigma: float
     out_costs: tuple[float, ...]  # output cost in USD per length
+    mean_out_cost: float
+    max_out_cost: float
     price_in: float  # USD per input token
     error_rate: float
     base_term: float  # mean over lengths of qw*q + lw*E[latency term]
@@ -454,7 +468,10 @@ class TrafficSimulator:
     arrivals) are derived from ``seed``, so the request stream does not depend
     on which arms a policy picks: two policies run with the same seed see the
     same requests. ``start_ms`` anchors the drift schedule (default: the wall
-    clock at construction).
+    clock at construction). ``parameter_space``: the call parameters a
+    decision may set beyond the arms' configured ones; the optimum of the
+    true regret then includes the best setting in it (see the module's
+    docstring).
 
     >>> sim = TrafficSimulator.default(seed=7, start_ms=0)
     >>> req = sim.next_request(now_ms=1_000)
@@ -477,6 +494,7 @@ class TrafficSimulator:
         reward_spec: RewardSpec,
         seed: int = 0,
         start_ms: int | None = None,
+        parameter_space: ParameterSpace | None = None,
     ) -> None:
         if not arms:
             raise ValueError("at least one arm is required")
@@ -500,6 +518,7 @@ class TrafficSimulator:
         self.arms: dict[str, Arm] = {a.name: a for a in arms}
         self.arm_names: tuple[str, ...] = tuple(names)
         self.reward_spec = reward_spec
+        self.parameter_space = parameter_space
         self.seed = seed
         self.start_ms = time.time_ns() // 1_000_000 if start_ms is None else int(start_ms)
 
@@ -547,6 +566,11 @@ class TrafficSimulator:
         self._profiles: dict[tuple[str, str, int, tuple[Any, ...]], _Profile] = {}
         self._mix_sample: list[tuple[str, int]] | None = None
         self._mix_means: dict[int, dict[str, float]] = {}
+        self._tuned: dict[tuple[str, str, int], tuple[dict[str, Any], ...]] = {}
+        self._optima: dict[tuple[str, int, int, tuple[str, ...]], float] = {}
+        self._contenders_of: dict[
+            tuple[str, int, tuple[str, ...]], list[tuple[str, dict[str, Any] | None]]
+        ] = {}
 
         self._regret = 0.0
         self._rounds = 0
@@ -680,6 +704,8 @@ class TrafficSimulator:
             mus=tuple(mus),
             sigma=m.latency_sigma,
             out_costs=tuple(out_costs),
+            mean_out_cost=sum(out_costs) / len(out_costs),
+            max_out_cost=max(out_costs),
             price_in=m.price_per_1k_input_usd / 1000.0,
             error_rate=er,
             base_term=base / len(outs),
@@ -738,12 +764,16 @@ class TrafficSimulator:
             return e * spec.error_reward + (1.0 - e) * spec.default_reward
         in_cost = n_in * prof.price_in
         inv = 1.0 / spec.cost_scale_usd
-        cost_term = 0.0
-        for oc in prof.out_costs:
-            x = 1.0 - (in_cost + oc) * inv
-            if x > 0.0:
-                cost_term += x
-        ok = (prof.base_term + spec.cost_weight * cost_term / len(prof.out_costs)) / w
+        if in_cost + prof.max_out_cost <= spec.cost_scale_usd:  # no cost term is cut at 0
+            cost_term = 1.0 - (in_cost + prof.mean_out_cost) * inv
+        else:
+            cost_term = 0.0
+            for oc in prof.out_costs:
+                x = 1.0 - (in_cost + oc) * inv
+                if x > 0.0:
+                    cost_term += x
+            cost_term /= len(prof.out_costs)
+        ok = (prof.base_term + spec.cost_weight * cost_term) / w
         return e * spec.error_reward + (1.0 - e) * ok
 
     def expected_reward(
@@ -789,16 +819,123 @@ class TrafficSimulator:
         er = self.expected_rewards(request, arms, now_ms)
         return max(er, key=er.__getitem__)
 
+    def _tuned_settings(self, task: str, arm: str, phase: int) -> tuple[dict[str, Any], ...]:
+        """The settings of ``parameter_space`` at which ``arm`` may have its
+        best expected reward for ``task``, for some input length."""
+        key = (task, arm, phase)
+        cached = self._tuned.get(key)
+        if cached is not None:
+            return cached
+        space, cfg = self.parameter_space, self.config
+        assert space is not None
+        best = dict(self.arms[arm].parameters)
+        caps: list[int] = []
+        for d in space.dimensions:
+            effect = cfg.parameter_effects.get(d.name)
+            if d.name == "max_tokens":
+                low, high = math.ceil(d.low), math.floor(d.high)
+                natural = {n for n in self._natural_out[task] if low < n < high}
+                caps = sorted({low, high} | natural)
+            elif effect is not None:  # linear in the value: a bound is best
+                best[d.name] = d.high if effect.slopes[task] > 0 else d.low
+            elif best.get(d.name) is None or not d.low <= best[d.name] <= d.high:
+                best[d.name] = d.low  # no effect: any value in range
+        if not caps:
+            settings: tuple[dict[str, Any], ...] = (best,)
+        else:
+            full = {**best, "max_tokens": caps[-1]}
+            top = self._profile(task, arm, phase, full)
+            spec = self.reward_spec
+            kept = [full]
+            for cap in caps[:-1]:
+                setting = {**best, "max_tokens": cap}
+                prof = self._profile(task, arm, phase, setting)
+                # The cost term is 1-Lipschitz in the cost: a cap saves at
+                # most its mean output cost difference over the cost scale.
+                saving = (
+                    spec.cost_weight
+                    * math.fsum(a - b for a, b in zip(top.out_costs, prof.out_costs, strict=True))
+                    / len(prof.out_costs)
+                    / spec.cost_scale_usd
+                )
+                if prof.base_term + saving > top.base_term:
+                    kept.append(setting)
+            settings = tuple(kept)
+        self._tuned[key] = settings
+        return settings
+
+    def _contenders(
+        self, task: str, phase: int, arms: tuple[str, ...]
+    ) -> list[tuple[str, dict[str, Any] | None]]:
+        """The (arm, setting) pairs the optimum is the best of: each arm as
+        configured (setting ``None``) and at its settings from
+        :meth:`_tuned_settings`, less those another pair beats at every
+        input length (as good a quality and latency term, no higher cost, the
+        same error rate)."""
+        key = (task, phase, arms)
+        cached = self._contenders_of.get(key)
+        if cached is not None:
+            return cached
+        pairs: list[tuple[str, dict[str, Any] | None]] = [(a, None) for a in arms]
+        if self.parameter_space is not None:
+            pairs += [(a, p) for a in arms for p in self._tuned_settings(task, a, phase)]
+        profs = [self._profile(task, a, phase, p) for a, p in pairs]
+
+        def beats(x: _Profile, y: _Profile) -> bool:
+            return (
+                x.error_rate == y.error_rate
+                and x.base_term >= y.base_term
+                and x.price_in <= y.price_in
+                and all(a <= b for a, b in zip(x.out_costs, y.out_costs, strict=True))
+            )
+
+        kept: list[int] = []
+        for i, prof in enumerate(profs):
+            if any(beats(profs[j], prof) for j in kept):
+                continue
+            kept = [j for j in kept if not beats(prof, profs[j])] + [i]
+        out = [pairs[i] for i in sorted(kept)]
+        self._contenders_of[key] = out
+        return out
+
+    def optimum(self, request: Request, now_ms: int) -> float:
+        """The best expected reward for ``request`` at ``now_ms``: among its
+        candidates (or all arms) as configured, and with ``parameter_space``
+        also at each one's best setting in it."""
+        arms = tuple(request.candidates or self.arm_names)
+        ph = self.phase(now_ms)
+        key = (request.task_type, request.input_tokens, ph, arms)
+        best = self._optima.get(key)
+        if best is not None:
+            return best
+        task, n_in = request.task_type, request.input_tokens
+        best = max(
+            self._expected(task, n_in, a, ph, p) for a, p in self._contenders(task, ph, arms)
+        )
+        if len(self._optima) >= 200_000:
+            self._optima.clear()
+        self._optima[key] = best
+        return best
+
     # ------------------------------------------------------------------ regret
 
-    def record_choice(self, request: Request, arm: str, now_ms: int) -> float:
-        """Count a choice and add its true regret (best expected reward among
-        the request's candidates, or all arms, minus the chosen arm's) to the
-        running total; returns that instantaneous regret."""
-        er = self.expected_rewards(request, None, now_ms)
-        if arm not in er:
-            raise ValueError(f"arm {arm!r} is not among the candidates {list(er)}")
-        regret = max(er.values()) - er[arm]
+    def record_choice(
+        self,
+        request: Request,
+        arm: str,
+        now_ms: int,
+        parameters: Mapping[str, Any] | None = None,
+    ) -> float:
+        """Count a choice and add its true regret (:meth:`optimum` minus the
+        chosen arm's expected reward, at the decision's ``parameters`` when
+        given) to the running total; returns that instantaneous regret."""
+        allowed = request.candidates or self.arm_names
+        if arm not in allowed:
+            raise ValueError(f"arm {arm!r} is not among the candidates {list(allowed)}")
+        chosen = self._expected(
+            request.task_type, request.input_tokens, arm, self.phase(now_ms), parameters
+        )
+        regret = self.optimum(request, now_ms) - chosen
         self._regret += regret
         self._rounds += 1
         self._choices[arm] += 1

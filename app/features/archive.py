@@ -80,6 +80,7 @@ SCHEMA = pa.schema(
         ("parameters", pa.string()),  # JSON: their names and kinds vary by arm
         ("experiment_id", pa.string()),
         ("variant", pa.string()),
+        ("task_type", pa.string()),
         ("schema_version", pa.int64()),
     ]
 )

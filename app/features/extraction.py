@@ -8,6 +8,13 @@ spec's values with the spec's lineage (name, version, content hash) in
 ``spec_features``; ``policy_vector: true`` in the spec appends the values to
 the vector contextual policies see (``features``), otherwise that vector is
 the 13 engineered features, as without a spec.
+
+``window.*`` reads go through a circuit breaker (app/circuit_breaker.py,
+``feature_reads:<spec>``): a read that raises, or is slower than
+FEATURE_READ_SLOW_SECONDS, counts as a failure; after FEATURE_READ_FAILURES
+in a row no read is made for FEATURE_READ_RESET_SECONDS and those features
+take their default, counted with reason ``unavailable``, so the decider
+never waits on a failing store.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from app import metrics
+from app.circuit_breaker import CircuitBreaker
 from app.features.request_vector import FEATURE_NAMES, RequestVectorizer
 from app.features.spec import FeatureDef, FeatureSpec
 from app.records import Request
@@ -27,6 +35,11 @@ from app.records import Request
 JSON = dict[str, Any]
 Lookup = Callable[[str, str], float | None]  # (entity, feature name) → online value
 _Extract = Callable[[Request, JSON, list[float]], None]
+FEATURE_READ_FAILURES = 5
+FEATURE_READ_RESET_SECONDS = 10.0
+FEATURE_READ_SLOW_SECONDS = 0.01
+# What a window read gives when it failed or its breaker is open.
+UNAVAILABLE: Any = object()
 
 
 def _no_lookup(entity: str, name: str) -> float | None:
@@ -63,6 +76,12 @@ class FeatureExtractor:
         self.spec = spec
         self.lookup = lookup or _no_lookup
         self.summary_interval_s = summary_interval_s
+        self.breaker = CircuitBreaker(
+            f"feature_reads:{spec.name}",
+            failures=FEATURE_READ_FAILURES,
+            reset_seconds=FEATURE_READ_RESET_SECONDS,
+            slow_seconds=FEATURE_READ_SLOW_SECONDS,
+        )
         self._base = RequestVectorizer()
         self._lineage = spec.lineage
         self._steps = [self._compile(f) for f in spec.features]
@@ -71,7 +90,7 @@ class FeatureExtractor:
             [*FEATURE_NAMES, *self.columns] if spec.policy_vector else list(FEATURE_NAMES)
         )
         self.dim = len(self.logged_columns)
-        reasons = ("missing", "invalid", "out_of_range")
+        reasons = ("missing", "invalid", "out_of_range", "unavailable")
         self.defaults: dict[tuple[str, str], int] = {
             (f.name, why): 0 for f in spec.features for why in reasons
         }
@@ -93,10 +112,25 @@ class FeatureExtractor:
         if kind == "request":
             return lambda r, meta: getattr(r, rest)
         entity_kind, _, name = rest.partition(".")
-        lookup = self
+        read = self._read
         if entity_kind == "tenant":
-            return lambda r, meta: lookup.lookup(f"tenant={r.tenant_id}", name)
-        return lambda r, meta: lookup.lookup(f"task_type={r.task_type}", name)
+            return lambda r, meta: read(f"tenant={r.tenant_id}", name)
+        return lambda r, meta: read(f"task_type={r.task_type}", name)
+
+    def _read(self, entity: str, name: str) -> Any:
+        """A window feature's online value, through the breaker (UNAVAILABLE:
+        the read failed, or was not made)."""
+        breaker = self.breaker
+        if not breaker.allow():
+            return UNAVAILABLE
+        started = breaker.clock()
+        try:
+            value = self.lookup(entity, name)
+        except Exception:
+            breaker.failed()
+            return UNAVAILABLE
+        breaker.finished(started)
+        return value
 
     def _compile(self, f: FeatureDef) -> _Extract:
         raw = self._raw(f)
@@ -105,8 +139,8 @@ class FeatureExtractor:
 
             def categorical(r: Request, meta: JSON, out: list[float]) -> None:
                 v = raw(r, meta)
-                if v is None:
-                    self._default(f, "missing")
+                if v is None or v is UNAVAILABLE:
+                    self._default(f, "missing" if v is None else "unavailable")
                     v = default
                 elif isinstance(v, bool | dict | list):
                     self._default(f, "invalid")
@@ -120,8 +154,8 @@ class FeatureExtractor:
 
         def numeric(r: Request, meta: JSON, out: list[float]) -> None:
             v = raw(r, meta)
-            if v is None:
-                self._default(f, "missing")
+            if v is None or v is UNAVAILABLE:
+                self._default(f, "missing" if v is None else "unavailable")
                 out.append(fallback)
             elif type(v) is bool or not isinstance(v, int | float) or v != v or v in _INF:
                 self._default(f, "invalid")

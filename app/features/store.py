@@ -76,10 +76,14 @@ class FeatureStore:
         return self._entity(entity).add(obs, pos)
 
     def expire(self) -> list[bytes]:
-        """Drop panes past retention everywhere; returns their table keys."""
+        """Drop panes past retention everywhere; returns their table keys.
+        Retention counts back from the latest event of any entity, so an
+        entity that has gone quiet is forgotten too (memory stays bounded by
+        the entities active within the retention)."""
         gone = []
+        latest = max((e.watermark for e in self._entities.values()), default=None)
         for name, e in list(self._entities.items()):
-            gone += [pane_key(name, s) for s in e.expire()]
+            gone += [pane_key(name, s) for s in e.expire(latest)]
             if not e.pane_starts():
                 del self._entities[name]
         return gone

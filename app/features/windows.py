@@ -134,9 +134,11 @@ class WindowedAggregates:
         pane.pos = max(pane.pos, pos)
         return start
 
-    def expire(self) -> list[int]:
-        """Drop panes past retention; returns their starts."""
-        cutoff = self._watermark - self.retention_ms
+    def expire(self, now: int | None = None) -> list[int]:
+        """Drop panes that end more than the retention before ``now`` (an
+        event time; default this entity's watermark); returns their starts."""
+        cutoff = max(self._watermark, now if now is not None else self._watermark)
+        cutoff -= self.retention_ms
         old = [s for s in self._panes if s + self.pane_ms <= cutoff]
         for s in old:
             del self._panes[s]

@@ -29,11 +29,12 @@ from app.config_schema import (
     one_of,
     text,
 )
-from app.features.request_vector import RequestVectorizer
+from app.features.request_vector import TASK_TYPES, RequestVectorizer
 from app.policies.base import Policy
 from app.policies.guardrails import _BUDGET_KEYS as BUDGET_KEYS
 from app.policies.guardrails import _KEYS as GUARDRAIL_KEYS
 from app.policies.guardrails import GuardrailError, Guardrails, reconcile_arms
+from app.policies.per_task_type import SIMILAR_MODES, PerTaskType
 from app.policies.registry import algorithms
 from app.policies.sharding import order_dependence
 from app.rewards import (
@@ -64,10 +65,13 @@ POLICY_KEYS = (
     "tenants",
     "learning",
     "explain",
+    "cold_start",
 )
 # How a policy learns: one writer, or shards whose states merge (app/policies/sharding.py).
 LEARNING_MODES = ("single", "sharded")
 ARM_KEYS = ("name", "model", "parameters")
+# One state per task type, a new one started from similar ones (app/policies/per_task_type.py).
+COLD_START_KEYS = ("similar", "neighbours", "prior_strength", "settle_outcomes")
 SNAPSHOT_KEYS = ("every_updates", "every_ms")
 EPISODE_KEYS = ("terminal_arms", "timeout_seconds")
 # ``reward.weights.<c>`` sets RewardSpec's ``<c>_weight``; every other key of
@@ -240,6 +244,8 @@ def _policy(pid: str, raw: Any, at: At) -> PolicyConfig:
     if "seed" in p:
         values["seed"] = integer(p["seed"], at / "seed", lo=0)
     hyperparameters = _hyperparameters(algorithm, p.get("hyperparameters"), at)
+    if "cold_start" in p:
+        algorithm, hyperparameters = _cold_start(algorithm, hyperparameters, p, at / "cold_start")
     context = p.get("context", "request")
     if context not in CONTEXTS:
         hint = did_you_mean(context, CONTEXTS) if isinstance(context, str) else ""
@@ -435,6 +441,52 @@ def _hyperparameters(algorithm: str, raw: Any, at: At) -> dict[str, Any]:
         prefix="bad hyperparameters: ",
     )
     return hyperparameters
+
+
+def _cold_start(
+    algorithm: str, hyperparameters: dict[str, Any], p: Mapping[str, Any], at: At
+) -> tuple[str, dict[str, Any]]:
+    """``algorithm`` with its hyperparameters kept per task type, a new task
+    type started from similar ones: the per_task_type algorithm wrapping it."""
+    c = mapping(p["cold_start"], at)
+    known_keys(c, at, COLD_START_KEYS)
+    if algorithm == PerTaskType.algorithm:
+        raise at.fail(f"cold_start wraps an algorithm; {algorithm} is already the wrapper")
+    if p.get("context", "request") != "request":
+        raise at.fail("cold_start reads the task type from the request vector: context: request")
+    wrapped: dict[str, Any] = {
+        "policy": {"algorithm": algorithm, "hyperparameters": hyperparameters}
+    }
+    if "context_dim" in hyperparameters:
+        wrapped["context_dim"] = hyperparameters["context_dim"]
+    if "similar" in c:
+        wrapped["similar"] = _similar(c["similar"], at / "similar")
+    if "neighbours" in c:
+        wrapped["neighbours"] = integer(c["neighbours"], at / "neighbours", lo=1)
+    if "prior_strength" in c:
+        wrapped["prior_strength"] = number(
+            c["prior_strength"], at / "prior_strength", lo=0, lo_open=True
+        )
+    if "settle_outcomes" in c:
+        wrapped["settle_outcomes"] = integer(c["settle_outcomes"], at / "settle_outcomes", lo=1)
+    return PerTaskType.algorithm, wrapped
+
+
+def _similar(raw: Any, at: At) -> str | dict[str, list[str]]:
+    """``auto``, ``none``, or ``{new task type: known task type or a list of them}``."""
+    if isinstance(raw, str):
+        return one_of(raw, at, SIMILAR_MODES, what="similar")
+    declared = mapping(raw, at)
+    out = {}
+    for new, known in declared.items():
+        one_of(new, at, TASK_TYPES, what="task type")
+        names = [known] if isinstance(known, str) else known
+        if not isinstance(names, list) or not names:
+            raise (at / new).fail(f"expected a task type or a list of them, got {known!r}")
+        out[new] = [
+            one_of(t, (at / new).item(i), TASK_TYPES, what="task type") for i, t in enumerate(names)
+        ]
+    return out
 
 
 def _terminal_arms(raw: Any, names: list[str], at: At) -> tuple[str, ...]:

@@ -45,15 +45,19 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from app import metrics
 from app.policies.base import Policy, PolicyError, Selection, draw_selection
+from app.policies.tradeoff import OBJECTIVES, moments_add, moments_merge, task_bucket
 
 _METRICS = ("cost_usd", "latency_ms")
+# Selects among arms in the policy's place: (arms, explore) -> Selection.
+Chooser = Callable[[list[str], bool], Selection]
 # Request metadata key -> the metric it limits.
 _LIMITS = {"max_cost_usd": "cost_usd", "max_latency_ms": "latency_ms"}
 _NO_LIMIT_PRIORITY = 11  # above the highest request priority (10)
@@ -68,35 +72,57 @@ class GuardrailError(PolicyError):
 
 class ArmEstimates:
     """Running mean and count of each arm's cost (USD) and latency (ms),
-    learnt from outcomes' reward components.
+    learnt from outcomes' reward components; and, per task type, the running
+    moments (count, mean, squared deviations) of each arm's quality, cost and
+    latency: the objectives of trade-off decisions (app/policies/tradeoff.py).
+    A failed call counts as quality 0.
 
     >>> est = ArmEstimates()
     >>> est.observe("a", {"cost_usd": 0.01, "latency_ms": 900.0, "quality": 0.8})
     >>> est.observe("a", {"cost_usd": 0.02})
     >>> est.mean("a", "cost_usd"), est.count("a", "latency_ms"), est.mean("b", "cost_usd")
     (0.015, 1, None)
+    >>> est.observe("a", {"quality": 0.5, "cost_usd": 0.01}, task_type="qa")
+    >>> est.observe("a", {"error": True, "cost_usd": 0.0}, task_type="qa")
+    >>> est.objectives("qa")["a"]["quality"], est.objectives("code")
+    ([2.0, 0.25, 0.125], {})
     """
 
     def __init__(self) -> None:
         # metric -> arm -> [count, mean]
         self._data: dict[str, dict[str, list[float]]] = {m: {} for m in _METRICS}
+        # task type -> arm -> objective -> [count, mean, m2]
+        self._objectives: dict[str, dict[str, dict[str, list[float]]]] = {}
 
     def update(
         self, arm: str, cost_usd: float | None = None, latency_ms: float | None = None
     ) -> None:
         """Add one observation; ``None`` (or a non-finite or negative value) is skipped."""
         for metric, value in (("cost_usd", cost_usd), ("latency_ms", latency_ms)):
-            if not isinstance(value, int | float) or isinstance(value, bool):
-                continue
-            if not math.isfinite(value) or value < 0:
+            if not _usable(value):
                 continue
             entry = self._data[metric].setdefault(arm, [0.0, 0.0])
             entry[0] += 1.0
-            entry[1] += (float(value) - entry[1]) / entry[0]
+            entry[1] += (float(value) - entry[1]) / entry[0]  # type: ignore[arg-type]
 
-    def observe(self, arm: str, components: Mapping[str, Any]) -> None:
-        """Learn from an outcome's ``components`` (its ``cost_usd`` and ``latency_ms``)."""
+    def observe(
+        self, arm: str, components: Mapping[str, Any], task_type: str | None = None
+    ) -> None:
+        """Learn from an outcome's ``components`` (its ``cost_usd`` and
+        ``latency_ms``; with the decision's ``task_type``, its objectives too)."""
         self.update(arm, components.get("cost_usd"), components.get("latency_ms"))
+        task = task_bucket(task_type)
+        if task is None or not components:
+            return
+        quality = 0.0 if components.get("error") is True else components.get("quality")
+        values = (quality, components.get("cost_usd"), components.get("latency_ms"))
+        per_arm = None
+        for objective, value in zip(OBJECTIVES, values, strict=True):
+            if not _usable(value):
+                continue
+            if per_arm is None:
+                per_arm = self._objectives.setdefault(task, {}).setdefault(arm, {})
+            moments_add(per_arm.setdefault(objective, [0.0, 0.0, 0.0]), float(value))  # type: ignore[arg-type]
 
     def mean(self, arm: str, metric: str) -> float | None:
         """The mean of ``metric`` (``cost_usd`` or ``latency_ms``) for ``arm``,
@@ -108,30 +134,61 @@ class ArmEstimates:
         entry = self._data[metric].get(arm)
         return int(entry[0]) if entry else 0
 
+    def objectives(self, task_type: str) -> dict[str, dict[str, list[float]]]:
+        """Per arm, the moments of each objective in ``task_type`` (its bucket)."""
+        return self._objectives.get(task_bucket(task_type) or "", {})
+
+    def objectives_pooled(self) -> dict[str, dict[str, list[float]]]:
+        """Per arm, the moments of each objective over every task type."""
+        out: dict[str, dict[str, list[float]]] = {}
+        for per_arm in self._objectives.values():
+            for arm, per_objective in per_arm.items():
+                mine = out.setdefault(arm, {})
+                for objective, m in per_objective.items():
+                    mine[objective] = moments_merge(mine.get(objective, _EMPTY), m)
+        return out
+
+    def task_types(self) -> list[str]:
+        """The task types with objective estimates, sorted."""
+        return sorted(self._objectives)
+
     def forget(self, arm: str) -> None:
         """Drop an arm's estimates (the arm was removed)."""
-        for per_arm in self._data.values():
-            per_arm.pop(arm, None)
+        for by_arm in self._data.values():
+            by_arm.pop(arm, None)
+        for by_task in self._objectives.values():
+            by_task.pop(arm, None)
 
-    def to_dict(self) -> dict[str, dict[str, list[float]]]:
+    def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy, for the learner's state."""
-        return {m: {a: list(v) for a, v in per_arm.items()} for m, per_arm in self._data.items()}
+        out: dict[str, Any] = {
+            m: {a: list(v) for a, v in per_arm.items()} for m, per_arm in self._data.items()
+        }
+        if self._objectives:
+            out["objectives"] = _copy_objectives(self._objectives)
+        return out
 
     @classmethod
-    def from_dict(cls, doc: Mapping[str, Mapping[str, Sequence[float]]]) -> ArmEstimates:
+    def from_dict(cls, doc: Mapping[str, Any]) -> ArmEstimates:
         est = cls()
         for metric in _METRICS:
             for arm, (n, mean) in doc.get(metric, {}).items():
                 est._data[metric][arm] = [float(n), float(mean)]
+        est._objectives = _copy_objectives(doc.get("objectives") or {})
         return est
 
-    def arm_stats(self) -> dict[str, dict[str, float]]:
-        """Per arm, ``<metric>_mean`` and ``<metric>_count``: what a policy
-        snapshot's ``arm_stats`` can carry to the deciders."""
-        out: dict[str, dict[str, float]] = {}
+    def arm_stats(self) -> dict[str, dict[str, Any]]:
+        """Per arm, ``<metric>_mean`` and ``<metric>_count``, and
+        ``objectives`` ({task type: {objective: [count, mean, m2]}}): what a
+        policy snapshot's ``arm_stats`` can carry to the deciders."""
+        out: dict[str, dict[str, Any]] = {}
         for metric, per_arm in self._data.items():
             for arm, (n, mean) in per_arm.items():
                 out.setdefault(arm, {}).update({f"{metric}_mean": mean, f"{metric}_count": n})
+        for task, of_task in self._objectives.items():
+            for arm, per_objective in of_task.items():
+                mine = out.setdefault(arm, {}).setdefault("objectives", {})
+                mine[task] = {o: list(m) for o, m in per_objective.items()}
         return out
 
     @classmethod
@@ -151,6 +208,12 @@ class ArmEstimates:
                     entry = est._data[metric].setdefault(arm, [0.0, 0.0])
                     entry[0] += n
                     entry[1] += (mean - entry[1]) * n / entry[0] if entry[0] else 0.0
+        for part in parts:
+            for task, per_arm in part._objectives.items():
+                for arm, per_objective in per_arm.items():
+                    mine = est._objectives.setdefault(task, {}).setdefault(arm, {})
+                    for objective, m in per_objective.items():
+                        mine[objective] = moments_merge(mine.get(objective, _EMPTY), m)
         return est
 
     @classmethod
@@ -162,7 +225,34 @@ class ArmEstimates:
                 n, mean = s.get(f"{metric}_count"), s.get(f"{metric}_mean")
                 if n and mean is not None:
                     est._data[metric][arm] = [float(n), float(mean)]
+            for task, per_objective in (s.get("objectives") or {}).items():
+                est._objectives.setdefault(task, {})[arm] = {
+                    o: [float(v) for v in m] for o, m in per_objective.items()
+                }
         return est
+
+
+_EMPTY = (0.0, 0.0, 0.0)
+
+
+def _usable(value: Any) -> bool:
+    """A finite, non-negative number (not a bool)."""
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= 0
+    )
+
+
+def _copy_objectives(doc: Mapping[str, Any]) -> dict[str, dict[str, dict[str, list[float]]]]:
+    return {
+        task: {
+            arm: {o: [float(v) for v in m] for o, m in per_objective.items()}
+            for arm, per_objective in per_arm.items()
+        }
+        for task, per_arm in doc.items()
+    }
 
 
 class ExplorationBudget:
@@ -176,7 +266,8 @@ class ExplorationBudget:
     (requests + 1)``; so the share never exceeds the budget (and a fresh
     tenant's first ``1 / fraction - 1`` requests do not explore). Only the
     ``max_tenants`` most recently seen tenants are remembered; a forgotten
-    tenant starts afresh. Time is epoch milliseconds; a timestamp older than
+    tenant starts afresh (``llmopt_state_evictions_total{state=
+    "exploration_budgets"}`` counts them). Time is epoch milliseconds; a timestamp older than
     the newest bucket counts in the newest one.
 
     >>> b = ExplorationBudget(fraction=0.25, window_seconds=60)
@@ -227,6 +318,7 @@ class ExplorationBudget:
             self._tenants[tenant] = entry
             if len(self._tenants) > self.max_tenants:
                 self._tenants.popitem(last=False)
+                metrics.STATE_EVICTIONS.labels("exploration_budgets").inc()
         else:
             self._tenants.move_to_end(tenant)
         window, totals = entry
@@ -396,9 +488,12 @@ class Guardrails:
         a budget or a warm-up (a request's own limits also make it so)."""
         return self.budget is not None or self.min_pulls > 0
 
-    def observe(self, arm: str, components: Mapping[str, Any]) -> None:
-        """Learn an arm's cost and latency from an outcome's components."""
-        self.estimates.observe(arm, components)
+    def observe(
+        self, arm: str, components: Mapping[str, Any], task_type: str | None = None
+    ) -> None:
+        """Learn an arm's cost and latency (and, with the task type, its
+        objectives) from an outcome's components."""
+        self.estimates.observe(arm, components, task_type)
 
     # -- the entry point ---------------------------------------------------------------------
     def choose(
@@ -410,11 +505,15 @@ class Guardrails:
         tenant: str,
         priority: int,
         now_ms: int,
+        chooser: Chooser | None = None,
     ) -> GuardedSelection:
         """The policy's selection for one request, with the guardrails applied
         (see the module's docstring for the order). Records the decision in
-        the tenant's exploration budget."""
+        the tenant's exploration budget. ``chooser(arms, explore)``, when
+        given, selects in the policy's place (a request's trade-off); the
+        limits, priority, budget and warm-up rules stay the same."""
         names = list(allowed) if allowed is not None else policy.arms
+        select = chooser or (lambda arms, explore: policy.select(context, arms, explore))
         policy.allowed_indices(names)  # unknown, repeated or no arms: the policy's errors
         out = GuardedSelection(Selection(names[0], 1.0, {}, False), names)
 
@@ -430,7 +529,7 @@ class Guardrails:
                 )
                 out.flagged = True
                 out.allowed = [arm]
-                out.selection = policy.select(context, [arm], explore=False)
+                out.selection = select([arm], False)
                 self._record(tenant, now_ms, False)
                 return out
             if len(kept) < len(names):
@@ -445,7 +544,7 @@ class Guardrails:
             out.reasons.append(
                 f"priority {priority} >= {self.max_explore_priority}: the greedy arm"
             )
-            out.selection = policy.select(context, names, explore=False)
+            out.selection = select(names, False)
         elif self.budget is not None and not self.budget.may_explore(tenant, now_ms):
             used = self.budget.usage(tenant, now_ms)
             out.acted.append("exploration_budget")
@@ -454,7 +553,7 @@ class Guardrails:
                 f"{self.budget.window_seconds:g} s (budget {self.budget.fraction:g}): "
                 "the greedy arm"
             )
-            out.selection = policy.select(context, names, explore=False)
+            out.selection = select(names, False)
         else:
             under = self.under_pulled(policy, names)
             if under:
@@ -462,7 +561,7 @@ class Guardrails:
                 out.reasons.append(f"{under} have fewer than {self.min_pulls} outcomes")
                 out.selection = self._warm_up(policy, context, names, under)
             else:
-                out.selection = policy.select(context, names, explore=True)
+                out.selection = select(names, True)
         self._record(tenant, now_ms, out.selection.explored)
         return out
 

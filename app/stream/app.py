@@ -32,16 +32,18 @@ from agents import (
     serve_features,
     watch_cluster,
 )
+from app import faults
 from app.error_log_counter import ErrorLogCounter
 from app.features.runtime import build_features
 from app.kafka_security import kafka_security
+from app.metrics import set_label_values_max
 from app.settings import Settings
 from app.stream import decide_endpoint, explain_endpoint, faust_transport
 from app.stream.agent_sensor import AgentSensor
 from app.stream.cluster_watch import health_report
 from app.stream.cluster_watcher import cluster_state
 from app.stream.runtime import Runtime
-from app.web_auth import bearer_auth
+from app.web_auth import web_middlewares
 
 
 def _role(name: str) -> Callable[[Settings], bool]:
@@ -106,10 +108,10 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
         "value_serializer": "raw",
         "broker_credentials": broker_credentials(settings),
     }
-    token = settings.web_bearer_token()
-    if token:
+    middlewares = web_middlewares(settings)
+    if middlewares:
         # Every page (Faust's own included) passes the check; /health stays open.
-        conf["web_application_options"] = {"middlewares": [bearer_auth(token)]}
+        conf["web_application_options"] = {"middlewares": middlewares}
     if settings.embedded_broker:
         # docs/architecture.md#the-embedded-broker: its ListOffsets(LATEST) is too low, which trips
         # Faust's recovery check; and it has no standby replicas to speak of.
@@ -136,6 +138,8 @@ def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | No
 
 def create_app(settings: Settings | None = None) -> faust.App:
     settings = settings or Settings.from_env()
+    faults.install(settings.faults)
+    set_label_values_max(settings.metric_label_values_max)
     runtime = Runtime.for_settings(settings)
     app = faust.App(settings.app_id, **faust_settings(settings))
     # A producer flush that drains (state writes durable before offsets are
@@ -158,9 +162,15 @@ def create_app(settings: Settings | None = None) -> faust.App:
     async def health(web: Any, request: Any) -> Any:
         """200 once every role of this worker holds partitions and the
         cluster answers with every topic; 503 with the reason otherwise."""
-        assigned = bool(app.consumer.assignment()) if app.consumer else False
-        ready = {"decide": runtime.decide_ready, "join": assigned, "learn": assigned}
-        ready.update(features=assigned, archive=assigned)
+        held = runtime.holds_partitions.get
+        ready = {
+            "decide": held("select_arm", False),
+            "join": held("join_rewards", False),
+            "learn": held("learn_from_outcomes", False),
+            "features": held("aggregate_features", False),
+            # archive_outcomes is a Faust agent.
+            "archive": bool(app.consumer.assignment()) if app.consumer else False,
+        }
         cluster = cluster_state(app)
         problem = cluster.problem() if cluster is not None else None
         status, body = health_report({r: ready[r] for r in settings.roles}, problem)

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from mode import Service
 
-from app import metrics
+from app import faults, metrics
 from app.kafka_security import kafka_security
 from app.records import InvalidEvent
 from app.settings import Settings
@@ -198,6 +198,8 @@ class BatchedService(Service):
         started = time.perf_counter()
         offsets = {tp: msgs[-1].offset + 1 for tp, msgs in batch.items()}
         futures = await self.handler.handle(self, batch)
+        if faults.ACTIVE is not None:  # chaos checks: killed or slowed before the commit
+            await faults.ACTIVE.after_batch(self.name)
         metrics.AGENT_PROCESSING_SECONDS.labels(self.name).observe(time.perf_counter() - started)
         self._unsettled += 1
         await self._pending_commits.put((asyncio.gather(*futures), offsets))

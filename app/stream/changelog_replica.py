@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ class ChangelogReplica(Service):
         )
         self.load, self.apply, self.on_lag, self.cluster_id = load, apply, on_lag, cluster_id
         self.caught_up = False
+        self.temporary = False  # a directory of this process's own, deleted at the stop
         self.cluster: str | None = None
         self.consumer: AIOKafkaConsumer | None = None
 
@@ -69,7 +71,20 @@ class ChangelogReplica(Service):
     @Service.task
     async def _follow(self) -> None:
         await self.store.ensure_topic(self.partition_count, self.replication_factor)
-        recovered = await self.store.assign(set(range(self.partition_count)))
+        everything = set(range(self.partition_count))
+        try:
+            recovered = await self.store.assign(everything)
+        except Exception as exc:  # RocksDB's lock: another worker shares this data directory
+            self.store.close()
+            directory = self.store.directory.with_name(f"{self.store.directory.name}-{os.getpid()}")
+            log.warning(
+                "%s: local copy in use (%s); this worker keeps its own in %s",
+                self.changelog,
+                exc,
+                directory,
+            )
+            self.store.directory, self.temporary = directory, True
+            recovered = await self.store.assign(everything)
         self.load(self._items())
         self.caught_up = True
         log.info(
@@ -128,4 +143,7 @@ class ChangelogReplica(Service):
         if self.consumer is not None:
             with contextlib.suppress(Exception):
                 await self.consumer.stop()
-        self.store.close()
+        if self.temporary:
+            self.store.destroy()
+        else:
+            self.store.close()

@@ -15,6 +15,9 @@ Calls that arrive together are decided in one pass of the decider.
   named by ``LLMOPT_TENANT_HEADER`` is the HTTP header of that name; there
   is no message key. A ``reply_to`` is checked as on Kafka and otherwise
   ignored: the HTTP answer is the reply.
+- A caller whose bearer token may act for some tenants only (the tenants
+  file, app/tenant_access.py) has an event of another tenant refused: 403
+  ``tenant_not_allowed``, dead-lettered and counted as any bad input.
 - ``?ack=1``: answer once the broker has acknowledged the decision (a
   worker crash cannot lose a decision the caller acts on). Without it the
   answer does not wait: the decision is queued in the producer, and a crash
@@ -22,9 +25,13 @@ Calls that arrive together are decided in one pass of the decider.
   and the learner misses one update; the caller's answer is unaffected.
 - Status: 200 with the decision (a batch: 200 whenever the body is an
   array); 400 ``{"error": <reason>, "detail": ...}`` for bad input, 413 for
-  ``oversize``, 500 for ``internal_error``; 503 ``not_ready`` until the
+  ``oversize``, 403 for ``tenant_not_allowed``, 500 for ``internal_error``;
+  503 ``not_ready`` until the
   decider has read the policy snapshots (and ``not_logged`` when ``?ack=1``
-  and the send failed).
+  and the send failed), and ``overloaded`` while more than
+  MAX_IN_FLIGHT_REQUESTS requests are being decided (backpressure: the
+  caller retries or falls back, rather than the worker queueing without
+  bound).
 
 ``POST /reward`` takes one reward event, checks it as ``join_rewards`` does
 (tenant header, reward token), and sends it to the rewards topic keyed by
@@ -45,11 +52,19 @@ import orjson
 
 from app import metrics
 from app.features.observations import observation_doc, request_observations
-from app.http_ingress import body_limit, error_doc, is_batch, split_batch, status_for
+from app.http_ingress import (
+    MAX_BATCH_ITEMS,
+    body_limit,
+    error_doc,
+    is_batch,
+    split_batch,
+    status_for,
+)
 from app.ingress import accept_request, check_reward_token, check_tenant
 from app.records import InvalidEvent, Request, Reward, decode, now_ms
 from app.stream.dead_letter import dead_letter, internal_error
 from app.stream.runtime import DirectDecisions, Runtime
+from app.web_auth import caller_of
 
 log = logging.getLogger(__name__)
 DECIDE_AGENT = "decide_http"
@@ -59,6 +74,8 @@ REWARD_SOURCE = "http:/reward"
 JSON_TYPE = "application/json"
 # Observations wait this long to go out together, one message per route.
 OBSERVATIONS_FLUSH_S = 0.01
+# Requests of POST /decide calls being decided at once; a call beyond is 503.
+MAX_IN_FLIGHT_REQUESTS = 10 * MAX_BATCH_ITEMS
 Answer = tuple[int, Any]
 
 
@@ -178,6 +195,7 @@ class DecideEndpoint:
         self.observations = ObservationBatcher(t.name("feature_observations"))
         self.decisions = DecisionBatcher()
         self.rewards_topic = t.name("rewards")
+        self.in_flight = 0
 
     def _tenant_headers(self, request: Any) -> list[tuple[str, bytes]]:
         name = self.rt.settings.tenant_header
@@ -215,7 +233,30 @@ class DecideEndpoint:
             items = split_batch(body, s.max_event_bytes) if batch else [body]
         except InvalidEvent as exc:
             return await self._refuse(producer, DECIDE_AGENT, DECIDE_SOURCE, body, exc)
+        if self.in_flight + len(items) > MAX_IN_FLIGHT_REQUESTS:
+            metrics.EVENTS.labels(DECIDE_AGENT, "overloaded").inc(len(items))
+            return 503, {
+                "error": "overloaded",
+                "detail": f"more than {MAX_IN_FLIGHT_REQUESTS} requests being decided; retry",
+            }
+        self.in_flight += len(items)
+        try:
+            return await self._decide(request, direct, items, batch, started)
+        finally:
+            self.in_flight -= len(items)
+
+    async def _decide(
+        self,
+        request: Any,
+        direct: DirectDecisions,
+        items: list[bytes],
+        batch: bool,
+        started: float,
+    ) -> Answer:
+        producer = direct.producer
+        s = self.rt.settings
         headers = self._tenant_headers(request)
+        caller = caller_of(request)
         answers: list[Any] = [None] * len(items)
         accepted: list[int] = []
         requests: list[Request] = []
@@ -231,6 +272,7 @@ class DecideEndpoint:
                         tenant_header=s.tenant_header,
                         reply_prefix=s.reply_topic_prefix,
                         now=now,
+                        caller=caller,
                     )
                 )
                 accepted.append(i)
@@ -275,7 +317,7 @@ class DecideEndpoint:
             if more:
                 raise InvalidEvent("oversize", f"more than {s.max_event_bytes} bytes")
             r = Reward.from_dict(decode(body, s.max_event_bytes))
-            check_tenant(r.tenant_id, headers, s.tenant_header)
+            check_tenant(r.tenant_id, headers, s.tenant_header, caller=caller_of(request))
             check_reward_token(s.reward_token_secret, r.tenant_id, r.request_id, r.reward_token)
         except InvalidEvent as exc:
             return await self._refuse(producer, REWARD_AGENT, REWARD_SOURCE, body, exc)

@@ -44,7 +44,9 @@ class Runtime:
     settings: Settings
     topics: TopicCatalog
     policies: PoliciesConfig
-    decide_ready: bool = False
+    # Batched services by agent name → whether they held partitions after
+    # their last fetch (a role's readiness on /health).
+    holds_partitions: dict[str, bool] = field(default_factory=dict)
     # Features (app/features): the windowed feature store this worker keeps,
     # and the extractor select_arm decides with (None without a spec).
     feature_spec: Any = None
@@ -66,6 +68,14 @@ class Runtime:
     def __post_init__(self) -> None:
         if self.file_policies is None:
             self.file_policies = self.policies
+
+    def holding(self, agent: str) -> Callable[[bool], None]:
+        """The ``on_fetch`` of a batched service: records whether it holds partitions."""
+
+        def note(assigned: bool) -> None:
+            self.holds_partitions[agent] = assigned
+
+        return note
 
     @classmethod
     def for_settings(cls, settings: Settings) -> Runtime:

@@ -15,7 +15,14 @@ import orjson
 
 from benchmarks.common import report, result_path, run_header, stop_on_termination_signals
 from benchmarks.e2e import PACKAGES, BenchError, log
-from benchmarks.e2e.configs import CONFIGS, JOIN_WINDOW, QUIET, WORKER_ENV, command
+from benchmarks.e2e.configs import (
+    CONFIGS,
+    JOIN_WINDOW,
+    QUIET,
+    WORKER_ENV,
+    command,
+    context_free_policies,
+)
 from benchmarks.e2e.driver import drive
 from benchmarks.e2e.http_decide import measure_http_decide
 from benchmarks.e2e.latency import measure_latency
@@ -241,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
         "errors": [],
     }
     workdir = Path(tempfile.mkdtemp(prefix="llmopt-bench-"))
+    if "LLMOPT_POLICIES_PATH" not in WORKER_ENV:
+        WORKER_ENV["LLMOPT_POLICIES_PATH"] = str(context_free_policies(workdir))
+        results["worker_env"] = dict(WORKER_ENV)
     started = time.monotonic()
     exit_code = 0
     try:

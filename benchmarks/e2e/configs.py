@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from app.settings import POLICIES_PATH
+
 CONFIGS: dict[str, str | None] = {
     "echo": None,  # benchmarks/echo_worker.py
     "decide": "decide",
@@ -30,6 +34,18 @@ JOIN_WINDOW = [10.0]
 
 # LLMOPT_* settings given to the pipeline workers (--worker-env), for experiments.
 WORKER_ENV: dict[str, str] = {}
+
+
+def context_free_policies(directory: Path) -> Path:
+    """config/policies.yaml with the context-free policy as the default: the
+    figures are the pipeline's, comparable across versions, not those of the
+    tuner's model fits that the demo's default policy makes."""
+    text = POLICIES_PATH.read_text()
+    if "\ndefault_policy: default\n" not in text:
+        raise ValueError(f"{POLICIES_PATH}: expected 'default_policy: default'")
+    path = directory / "policies-context-free.yaml"
+    path.write_text(text.replace("\ndefault_policy: default\n", "\ndefault_policy: context-free\n"))
+    return path
 
 
 def command(cfg: str) -> str:
