@@ -20,6 +20,13 @@ experiment's policy in the registry: the ``serve`` request
 ``serve_records``), without a version number, so the policy's learner
 registers the state as a version and serves it. A rollback comes before any
 promotion, so it writes nothing to the registry.
+
+A lost cluster loses the experiments topic with it, while the deciders keep
+splitting traffic by the definitions they hold. So the evaluator keeps the
+latest event of each record key it has read or written and, on a new
+cluster, writes them to the new topic with every position at 0 (the
+statistics so far count what the old logs held; the new logs are read from
+their start), then recovers from that topic as after a new lease.
 """
 
 from __future__ import annotations
@@ -27,10 +34,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -52,6 +61,7 @@ from app.records import (
     now_ms,
 )
 from app.registry_cli import read_registry, write_records
+from app.stream.cluster_watcher import current_cluster_id
 from app.stream.kafka_io import assign_from, partitions_of, read_to_end, stop_consumer
 from app.stream.partition_ends import fetched_end_offsets
 from app.stream.runtime import Runtime
@@ -78,8 +88,11 @@ class _Lease(ConsumerRebalanceListener):
 
 
 class EvaluateExperiments:
-    def __init__(self, runtime: Runtime) -> None:
-        self.rt = runtime
+    def __init__(self, runtime: Runtime, cluster_id: Callable[[], str | None]) -> None:
+        self.rt, self.cluster_id = runtime, cluster_id
+        self.cluster: str | None = None
+        # The latest event of each record key of the topic, read or written.
+        self.latest: dict[bytes, ExperimentEvent] = {}
         s, t = runtime.settings, runtime.topics
         self.by = f"evaluator@{socket.gethostname()}:{s.web_port}:{os.getpid()}"
         self.topic = t.name("experiments")
@@ -154,6 +167,8 @@ class EvaluateExperiments:
         last_look = 0.0
         while True:
             batch = await self.lease.getmany(timeout_ms=100 if self.evaluator else 500)
+            if await self._carried_to_new_cluster():
+                continue
             if self._gained is not None:
                 gained, self._gained = self._gained, None
                 await self._recover(gained)
@@ -163,6 +178,7 @@ class EvaluateExperiments:
                 continue
             for msgs in batch.values():
                 for e in _events(msgs):
+                    self.latest[record_key(e)] = e
                     ev.on_event(e)
             await self._read_sources(ev)
             if time.monotonic() - last_look >= LOOK_EVERY_S:
@@ -184,6 +200,7 @@ class EvaluateExperiments:
                 return  # lost (or gained again) meanwhile: the loop starts over
             for tp, msgs in batch.items():
                 for e in _events(msgs):
+                    self.latest[record_key(e)] = e
                     ev.recover(e)
                 if msgs and msgs[-1].offset + 1 >= ends[(tp.topic, tp.partition)]:
                     left.discard(tp)
@@ -204,6 +221,34 @@ class EvaluateExperiments:
             len(by_name),
             positions,
         )
+
+    async def _carried_to_new_cluster(self) -> bool:
+        """On a new cluster: write the experiments' latest events to its
+        topic, positions at 0, and recover from it (see the module
+        docstring); whether it did."""
+        cluster = self.cluster_id()
+        if cluster is None or self.cluster in (None, cluster):
+            self.cluster = cluster or self.cluster
+            return False
+        carried = [_from_the_start(e) for e in self.latest.values()]
+        await asyncio.gather(
+            *[
+                await self.producer.send(self.topic, orjson.dumps(e.to_dict()), key=record_key(e))
+                for e in carried
+            ]
+        )
+        self.latest = {record_key(e): e for e in carried}
+        self.cluster = cluster
+        log.warning(
+            "a new cluster: %d experiment event(s) written to its topic; evaluating from there",
+            len(carried),
+        )
+        metrics.EVENTS.labels(AGENT, "carried_to_new_cluster").inc(len(carried))
+        held = list(self.lease.assignment())
+        self.lose()
+        if held:
+            self.gain(held)
+        return True
 
     async def _read_sources(self, ev: Evaluator) -> None:
         assert self.reader is not None
@@ -262,6 +307,7 @@ class EvaluateExperiments:
         ]
         await asyncio.gather(*futures)
         for e in events:
+            self.latest[record_key(e)] = e
             if e.kind == "result" and e.result is not None:
                 metrics.set_experiment_result(e.experiment_id, e.result)
             elif e.kind == "stopped" and e.stop_reason:
@@ -364,6 +410,14 @@ def _where(role: str, partition: int) -> str:
     return f"{role}/{partition}"
 
 
+def _from_the_start(e: ExperimentEvent) -> ExperimentEvent:
+    """``e`` with the positions its state carries set to 0."""
+    if not e.state or "offsets" not in e.state:
+        return e
+    offsets = dict.fromkeys(e.state["offsets"], 0)
+    return dataclasses.replace(e, state={**e.state, "offsets": offsets})
+
+
 def _events(msgs: list[Any]) -> list[ExperimentEvent]:
     out = []
     for m in msgs:
@@ -378,4 +432,4 @@ def _events(msgs: list[Any]) -> list[ExperimentEvent]:
 def register(app: faust.App, runtime: Runtime) -> None:
     @app.task
     async def evaluate_experiments() -> None:
-        await EvaluateExperiments(runtime).run()
+        await EvaluateExperiments(runtime, lambda: current_cluster_id(app)).run()
