@@ -35,6 +35,15 @@ Backtest, PolicySpec, BacktestResult
     run, frozen or learning while they replay.
 render_table, render_json, render_html
     Reports: terminal table, JSON, self-contained HTML with SVG plots.
+
+Closed loops without a broker (modules, imported by name)
+---------------------------------------------------------
+closed_loop
+    ``llmopt run``'s loop in process: decider, simulator, learner, snapshots.
+task_regret
+    True regret and arm shares per task type, in total and over a minute.
+tradeoff_loop
+    The simulator's true objectives per arm, and a loop of trade-off decisions.
 """
 
 from typing import TYPE_CHECKING, Any
