@@ -66,46 +66,31 @@ class _LabelCap:
         return tuple(capped)
 
 
-class Counter(prometheus_client.Counter):
-    """A counter whose label values are capped (:class:`_LabelCap`)."""
+class _Capped:
+    """A metric family whose label values are capped (:class:`_LabelCap`);
+    mixed in before the prometheus_client class."""
 
     def __init__(
         self, name: str, documentation: str, labelnames: Iterable[str] = (), **kw: Any
     ) -> None:
         labelnames = tuple(labelnames)
-        super().__init__(name, documentation, labelnames, **kw)
+        super().__init__(name, documentation, labelnames, **kw)  # type: ignore[call-arg]
         self.label_cap = _LabelCap(name, labelnames)
 
     def labels(self, *labelvalues: object, **labelkwargs: object) -> Self:
-        return super().labels(*self.label_cap.cap(labelvalues, labelkwargs))
+        return super().labels(*self.label_cap.cap(labelvalues, labelkwargs))  # type: ignore[misc]
 
 
-class Gauge(prometheus_client.Gauge):
-    """A gauge whose label values are capped (:class:`_LabelCap`)."""
-
-    def __init__(
-        self, name: str, documentation: str, labelnames: Iterable[str] = (), **kw: Any
-    ) -> None:
-        labelnames = tuple(labelnames)
-        super().__init__(name, documentation, labelnames, **kw)
-        self.label_cap = _LabelCap(name, labelnames)
-
-    def labels(self, *labelvalues: object, **labelkwargs: object) -> Self:
-        return super().labels(*self.label_cap.cap(labelvalues, labelkwargs))
+class Counter(_Capped, prometheus_client.Counter):
+    """A counter whose label values are capped."""
 
 
-class Histogram(prometheus_client.Histogram):
-    """A histogram whose label values are capped (:class:`_LabelCap`)."""
+class Gauge(_Capped, prometheus_client.Gauge):
+    """A gauge whose label values are capped."""
 
-    def __init__(
-        self, name: str, documentation: str, labelnames: Iterable[str] = (), **kw: Any
-    ) -> None:
-        labelnames = tuple(labelnames)
-        super().__init__(name, documentation, labelnames, **kw)
-        self.label_cap = _LabelCap(name, labelnames)
 
-    def labels(self, *labelvalues: object, **labelkwargs: object) -> Self:
-        return super().labels(*self.label_cap.cap(labelvalues, labelkwargs))
+class Histogram(_Capped, prometheus_client.Histogram):
+    """A histogram whose label values are capped."""
 
 
 EVENTS = Counter("llmopt_events_total", "Events an agent consumed, by result.", ["agent", "result"])

@@ -24,14 +24,17 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from app.decider import Decider
 from app.evaluation.simulator import TrafficSimulator
 from app.evaluation.task_regret import TaskRegret
 from app.learner import Learner
 from app.policies.config import PoliciesConfig
-from app.records import REWARD_COMPONENTS, InvalidEvent, Outcome
+from app.records import REWARD_COMPONENTS, InvalidEvent, Outcome, Request, Reward
+from app.rewards import RewardSpec
 
 __all__ = ["LoopRun", "run_loop"]
 
@@ -91,29 +94,35 @@ def run_loop(
             run.task_types.append(req.task_type)
             run.regrets.append(regret)
             run.tracker.record(req.task_type, d["arm"], regret, tick)
-            reward = sim.outcome(req, d["arm"], now, params)
-            components = {k: v for k in REWARD_COMPONENTS if (v := getattr(reward, k)) is not None}
-            outcome = Outcome(
-                request_id=req.request_id,
-                tenant_id=req.tenant_id,
-                policy_id=pid,
-                policy_version=d["policy_version"],
-                arm=d["arm"],
-                available_arms=d["available_arms"],
-                propensity=d["propensity"],
-                explored=d["explored"],
-                reward=spec.scalar(
-                    reward.quality, reward.cost_usd, reward.latency_ms, reward.error
-                ),
-                defaulted=False,
-                decided_at=now,
-                outcome_at=now,
-                components=components,
-                features=d.get("features"),
-                parameters=params,
-            )
+            outcome = simulated_outcome(req, d, sim.outcome(req, d["arm"], now, params), spec, now)
             learner.apply(outcome, 0, offset)
             offset += 1
         for key in learner.due_snapshots(now):
             decider.apply_snapshot(learner.snapshot(key, now))
     return run
+
+
+def simulated_outcome(
+    req: Request, decision: Mapping[str, Any], reward: Reward, spec: RewardSpec, now: int
+) -> Outcome:
+    """The outcome the join would make of ``decision`` and its simulated
+    ``reward``, at once (no wait)."""
+    components = {k: v for k in REWARD_COMPONENTS if (v := getattr(reward, k)) is not None}
+    return Outcome(
+        request_id=req.request_id,
+        tenant_id=req.tenant_id,
+        policy_id=decision["policy_id"],
+        policy_version=decision["policy_version"],
+        arm=decision["arm"],
+        available_arms=decision["available_arms"],
+        propensity=decision["propensity"],
+        explored=decision["explored"],
+        reward=spec.scalar(reward.quality, reward.cost_usd, reward.latency_ms, reward.error),
+        defaulted=False,
+        decided_at=now,
+        outcome_at=now,
+        components=components,
+        features=decision.get("features"),
+        parameters=decision.get("parameters"),
+        task_type=req.task_type,
+    )

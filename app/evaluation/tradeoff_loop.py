@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from app.decider import Decider
+from app.evaluation.closed_loop import simulated_outcome
 from app.evaluation.simulator import TrafficSimulator
 from app.learner import Learner
 from app.policies.config import PoliciesConfig
 from app.policies.tradeoff import PRESETS, Tradeoff, oriented, pareto_front, scales_of, utilities
-from app.records import Outcome
 
 JSON = dict
 TRUTH_SAMPLE = 20_000  # requests whose expected objectives make the truth
@@ -111,35 +111,7 @@ def run_loop(
             if not isinstance(doc, dict):
                 raise RuntimeError(f"no decision for a simulated request: {doc}")
             reward = sim.outcome(req, doc["arm"], now)
-            components = {
-                k: v
-                for k, v in (
-                    ("quality", reward.quality),
-                    ("cost_usd", reward.cost_usd),
-                    ("latency_ms", reward.latency_ms),
-                    ("error", reward.error),
-                )
-                if v is not None
-            }
-            outcome = Outcome(
-                request_id=req.request_id,
-                tenant_id=req.tenant_id,
-                policy_id=pid,
-                policy_version=doc["policy_version"],
-                arm=doc["arm"],
-                available_arms=doc["available_arms"],
-                propensity=doc["propensity"],
-                explored=doc["explored"],
-                reward=spec.scalar(
-                    reward.quality, reward.cost_usd, reward.latency_ms, reward.error
-                ),
-                defaulted=False,
-                decided_at=now,
-                outcome_at=now,
-                components=components,
-                features=doc.get("features"),
-                task_type=req.task_type,
-            )
+            outcome = simulated_outcome(req, doc, reward, spec, now)
             learner.apply(outcome, 0, offset)
             offset += 1
             if start + i >= requests // 2:
