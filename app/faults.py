@@ -36,7 +36,15 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-SERVICES = ("select_arm", "join_rewards", "learn_from_outcomes", "aggregate_features")
+SERVICES = (
+    "select_arm",
+    "join_rewards",
+    "learn_from_outcomes",
+    "aggregate_features",
+    "featurize_requests",
+    "featurize_outcomes",
+    "detect_drift",
+)
 KINDS = ("kill_mid_batch", "crash_policy_update", "slow_consumer")
 _DELAY = re.compile(r"^(\d+(?:\.\d+)?)(ms|s)$")
 log = logging.getLogger(__name__)

@@ -1697,6 +1697,8 @@ FAULT_KILL_AT = {
     "join_rewards": 15,
     "learn_from_outcomes": 8,
     "aggregate_features": 8,
+    "featurize_requests": 8,
+    "detect_drift": 8,
 }
 FAULT_SLOW_SERVICE = "learn_from_outcomes"
 FAULT_SLOW_DELAY_S = 2.0
