@@ -12,13 +12,16 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agents.select_arm import SelectArm
 from app.http_ingress import MAX_BATCH_ITEMS, is_batch, split_batch, status_for
-from app.records import DeadLetter, InvalidEvent, Request, Reward, now_ms
+from app.records import DEAD_LETTER_REASONS, DeadLetter, InvalidEvent, Request, Reward, now_ms
 from app.settings import Settings
 from app.stream.decide_endpoint import OBSERVATIONS_FLUSH_S, Answer, DecideEndpoint
 from app.stream.runtime import Runtime
+from tests.test_decoders_fuzz import FUZZ, json_values, mutated_events
 
 POLICIES = Path(__file__).parent / "fixtures" / "policies.yaml"
 
@@ -207,3 +210,41 @@ def test_concurrent_calls_are_decided_in_one_pass(
         (200, "c"),
     ]
     assert passes == [3]
+
+
+# --- the fuzz of the decoders, against the endpoint -----------------------------------------
+
+HTTP_BODIES = (
+    st.binary(max_size=2048)
+    | json_values
+    | mutated_events()
+    | st.lists(json_values | mutated_events(), max_size=5).map(
+        lambda xs: b"[" + b",".join(xs) + b"]"
+    )
+)
+
+
+@FUZZ
+@given(body=HTTP_BODIES)
+def test_any_body_is_answered_with_a_decision_or_its_reason(body: bytes) -> None:
+    """Whatever is posted: 200 with decisions, or 4xx with a dead-letter
+    reason and the body dead-lettered — never 500, never an exception; the
+    same for /reward."""
+    rt = Runtime.for_settings(
+        Settings.from_env(
+            {"LLMOPT_KAFKA_BOOTSTRAP": "127.0.0.1:1", "LLMOPT_POLICIES_PATH": str(POLICIES)}
+        )
+    )
+    endpoint, sent = ready(rt)
+    codes = set(DEAD_LETTER_REASONS)
+    for call in (endpoint.decide, endpoint.reward):
+        status, doc = asyncio.run(call(HttpRequest(body)))
+        assert status in (200, 400, 413), (status, doc)
+        answers = doc if isinstance(doc, list) else [doc]
+        for a in answers:
+            assert isinstance(a, dict)
+            if "error" in a:
+                assert a["error"] in codes, a
+    dead = sent.on(rt.topics.name("dead_letter"))
+    for _, value, _ in dead:
+        assert DeadLetter.loads(value).reason in codes
