@@ -43,7 +43,6 @@ SERVICES = (
     "aggregate_features",
     "featurize_requests",
     "featurize_outcomes",
-    "detect_drift",
 )
 KINDS = ("kill_mid_batch", "crash_policy_update", "slow_consumer")
 _DELAY = re.compile(r"^(\d+(?:\.\d+)?)(ms|s)$")
