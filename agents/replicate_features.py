@@ -41,8 +41,8 @@ def register(app: faust.App, runtime: Runtime) -> None:
         for key, value in items:
             apply(key, value)
         store.complete = True
-        metrics.FEATURE_ENTITIES.set(len(store.entities()))
-        log.info("feature windows: %d entities held", len(store.entities()))
+        metrics.FEATURE_ENTITIES.set(store.entity_count())
+        log.info("feature windows: %d entities held", store.entity_count())
 
     def apply(key: bytes, value: bytes | None) -> None:
         try:
@@ -56,7 +56,7 @@ def register(app: faust.App, runtime: Runtime) -> None:
 
     def on_lag(records: int) -> None:
         metrics.FEATURE_REPLICA_LAG.set(records)
-        metrics.FEATURE_ENTITIES.set(len(store.entities()))
+        metrics.FEATURE_ENTITIES.set(store.entity_count())
 
     @app.task
     async def start_replicate_features() -> None:

@@ -117,6 +117,9 @@ class FeatureStore:
     def entities(self) -> list[str]:
         return sorted(self._entities)
 
+    def entity_count(self) -> int:
+        return len(self._entities)
+
     def late(self, entity: str) -> int:
         e = self._entities.get(entity)
         return e.late if e is not None else 0
