@@ -269,6 +269,7 @@ def run_worker(settings: Settings) -> None:
         app = create_app(settings)
     except PolicyConfigError as exc:
         raise CliError(str(exc)) from None
+    _collect_less()
     worker = faust.Worker(
         app,
         loglevel=settings.log_level,
@@ -276,6 +277,20 @@ def run_worker(settings: Settings) -> None:
         logging_config=worker_logging_config(settings),
     )
     worker.execute_from_commandline()
+
+
+def _collect_less() -> None:
+    """The cyclic garbage collector's default thresholds made it a quarter of
+    a busy worker's CPU: every batch allocates tens of thousands of short-lived
+    records, each allocation run started a young-generation pass, and the
+    oldest generation (every module, policy state and pending join entry) was
+    walked again and again. What the imports and the app's set-up made is
+    frozen out of the passes, and the young generation is collected ~70x
+    less often; reference counting still frees everything acyclic at once."""
+    import gc
+
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 10)
 
 
 def _one_torch_thread() -> None:
