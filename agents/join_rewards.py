@@ -59,7 +59,42 @@ AGENT = "join_rewards"
 RESOLVE_PER_TICK = 2_000
 # Records per fetched batch.
 BATCH_MAX = 4_000
+# Entries written lately that are kept decoded in memory (a reward mostly
+# follows its decision within a few batches: reading it back from RocksDB
+# and decoding it cost a tenth of the join).
+RECENT_ENTRIES = 50_000
 FETCH_WAIT_MS = 20
+
+
+class RecentEntries:
+    """The entries written lately, decoded (None: deleted), in two
+    generations: a write goes to the young one, which becomes the old one
+    when full, so the last ``limit`` / 2 to ``limit`` writes are kept
+    without an order to maintain. Every write to the store passes here, so
+    an entry found is the store's current value."""
+
+    def __init__(self, limit: int) -> None:
+        self.half = max(1, limit // 2)
+        self.young: dict[bytes, JoinEntry | None] = {}
+        self.old: dict[bytes, JoinEntry | None] = {}
+
+    def get(self, key: bytes) -> tuple[bool, JoinEntry | None]:
+        """(found, the entry)."""
+        if key in self.young:
+            return True, self.young[key]
+        if key in self.old:
+            return True, self.old[key]
+        return False, None
+
+    def wrote(self, entries: dict[int, dict[bytes, JoinEntry | None]]) -> None:
+        for keys in entries.values():
+            if len(self.young) + len(keys) > self.half:
+                self.old, self.young = self.young, {}
+            self.young.update(keys)
+
+    def clear(self) -> None:
+        self.young.clear()
+        self.old.clear()
 
 
 class JoinBatch:
@@ -122,6 +157,10 @@ class JoinRewards:
         self.due = KeyHeaps()  # partition → (due ms, key)
         self.reading = KeyHeaps()  # (topic, partition) → (offset to read to, key)
         self.marks: dict[bytes, int] = {}  # waiting entries' marks (kept in memory only)
+        self.recent = RecentEntries(RECENT_ENTRIES)
+        # Keys joined before their wait ran out → the done entry's due: the
+        # wait's heap item is stale, and skipped without reading the entry.
+        self.settled: dict[bytes, int] = {}
         self.done: dict[tuple[str, int], int] = {}  # next offset to process
         self.ends = PartitionEnds(
             s.bootstrap, client_id=f"{s.app_id}-join-ends", fetch=s.embedded_broker
@@ -158,12 +197,15 @@ class JoinRewards:
     async def on_revoked(self, service: BatchedService, revoked: set[TopicPartition]) -> None:
         async with self.lock:
             self.done.clear()
+            self.recent.clear()
 
     def _rebuild(self) -> None:
         """The heaps from the store (after an assignment or a new cluster)."""
         self.due.clear()
         self.reading.clear()
         self.marks.clear()
+        self.recent.clear()
+        self.settled.clear()
         for p in self.store.partitions:
             for key, raw in self.store.items(p):
                 e = valid_entry(raw)
@@ -215,6 +257,7 @@ class JoinRewards:
                 self.done[(tp.topic, tp.partition)] = msgs[-1].offset + 1
             done, self.batch = self.batch, JoinBatch()
             futures = await self.store.write(service.producer, done.changes())
+            self.recent.wrote(done.entries)
             futures += await self._send(service, done)
             done.count()
             self._align(service)
@@ -233,8 +276,10 @@ class JoinRewards:
     def _entry(self, p: int, key: bytes) -> JoinEntry | None:
         changed = self.batch.entries.get(p)
         if changed is not None and key in changed:
-            e = changed[key]
+            found, e = True, changed[key]
         else:
+            found, e = self.recent.get(key)
+        if not found:
             raw = self.store.get(p, key)
             e = valid_entry(raw)
             if raw is not None and e is None:
@@ -279,6 +324,8 @@ class JoinRewards:
         elif step.entry is not None:
             b.entries.setdefault(p, {})[key] = step.entry
             self.due.push(step.entry["partition"], step.entry["due"], key)
+            if step.result == "joined":
+                self.settled[key] = step.entry["due"]
         if step.outcome is not None:
             o = step.outcome
             b.outcome_keys.append(self.joiner.outcome_key(o))
@@ -362,6 +409,9 @@ class JoinRewards:
                 if done is not None:
                     keys += self.reading.pop_ready((topic, p), done, RESOLVE_PER_TICK - len(keys))
             for key in keys:
+                done_due = self.settled.pop(key, None)
+                if done_due is not None and done_due > now:
+                    continue  # the wait of a request joined since
                 try:
                     self._resolve(p, key, now, view)
                 except Exception:
@@ -384,6 +434,7 @@ class JoinRewards:
 
         await deliver(send, records, AGENT)
         await self.store.write(service.producer, finished.changes())
+        self.recent.wrote(finished.entries)
         finished.count()
 
     def _progress(self, p: int) -> Progress:

@@ -334,6 +334,10 @@ def test_parse_decision() -> None:
     with pytest.raises(InvalidEvent) as info:
         parse_decision(b"{not json")
     assert info.value.code == "malformed_json"
+    # The document is kept as decoded: a null, even in an optional field, is refused.
+    with pytest.raises(InvalidEvent) as info:
+        parse_decision(orjson.dumps({**d, "task_type": None}))
+    assert info.value.code == "schema_violation"
 
 
 # -- nothing resolves before the join has read far enough ---------------------------------
