@@ -63,6 +63,17 @@ BATCH_MAX = 4_000
 # follows its decision within a few batches: reading it back from RocksDB
 # and decoding it cost a tenth of the join).
 RECENT_ENTRIES = 50_000
+# Finished requests wait for their retention to run out in a local index of
+# the store ordered by due time (keys: this prefix, the due time as 8
+# big-endian bytes, the entry's key), not in memory: they are kept an hour
+# by default, thousands per second.
+EXPIRY_PREFIX = b"\x01done-due:"
+
+
+def expiry_key(due: int, key: bytes) -> bytes:
+    return EXPIRY_PREFIX + due.to_bytes(8, "big") + key
+
+
 FETCH_WAIT_MS = 20
 
 
@@ -104,6 +115,7 @@ class JoinBatch:
 
     def __init__(self) -> None:
         self.entries: dict[int, dict[bytes, JoinEntry | None]] = {}
+        self.expiries: dict[int, dict[bytes, bytes | None]] = {}  # the store's local index
         self.outcome_keys: list[bytes] = []
         self.outcome_values: list[bytes] = []
         self.dead: list[tuple[bytes | None, bytes]] = []
@@ -200,20 +212,29 @@ class JoinRewards:
             self.recent.clear()
 
     def _rebuild(self) -> None:
-        """The heaps from the store (after an assignment or a new cluster)."""
+        """The heaps and the expiry index from the store (after an
+        assignment or a new cluster)."""
         self.due.clear()
         self.reading.clear()
         self.marks.clear()
         self.recent.clear()
         self.settled.clear()
         for p in self.store.partitions:
+            expiries: dict[bytes, bytes | None] = {}
             for key, raw in self.store.items(p):
                 e = valid_entry(raw)
                 if e is None:
                     metrics.POISONED_STATE.labels("join-pending").inc()
                     log.error("skipping an unreadable join-pending entry (%d bytes)", len(raw))
                     continue
-                self.due.push(e["partition"], e["due"], key)
+                if e["state"] == "done":
+                    expiries[expiry_key(e["due"], key)] = b""
+                else:
+                    self.due.push(e["partition"], e["due"], key)
+                if len(expiries) >= 10_000:
+                    self.store.write_local(p, expiries)
+                    expiries = {}
+            self.store.write_local(p, expiries)
         metrics.PENDING_DECISIONS.set(self.due.size())
 
     async def _check_cluster(self, service: BatchedService) -> None:
@@ -256,7 +277,7 @@ class JoinRewards:
                         self._dead(m, internal_error(exc))
                 self.done[(tp.topic, tp.partition)] = msgs[-1].offset + 1
             done, self.batch = self.batch, JoinBatch()
-            futures = await self.store.write(service.producer, done.changes())
+            futures = await self.store.write(service.producer, done.changes(), done.expiries)
             self.recent.wrote(done.entries)
             futures += await self._send(service, done)
             done.count()
@@ -322,10 +343,14 @@ class JoinRewards:
         if not step.keep:
             b.entries.setdefault(p, {})[key] = None
         elif step.entry is not None:
-            b.entries.setdefault(p, {})[key] = step.entry
-            self.due.push(step.entry["partition"], step.entry["due"], key)
-            if step.result == "joined":
-                self.settled[key] = step.entry["due"]
+            e = step.entry
+            b.entries.setdefault(p, {})[key] = e
+            if e["state"] == "done":  # indexed again when re-kept: the same key
+                b.expiries.setdefault(p, {})[expiry_key(e["due"], key)] = b""
+                if step.result == "joined":
+                    self.settled[key] = e["due"]
+            else:
+                self.due.push(e["partition"], e["due"], key)
         if step.outcome is not None:
             o = step.outcome
             b.outcome_keys.append(self.joiner.outcome_key(o))
@@ -417,9 +442,10 @@ class JoinRewards:
                 except Exception:
                     log.exception("join_rewards could not resolve a due entry; it is dropped")
                     metrics.POISONED_STATE.labels("join-pending").inc()
+            self._expire(p, now, view)
         metrics.PENDING_DECISIONS.set(self.due.size())
         finished, self.batch = self.batch, JoinBatch()
-        if not (finished.entries or finished.outcome_keys or finished.dead):
+        if not (finished.entries or finished.outcome_keys or finished.dead or finished.expiries):
             finished.count()
             return
         # Outcomes first, acknowledged; then the entries that record them.
@@ -433,9 +459,25 @@ class JoinRewards:
             return await service.producer.send(topic, value, key=key)
 
         await deliver(send, records, AGENT)
-        await self.store.write(service.producer, finished.changes())
+        await self.store.write(service.producer, finished.changes(), finished.expiries)
         self.recent.wrote(finished.entries)
         finished.count()
+
+    def _expire(self, p: int, now: int, view: Progress) -> None:
+        """Forget the finished requests whose retention ran out (the index
+        may name entries changed since: each is looked up and decided)."""
+        upto = EXPIRY_PREFIX + (now + 1).to_bytes(8, "big")
+        index = self.batch.expiries.setdefault(p, {})
+        for ikey in self.store.local_keys(p, EXPIRY_PREFIX, upto, RESOLVE_PER_TICK):
+            index[ikey] = None
+            key = ikey[len(EXPIRY_PREFIX) + 8 :]
+            try:
+                e = self._entry(p, key)
+                if e is not None and e["state"] == "done":
+                    self._resolve(p, key, now, view)
+            except Exception:
+                log.exception("join_rewards could not expire an entry; it is dropped")
+                metrics.POISONED_STATE.labels("join-pending").inc()
 
     def _progress(self, p: int) -> Progress:
         d, r = (self.decisions, p), (self.rewards, p)

@@ -13,6 +13,11 @@ acknowledged the record). Recovery reads the changelog from there to its
 end; a changelog that ends below that offset belongs to a cluster that
 lost its logs, so the local copy is kept and recovery starts from the new
 log's beginning.
+
+Keys below :data:`LOCAL_BELOW` are the local database's own (the offset, and
+indexes a user keeps beside its values, :meth:`ChangelogStore.write`'s
+``local``): never sent to the changelog, not among :meth:`items`, and
+rebuilt by their user after a recovery.
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ from rocksdict import Options, Rdict, WriteBatch
 from app.stream.partition_ends import PartitionEnds, RangeReader, fetched_end_offsets
 
 log = logging.getLogger(__name__)
-# Below every key a user of the store writes (those start with a printable byte).
+# The keys a user of the store writes start with a printable byte; those below are local.
+LOCAL_BELOW = b" "
 OFFSET_KEY = b"\x00changelog-offset"
 
 
@@ -162,23 +168,67 @@ class ChangelogStore:
         return db.get(key) if db is not None else None
 
     def items(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
-        for key, value in self._dbs[partition].items():
-            if key != OFFSET_KEY:
-                yield cast(bytes, key), cast(bytes, value)
+        for key, value in self._dbs[partition].items(from_key=LOCAL_BELOW):
+            yield cast(bytes, key), cast(bytes, value)
+
+    def local_keys(self, partition: int, start: bytes, stop: bytes, limit: int) -> list[bytes]:
+        """Local keys from ``start`` (included) to ``stop`` (excluded), in
+        order, at most ``limit`` (none for a partition not held)."""
+        db = self._dbs.get(partition)
+        if db is None:
+            return []
+        assert stop <= LOCAL_BELOW
+        keys: list[bytes] = []
+        for found in db.keys(from_key=start):
+            key = cast(bytes, found)
+            if key >= stop or len(keys) >= limit:
+                break
+            keys.append(key)
+        return keys
+
+    def write_local(self, partition: int, keys: Mapping[bytes, bytes | None]) -> None:
+        """Local keys (below :data:`LOCAL_BELOW`; None: delete) of a held partition."""
+        db = self._dbs.get(partition)
+        if db is not None and keys:
+            wb = WriteBatch(raw_mode=True)
+            self._put_local(wb, keys)
+            db.write(wb)
+
+    @staticmethod
+    def _put_local(wb: WriteBatch, keys: Mapping[bytes, bytes | None]) -> None:
+        for key, value in keys.items():
+            if key >= LOCAL_BELOW:
+                raise ValueError(f"local key {key!r} is not below {LOCAL_BELOW!r}")
+            if value is None:
+                wb.delete(key)
+            else:
+                wb.put(key, value)
 
     async def write(
-        self, producer: AIOKafkaProducer, changes: Mapping[int, Mapping[bytes, bytes | None]]
+        self,
+        producer: AIOKafkaProducer,
+        changes: Mapping[int, Mapping[bytes, bytes | None]],
+        local: Mapping[int, Mapping[bytes, bytes | None]] | None = None,
     ) -> list[asyncio.Future[Any]]:
         """Apply ``changes`` (partition → key → value, None: delete) to the
         local databases now, and send them to the changelog (one record
-        batch per partition); the futures of the sends. A partition no
-        longer held is skipped (its new owner redoes the batch)."""
+        batch per partition); the futures of the sends. ``local``: local
+        keys written in the same database write as the partition's changes
+        (an index never disagrees with the values it indexes). A partition
+        no longer held is skipped (its new owner redoes the batch)."""
         futures: list[asyncio.Future[Any]] = []
+        local = local or {}
+        for p in local.keys() - changes.keys():
+            self.write_local(p, local[p])
         for p, keys in changes.items():
             db = self._dbs.get(p)
-            if db is None or not keys:
+            if db is None:
+                continue
+            if not keys:
+                self.write_local(p, local.get(p, {}))
                 continue
             wb = WriteBatch(raw_mode=True)
+            self._put_local(wb, local.get(p, {}))
             b = producer.create_batch()
             for key, value in keys.items():
                 if value is None:
