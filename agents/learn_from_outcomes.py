@@ -33,6 +33,13 @@ outcomes — the policy state keeps a single writer — and the adaptation
 (config/drift.yaml ``adaptation``) goes back to the drift topic as an event
 of kind ``adaptation``, once the state is written, followed at once by a
 snapshot. Other kinds (anomalies, input drift, adaptations) are passed over.
+The detector reads the outcomes at its own pace, so a drift may come before
+the learner has applied the outcomes it was detected on: a drift names the
+outcomes offset it follows (``outcome_offset``), and until this partition's
+outcomes are processed that far (at most ``drift_max_hold_seconds``,
+:class:`app.drift.DriftHold`) the learner stops reading that drift
+partition: it seeks back to the held drift, pauses the partition and leaves
+the drift out of the batch's commit, so a crash meanwhile reads it again.
 Registry requests (``llmopt.registry.v1``) serve, register or shadow
 versions (app/versions.py).
 
@@ -61,6 +68,7 @@ from aiokafka import TopicPartition
 
 from app import metrics
 from app.drift.config import DriftConfig
+from app.drift.drift_hold import DriftHold
 from app.ingress import join_key
 from app.key_heaps import KeyHeaps
 from app.learner import Learner, Shadow, applied_in_state, applied_mark, live_key, mark_expiry
@@ -127,6 +135,7 @@ class LearnFromOutcomes:
         self.states = self._store("policy-state")
         self.applied = self._store("applied-requests")
         self.drift_config = DriftConfig.load(s.drift_path)
+        self.hold = DriftHold(s.drift_max_hold_seconds)
         self.retention_ms = int(s.applied_requests_retention_seconds * 1000)
         self.lock = asyncio.Lock()
         self.expiring = KeyHeaps()  # partition → (expiry in outcome time, request id)
@@ -177,9 +186,16 @@ class LearnFromOutcomes:
             # before may have been learned on elsewhere meanwhile.
             self.learner.forget_all()
             self._rebuild_expiry()
+            # Held drifts are read again from the committed offsets.
+            self.hold.forget()
+            consumer = service.consumer
+            paused = {tp for tp in consumer.paused() if tp.topic == self.drift_name}
+            if paused & assigned:
+                consumer.resume(*(paused & assigned))
 
     async def on_revoked(self, service: BatchedService, revoked: set[TopicPartition]) -> None:
         async with self.lock:
+            self.hold.forget()
             if self.unacked:  # snapshots are never ahead of the stores
                 await asyncio.gather(*self.unacked, return_exceptions=True)
                 self.unacked.clear()
@@ -204,6 +220,7 @@ class LearnFromOutcomes:
             await self._ensure_changelogs()
             self.states.forget_offsets()
             self.applied.forget_offsets()
+            self._resume(service, self.hold.forget())
         self.cluster = cluster
 
     async def _ensure_changelogs(self) -> None:
@@ -222,11 +239,21 @@ class LearnFromOutcomes:
         async with self.lock:
             await self._check_cluster(service)
             now = now_ms()
+            await self._outcomes_reached(
+                service, {tp.partition for tp in batch if tp.topic == self.drift_name}, batch
+            )
             futures: list[asyncio.Future[Any]] = []
+            held: dict[int, int] = {}  # drift partition → offset of the drift held
+            hold, outcomes = self.hold, self.outcomes_name
             for m in in_time_order(batch):
                 try:
                     if m.topic == self.drift_name:
-                        if await self._adapt(m, now):
+                        if m.partition in held:
+                            continue  # read again once the held drift goes
+                        event = DriftEvent.loads(m.value, self.settings.max_event_bytes)
+                        if self._held(event, m):
+                            held[m.partition] = m.offset
+                        elif await self._adapt(event, m, now):
                             # Its snapshot shows the adapted state, before
                             # any later outcome: the batch ends here.
                             futures += await self._finish(service, now)
@@ -240,7 +267,81 @@ class LearnFromOutcomes:
                     log.exception("learn_from_outcomes failed on %s:%s", m.topic, m.offset)
                     self.batch.results["internal_error"] += 1
                     self._dead(m, internal_error(exc, AGENT))
+                if m.topic == outcomes:
+                    hold.reached(m.partition, m.offset + 1)
+            self._hold_back(service, batch, held)
+            self._release(service)
             return futures + await self._finish(service, now)
+
+    # -- drifts held for their outcomes ------------------------------------------------
+    def _held(self, event: DriftEvent, m: Any) -> bool:
+        """Whether a drift the learner would act on waits for outcomes it
+        has not processed yet (:class:`app.drift.DriftHold`)."""
+        pc = self.learner.config.policies.get(event.policy_id)
+        if event.kind != "drift" or pc is None or pc.learning == "sharded":
+            return False
+        if (
+            self.hold.admit(m.partition, m.offset, event.outcome_offset, time.monotonic())
+            == "apply"
+        ):
+            return False
+        metrics.EVENTS.labels(AGENT, "drift_held").inc()
+        log.info(
+            "drift %s of %s held: outcomes[%d] processed below %d, detected at %d",
+            event.event_id,
+            event.policy_id,
+            m.partition,
+            self.hold.done(m.partition),
+            event.outcome_offset,
+        )
+        return True
+
+    def _hold_back(self, service: BatchedService, batch: Batch, held: dict[int, int]) -> None:
+        """Stop reading each held drift's partition at the held record: it is
+        fetched again (and not committed meanwhile) once the hold is over."""
+        consumer = service.consumer
+        for p, offset in held.items():
+            tp = TopicPartition(self.drift_name, p)
+            batch[tp] = [r for r in batch[tp] if r.offset < offset]
+            consumer.seek(tp, offset)
+            consumer.pause(tp)
+
+    def _release(self, service: BatchedService) -> None:
+        """Read again the drift partitions whose hold is over."""
+        released = self.hold.released(time.monotonic())
+        for p, past_bound in released:
+            if past_bound:
+                metrics.EVENTS.labels(AGENT, "drift_held_past_bound").inc()
+                log.warning(
+                    "a drift on partition %d is applied after %gs on hold: the outcomes it was "
+                    "detected on were not reached",
+                    p,
+                    self.hold.max_hold_s,
+                )
+        self._resume(service, [p for p, _ in released])
+
+    def _resume(self, service: BatchedService, partitions: list[int]) -> None:
+        consumer = service.consumer
+        assigned = consumer.assignment()
+        tps = [TopicPartition(self.drift_name, p) for p in partitions]
+        if tps := [tp for tp in tps if tp in assigned]:
+            consumer.resume(*tps)
+
+    async def _outcomes_reached(
+        self, service: BatchedService, partitions: set[int], batch: Batch | None = None
+    ) -> None:
+        """Tell the hold how far the outcomes of ``partitions`` are processed:
+        up to the first record of this batch, else up to the consumer's
+        position (every record fetched before has been handled)."""
+        consumer = service.consumer
+        assigned = consumer.assignment()
+        for p in partitions:
+            tp = TopicPartition(self.outcomes_name, p)
+            records = batch.get(tp) if batch is not None else None
+            if records:
+                self.hold.reached(p, records[0].offset)
+            elif tp in assigned:
+                self.hold.reached(p, await consumer.position(tp))
 
     async def _finish(self, service: BatchedService, now: int) -> list[asyncio.Future[Any]]:
         """Applied ids and changed states written (with the ids that
@@ -326,6 +427,10 @@ class LearnFromOutcomes:
         return futures
 
     async def between_batches(self, service: BatchedService) -> None:
+        if self.hold.held():
+            async with self.lock:
+                await self._outcomes_reached(service, set(self.hold.held()))
+                self._release(service)
         if time.monotonic() < self.next_publish:
             return
         self.next_publish = time.monotonic() + self.interval_s
@@ -474,10 +579,9 @@ class LearnFromOutcomes:
             self.reached[p] = max(self.reached.get(p, 0), outcome.outcome_at)
         b.results[result] += 1
 
-    async def _adapt(self, m: Any, now: int) -> bool:
-        """Apply a drift event to the policy it names (see the module
-        docstring); whether it changed the policy."""
-        event = DriftEvent.loads(m.value, self.settings.max_event_bytes)
+    async def _adapt(self, event: DriftEvent, m: Any, now: int) -> bool:
+        """Apply a drift event (record ``m``) to the policy it names (see the
+        module docstring); whether it changed the policy."""
         pid = event.policy_id
         pc = self.learner.config.policies.get(pid)
         if event.kind != "drift" or pc is None:

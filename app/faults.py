@@ -43,6 +43,7 @@ SERVICES = (
     "aggregate_features",
     "featurize_requests",
     "featurize_outcomes",
+    "detect_drift",
 )
 KINDS = ("kill_mid_batch", "crash_policy_update", "slow_consumer")
 _DELAY = re.compile(r"^(\d+(?:\.\d+)?)(ms|s)$")

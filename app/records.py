@@ -983,6 +983,9 @@ class DriftEvent(Record):
     cause_id: str | None = field(default=None, metadata=text())
     policy_version: int | None = field(default=None, metadata=TIMESTAMP)
     detail: str | None = field(default=None, metadata=text(1024))
+    # Where it was detected: the offset just after the triggering outcome, on
+    # the outcomes partition of this event's number (the learner waits for it).
+    outcome_offset: int | None = field(default=None, metadata=TIMESTAMP)
     schema_version: int = SCHEMA_VERSION
 
 

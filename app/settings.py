@@ -134,6 +134,11 @@ class Settings:
     # The join re-emits an outcome only while it keeps the finished request,
     # so this must cover join_done_retention_seconds + join_max_hold_seconds.
     applied_requests_retention_seconds: float = 5400.0
+    # The learner applies a drift event once it has processed the outcomes
+    # the drift was detected on; this bounds the wait when it cannot get
+    # there (another cluster's offsets, an offset past the partition's end).
+    # 0: no wait (drifts are applied as they are read).
+    drift_max_hold_seconds: float = 30.0
     # Ingress: a request's reply_to must name a topic with this prefix (which
     # must already exist: the worker never creates topics by producing).
     reply_topic_prefix: str = "llmopt.replies."

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from app.records import AlertEvent, DeadLetter, DriftEvent, Outcome, PolicySnapshot, now_ms
+from app.stream.partitioning import partitions_for
 from tests.conftest import Deployment
 from tests.kafka_io import TopicReader, produce
 
@@ -63,6 +64,9 @@ async def _drift_loop(d: Deployment) -> None:
         await reader.settle(1.0)
     events = [DriftEvent.loads(m.value) for m in reader.messages if m.value != bad_drift]
     assert all(m.key == b"default" for m in reader.messages)
+    # on the partition number of the policy's outcomes
+    (p,) = partitions_for([b"default"], t["outcomes"].partitions)
+    assert all(m.partition == p for m in reader.messages)
     drifts = [e for e in events if e.kind == "drift" and e.signal == "reward"]
     assert len(drifts) == 1, events
     (drift,) = drifts
@@ -71,12 +75,16 @@ async def _drift_loop(d: Deployment) -> None:
     offset_of_change = HEALTHY
     assert drift.samples is not None and offset_of_change < drift.samples < HEALTHY + 50
     assert drift.mean_before is not None and drift.mean_before > 0.8
+    # detected on the outcome at offset `samples` (the bad outcome is offset 0)
+    assert drift.outcome_offset == drift.samples + 1
     adaptations = [e for e in events if e.kind == "adaptation"]
     assert len(adaptations) == 1
     (adaptation,) = adaptations
     assert adaptation.cause_id == drift.event_id and adaptation.arm == ARM
     assert (adaptation.action, adaptation.applied) == ("reset", "reset_arm")
     assert adaptation.policy_version is not None
+    # adapted once every outcome up to the drift was applied: one update each, then the adaptation
+    assert adaptation.policy_version >= drift.outcome_offset
 
     async with TopicReader(bs, t.name("policy_snapshots")) as reader:
         await reader.until(

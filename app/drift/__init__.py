@@ -10,8 +10,9 @@ behind the same interface.
 
 DriftMonitor keeps one detector per (policy, arm, signal) and turns outcomes
 into drift/anomaly events; AlertEngine turns rules from config/drift.yaml
-into alert events; ``adapt`` changes a policy after a drift on one arm.
-DriftConfig reads config/drift.yaml.
+into alert events; ``adapt`` changes a policy after a drift on one arm;
+DriftHold keeps a drift back until the learner has processed the outcomes
+it was detected on. DriftConfig reads config/drift.yaml.
 """
 
 from app.drift.adaptation import Adaptation, adapt
@@ -25,6 +26,7 @@ from app.drift.config import (
     DriftConfigError,
 )
 from app.drift.cusum import CUSUM
+from app.drift.drift_hold import DriftHold
 from app.drift.half_space_trees import HalfSpaceTrees
 from app.drift.input_drift import FeatureDrift, InputDrift, psi
 from app.drift.iqr import IQR
@@ -45,6 +47,7 @@ __all__ = [
     "DetectorSpec",
     "DriftConfig",
     "DriftConfigError",
+    "DriftHold",
     "DriftMonitor",
     "FeatureDrift",
     "HalfSpaceTrees",

@@ -52,7 +52,10 @@ class BatchHandler(Protocol):
 
     async def handle(self, service: BatchedService, batch: Batch) -> list[asyncio.Future[Any]]:
         """Process one fetched batch; the futures of every send made for it
-        (its offsets are committed once all are done)."""
+        (its offsets are committed once all are done). A handler that leaves
+        a partition's last records for later drops them from ``batch[tp]``
+        and seeks the consumer back to the first of them: only the records
+        left in ``batch`` are committed."""
         ...
 
     async def stop(self) -> None:
@@ -196,8 +199,9 @@ class BatchedService(Service):
 
     async def _process(self, batch: Batch) -> None:
         started = time.perf_counter()
-        offsets = {tp: msgs[-1].offset + 1 for tp, msgs in batch.items()}
         futures = await self.handler.handle(self, batch)
+        # After handle: it may have left a partition's last records for later.
+        offsets = {tp: msgs[-1].offset + 1 for tp, msgs in batch.items() if msgs}
         if faults.ACTIVE is not None:  # chaos checks: killed or slowed before the commit
             await faults.ACTIVE.after_batch(self.name)
         metrics.AGENT_PROCESSING_SECONDS.labels(self.name).observe(time.perf_counter() - started)
