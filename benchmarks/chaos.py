@@ -1698,6 +1698,7 @@ FAULT_KILL_AT = {
     "learn_from_outcomes": 8,
     "aggregate_features": 8,
     "featurize_requests": 8,
+    "detect_drift": 8,
 }
 FAULT_SLOW_SERVICE = "learn_from_outcomes"
 FAULT_SLOW_DELAY_S = 2.0
