@@ -470,20 +470,22 @@ class Learner:
         live.offsets[str(partition)] = offset
         if outcome.arm not in live.policy.arms:
             return "removed_arm"
-        live.estimates.observe(outcome.arm, outcome.components, outcome.task_type)
         if live.episodes is not None:
             expired = live.episodes.expire(outcome.outcome_at)
             if expired:
                 self._observe(live, expired)
             if outcome.workflow is not None and outcome.features is not None:
+                live.estimates.observe(outcome.arm, outcome.components, outcome.task_type)
                 if len(outcome.features) != getattr(live.policy, "context_dim", -1):
                     return "rejected"
                 self._observe(live, live.episodes.add(outcome))
                 live.updates += 1
                 live.version += 1
                 return "applied"
-        if live.shadows:
-            self._observe_shadows(live, outcome)
+        # The policy's update first: an update that raises (anything but a
+        # refusal) leaves the arm estimates and the shadows as they were, and
+        # the outcome goes to the dead-letter topic unapplied anywhere.
+        rejected = False
         try:
             if faults.ACTIVE is not None:  # chaos checks: an update that raises
                 faults.ACTIVE.policy_update(outcome.request_id)
@@ -502,6 +504,13 @@ class Learner:
                     outcome.arm, outcome.reward, outcome.features, propensity=outcome.propensity
                 )
         except PolicyError:
+            rejected = True
+        # What the arms cost and earned, and what the shadows learn, does not
+        # depend on the serving policy accepting the outcome.
+        live.estimates.observe(outcome.arm, outcome.components, outcome.task_type)
+        if live.shadows:
+            self._observe_shadows(live, outcome)
+        if rejected:
             return "rejected"
         live.updates += 1
         live.version += 1

@@ -264,3 +264,30 @@ def test_policies_are_kept_apart(learner: Learner) -> None:
     assert policy_of(learner.state("p")).stats()["big"]["alpha"] == 2.0
     assert policy_of(learner.state("q")).stats()["big"]["beta"] == 2.0
     assert sorted(learner.due_snapshots(T0, force=True)) == ["p", "q"]
+
+
+def test_an_update_that_raises_changes_nothing_but_the_offset(
+    learner: Learner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The outcome goes to the dead-letter topic: the arm estimates (and the
+    shadows) must not count what the policy never learned."""
+    priced = {"quality": 0.9, "cost_usd": 0.01, "latency_ms": 800.0}
+    first = outcome("big", 1.0, n=1)
+    first.components = priced
+    assert learner.apply(first, 0, 1) == "applied"
+    before = learner.snapshot("p", T0).arm_stats
+    assert before["big"]["cost_usd_count"] == 1
+    live = learner._live["p"]
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("a bug in the policy")
+
+    monkeypatch.setattr(live.policy, "update", broken)
+    second = outcome("big", 0.0, n=2)
+    second.components = priced
+    with pytest.raises(RuntimeError):
+        learner.apply(second, 0, 2)
+    monkeypatch.undo()
+    assert learner.snapshot("p", T0).arm_stats == before
+    assert learner.state("p")["updates"] == 1
+    assert learner.seen("p", 0, 2)  # dead-lettered once, not retried
