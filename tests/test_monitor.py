@@ -135,9 +135,11 @@ def test_monitor_reads_the_metrics_topic(broker: Broker, tmp_path: Path) -> None
             stderr=subprocess.PIPE,
             text=True,
         )
-        time.sleep(4)
+        # rich draws to a pipe only at exit: give it time to start and read
+        # (seconds on a loaded machine) before interrupting it.
+        time.sleep(8)
         live.send_signal(signal.SIGINT)
-        stdout, stderr = live.communicate(timeout=30)
+        stdout, stderr = live.communicate(timeout=60)
         assert live.returncode == 130, stderr
         assert "decisions/s" in stdout and "75.0%" in stdout, stdout
 
