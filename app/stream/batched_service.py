@@ -19,7 +19,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from mode import Service
@@ -32,8 +32,13 @@ from app.stream.cluster_watcher import rewind_restarted_logs
 from app.stream.dead_letter import dead_letter, dead_letter_key
 from app.stream.partitioning import partitions_for
 
+if TYPE_CHECKING:
+    from app.stream.runtime import Runtime
+
 log = logging.getLogger(__name__)
 Batch = dict[TopicPartition, list[Any]]
+# How long a stopping service waits for the batch in hand and its commit.
+STOP_SETTLE_S = 15.0
 
 
 def group_id(app_id: str, name: str) -> str:
@@ -130,6 +135,9 @@ class BatchedService(Service):
         self._lag: dict[TopicPartition, int] = {}
         self._partitions: dict[str, int] = {}
         self._between = getattr(handler, "between_batches", None)
+        # Held while a fetched batch is handled (and the work between
+        # batches done): a stop waits for it before closing what it writes to.
+        self._working = asyncio.Lock()
 
     async def on_start(self) -> None:
         s = self.settings
@@ -165,12 +173,26 @@ class BatchedService(Service):
         self.consumer.subscribe(list(self.sources), listener=listener)
 
     async def on_stop(self) -> None:
+        # The batch in hand is finished and its commit settled before the
+        # consumer, the handler's stores and the producer close: a store
+        # closed under a batch would skip its writes while the batch's
+        # other sends succeed, and its commit would pass over them.
+        try:
+            await asyncio.wait_for(self._settle(), STOP_SETTLE_S)
+        except TimeoutError:
+            log.warning("%s: stopped with a batch unsettled; it is redone", self.name)
         with contextlib.suppress(Exception):
             await self.consumer.stop()
         with contextlib.suppress(Exception):
             await self.handler.stop()
         with contextlib.suppress(Exception):
             await self.producer.stop()
+
+    async def _settle(self) -> None:
+        async with self._working:  # the loop sees should_stop and takes no other
+            pass
+        while self._unsettled:
+            await asyncio.sleep(0.01)
 
     async def partition_count(self, topic: str) -> int:
         """How many partitions ``topic`` has (asked once)."""
@@ -189,13 +211,16 @@ class BatchedService(Service):
             if self._refused is not None:
                 await self._go_back()
             batch = await self.consumer.getmany(timeout_ms=100, max_records=limit)
-            if self.on_fetch is not None:
-                self.on_fetch(bool(self.consumer.assignment()))
-            await rewind_restarted_logs(self.consumer, self.name)
-            if batch:
-                await self._process(batch)
-            if self._between is not None:
-                await self._between(self)
+            async with self._working:
+                if self.should_stop:
+                    break  # a batch fetched while stopping is not committed: read again
+                if self.on_fetch is not None:
+                    self.on_fetch(bool(self.consumer.assignment()))
+                await rewind_restarted_logs(self.consumer, self.name)
+                if batch:
+                    await self._process(batch)
+                if self._between is not None:
+                    await self._between(self)
 
     async def _process(self, batch: Batch) -> None:
         started = time.perf_counter()
@@ -294,3 +319,38 @@ class BatchedService(Service):
             if tp in assigned:
                 lag[self.source_roles[tp.topic]] += v
         metrics.set_consumer_lag(self.name, lag)
+
+
+def start_with_worker(
+    app: Any,
+    runtime: Runtime,
+    name: str,
+    roles: tuple[str, ...],
+    handler: Callable[[], BatchHandler | StatefulBatchHandler],
+    fetch_wait_ms: int,
+    batch_max: int,
+) -> None:
+    """Run the batched service ``name`` over the topics of ``roles`` (their
+    topics.yaml roles), started once Faust's worker has started and stopped
+    with it: a Faust task (one per name) that adds the service as a runtime
+    dependency. ``handler`` is made then, in the worker's loop."""
+    t = runtime.topics
+    sources = {t.name(role): role for role in roles}
+
+    async def start() -> None:
+        service = BatchedService(
+            runtime.settings,
+            name,
+            source=tuple(sources),
+            source_role=sources,
+            dead_letter_topic=t.name("dead_letter"),
+            handler=handler(),
+            fetch_wait_ms=fetch_wait_ms,
+            batch_max=batch_max,
+            on_fetch=runtime.holding(name),
+            loop=app.loop,
+        )
+        await app.add_runtime_dependency(service)
+
+    start.__name__ = start.__qualname__ = f"start_{name}"
+    app.task(start)

@@ -40,6 +40,16 @@ LOCAL_BELOW = b" "
 OFFSET_KEY = b"\x00changelog-offset"
 
 
+class PartitionNotHeld(Exception):
+    """A write to a partition whose local database is closed."""
+
+
+def _failed(exc: BaseException) -> asyncio.Future[Any]:
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    future.set_exception(exc)
+    return future
+
+
 class ChangelogStore:
     """``changelog``: the topic (it must exist, with as many partitions as
     the source); ``directory``: where the local databases live, one per
@@ -215,7 +225,8 @@ class ChangelogStore:
         batch per partition); the futures of the sends. ``local``: local
         keys written in the same database write as the partition's changes
         (an index never disagrees with the values it indexes). A partition
-        no longer held is skipped (its new owner redoes the batch)."""
+        no longer held is not written, and its future fails: the batch is
+        not committed, and is redone here or by the partition's new owner."""
         futures: list[asyncio.Future[Any]] = []
         local = local or {}
         for p in local.keys() - changes.keys():
@@ -223,6 +234,9 @@ class ChangelogStore:
         for p, keys in changes.items():
             db = self._dbs.get(p)
             if db is None:
+                # Not held any more (closed under the batch): the batch must
+                # not be committed as if its state were written.
+                futures.append(_failed(PartitionNotHeld(f"{self.changelog}[{p}] is not held")))
                 continue
             if not keys:
                 self.write_local(p, local.get(p, {}))
