@@ -35,7 +35,7 @@ from app import metrics
 from app.features.observations import parse_observations
 from app.features.store import FeatureStore, pane_key, parse_pane_key
 from app.records import InvalidEvent
-from app.stream.batched_service import Batch, BatchedService
+from app.stream.batched_service import Batch, BatchedService, start_with_worker
 from app.stream.changelog_store import ChangelogStore
 from app.stream.cluster_watcher import current_cluster_id, rewind_to_start
 from app.stream.runtime import Runtime
@@ -201,20 +201,12 @@ class AggregateFeatures:
 
 
 def register(app: faust.App, runtime: Runtime) -> None:
-    s, t = runtime.settings, runtime.topics
-
-    @app.task
-    async def start_aggregate_features() -> None:
-        service = BatchedService(
-            s,
-            AGENT,
-            source=t.name("feature_observations"),
-            source_role="feature_observations",
-            dead_letter_topic=t.name("dead_letter"),
-            handler=AggregateFeatures(runtime, lambda: current_cluster_id(app)),
-            fetch_wait_ms=FETCH_WAIT_MS,
-            batch_max=BATCH_MAX,
-            on_fetch=runtime.holding(AGENT),
-            loop=app.loop,
-        )
-        await app.add_runtime_dependency(service)
+    start_with_worker(
+        app,
+        runtime,
+        AGENT,
+        ("feature_observations",),
+        lambda: AggregateFeatures(runtime, lambda: current_cluster_id(app)),
+        FETCH_WAIT_MS,
+        BATCH_MAX,
+    )

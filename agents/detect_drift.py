@@ -35,7 +35,7 @@ import faust
 from app import metrics
 from app.drift import AlertEngine, DriftConfig, DriftMonitor
 from app.records import InvalidEvent, Outcome
-from app.stream.batched_service import Batch, BatchedService
+from app.stream.batched_service import Batch, BatchedService, start_with_worker
 from app.stream.dead_letter import internal_error
 from app.stream.runtime import Runtime
 
@@ -116,20 +116,6 @@ class DetectDrift:
 
 
 def register(app: faust.App, runtime: Runtime) -> None:
-    s, t = runtime.settings, runtime.topics
-
-    @app.task
-    async def start_detect_drift() -> None:
-        service = BatchedService(
-            s,
-            AGENT,
-            source=t.name("outcomes"),
-            source_role="outcomes",
-            dead_letter_topic=t.name("dead_letter"),
-            handler=DetectDrift(runtime),
-            fetch_wait_ms=FETCH_WAIT_MS,
-            batch_max=BATCH_MAX,
-            on_fetch=runtime.holding(AGENT),
-            loop=app.loop,
-        )
-        await app.add_runtime_dependency(service)
+    start_with_worker(
+        app, runtime, AGENT, ("outcomes",), lambda: DetectDrift(runtime), FETCH_WAIT_MS, BATCH_MAX
+    )

@@ -26,7 +26,7 @@ from app import metrics
 from app.features.observations import observation_doc, request_observations
 from app.ingress import accept_request_message
 from app.records import InvalidEvent, now_ms
-from app.stream.batched_service import Batch, BatchedService
+from app.stream.batched_service import Batch, BatchedService, start_with_worker
 from app.stream.dead_letter import internal_error
 from app.stream.runtime import Runtime
 
@@ -89,26 +89,15 @@ def register_featurize(
     app: faust.App, runtime: Runtime, agent: str, source_role: str, observe: Observe
 ) -> None:
     """Run a featurize agent over ``source_role``'s topic."""
-    s, t = runtime.settings, runtime.topics
-
-    async def start_featurize() -> None:
-        service = BatchedService(
-            s,
-            agent,
-            source=t.name(source_role),
-            source_role=source_role,
-            dead_letter_topic=t.name("dead_letter"),
-            handler=Featurize(runtime, agent, observe),
-            fetch_wait_ms=FETCH_WAIT_MS,
-            batch_max=BATCH_MAX,
-            on_fetch=runtime.holding(agent),
-            loop=app.loop,
-        )
-        await app.add_runtime_dependency(service)
-
-    # Faust keeps one task per name.
-    start_featurize.__name__ = start_featurize.__qualname__ = f"start_{agent}"
-    app.task(start_featurize)
+    start_with_worker(
+        app,
+        runtime,
+        agent,
+        (source_role,),
+        lambda: Featurize(runtime, agent, observe),
+        FETCH_WAIT_MS,
+        BATCH_MAX,
+    )
 
 
 def register(app: faust.App, runtime: Runtime) -> None:

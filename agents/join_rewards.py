@@ -45,7 +45,7 @@ from app.join import JoinEntry, Joiner, Progress, Step, encode_entry, parse_deci
 from app.join_alignment import RewardsAlignment
 from app.key_heaps import KeyHeaps
 from app.records import InvalidEvent, Reward, decode, now_ms
-from app.stream.batched_service import Batch, BatchedService
+from app.stream.batched_service import Batch, BatchedService, start_with_worker
 from app.stream.changelog_store import ChangelogStore
 from app.stream.cluster_watcher import current_cluster_id, rewind_to_start
 from app.stream.dead_letter import dead_letter, dead_letter_key, internal_error
@@ -527,20 +527,12 @@ def changelog_name(app_id: str) -> str:
 
 
 def register(app: faust.App, runtime: Runtime) -> None:
-    s, t = runtime.settings, runtime.topics
-
-    @app.task
-    async def start_join_rewards() -> None:
-        service = BatchedService(
-            s,
-            AGENT,
-            source=(t.name("decisions"), t.name("rewards")),
-            source_role={t.name("decisions"): "decisions", t.name("rewards"): "rewards"},
-            dead_letter_topic=t.name("dead_letter"),
-            handler=JoinRewards(runtime, lambda: current_cluster_id(app)),
-            fetch_wait_ms=FETCH_WAIT_MS,
-            batch_max=BATCH_MAX,
-            on_fetch=runtime.holding(AGENT),
-            loop=app.loop,
-        )
-        await app.add_runtime_dependency(service)
+    start_with_worker(
+        app,
+        runtime,
+        AGENT,
+        ("decisions", "rewards"),
+        lambda: JoinRewards(runtime, lambda: current_cluster_id(app)),
+        FETCH_WAIT_MS,
+        BATCH_MAX,
+    )

@@ -74,7 +74,7 @@ from app.key_heaps import KeyHeaps
 from app.learner import Learner, Shadow, applied_in_state, applied_mark, live_key, mark_expiry
 from app.metrics_snapshot import process_id
 from app.records import DriftEvent, InvalidEvent, Outcome, RegistryEvent, now_ms
-from app.stream.batched_service import Batch, BatchedService
+from app.stream.batched_service import Batch, BatchedService, start_with_worker
 from app.stream.changelog_store import ChangelogStore
 from app.stream.cluster_watch import offsets_key
 from app.stream.cluster_watcher import current_cluster_id, rewind_to_start
@@ -670,22 +670,12 @@ class LearnFromOutcomes:
 
 
 def register(app: faust.App, runtime: Runtime) -> None:
-    s, t = runtime.settings, runtime.topics
-    sources = {t.name("outcomes"): "outcomes", t.name("drift"): "drift"}
-    sources[t.name("registry")] = "registry"
-
-    @app.task
-    async def start_learn_from_outcomes() -> None:
-        service = BatchedService(
-            s,
-            AGENT,
-            source=tuple(sources),
-            source_role=sources,
-            dead_letter_topic=t.name("dead_letter"),
-            handler=LearnFromOutcomes(runtime, lambda: current_cluster_id(app)),
-            fetch_wait_ms=FETCH_WAIT_MS,
-            batch_max=BATCH_MAX,
-            on_fetch=runtime.holding(AGENT),
-            loop=app.loop,
-        )
-        await app.add_runtime_dependency(service)
+    start_with_worker(
+        app,
+        runtime,
+        AGENT,
+        ("outcomes", "drift", "registry"),
+        lambda: LearnFromOutcomes(runtime, lambda: current_cluster_id(app)),
+        FETCH_WAIT_MS,
+        BATCH_MAX,
+    )
