@@ -130,6 +130,9 @@ def test_monitor_reads_the_metrics_topic(broker: Broker, tmp_path: Path) -> None
         live = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "monitor", "--interval", "0.5"],
             env={**d.env, "COLUMNS": "120"},
+            # A shell that runs the suite in the background ignores SIGINT,
+            # and Python keeps a SIGINT ignored at its start: give it Ctrl-C back.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
