@@ -282,8 +282,9 @@ class BatchedService(Service):
 
     @Service.task
     async def _commit(self) -> None:
-        """Commit each batch's offsets once all its sends are acknowledged."""
-        while not self.should_stop:
+        """Commit each batch's offsets once all its sends are acknowledged
+        (while stopping too, until the batches handed over are settled)."""
+        while not self.should_stop or self._unsettled:
             ready = [await self._pending_commits.get()]
             while not self._pending_commits.empty():
                 ready.append(self._pending_commits.get_nowait())
