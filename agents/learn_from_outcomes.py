@@ -359,6 +359,20 @@ class LearnFromOutcomes:
                 for rid in expired:
                     marks.setdefault(rid, None)
                 metrics.APPLIED_EXPIRED.inc(len(expired))
+        # Dead letters and shadow decisions are acknowledged before the
+        # states: a state is on the local disk as soon as it is written, and
+        # records the offsets of the outcomes it has seen, so after a kill the
+        # redone batch skips those outcomes and would not send these again.
+        if done.dead:
+            await deliver(self._send, [(self.dead_name, k, v) for k, v in done.dead], AGENT)
+        if decided:
+            keys = [d.request_id.encode() for d in decided]
+            await deliver(
+                self._send,
+                [(self.shadow_name, k, d.dumps()) for k, d in zip(keys, decided, strict=True)],
+                AGENT,
+            )
+            metrics.EVENTS.labels(AGENT, "shadow_decision").inc(len(decided))
         futures = await self.applied.write(service.producer, done.marks)
         states: dict[int, dict[bytes, bytes | None]] = {}
         for key, p in done.states.items():
@@ -366,14 +380,6 @@ class LearnFromOutcomes:
         written = await self.states.write(service.producer, states)
         futures += written
         self.unacked += written
-        for dkey, doc in done.dead:
-            futures.append(await service.producer.send(self.dead_name, doc, key=dkey))
-        if decided:
-            keys = [d.request_id.encode() for d in decided]
-            futures += await service.send_batches(
-                self.shadow_name, keys, [d.dumps() for d in decided], now
-            )
-            metrics.EVENTS.labels(AGENT, "shadow_decision").inc(len(decided))
         for key in done.states:
             metrics.set_shadow_values(key, self.learner.shadow_values(key))
         for pid, n in done.updates.items():
