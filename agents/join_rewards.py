@@ -467,9 +467,10 @@ class JoinRewards:
         """Forget the finished requests whose retention ran out (the index
         may name entries changed since: each is looked up and decided)."""
         upto = EXPIRY_PREFIX + (now + 1).to_bytes(8, "big")
-        index = self.batch.expiries.setdefault(p, {})
         for ikey in self.store.local_keys(p, EXPIRY_PREFIX, upto, RESOLVE_PER_TICK):
-            index[ikey] = None
+            # Taken out of the index whatever happens below: an entry that
+            # cannot be resolved is dropped, as a due one is.
+            self.batch.expiries.setdefault(p, {})[ikey] = None
             key = ikey[len(EXPIRY_PREFIX) + 8 :]
             try:
                 e = self._entry(p, key)
