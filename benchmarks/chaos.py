@@ -162,6 +162,22 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def source_digest() -> str:
+    """A digest of the worker's Python sources (app/, agents/). Each start
+    of a worker imports the tree as it is then: a run during which the
+    sources changed restarted its workers into different code, and says
+    nothing about one commit."""
+    h = hashlib.sha256()
+    for path in sorted([*ROOT.glob("app/**/*.py"), *ROOT.glob("agents/**/*.py")]):
+        with contextlib.suppress(OSError):
+            h.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+# The source digests the workers of this run were started with.
+SOURCES_STARTED: set[str] = set()
+
+
 class ChaosError(RuntimeError):
     """A deployment could not be brought up (broker or worker never ready)."""
 
@@ -301,6 +317,7 @@ class Worker:
         self.proc: subprocess.Popen[bytes] | None = None
         self.expecting_exit = False
         self.starts = 0
+        self.start_ms: list[int] = []  # when each start was asked for
         REGISTRY.add(self)
 
     @property
@@ -322,6 +339,11 @@ class Worker:
                 start_new_session=True,
             )
         self.starts += 1
+        self.start_ms.append(now_ms())
+        digest = source_digest()
+        if SOURCES_STARTED and digest not in SOURCES_STARTED:
+            log(f"{self.name}: app/ or agents/ changed during the run; this start runs other code")
+        SOURCES_STARTED.add(digest)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -628,6 +650,8 @@ class Dec(NamedTuple):
     decided_at: int
     requested_at: int
     reward_token: str | None
+    partition: int = -1  # where the decision is on the decisions topic
+    offset: int = -1
 
 
 class Out(NamedTuple):
@@ -714,6 +738,8 @@ class Ledger:
             int(d.get("decided_at") or 0),
             int(d.get("requested_at") or 0),
             d.get("reward_token"),
+            m.partition,
+            m.offset,
         )
         self.decision_count[key] += 1
         for w in self.watches:
@@ -1338,6 +1364,83 @@ async def _diagnose_waiting(dep: Any, L: Ledger, decided_rewarded: list[Key]) ->
     }
 
 
+def _clock(ms: int) -> str:
+    """A time as the worker log writes it (local time), to find it there."""
+    return time.strftime("%H:%M:%S", time.localtime(ms / 1000)) + f".{ms % 1000:03d}"
+
+
+async def _diagnose_without_outcome(dep: Deployment, stream: Stream) -> dict[str, Any]:
+    """Tells a join that lost entries or never resolved them apart from a
+    reader that missed their outcomes: where the decisions of the requests
+    without an outcome are against the join's committed offsets, when they
+    were decided against the worker's starts, what their decisions and
+    rewards were dead-lettered as, the outcomes topic read afresh and the
+    worker's join counters."""
+    from aiokafka import TopicPartition
+
+    from app.stream.partition_ends import committed_offsets
+
+    L, t = dep.ledger, dep.topics
+    missing = [k for k in stream.decided if k not in L.outcomes]
+    decs = [L.decisions[k] for k in missing]
+    by_partition: dict[int, list[int]] = {}
+    for d in decs:
+        by_partition.setdefault(d.partition, []).append(d.offset)
+    committed: dict[tuple[str, int], int] = {}
+    with contextlib.suppress(Exception):
+        tps = [
+            TopicPartition(t[r], p) for p in sorted(by_partition) for r in ("decisions", "rewards")
+        ]
+        committed = await committed_offsets(dep.bootstrap, JOIN_GROUP, tps)
+    reward_reasons: Counter[str] = Counter()
+    reward_details: Counter[str] = Counter()
+    for k in missing:
+        if k not in stream.reward_src:
+            reward_reasons["not rewarded"] += 1
+            continue
+        dls = L.dead.get(stream.reward_src[k], [])
+        reward_reasons[dls[0].reason if dls else "no dead letter"] += 1
+        if dls:
+            reward_details[dls[0].detail[:120]] += 1
+    decision_reasons: Counter[str] = Counter()
+    for d in decs:
+        found = L.dead.get((t["decisions"], d.partition, d.offset), [])
+        decision_reasons[found[0].reason if found else "none"] += 1
+    decided = sorted(d.decided_at for d in decs)
+    starts = [ms for ms in dep.worker.start_ms if decided and ms <= decided[0]]
+    return {
+        "count": len(missing),
+        "by_partition": {
+            p: {
+                "count": len(offs),
+                "offsets": [min(offs), max(offs)],
+                "join_committed_decisions": committed.get((t["decisions"], p)),
+                "join_committed_rewards": committed.get((t["rewards"], p)),
+            }
+            for p, offs in sorted(by_partition.items())
+        },
+        "decided_from": _clock(decided[0]) if decided else None,
+        "decided_to": _clock(decided[-1]) if decided else None,
+        "after_worker_start_s": round((decided[0] - starts[-1]) / 1000, 1) if starts else None,
+        "worker_starts": [_clock(ms) for ms in dep.worker.start_ms],
+        "decision_to_decided_ms_median": _median([d.decided_at - d.requested_at for d in decs]),
+        "decided_more_than_once": sum(1 for k in missing if L.decision_count[k] > 1),
+        "decision_dead_letter_reasons": dict(decision_reasons),
+        "reward_dead_letter_reasons": dict(reward_reasons),
+        "reward_dead_letter_details": dict(reward_details.most_common(3)),
+        "examples": [
+            {
+                "key": list(k),
+                "partition": d.partition,
+                "offset": d.offset,
+                "decided": _clock(d.decided_at),
+            }
+            for k, d in list(zip(missing, decs, strict=True))[:5]
+        ],
+        **await _diagnose_waiting(dep, L, missing),
+    }
+
+
 async def wait_until(
     cond: Callable[[], bool],
     cap: float,
@@ -1534,6 +1637,7 @@ async def stream_verdict(
     if acc["rewards_lost"]:
         failures.append(f"{acc['rewards_lost']} rewards not in their outcome")
     if acc["decided_without_outcome"]:
+        acc["without_outcome_diagnosis"] = await _diagnose_without_outcome(dep, stream)
         failures.append(
             f"{acc['decided_without_outcome']} decided requests without an outcome "
             f"(join backlog {quiesce['join_backlog_at_end']}, "
@@ -1918,6 +2022,8 @@ async def check_faults(dep: Deployment, p: Params) -> dict[str, Any]:
             "crashing_requests_decided": len(crashed),
             "refused_dead_lettered": sum(1 for k in crashed if k in L.refused_outcomes),
             "refused_silently": len(silent),
+            # To find in the worker log (`crash_policy_update for request ...`).
+            "refused_silently_examples": [k[1] for k in silent[:5]],
             "internal_error_without_fault": len(unexpected),
             "mid_batch_kills": kills,
             "restart_phases_median_s": phase_medians(kills),
@@ -3506,7 +3612,10 @@ def evaluate(results: dict[str, Any], p: Params, only: set[str]) -> None:
         if not p.quick:
             ok = ok and targets["two_worker_kills"] == 2
             ok = ok and targets["mid_batch_kills"] == len(FAULT_KILL_AT)
-    results["pass"] = ok
+    # Workers restarted into edited sources: not a run of one tree.
+    changed = bool(set(results.get("source_digests_started", [])) - {results.get("source_digest")})
+    results["sources_changed_during_run"] = changed
+    results["pass"] = ok and not changed
     results["complete"] = complete
 
 
@@ -3657,6 +3766,7 @@ def main(argv: list[str] | None = None) -> int:
         **run_header("chaos"),
         "format_version": 1,
         "git_dirty": _git_dirty(),
+        "source_digest": source_digest(),
         "params": {
             **p.__dict__,
             "checks": args.only,
@@ -3679,6 +3789,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(args.workdir, ignore_errors=True)
     results["wall_seconds"] = round(time.monotonic() - started, 1)
+    results["source_digests_started"] = sorted(SOURCES_STARTED)
     evaluate(results, p, set(args.only))
     text = render(results)
     doc = dump_json(results).decode()
@@ -3692,6 +3803,8 @@ def main(argv: list[str] | None = None) -> int:
     verdict = "PASS" if results["pass"] else "FAIL"
     if not results["complete"]:
         print(f"(partial run: only {', '.join(args.only)})")
+    if results["sources_changed_during_run"]:
+        print("(app/ or agents/ changed during the run: workers restarted into other code)")
     print(f"overall: {verdict}", flush=True)  # the last line, always PASS or FAIL
     return 0 if results["pass"] else 1
 
