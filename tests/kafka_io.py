@@ -7,7 +7,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from app.stream.kafka_io import assign_from_start, partitions_of
 
@@ -28,6 +29,25 @@ async def produce(
     finally:
         await producer.stop()
     return n
+
+
+async def create_topic(bootstrap: str, topic: str, partitions: int = 1) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, partitions, 1)])
+    finally:
+        await admin.close()
+
+
+async def committed(bootstrap: str, group: str, tp: TopicPartition) -> int | None:
+    """The offset ``group`` has committed on ``tp``."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
+    await consumer.start()
+    try:
+        return await consumer.committed(tp)
+    finally:
+        await consumer.stop()
 
 
 class TopicReader:

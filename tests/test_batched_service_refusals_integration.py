@@ -10,14 +10,13 @@ import uuid
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka import TopicPartition
 from aiokafka.errors import UnknownError
 
 from app.settings import Settings
 from app.stream.batched_service import Batch, BatchedService
 from tests.conftest import Broker
-from tests.kafka_io import produce
+from tests.kafka_io import committed, create_topic, produce
 
 pytestmark = pytest.mark.integration
 RECORDS = 600
@@ -53,23 +52,9 @@ class RefusedOnce:
         pass
 
 
-async def committed(bootstrap: str, group: str, tp: TopicPartition) -> int | None:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
-    await consumer.start()
-    try:
-        return await consumer.committed(tp)
-    finally:
-        await consumer.stop()
-
-
 async def _run(bootstrap: str) -> None:
     topic = f"refusals-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, 1, 1)])
-    finally:
-        await admin.close()
+    await create_topic(bootstrap, topic)
     await produce(bootstrap, topic, ((None, b"%d" % i) for i in range(RECORDS)))
     handler = RefusedOnce(refuse_at=RECORDS // 2)
     settings = Settings(kafka_bootstrap=bootstrap, app_id=f"refusals-{uuid.uuid4().hex[:6]}")

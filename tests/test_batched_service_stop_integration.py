@@ -11,13 +11,12 @@ import uuid
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka import TopicPartition
 
 from app.settings import Settings
 from app.stream.batched_service import Batch, BatchedService
 from tests.conftest import Broker
-from tests.kafka_io import produce
+from tests.kafka_io import committed, create_topic, produce
 
 pytestmark = pytest.mark.integration
 RECORDS = 200
@@ -52,23 +51,9 @@ class SlowWrites:
         self.closed = True
 
 
-async def _committed(bootstrap: str, group: str, tp: TopicPartition) -> int | None:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
-    await consumer.start()
-    try:
-        return await consumer.committed(tp)
-    finally:
-        await consumer.stop()
-
-
 async def _run(bootstrap: str) -> None:
     topic = f"stop-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, 1, 1)])
-    finally:
-        await admin.close()
+    await create_topic(bootstrap, topic)
     await produce(bootstrap, topic, ((None, b"%d" % i) for i in range(RECORDS)))
     handler = SlowWrites()
     settings = Settings(kafka_bootstrap=bootstrap, app_id=f"stop-{uuid.uuid4().hex[:6]}")
@@ -87,9 +72,9 @@ async def _run(bootstrap: str) -> None:
     await service.stop()  # while the first batch is in hand
     assert handler.lost == [], "a batch wrote after its handler was stopped"
     assert handler.written, "the batch in hand was finished"
-    committed = await _committed(bootstrap, f"{settings.app_id}-stopping", TopicPartition(topic, 0))
+    offset = await committed(bootstrap, f"{settings.app_id}-stopping", TopicPartition(topic, 0))
     # Committed: exactly what was written (a batch fetched while stopping is not).
-    assert committed == len(handler.written) == max(handler.written) + 1
+    assert offset == len(handler.written) == max(handler.written) + 1
 
 
 def test_a_stop_waits_for_the_batch_in_hand(broker: Broker) -> None:
