@@ -50,7 +50,7 @@ import inspect
 import statistics
 import sys
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -117,7 +117,7 @@ def learning(seeds: int, requests: int) -> dict[str, Any]:
             presets: dict[str, Any] = {}
             for preset in PRESETS:
                 arm = greedy_arm(res.decider, res.policy_id, task, preset, arms)
-                chosen = res.chosen.get((preset, task), {})
+                chosen: dict[str, int] = res.chosen.get((preset, task), {})
                 total = sum(chosen.values())
                 presets[preset] = {
                     "arm": arm,
@@ -144,7 +144,12 @@ def learning(seeds: int, requests: int) -> dict[str, Any]:
                 "presets": presets,
             }
         runs.append({"seed": seed, "decisions": res.decisions, "tasks": per_task})
-    cells = [p for r in runs for t in r["tasks"].values() for p in t["presets"].values()]
+    cells = [
+        p
+        for r in runs
+        for t in cast(dict[str, Any], r["tasks"]).values()
+        for p in t["presets"].values()
+    ]
     return {
         "seeds": seeds,
         "requests": requests,
