@@ -49,6 +49,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from app import metrics
 from app.experiments.evaluator import SIGNAL_DRIFT_KINDS, Evaluator
 from app.experiments.events import EXPERIMENT_MAX_BYTES, record_key
+from app.ingress import join_key
 from app.kafka_security import kafka_security
 from app.policies.config import PolicyConfig
 from app.records import (
@@ -273,6 +274,7 @@ class EvaluateExperiments:
             ev.passed(where, m.offset)  # the learner dead-letters it
             return
         doc = {
+            "request": join_key(o.tenant_id, o.request_id),
             "experiment_id": o.experiment_id,
             "variant": o.variant,
             "reward": o.reward,

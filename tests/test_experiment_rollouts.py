@@ -540,3 +540,20 @@ def test_the_dashboard_shows_each_experiments_variants() -> None:
     assert history.view(T0 + 1)["experiments"] == {
         "r1": {"challenger": {"share": 0.25, "n": 120, "reward_mean": 0.61, "gate": -1}}
     }
+
+
+def test_a_copy_of_an_outcome_counts_once() -> None:
+    """The join sends an outcome again when its source is redelivered: the
+    copy, at another offset, is not counted twice."""
+    d = rollout(stages=[50, 100], min_samples=100_000)
+    ev = Evaluator("w", 1_000)
+    ev.recover(created_event(d, "cli", T0))
+    ev.start({"outcomes/0": 0})
+    for off in range(10):
+        assert ev.on_outcome("outcomes/0", off, {**outcome(off, "champion", 1.0), "request": off})
+    for off in range(10, 20):  # the same ten requests again
+        doc = {**outcome(off, "champion", 1.0), "request": off - 10}
+        assert not ev.on_outcome("outcomes/0", off, doc)
+    result = next(e for e in ev.look(T0 + 5_000, force=True) if e.kind == "result")
+    assert result.result is not None
+    assert sum(v["reward"]["n"] for v in result.result["variants"].values()) == 10

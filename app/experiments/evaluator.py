@@ -49,6 +49,13 @@ class Run:
     pending: dict[tuple[str, str], list[float]] = field(default_factory=lambda: defaultdict(list))
     signal: str | None = None  # why to roll back at the next look
     last_result_ms: int = 0
+    # The requests counted by this evaluator: the join sends an outcome
+    # again when its source event is redelivered (at-least-once; the
+    # learner applies it once by request id), and a second copy must not
+    # count twice. Kept in memory for the stage; an evaluator recovered from
+    # the topic starts empty (copies come right after the join redoes a
+    # batch, and it resumes at the positions of its last result).
+    counted: set[Any] = field(default_factory=set)
 
     def state(self) -> dict[str, Any]:
         return {
@@ -113,8 +120,9 @@ class Evaluator:
 
     # -- outcomes and signals --------------------------------------------------------------
     def on_outcome(self, where: str, offset: int, outcome: Mapping[str, Any]) -> bool:
-        """Count an outcome (a valid outcome document) for its experiment's
-        variant; False when it counts for none."""
+        """Count an outcome (a valid outcome document, with ``request``: a
+        key of its request, when known) for its experiment's variant; False
+        when it counts for none, or its request was counted already."""
         self.positions[where] = max(self.positions.get(where, 0), offset + 1)
         run = self.runs.get(outcome.get("experiment_id") or "")
         if run is None or offset < run.offsets.get(where, 0):
@@ -122,6 +130,11 @@ class Evaluator:
         variant = outcome.get("variant")
         if variant not in run.live.definition.names:
             return False
+        request = outcome.get("request")
+        if request is not None:
+            if request in run.counted:
+                return False
+            run.counted.add(request)
         components = outcome.get("components") or {}
         for m in run.stats.metrics:
             value = outcome["reward"] if m.name == "reward" else components.get(m.name)
