@@ -475,7 +475,7 @@ class JoinRewards:
             try:
                 e = self._entry(p, key)
                 if e is not None and e["state"] == "done":
-                    self._resolve(p, key, now, view)
+                    self._resolve(p, key, now, view, e)
             except Exception:
                 log.exception("join_rewards could not expire an entry; it is dropped")
                 metrics.POISONED_STATE.labels("join-pending").inc()
@@ -490,8 +490,11 @@ class JoinRewards:
             rewards_done=self.done.get(r),
         )
 
-    def _resolve(self, p: int, key: bytes, now: int, view: Progress) -> None:
-        step = self.joiner.on_due(self._entry(p, key), now, view)
+    def _resolve(
+        self, p: int, key: bytes, now: int, view: Progress, entry: JoinEntry | None = None
+    ) -> None:
+        """``entry``: the key's entry when the caller has just read it."""
+        step = self.joiner.on_due(entry or self._entry(p, key), now, view)
         if step.result == "not_due":
             return
         if step.waits_on is None:
