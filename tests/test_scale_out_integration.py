@@ -65,11 +65,14 @@ async def _run(d: Deployment) -> None:
     first, second = ids[: TOTAL // 2], ids[TOTAL // 2 :]
     await reward(first)
     # Both workers join (a request's partition decides which one does).
-    joined = await _wait_joined(workers, len(first))
+    joined = await _wait_total(workers, "llmopt_outcomes_total", len(first))
     assert all(n > 0 for n in joined), f"each worker joins its partitions' requests: {joined}"
     # The worker that learns the policy goes, in the middle of the second half.
-    updates = [counter(w, "llmopt_policy_updates_total") for w in workers]
+    # It is known once the first half is applied: joining ahead of learning,
+    # both workers may still show no update when the join is done.
+    updates = await _wait_total(workers, "llmopt_policy_updates_total", len(first))
     learner = max(range(2), key=lambda i: updates[i])
+    assert updates[learner] > 0, f"one worker learns the policy: {updates}"
     victim, survivor = workers[learner], workers[1 - learner]
     base = updates[learner]
     await reward(second)
@@ -99,12 +102,15 @@ async def _run(d: Deployment) -> None:
     assert "llmopt_state_regressions_total{" not in text, "no state older than a snapshot"
 
 
-async def _wait_joined(workers: list[Worker], n: int, timeout: float = 120.0) -> list[float]:
-    """Each worker's outcomes once together they reach ``n``."""
+async def _wait_total(
+    workers: list[Worker], name: str, n: int, timeout: float = 120.0
+) -> list[float]:
+    """Each worker's counter ``name`` once together they reach ``n``
+    (or the timeout passes)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        joined = [counter(w, "llmopt_outcomes_total") for w in workers]
-        if sum(joined) >= n or loop.time() > deadline:
-            return joined
+        values = [counter(w, name) for w in workers]
+        if sum(values) >= n or loop.time() > deadline:
+            return values
         await asyncio.sleep(0.2)
