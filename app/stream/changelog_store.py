@@ -14,10 +14,19 @@ end; a changelog that ends below that offset belongs to a cluster that
 lost its logs, so the local copy is kept and recovery starts from the new
 log's beginning.
 
-Keys below :data:`LOCAL_BELOW` are the local database's own (the offset, and
-indexes a user keeps beside its values, :meth:`ChangelogStore.write`'s
-``local``): never sent to the changelog, not among :meth:`items`, and
-rebuilt by their user after a recovery.
+Keys below :data:`LOCAL_BELOW` are the local database's own (the offset,
+the keys whose changelog send failed, and indexes a user keeps beside its
+values, :meth:`ChangelogStore.write`'s ``local``): never sent to the
+changelog, not among :meth:`items`, and rebuilt by their user after a
+recovery.
+
+A change is in the local database before the broker has it. When its send
+fails, the local copy is ahead of the changelog, and a redone batch that
+finds its change already made writes nothing: a member recovering from the
+changelog would never see it. So the keys of a failed send are marked (on
+the local disk, :data:`UNSENT_PREFIX`, to outlast a restart) and their
+current values go out with the partition's next write; the marks are
+cleared once the broker acknowledges that.
 """
 
 from __future__ import annotations
@@ -38,6 +47,12 @@ log = logging.getLogger(__name__)
 # The keys a user of the store writes start with a printable byte; those below are local.
 LOCAL_BELOW = b" "
 OFFSET_KEY = b"\x00changelog-offset"
+UNSENT_PREFIX = b"\x00unsent:"
+
+
+def _after(prefix: bytes) -> bytes:
+    """The first key past every key that starts with ``prefix``."""
+    return prefix[:-1] + bytes([prefix[-1] + 1])
 
 
 class PartitionNotHeld(Exception):
@@ -59,6 +74,9 @@ class ChangelogStore:
         self.bootstrap, self.changelog, self.directory = bootstrap, changelog, directory
         self.embedded = embedded
         self._dbs: dict[int, Rdict] = {}
+        # partition → keys whose last send failed: the local value goes out again
+        self._unsent: dict[int, set[bytes]] = {}
+        self._marked: set[int] = set()  # partitions with marks on their disk
 
     async def ensure_topic(self, partitions: int, replication_factor: int) -> bool:
         """Create the changelog (compacted) if the cluster lacks it: at the
@@ -105,11 +123,17 @@ class ChangelogStore:
         are closed); how many changelog records each recovery applied."""
         for p in self.partitions - partitions:
             self._dbs.pop(p).close()
+            self._unsent.pop(p, None)  # marked on its disk; its batches are redone elsewhere
+            self._marked.discard(p)
         new = sorted(partitions - self.partitions)
         if not new:
             return {}
         for p in new:
             self._dbs[p] = self._open(p)
+            marked = self.local_keys(p, UNSENT_PREFIX, _after(UNSENT_PREFIX), 1 << 62)
+            if marked:
+                self._unsent[p] = {k[len(UNSENT_PREFIX) :] for k in marked}
+                self._marked.add(p)
         tps = [TopicPartition(self.changelog, p) for p in new]
         # The embedded broker's ListOffsets is short of the end
         # (app/stream/partition_ends.py).
@@ -222,61 +246,102 @@ class ChangelogStore:
     ) -> list[asyncio.Future[Any]]:
         """Apply ``changes`` (partition → key → value, None: delete) to the
         local databases now, and send them to the changelog (one record
-        batch per partition); the futures of the sends. ``local``: local
-        keys written in the same database write as the partition's changes
-        (an index never disagrees with the values it indexes). A partition
-        no longer held is not written, and its future fails: the batch is
-        not committed, and is redone here or by the partition's new owner."""
+        batch per partition), with the current values of the partition's
+        keys whose earlier send failed; the futures of the sends.
+        ``local``: local keys written in the same database write as the
+        partition's changes (an index never disagrees with the values it
+        indexes). A partition no longer held is not written, and its future
+        fails: the batch is not committed, and is redone here or by the
+        partition's new owner."""
         futures: list[asyncio.Future[Any]] = []
         local = local or {}
         for p in local.keys() - changes.keys():
             self.write_local(p, local[p])
-        for p, keys in changes.items():
+        for p in [*changes, *(p for p in self._unsent if p not in changes)]:
             db = self._dbs.get(p)
             if db is None:
                 # Not held any more (closed under the batch): the batch must
                 # not be committed as if its state were written.
                 futures.append(_failed(PartitionNotHeld(f"{self.changelog}[{p}] is not held")))
                 continue
-            if not keys:
+            again = self._unsent.pop(p, set())
+            values = changes.get(p, {})
+            if not values and not again:
                 self.write_local(p, local.get(p, {}))
                 continue
             wb = WriteBatch(raw_mode=True)
             self._put_local(wb, local.get(p, {}))
-            b = producer.create_batch()
-            for key, value in keys.items():
+            for key, value in values.items():
                 if value is None:
                     wb.delete(key)
                 else:
                     wb.put(key, value)
-                if b.append(key=key, value=value, timestamp=None) is None:  # full
-                    futures.append(await self._send(producer, b, p))
-                    b = producer.create_batch()
-                    b.append(key=key, value=value, timestamp=None)
             db.write(wb)
-            futures.append(await self._send(producer, b, p))
+            records = values
+            if again:
+                records = {**values, **{k: db.get(k) for k in again - values.keys()}}
+            b, sent = producer.create_batch(), list[bytes]()
+            for key, value in records.items():
+                if b.append(key=key, value=value, timestamp=None) is None:  # full
+                    futures.append(await self._send(producer, b, p, sent))
+                    b, sent = producer.create_batch(), []
+                    b.append(key=key, value=value, timestamp=None)
+                sent.append(key)
+            futures.append(await self._send(producer, b, p, sent))
         return futures
 
-    async def _send(self, producer: AIOKafkaProducer, batch: Any, p: int) -> asyncio.Future[Any]:
+    async def _send(
+        self, producer: AIOKafkaProducer, batch: Any, p: int, keys: list[bytes]
+    ) -> asyncio.Future[Any]:
         count = batch.record_count()
-        future = await producer.send_batch(batch, self.changelog, partition=p)
-        future.add_done_callback(lambda f: self._acknowledged(p, f, count))
+        try:
+            future = await producer.send_batch(batch, self.changelog, partition=p)
+        except BaseException:
+            self._mark(p, keys)
+            raise
+        future.add_done_callback(lambda f: self._acknowledged(p, f, count, keys))
         return future
 
-    def _acknowledged(self, p: int, future: asyncio.Future[Any], count: int) -> None:
+    def _acknowledged(
+        self, p: int, future: asyncio.Future[Any], count: int, keys: list[bytes]
+    ) -> None:
         """A batch is in the changelog: the local copy holds up to its end
-        (the metadata's offset is the batch's first)."""
-        if future.cancelled() or future.exception() is not None:
-            return
+        (the metadata's offset is the batch's first), and its keys' marks
+        go. A batch refused: its keys are marked, to be sent again."""
         db = self._dbs.get(p)
+        if db is None:
+            return  # not held: the batch is redone by the partition's owner
+        if future.cancelled() or future.exception() is not None:
+            log.warning(
+                "changelog %s[%d]: a send of %d records failed; they go with the next write",
+                self.changelog,
+                p,
+                count,
+            )
+            self._mark(p, keys)
+            return
         end = future.result().offset + count
-        if db is not None and end > self.offset(p):
+        if end > self.offset(p):
             db.put(OFFSET_KEY, str(end).encode())
+        if p in self._marked:
+            pending = self._unsent.get(p, set())
+            self.write_local(p, {UNSENT_PREFIX + k: None for k in keys if k not in pending})
+            if not self.local_keys(p, UNSENT_PREFIX, _after(UNSENT_PREFIX), 1):
+                self._marked.discard(p)
+
+    def _mark(self, p: int, keys: list[bytes]) -> None:
+        """``keys`` of a held partition ``p`` are not in the changelog."""
+        if p in self._dbs:
+            self._unsent.setdefault(p, set()).update(keys)
+            self._marked.add(p)
+            self.write_local(p, dict.fromkeys((UNSENT_PREFIX + k for k in keys), b""))
 
     def close(self) -> None:
         for db in self._dbs.values():
             db.close()
         self._dbs.clear()
+        self._unsent.clear()
+        self._marked.clear()
 
     def destroy(self) -> None:
         """Close and delete every local database (tests)."""

@@ -1,0 +1,110 @@
+"""A change whose changelog send fails is already in the local database; it
+goes out again with the partition's next write (also after a restart), so
+a member that recovers from the changelog holds what the writer holds
+(app/stream/changelog_store.py). On the test broker, with a producer whose
+next record batch fails."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaTimeoutError
+
+from app.stream.changelog_store import UNSENT_PREFIX, ChangelogStore
+from tests.conftest import Broker
+from tests.kafka_io import create_topic
+
+pytestmark = pytest.mark.integration
+
+
+class RefusingProducer:
+    """A real producer, but the next ``refuse`` record batches fail as a
+    send that ran out of retries does."""
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self.producer, self.refuse = producer, 0
+
+    def create_batch(self) -> Any:
+        return self.producer.create_batch()
+
+    async def send_batch(self, batch: Any, topic: str, partition: int) -> asyncio.Future[Any]:
+        if self.refuse > 0:
+            self.refuse -= 1
+            failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            failed.set_exception(KafkaTimeoutError())
+            return failed
+        return await self.producer.send_batch(batch, topic, partition=partition)
+
+
+def _store(bootstrap: str, changelog: str, directory: Path) -> ChangelogStore:
+    return ChangelogStore(bootstrap, changelog, directory, embedded=True)
+
+
+async def _settled(futures: list[asyncio.Future[Any]]) -> list[Any]:
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    await asyncio.sleep(0)  # the stores' callbacks on them
+    return results
+
+
+async def _recovered(bootstrap: str, changelog: str, directory: Path) -> dict[bytes, bytes]:
+    """What a member with no local copy recovers from the changelog."""
+    other = _store(bootstrap, changelog, directory)
+    await other.assign({0})
+    try:
+        return dict(other.items(0))
+    finally:
+        other.destroy()
+
+
+async def _run(bootstrap: str, tmp: Path, restart: bool) -> None:
+    changelog = f"store-{uuid.uuid4().hex[:8]}-changelog"
+    await create_topic(bootstrap, changelog)
+    real = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await real.start()
+    producer = RefusingProducer(real)
+    store = _store(bootstrap, changelog, tmp / "writer")
+    try:
+        await store.assign({0})
+        first = await store.write(producer, {0: {b"k1": b"v1", b"k2": b"v2"}})
+        assert all(r is not None for r in await _settled(first))
+        producer.refuse = 1
+        refused = await store.write(
+            producer,
+            {0: {b"k2": b"v2-new", b"k3": b"v3", b"k4": b"v4"}},
+        )
+        assert any(isinstance(r, KafkaTimeoutError) for r in await _settled(refused))
+        # The writer holds the refused changes; the changelog does not.
+        assert store.get(0, b"k3") == b"v3"
+        assert await _recovered(bootstrap, changelog, tmp / "before") == {
+            b"k1": b"v1",
+            b"k2": b"v2",
+        }
+        if restart:
+            store.close()
+            store = _store(bootstrap, changelog, tmp / "writer")
+            await store.assign({0})
+        # The next write carries them, with their current values.
+        later = await store.write(producer, {0: {b"k4": None, b"k5": b"v5"}})
+        assert all(not isinstance(r, BaseException) for r in await _settled(later))
+        holds = dict(store.items(0))
+        assert holds == {b"k1": b"v1", b"k2": b"v2-new", b"k3": b"v3", b"k5": b"v5"}
+        assert await _recovered(bootstrap, changelog, tmp / "after") == holds
+        marks = store.local_keys(0, UNSENT_PREFIX, UNSENT_PREFIX + b"\xff", 100)
+        assert marks == [], "the marks go once the broker has the values"
+        # Nothing is sent again once acknowledged: a write of nothing sends nothing.
+        assert await store.write(producer, {}) == []
+    finally:
+        store.destroy()
+        await real.stop()
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["running", "restarted"])
+def test_a_refused_changelog_send_goes_out_with_the_next_write(
+    broker: Broker, tmp_path: Path, restart: bool
+) -> None:
+    asyncio.run(_run(broker.bootstrap, tmp_path, restart))
