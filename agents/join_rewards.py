@@ -224,8 +224,9 @@ class JoinRewards:
             for key, raw in self.store.items(p):
                 e = valid_entry(raw)
                 if e is None:
-                    metrics.POISONED_STATE.labels("join-pending").inc()
-                    log.error("skipping an unreadable join-pending entry (%d bytes)", len(raw))
+                    self._set_aside(
+                        p, key, InvalidEvent("schema_violation", "an unreadable join entry"), raw
+                    )
                     continue
                 if e["state"] == "done":
                     expiries[expiry_key(e["due"], key)] = b""
@@ -439,16 +440,17 @@ class JoinRewards:
                     continue  # the wait of a request joined since
                 try:
                     self._resolve(p, key, now, view)
-                except Exception:
-                    log.exception("join_rewards could not resolve a due entry; it is dropped")
-                    metrics.POISONED_STATE.labels("join-pending").inc()
+                except Exception as exc:
+                    log.exception("join_rewards could not resolve a due entry")
+                    self._set_aside(p, key, internal_error(exc, AGENT))
             self._expire(p, now, view)
         metrics.PENDING_DECISIONS.set(self.due.size())
         finished, self.batch = self.batch, JoinBatch()
         if not (finished.entries or finished.outcome_keys or finished.dead or finished.expiries):
             finished.count()
             return
-        # Outcomes first, acknowledged; then the entries that record them.
+        # Outcomes first, acknowledged; then the entries that record them (no
+        # commit waits for these: a refused one goes out with the next write).
         records: list[tuple[str, bytes | None, bytes]] = [
             (self.outcomes_name, k, v)
             for k, v in zip(finished.outcome_keys, finished.outcome_values, strict=True)
@@ -468,17 +470,30 @@ class JoinRewards:
         may name entries changed since: each is looked up and decided)."""
         upto = EXPIRY_PREFIX + (now + 1).to_bytes(8, "big")
         for ikey in self.store.local_keys(p, EXPIRY_PREFIX, upto, RESOLVE_PER_TICK):
-            # Taken out of the index whatever happens below: an entry that
-            # cannot be resolved is dropped, as a due one is.
             self.batch.expiries.setdefault(p, {})[ikey] = None
             key = ikey[len(EXPIRY_PREFIX) + 8 :]
             try:
                 e = self._entry(p, key)
                 if e is not None and e["state"] == "done":
                     self._resolve(p, key, now, view, e)
-            except Exception:
-                log.exception("join_rewards could not expire an entry; it is dropped")
-                metrics.POISONED_STATE.labels("join-pending").inc()
+            except Exception as exc:
+                log.exception("join_rewards could not expire an entry")
+                self._set_aside(p, key, internal_error(exc, AGENT))
+
+    def _set_aside(self, p: int, key: bytes, err: InvalidEvent, raw: bytes | None = None) -> None:
+        """An entry that cannot be read or resolved goes to the dead-letter
+        topic, with the reason, and out of the store: kept, it would never
+        resolve nor expire."""
+        if raw is None:
+            changed = self.batch.entries.get(p, {}).get(key)
+            raw = encode_entry(changed) if changed is not None else self.store.get(p, key)
+        metrics.POISONED_STATE.labels("join-pending").inc()
+        self.batch.dead.append(
+            (dead_letter_key(key), dead_letter(self.store.changelog, p, -1, key, raw, err))
+        )
+        self.batch.dead_reasons[err.code] += 1
+        self.batch.entries.setdefault(p, {})[key] = None
+        self.marks.pop(key, None)
 
     def _progress(self, p: int) -> Progress:
         d, r = (self.decisions, p), (self.rewards, p)
