@@ -166,8 +166,9 @@ class JoinRewards:
         # Batches, due rounds and rebalances take turns (aiokafka runs the
         # rebalance callbacks in a task of its own).
         self.lock = asyncio.Lock()
-        self.due = KeyHeaps()  # partition → (due ms, key)
-        self.reading = KeyHeaps()  # (topic, partition) → (offset to read to, key)
+        self.due = KeyHeaps[int]()  # partition → (due ms, key)
+        # (topic, partition) → (offset to read to, key)
+        self.reading = KeyHeaps[tuple[str, int]]()
         self.marks: dict[bytes, int] = {}  # waiting entries' marks (kept in memory only)
         self.recent = RecentEntries(RECENT_ENTRIES)
         # Keys joined before their wait ran out → the done entry's due: the
@@ -202,7 +203,12 @@ class JoinRewards:
             for p, n in recovered.items():
                 log.info("join-pending[%d]: %d changelog records recovered", p, n)
             self.done.clear()
-            self._rebuild()
+            # A partition kept through the rebalance keeps its heaps: nobody
+            # else wrote its store meanwhile.
+            held = {*self.due.heaps, *(g[1] for g in self.reading.heaps)}
+            for gone in held - owned:
+                self._drop(gone)
+            await self._rebuild(sorted(recovered))
             for p in self.alignment.reset():
                 service.consumer.resume(TopicPartition(self.rewards, p))
 
@@ -211,17 +217,20 @@ class JoinRewards:
             self.done.clear()
             self.recent.clear()
 
-    def _rebuild(self) -> None:
-        """The heaps and the expiry index from the store (after an
-        assignment or a new cluster)."""
-        self.due.clear()
-        self.reading.clear()
-        self.marks.clear()
-        self.recent.clear()
-        self.settled.clear()
-        for p in self.store.partitions:
+    def _drop(self, p: int) -> None:
+        self.due.drop(p)
+        self.reading.drop((self.decisions, p))
+        self.reading.drop((self.rewards, p))
+
+    async def _rebuild(self, partitions: list[int]) -> None:
+        """The heaps and the expiry index of ``partitions`` from the store
+        (after an assignment or a new cluster), a turn of the loop at a time."""
+        for p in partitions:
+            self._drop(p)
             expiries: dict[bytes, bytes | None] = {}
-            for key, raw in self.store.items(p):
+            async for key, raw in self.store.scan(p):
+                self.marks.pop(key, None)
+                self.settled.pop(key, None)
                 e = valid_entry(raw)
                 if e is None:
                     self._set_aside(
@@ -252,7 +261,13 @@ class JoinRewards:
             self.ends.forget()
             for p in self.alignment.reset():
                 service.consumer.resume(TopicPartition(self.rewards, p))
-            self._rebuild()
+            # Marks are offsets of the old logs.
+            self.due.clear()
+            self.reading.clear()
+            self.marks.clear()
+            self.settled.clear()
+            self.recent.clear()
+            await self._rebuild(sorted(self.store.partitions))
         self.cluster = cluster
 
     # -- batches ---------------------------------------------------------------------

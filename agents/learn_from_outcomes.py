@@ -138,7 +138,7 @@ class LearnFromOutcomes:
         self.hold = DriftHold(s.drift_max_hold_seconds)
         self.retention_ms = int(s.applied_requests_retention_seconds * 1000)
         self.lock = asyncio.Lock()
-        self.expiring = KeyHeaps()  # partition → (expiry in outcome time, request id)
+        self.expiring = KeyHeaps[int]()  # partition → (expiry in outcome time, request id)
         self.reached: dict[int, int] = {}  # partition → latest outcome time applied
         self.published: dict[str, int] = {}
         self.published_read = False
@@ -179,13 +179,15 @@ class LearnFromOutcomes:
     async def on_assigned(self, service: BatchedService, assigned: set[TopicPartition]) -> None:
         async with self.lock:
             owned = {tp.partition for tp in assigned if tp.topic == self.outcomes_name}
+            new: set[int] = set()
             for store in (self.states, self.applied):
                 for p, n in (await store.assign(owned)).items():
                     log.info("%s[%d]: %d changelog records recovered", store.changelog, p, n)
+                    new.add(p)
             # States are read again from the stores: a partition held
             # before may have been learned on elsewhere meanwhile.
             self.learner.forget_all()
-            self._rebuild_expiry()
+            await self._rebuild_expiry(owned, new)
             # Held drifts are read again from the committed offsets.
             self.hold.forget()
             consumer = service.consumer
@@ -200,11 +202,16 @@ class LearnFromOutcomes:
                 await asyncio.gather(*self.unacked, return_exceptions=True)
                 self.unacked.clear()
 
-    def _rebuild_expiry(self) -> None:
-        self.expiring.clear()
-        self.reached.clear()
-        for p in self.applied.partitions:
-            for rid, mark in self.applied.items(p):
+    async def _rebuild_expiry(self, owned: set[int], new: set[int]) -> None:
+        """The applied request ids' expiry heaps of the ``new`` partitions
+        from the store, a turn of the loop at a time (an hour and a half of
+        request ids); a partition kept through the rebalance keeps its own."""
+        for p in [g for g in self.expiring.heaps if g not in owned or g in new]:
+            self.expiring.drop(p)
+            self.reached.pop(p, None)
+        for p in sorted(new):
+            self.reached.pop(p, None)
+            async for rid, mark in self.applied.scan(p):
                 found = mark_expiry(mark, self.retention_ms) if mark else None
                 if found is not None:
                     self.expiring.push(found[0], found[1], rid)

@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaTimeoutError
 
-from app.stream.changelog_store import UNSENT_PREFIX, ChangelogStore
+from app.stream.changelog_store import SCAN_TURN_EVERY, UNSENT_PREFIX, ChangelogStore
 from tests.conftest import Broker
 from tests.kafka_io import create_topic
 
@@ -108,3 +109,40 @@ def test_a_refused_changelog_send_goes_out_with_the_next_write(
     broker: Broker, tmp_path: Path, restart: bool
 ) -> None:
     asyncio.run(_run(broker.bootstrap, tmp_path, restart))
+
+
+async def _scan_with_a_neighbour(bootstrap: str, tmp: Path) -> tuple[int, int, int]:
+    changelog = f"store-{uuid.uuid4().hex[:8]}-changelog"
+    await create_topic(bootstrap, changelog)
+    store = _store(bootstrap, changelog, tmp / "scan")
+    try:
+        await store.assign({0})
+        n = 25 * SCAN_TURN_EVERY
+        store.apply(0, [SimpleNamespace(key=b"k%06d" % i, value=b"v", offset=i) for i in range(n)])
+        turns = 0
+        done = asyncio.Event()
+
+        async def neighbour() -> None:  # another task of the loop: a heartbeat
+            nonlocal turns
+            while not done.is_set():
+                turns += 1
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(neighbour())
+        await asyncio.sleep(0)
+        start, seen = turns, 0
+        async for _ in store.scan(0):
+            seen += 1
+        done.set()
+        await task
+        return n, seen, turns - start
+    finally:
+        store.destroy()
+
+
+def test_a_scan_of_a_large_store_gives_the_loop_turns(broker: Broker, tmp_path: Path) -> None:
+    """Rebalance callbacks scan whole stores: the loop's other tasks (the
+    group's heartbeats) get a turn every SCAN_TURN_EVERY items."""
+    n, seen, turns = asyncio.run(_scan_with_a_neighbour(broker.bootstrap, tmp_path))
+    assert seen == n
+    assert turns >= n // SCAN_TURN_EVERY - 1, f"{turns} turns for {n} items"

@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 # The keys a user of the store writes start with a printable byte; those below are local.
 LOCAL_BELOW = b" "
 OFFSET_KEY = b"\x00changelog-offset"
+# :meth:`ChangelogStore.scan` gives the event loop a turn this often.
+SCAN_TURN_EVERY = 2_000
 UNSENT_PREFIX = b"\x00unsent:"
 
 
@@ -204,6 +206,18 @@ class ChangelogStore:
     def items(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
         for key, value in self._dbs[partition].items(from_key=LOCAL_BELOW):
             yield cast(bytes, key), cast(bytes, value)
+
+    async def scan(
+        self, partition: int, every: int = SCAN_TURN_EVERY
+    ) -> AsyncIterator[tuple[bytes, bytes]]:
+        """:meth:`items`, giving the event loop a turn every ``every`` items:
+        a store can hold millions, and a rebalance callback that kept the
+        loop for seconds would miss the group's heartbeats and be expelled,
+        to scan again at the next assignment."""
+        for n, item in enumerate(self.items(partition), 1):
+            yield item
+            if n % every == 0:
+                await asyncio.sleep(0)
 
     def local_keys(self, partition: int, start: bytes, stop: bytes, limit: int) -> list[bytes]:
         """Local keys from ``start`` (included) to ``stop`` (excluded), in
