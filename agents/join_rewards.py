@@ -203,6 +203,7 @@ class JoinRewards:
             for p, n in recovered.items():
                 log.info("join-pending[%d]: %d changelog records recovered", p, n)
             self.done.clear()
+            self.settled.clear()  # a shortcut only: a stale wait is read and skipped
             # A partition kept through the rebalance keeps its heaps: nobody
             # else wrote its store meanwhile.
             held = {*self.due.heaps, *(g[1] for g in self.reading.heaps)}
@@ -230,7 +231,6 @@ class JoinRewards:
             expiries: dict[bytes, bytes | None] = {}
             async for key, raw in self.store.scan(p):
                 self.marks.pop(key, None)
-                self.settled.pop(key, None)
                 e = valid_entry(raw)
                 if e is None:
                     self._set_aside(
