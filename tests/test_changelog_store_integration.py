@@ -1,8 +1,9 @@
-"""A change whose changelog send fails is already in the local database; it
-goes out again with the partition's next write (also after a restart), so
-a member that recovers from the changelog holds what the writer holds
+"""A change whose changelog send fails, or is in flight when the process is
+killed, is already in the local database; it goes out again with the
+partition's next write (also after a restart), so a member that recovers
+from the changelog holds what the writer holds
 (app/stream/changelog_store.py). On the test broker, with a producer whose
-next record batch fails."""
+next record batch fails or never leaves."""
 
 from __future__ import annotations
 
@@ -25,10 +26,11 @@ pytestmark = pytest.mark.integration
 
 class RefusingProducer:
     """A real producer, but the next ``refuse`` record batches fail as a
-    send that ran out of retries does."""
+    send that ran out of retries does, or (``hold``) never leave, as the
+    sends in flight when a process is killed."""
 
     def __init__(self, producer: AIOKafkaProducer) -> None:
-        self.producer, self.refuse = producer, 0
+        self.producer, self.refuse, self.hold = producer, 0, False
 
     def create_batch(self) -> Any:
         return self.producer.create_batch()
@@ -36,9 +38,10 @@ class RefusingProducer:
     async def send_batch(self, batch: Any, topic: str, partition: int) -> asyncio.Future[Any]:
         if self.refuse > 0:
             self.refuse -= 1
-            failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            failed.set_exception(KafkaTimeoutError())
-            return failed
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            if not self.hold:
+                future.set_exception(KafkaTimeoutError())
+            return future
         return await self.producer.send_batch(batch, topic, partition=partition)
 
 
@@ -62,7 +65,7 @@ async def _recovered(bootstrap: str, changelog: str, directory: Path) -> dict[by
         other.destroy()
 
 
-async def _run(bootstrap: str, tmp: Path, restart: bool) -> None:
+async def _run(bootstrap: str, tmp: Path, case: str) -> None:
     changelog = f"store-{uuid.uuid4().hex[:8]}-changelog"
     await create_topic(bootstrap, changelog)
     real = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
@@ -73,19 +76,23 @@ async def _run(bootstrap: str, tmp: Path, restart: bool) -> None:
         await store.assign({0})
         first = await store.write(producer, {0: {b"k1": b"v1", b"k2": b"v2"}})
         assert all(r is not None for r in await _settled(first))
-        producer.refuse = 1
+        producer.refuse, producer.hold = 1, case == "killed-in-flight"
         refused = await store.write(
             producer,
             {0: {b"k2": b"v2-new", b"k3": b"v3", b"k4": b"v4"}},
         )
-        assert any(isinstance(r, KafkaTimeoutError) for r in await _settled(refused))
+        if producer.hold:
+            await asyncio.sleep(0)
+            assert not any(f.done() for f in refused)
+        else:
+            assert any(isinstance(r, KafkaTimeoutError) for r in await _settled(refused))
         # The writer holds the refused changes; the changelog does not.
         assert store.get(0, b"k3") == b"v3"
         assert await _recovered(bootstrap, changelog, tmp / "before") == {
             b"k1": b"v1",
             b"k2": b"v2",
         }
-        if restart:
+        if case != "refused":  # the process goes, its sends with it
             store.close()
             store = _store(bootstrap, changelog, tmp / "writer")
             await store.assign({0})
@@ -95,8 +102,8 @@ async def _run(bootstrap: str, tmp: Path, restart: bool) -> None:
         holds = dict(store.items(0))
         assert holds == {b"k1": b"v1", b"k2": b"v2-new", b"k3": b"v3", b"k5": b"v5"}
         assert await _recovered(bootstrap, changelog, tmp / "after") == holds
-        marks = store.local_keys(0, UNSENT_PREFIX, UNSENT_PREFIX + b"\xff", 100)
-        assert marks == [], "the marks go once the broker has the values"
+        sends = store.local_keys(0, UNSENT_PREFIX, UNSENT_PREFIX + b"\xff", 100)
+        assert sends == [], "a send's record goes once the broker has it"
         # Nothing is sent again once acknowledged: a write of nothing sends nothing.
         assert await store.write(producer, {}) == []
     finally:
@@ -104,11 +111,11 @@ async def _run(bootstrap: str, tmp: Path, restart: bool) -> None:
         await real.stop()
 
 
-@pytest.mark.parametrize("restart", [False, True], ids=["running", "restarted"])
-def test_a_refused_changelog_send_goes_out_with_the_next_write(
-    broker: Broker, tmp_path: Path, restart: bool
+@pytest.mark.parametrize("case", ["refused", "refused-then-restarted", "killed-in-flight"])
+def test_a_changelog_send_refused_or_cut_short_goes_out_with_the_next_write(
+    broker: Broker, tmp_path: Path, case: str
 ) -> None:
-    asyncio.run(_run(broker.bootstrap, tmp_path, restart))
+    asyncio.run(_run(broker.bootstrap, tmp_path, case))
 
 
 async def _scan_with_a_neighbour(bootstrap: str, tmp: Path) -> tuple[int, int, int]:

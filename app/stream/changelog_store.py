@@ -20,20 +20,26 @@ values, :meth:`ChangelogStore.write`'s ``local``): never sent to the
 changelog, not among :meth:`items`, and rebuilt by their user after a
 recovery.
 
-A change is in the local database before the broker has it. When its send
-fails, the local copy is ahead of the changelog, and a redone batch that
-finds its change already made writes nothing: a member recovering from the
-changelog would never see it. So the keys of a failed send are marked (on
-the local disk, :data:`UNSENT_PREFIX`, to outlast a restart) and their
-current values go out with the partition's next write; the marks are
-cleared once the broker acknowledges that.
+A change is in the local database before the broker has it in the
+changelog. If the send fails, or the process is killed before the broker
+has it, the local copy is ahead of the changelog; a redone batch may find
+its change already made and write nothing (the learner skips an outcome its
+state has seen), and a member recovering from the changelog would never see
+it. So each send is recorded locally, in the same database write as its
+values (the keys it carries, under :data:`UNSENT_PREFIX`), and the record
+is deleted once the broker acknowledges the send. Keys of a send that
+failed, or that was in flight when the process stopped (records found at
+the next opening), go out again, with their current values, with the
+partition's next write.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import shutil
+import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any, cast
@@ -52,9 +58,25 @@ SCAN_TURN_EVERY = 2_000
 UNSENT_PREFIX = b"\x00unsent:"
 
 
-def _after(prefix: bytes) -> bytes:
-    """The first key past every key that starts with ``prefix``."""
-    return prefix[:-1] + bytes([prefix[-1] + 1])
+_UNSENT_END = UNSENT_PREFIX[:-1] + bytes([UNSENT_PREFIX[-1] + 1])
+_sends = itertools.count()
+
+
+def _send_record_key() -> bytes:
+    return UNSENT_PREFIX + time.time_ns().to_bytes(8, "big") + next(_sends).to_bytes(8, "big")
+
+
+def _pack(keys: list[bytes]) -> bytes:
+    return b"".join(len(k).to_bytes(4, "big") + k for k in keys)
+
+
+def _unpack(raw: bytes) -> list[bytes]:
+    keys, i = [], 0
+    while i < len(raw):
+        n = int.from_bytes(raw[i : i + 4], "big")
+        keys.append(raw[i + 4 : i + 4 + n])
+        i += 4 + n
+    return keys
 
 
 class PartitionNotHeld(Exception):
@@ -76,9 +98,11 @@ class ChangelogStore:
         self.bootstrap, self.changelog, self.directory = bootstrap, changelog, directory
         self.embedded = embedded
         self._dbs: dict[int, Rdict] = {}
-        # partition → keys whose last send failed: the local value goes out again
+        # partition → keys whose send failed or was cut short: their
+        # current values go out again; and the records of those sends,
+        # deleted once that is acknowledged
         self._unsent: dict[int, set[bytes]] = {}
-        self._marked: set[int] = set()  # partitions with marks on their disk
+        self._unsent_records: dict[int, list[bytes]] = {}
 
     async def ensure_topic(self, partitions: int, replication_factor: int) -> bool:
         """Create the changelog (compacted) if the cluster lacks it: at the
@@ -125,17 +149,18 @@ class ChangelogStore:
         are closed); how many changelog records each recovery applied."""
         for p in self.partitions - partitions:
             self._dbs.pop(p).close()
-            self._unsent.pop(p, None)  # marked on its disk; its batches are redone elsewhere
-            self._marked.discard(p)
+            # Recorded on its disk; its batches are redone by its new owner.
+            self._unsent.pop(p, None)
+            self._unsent_records.pop(p, None)
         new = sorted(partitions - self.partitions)
         if not new:
             return {}
         for p in new:
             self._dbs[p] = self._open(p)
-            marked = self.local_keys(p, UNSENT_PREFIX, _after(UNSENT_PREFIX), 1 << 62)
-            if marked:
-                self._unsent[p] = {k[len(UNSENT_PREFIX) :] for k in marked}
-                self._marked.add(p)
+            db = self._dbs[p]
+            for record in self.local_keys(p, UNSENT_PREFIX, _UNSENT_END, 1 << 62):
+                self._unsent.setdefault(p, set()).update(_unpack(cast(bytes, db[record])))
+                self._unsent_records.setdefault(p, []).append(record)
         tps = [TopicPartition(self.changelog, p) for p in new]
         # The embedded broker's ListOffsets is short of the end
         # (app/stream/partition_ends.py).
@@ -279,52 +304,71 @@ class ChangelogStore:
                 futures.append(_failed(PartitionNotHeld(f"{self.changelog}[{p}] is not held")))
                 continue
             again = self._unsent.pop(p, set())
+            carried = self._unsent_records.pop(p, [])  # settled by this write's sends
             values = changes.get(p, {})
             if not values and not again:
                 self.write_local(p, local.get(p, {}))
                 continue
+            records = values
+            if again:
+                records = {**values, **{k: db.get(k) for k in again - values.keys()}}
             wb = WriteBatch(raw_mode=True)
             self._put_local(wb, local.get(p, {}))
+            sends: list[tuple[Any, list[bytes], bytes]] = []
+            b, sent = producer.create_batch(), list[bytes]()
+            for key, value in records.items():
+                if b.append(key=key, value=value, timestamp=None) is None:  # full
+                    sends.append((b, sent, _send_record_key()))
+                    b, sent = producer.create_batch(), []
+                    b.append(key=key, value=value, timestamp=None)
+                sent.append(key)
+            sends.append((b, sent, _send_record_key()))
             for key, value in values.items():
                 if value is None:
                     wb.delete(key)
                 else:
                     wb.put(key, value)
+            for _, sent, record in sends:
+                wb.put(record, _pack(sent))
             db.write(wb)
-            records = values
-            if again:
-                records = {**values, **{k: db.get(k) for k in again - values.keys()}}
-            b, sent = producer.create_batch(), list[bytes]()
-            for key, value in records.items():
-                if b.append(key=key, value=value, timestamp=None) is None:  # full
-                    futures.append(await self._send(producer, b, p, sent))
-                    b, sent = producer.create_batch(), []
-                    b.append(key=key, value=value, timestamp=None)
-                sent.append(key)
-            futures.append(await self._send(producer, b, p, sent))
+            for i, (b, sent, record) in enumerate(sends):
+                settles = [record, *carried] if i == len(sends) - 1 else [record]
+                futures.append(await self._send(producer, b, p, sent, settles))
         return futures
 
     async def _send(
-        self, producer: AIOKafkaProducer, batch: Any, p: int, keys: list[bytes]
+        self,
+        producer: AIOKafkaProducer,
+        batch: Any,
+        p: int,
+        keys: list[bytes],
+        records: list[bytes],
     ) -> asyncio.Future[Any]:
+        """Send ``batch`` (``keys``' values) to the changelog; ``records``:
+        the local send records its acknowledgement settles."""
         count = batch.record_count()
         try:
             future = await producer.send_batch(batch, self.changelog, partition=p)
         except BaseException:
-            self._mark(p, keys)
+            self._unsent_again(p, keys, records)
             raise
-        future.add_done_callback(lambda f: self._acknowledged(p, f, count, keys))
+        future.add_done_callback(lambda f: self._acknowledged(p, f, count, keys, records))
         return future
 
     def _acknowledged(
-        self, p: int, future: asyncio.Future[Any], count: int, keys: list[bytes]
+        self,
+        p: int,
+        future: asyncio.Future[Any],
+        count: int,
+        keys: list[bytes],
+        records: list[bytes],
     ) -> None:
         """A batch is in the changelog: the local copy holds up to its end
-        (the metadata's offset is the batch's first), and its keys' marks
-        go. A batch refused: its keys are marked, to be sent again."""
+        (the metadata's offset is the batch's first), and the records of the
+        sends it settles go. A batch refused: its keys go out again."""
         db = self._dbs.get(p)
         if db is None:
-            return  # not held: the batch is redone by the partition's owner
+            return  # not held: recorded on its disk, redone by its new owner
         if future.cancelled() or future.exception() is not None:
             log.warning(
                 "changelog %s[%d]: a send of %d records failed; they go with the next write",
@@ -332,30 +376,27 @@ class ChangelogStore:
                 p,
                 count,
             )
-            self._mark(p, keys)
+            self._unsent_again(p, keys, records)
             return
         end = future.result().offset + count
+        wb = WriteBatch(raw_mode=True)
+        for record in records:
+            wb.delete(record)
         if end > self.offset(p):
-            db.put(OFFSET_KEY, str(end).encode())
-        if p in self._marked:
-            pending = self._unsent.get(p, set())
-            self.write_local(p, {UNSENT_PREFIX + k: None for k in keys if k not in pending})
-            if not self.local_keys(p, UNSENT_PREFIX, _after(UNSENT_PREFIX), 1):
-                self._marked.discard(p)
+            wb.put(OFFSET_KEY, str(end).encode())
+        db.write(wb)
 
-    def _mark(self, p: int, keys: list[bytes]) -> None:
-        """``keys`` of a held partition ``p`` are not in the changelog."""
+    def _unsent_again(self, p: int, keys: list[bytes], records: list[bytes]) -> None:
         if p in self._dbs:
             self._unsent.setdefault(p, set()).update(keys)
-            self._marked.add(p)
-            self.write_local(p, dict.fromkeys((UNSENT_PREFIX + k for k in keys), b""))
+            self._unsent_records.setdefault(p, []).extend(records)
 
     def close(self) -> None:
         for db in self._dbs.values():
             db.close()
         self._dbs.clear()
         self._unsent.clear()
-        self._marked.clear()
+        self._unsent_records.clear()
 
     def destroy(self) -> None:
         """Close and delete every local database (tests)."""
