@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 import urllib.request
 from pathlib import Path
@@ -235,13 +236,49 @@ async def measure_saturation(
                 "rewards_sent": rewarder.sent,
                 "outcomes": samples[-1][1]["outcomes"] if samples else 0,
                 "updates": samples[-1][1]["updates"] if samples else 0,
-                "outcomes_per_s": _rate(samples, "outcomes", n),
+                "outcomes_per_s": await outcome_rate(bootstrap, topics["outcomes"], n),
+                "outcomes_per_s_scraped": _rate(samples, "outcomes", n),
                 "updates_per_s": _rate(samples, "updates", n),
                 "worker_cpu_us_per_request": _cpu_per_request(samples, cpu),
             }
         finally:
             await rewarder.stop()
             proc.stop()
+
+
+async def outcome_rate(bootstrap: str, topic: str, n: int) -> float | None:
+    """Outcomes/s from the outcomes' own times (the join's CreateTime, in
+    ms), from the first outcome to the one at 95% of ``n``, as the echo's
+    rate comes from its outputs' times: the worker's counters, scraped once a
+    second, give a drain of a few seconds two or three intervals."""
+    from aiokafka import AIOKafkaConsumer
+
+    from app.stream.kafka_io import assign_from_start, partitions_of
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+        client_id="llmopt-bench-outcome-times",
+        **kafka_security(),
+    )
+    await consumer.start()
+    times: list[int] = []
+    try:
+        assign_from_start(consumer, partitions_of(consumer, topic))
+        idle = 0
+        while idle < 3:  # the topic is read once three fetches bring nothing
+            batch = await consumer.getmany(timeout_ms=300, max_records=20_000)
+            got = [m.timestamp for msgs in batch.values() for m in msgs]
+            times += got
+            idle = 0 if got else idle + 1
+    finally:
+        await consumer.stop()
+    times.sort()
+    k = min(len(times), math.ceil(0.95 * n))
+    if k < 2 or times[k - 1] <= times[0]:
+        return None
+    return round((k - 1) / ((times[k - 1] - times[0]) / 1000), 1)
 
 
 def _cpu_per_request(samples: list[tuple[float, dict[str, Any]]], cpu: list[float]) -> float | None:

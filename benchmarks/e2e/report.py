@@ -74,7 +74,9 @@ def render_learning(learning: dict[str, Any] | None) -> list[str]:
         "",
         "Learning, all-roles worker, every decision rewarded as it comes out:",
         f"  saturation through {sat['n']:,} pre-filled requests: "
-        f"{fmt(sat['outcomes_per_s'])} outcomes/s joined, {fmt(sat['updates_per_s'])} "
+        f"{fmt(sat['outcomes_per_s'])} outcomes/s joined (from the outcomes' times; "
+        f"{fmt(sat.get('outcomes_per_s_scraped'))} from the counters scraped each second), "
+        f"{fmt(sat['updates_per_s'])} "
         f"policy updates/s ({fmt(sat['updates'])} of {sat['n']:,} applied); worker CPU "
         f"{fmt(sat.get('worker_cpu_us_per_request'), '.1f')} µs per rewarded request",
         f"  the same, learning: sharded: {fmt(shd['outcomes_per_s'])} outcomes/s, "
