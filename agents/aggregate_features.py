@@ -90,7 +90,7 @@ class AggregateFeatures:
             owned = {tp.partition for tp in assigned if tp.topic == self.source_name}
             for p, n in (await self.store.assign(owned)).items():
                 log.info("feature-windows[%d]: %d changelog records recovered", p, n)
-            self._rebuild()
+            await self._rebuild()
 
     async def on_revoked(self, service: BatchedService, revoked: set[TopicPartition]) -> None:
         return None
@@ -111,13 +111,14 @@ class AggregateFeatures:
             # expires again on the next owner (a pane past retention).
             await self.store.write(service.producer, gone)
 
-    def _rebuild(self) -> None:
-        """The private windows from the store's partitions."""
+    async def _rebuild(self) -> None:
+        """The private windows from the store's partitions (a turn of the
+        loop at a time: a rebalance callback)."""
         self.windows.clear()
         self.partition_of.clear()
         n = 0
         for p in self.store.partitions:
-            for key, value in self.store.items(p):
+            async for key, value in self.store.scan(p):
                 try:
                     self.windows.load(key, value)
                 except Exception as exc:  # e.g. a record written to the changelog by someone else
