@@ -91,6 +91,10 @@ BATCH_MAX = 4_000
 FETCH_WAIT_MS = 20
 # Expired applied ids deleted per partition and batch (the rest at the next ones).
 EXPIRE_PER_BATCH = 10_000
+# The worker's other services (and every group's heartbeats) share this
+# loop: a batch gives them a turn this often. One update can take a
+# parameter tuner's GP fit (0.15–0.6 s), and a batch may hold several.
+TURN_EVERY_S = 0.05
 
 
 def in_time_order(batch: Batch) -> Iterator[Any]:
@@ -252,7 +256,11 @@ class LearnFromOutcomes:
             futures: list[asyncio.Future[Any]] = []
             held: dict[int, int] = {}  # drift partition → offset of the drift held
             hold, outcomes = self.hold, self.outcomes_name
+            turn = time.perf_counter() + TURN_EVERY_S
             for m in in_time_order(batch):
+                if time.perf_counter() >= turn:
+                    await asyncio.sleep(0)
+                    turn = time.perf_counter() + TURN_EVERY_S
                 try:
                     if m.topic == self.drift_name:
                         if m.partition in held:
