@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from app.decider import Decider
+from app.experiments import evaluator as evaluator_module
 from app.experiments.definition import DefinitionError, ExperimentDefinition
 from app.experiments.evaluator import Evaluator
 from app.experiments.events import created_event, record_key, stopped_event
@@ -449,10 +450,11 @@ def test_a_restarted_evaluator_carries_on_from_its_own_events() -> None:
     second = Evaluator("b", 1_000)
     for written in topic:
         second.recover(ExperimentEvent.from_dict(written.to_dict()))
-    assert second.start({"outcomes/0": 2_500}) == {"outcomes/0": 2_000}
+    # The reader starts REMEMBER_BACK records before the carried position
+    # (here: the log's start); what it reads again is remembered, not counted.
+    assert second.start({"outcomes/0": 2_500}) == {"outcomes/0": 0}
     replay = np.random.default_rng(9)
-    feed(Evaluator("scratch", 1), replay, 0, 2_000, means)  # the same draws as before the result
-    feed(second, replay, 2_000, 1_000, means)
+    feed(second, replay, 0, 3_000, means)
     [a] = [e for e in whole.look(T0 + 9_000, force=True) if e.kind == "result"]
     [b] = [e for e in second.look(T0 + 9_000, force=True) if e.kind == "result"]
     assert a.result is not None and b.result is not None
@@ -557,3 +559,47 @@ def test_a_copy_of_an_outcome_counts_once() -> None:
     result = next(e for e in ev.look(T0 + 5_000, force=True) if e.kind == "result")
     assert result.result is not None
     assert sum(v["reward"]["n"] for v in result.result["variants"].values()) == 10
+
+
+def _counted(ev: Evaluator) -> int:
+    result = next(e for e in ev.look(T0 + 5_000, force=True) if e.kind == "result")
+    assert result.result is not None
+    return sum(v["reward"]["n"] for v in result.result["variants"].values())
+
+
+def test_a_copy_after_a_restart_of_an_outcome_counted_before_it_counts_once() -> None:
+    d = rollout(stages=[50, 100], min_samples=100_000)
+    first = Evaluator("a", 1_000)
+    first.recover(created_event(d, "cli", T0))
+    first.start({"outcomes/0": 0})
+    for off in range(10):
+        first.on_outcome("outcomes/0", off, {**outcome(off, "champion", 1.0), "request": off})
+    topic = [created_event(d, "cli", T0), *first.look(T0 + 5_000, force=True)]
+    second = Evaluator("b", 1_000)
+    for written in topic:
+        second.recover(ExperimentEvent.from_dict(written.to_dict()))
+    start = second.start({"outcomes/0": 10})["outcomes/0"]
+    assert start == 0
+    for off in range(start, 10):  # read again: remembered, not counted
+        doc = {**outcome(off, "champion", 1.0), "request": off}
+        assert not second.on_outcome("outcomes/0", off, doc)
+    for off in range(10, 20):  # the join's copies of the same ten
+        doc = {**outcome(off, "champion", 1.0), "request": off - 10}
+        assert not second.on_outcome("outcomes/0", off, doc)
+    assert second.on_outcome("outcomes/0", 20, {**outcome(20, "champion", 1.0), "request": 20})
+    assert _counted(second) == 11
+
+
+def test_the_requests_remembered_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stage can last days: only the latest COUNTED_WINDOW requests are kept."""
+    monkeypatch.setattr(evaluator_module, "COUNTED_WINDOW", 5)
+    d = rollout(stages=[50, 100], min_samples=100_000)
+    ev = Evaluator("w", 1_000)
+    ev.recover(created_event(d, "cli", T0))
+    ev.start({"outcomes/0": 0})
+    for off in range(10):
+        assert ev.on_outcome("outcomes/0", off, {**outcome(off, "champion", 1.0), "request": off})
+    assert len(ev.runs["r1"].counted) == 5
+    assert not ev.on_outcome("outcomes/0", 10, {**outcome(10, "champion", 1.0), "request": 9})
+    # A copy from outside the window counts again: the window must outlast the join's redo.
+    assert ev.on_outcome("outcomes/0", 11, {**outcome(11, "champion", 1.0), "request": 0})

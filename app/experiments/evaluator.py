@@ -13,6 +13,15 @@ the lowest position any running experiment needs (or at the end, for a
 partition none has a position on) and each experiment skips what it has
 counted already.
 
+Copies. The join sends an outcome again, at another offset, when it redoes a
+batch it had not committed (the learner applies it once by request id). So
+each run remembers the requests it counted among its last
+:data:`COUNTED_WINDOW` (a copy comes within the outcomes written while the
+join recovers), and a restarted evaluator reads :data:`REMEMBER_BACK`
+records of each outcomes partition before its position again, remembering
+their requests without counting them: a copy that comes after the restart
+of an outcome counted before it is not counted twice.
+
 Recovery. At its start the evaluator folds the whole experiments topic
 (:meth:`Evaluator.recover`), then :meth:`Evaluator.start` builds the runs.
 After that it takes only ``created`` and ``stopped`` events from the topic
@@ -34,6 +43,8 @@ from app.experiments.live import RUNNING, ExperimentLog, LiveExperiment
 from app.experiments.rollout import Step, next_step
 from app.records import ExperimentEvent
 
+COUNTED_WINDOW = 200_000
+REMEMBER_BACK = 50_000
 SIGNAL_DRIFT_KINDS = ("drift", "anomaly")
 """Drift events that roll a rollout's challenger back (input drift is about
 requests, not the challenger; adaptations are the learner's answer)."""
@@ -49,13 +60,18 @@ class Run:
     pending: dict[tuple[str, str], list[float]] = field(default_factory=lambda: defaultdict(list))
     signal: str | None = None  # why to roll back at the next look
     last_result_ms: int = 0
-    # The requests counted by this evaluator: the join sends an outcome
-    # again when its source event is redelivered (at-least-once; the
-    # learner applies it once by request id), and a second copy must not
-    # count twice. Kept in memory for the stage; an evaluator recovered from
-    # the topic starts empty (copies come right after the join redoes a
-    # batch, and it resumes at the positions of its last result).
-    counted: set[Any] = field(default_factory=set)
+    # The requests counted lately, oldest first (see "Copies" above).
+    counted: dict[Any, None] = field(default_factory=dict)
+
+    def remember(self, request: Any) -> bool:
+        """Whether ``request`` is new among those counted lately (it is
+        remembered either way)."""
+        if request in self.counted:
+            return False
+        self.counted[request] = None
+        if len(self.counted) > COUNTED_WINDOW:
+            del self.counted[next(iter(self.counted))]
+        return True
 
     def state(self) -> dict[str, Any]:
         return {
@@ -85,15 +101,21 @@ class Evaluator:
         """Build the runs of the running experiments from their last state;
         the position to read each outcome and signal partition from."""
         positions = dict(ends)
-        for live in self.log.running():
-            run = self._run(live, _carried_state(live))
+        runs = [self._run(live, _carried_state(live)) for live in self.log.running()]
+        for run in runs:
             for where, offset in run.offsets.items():
                 if where in positions:
                     positions[where] = min(positions[where], offset)
             if not run.offsets:
                 run.offsets = dict(ends)
+        for run in runs:  # a partition new to a run: counted from where the reader starts
+            for where, offset in positions.items():
+                run.offsets.setdefault(where, offset)
         self.positions = dict(positions)
-        return positions
+        return {
+            where: max(0, offset - REMEMBER_BACK) if where.startswith("outcomes/") else offset
+            for where, offset in positions.items()
+        }
 
     def _run(self, live: LiveExperiment, state: dict[str, Any] | None) -> Run:
         if state is not None:
@@ -125,16 +147,18 @@ class Evaluator:
         when it counts for none, or its request was counted already."""
         self.positions[where] = max(self.positions.get(where, 0), offset + 1)
         run = self.runs.get(outcome.get("experiment_id") or "")
-        if run is None or offset < run.offsets.get(where, 0):
+        if run is None:
+            return False
+        request = outcome.get("request")
+        if offset < run.offsets.get(where, 0):  # counted before (read again after a restart)
+            if request is not None:
+                run.remember(request)
             return False
         variant = outcome.get("variant")
         if variant not in run.live.definition.names:
             return False
-        request = outcome.get("request")
-        if request is not None:
-            if request in run.counted:
-                return False
-            run.counted.add(request)
+        if request is not None and not run.remember(request):
+            return False
         components = outcome.get("components") or {}
         for m in run.stats.metrics:
             value = outcome["reward"] if m.name == "reward" else components.get(m.name)
