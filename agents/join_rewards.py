@@ -169,7 +169,8 @@ class JoinRewards:
         self.due = KeyHeaps[int]()  # partition → (due ms, key)
         # (topic, partition) → (offset to read to, key)
         self.reading = KeyHeaps[tuple[str, int]]()
-        self.marks: dict[bytes, int] = {}  # waiting entries' marks (kept in memory only)
+        # partition → waiting entries' marks (kept in memory only)
+        self.marks: dict[int, dict[bytes, int]] = {}
         self.recent = RecentEntries(RECENT_ENTRIES)
         # Keys joined before their wait ran out → the done entry's due: the
         # wait's heap item is stale, and skipped without reading the entry.
@@ -206,7 +207,7 @@ class JoinRewards:
             self.settled.clear()  # a shortcut only: a stale wait is read and skipped
             # A partition kept through the rebalance keeps its heaps: nobody
             # else wrote its store meanwhile.
-            held = {*self.due.heaps, *(g[1] for g in self.reading.heaps)}
+            held = {*self.due.heaps, *(g[1] for g in self.reading.heaps), *self.marks}
             for gone in held - owned:
                 self._drop(gone)
             await self._rebuild(sorted(recovered))
@@ -219,6 +220,7 @@ class JoinRewards:
             self.recent.clear()
 
     def _drop(self, p: int) -> None:
+        self.marks.pop(p, None)
         self.due.drop(p)
         self.reading.drop((self.decisions, p))
         self.reading.drop((self.rewards, p))
@@ -230,7 +232,6 @@ class JoinRewards:
             self._drop(p)
             expiries: dict[bytes, bytes | None] = {}
             async for key, raw in self.store.scan(p):
-                self.marks.pop(key, None)
                 e = valid_entry(raw)
                 if e is None:
                     self._set_aside(
@@ -322,8 +323,9 @@ class JoinRewards:
             if raw is not None and e is None:
                 metrics.POISONED_STATE.labels("join-pending").inc()
                 log.error("ignoring an unreadable join-pending entry (%d bytes)", len(raw))
-        if e is not None and key in self.marks:
-            e = {**e, "mark": self.marks[key]}
+        marks = self.marks.get(p)
+        if e is not None and marks and key in marks:
+            e = {**e, "mark": marks[key]}
         return e
 
     def _on_decision(self, m: Any, now: int) -> None:
@@ -355,7 +357,9 @@ class JoinRewards:
 
     def _apply(self, p: int, key: bytes, step: Step, m: Any) -> None:
         b = self.batch
-        self.marks.pop(key, None)
+        marks = self.marks.get(p)
+        if marks:
+            marks.pop(key, None)
         if not step.keep:
             b.entries.setdefault(p, {})[key] = None
         elif step.entry is not None:
@@ -508,7 +512,7 @@ class JoinRewards:
         )
         self.batch.dead_reasons[err.code] += 1
         self.batch.entries.setdefault(p, {})[key] = None
-        self.marks.pop(key, None)
+        self.marks.get(p, {}).pop(key, None)
 
     def _progress(self, p: int) -> Progress:
         d, r = (self.decisions, p), (self.rewards, p)
@@ -536,9 +540,10 @@ class JoinRewards:
         if e["mark"] is None:  # the partition's end is not known yet
             self.due.push(e["partition"], e["due"], key)
             return
-        if key not in self.marks:
+        marks = self.marks.setdefault(p, {})
+        if key not in marks:
             self.batch.results["waiting"] += 1
-        self.marks[key] = e["mark"]
+        marks[key] = e["mark"]
         topic = self.rewards if step.waits_on == "rewards" else self.decisions
         self.reading.push((topic, e["partition"]), e["mark"], key)
         self.due.push(e["partition"], e.get("until", now), key)  # the bound
