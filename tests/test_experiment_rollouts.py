@@ -544,15 +544,22 @@ def test_the_dashboard_shows_each_experiments_variants() -> None:
     }
 
 
-def test_a_copy_of_an_outcome_counts_once() -> None:
-    """The join sends an outcome again when its source is redelivered: the
-    copy, at another offset, is not counted twice."""
+def _counting_ten() -> Evaluator:
+    """An evaluator that has counted ten requests' outcomes (offsets and
+    requests 0..9) for a rollout that never decides."""
     d = rollout(stages=[50, 100], min_samples=100_000)
     ev = Evaluator("w", 1_000)
     ev.recover(created_event(d, "cli", T0))
     ev.start({"outcomes/0": 0})
     for off in range(10):
         assert ev.on_outcome("outcomes/0", off, {**outcome(off, "champion", 1.0), "request": off})
+    return ev
+
+
+def test_a_copy_of_an_outcome_counts_once() -> None:
+    """The join sends an outcome again when its source is redelivered: the
+    copy, at another offset, is not counted twice."""
+    ev = _counting_ten()
     for off in range(10, 20):  # the same ten requests again
         doc = {**outcome(off, "champion", 1.0), "request": off - 10}
         assert not ev.on_outcome("outcomes/0", off, doc)
@@ -593,12 +600,7 @@ def test_a_copy_after_a_restart_of_an_outcome_counted_before_it_counts_once() ->
 def test_the_requests_remembered_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     """A stage can last days: only the latest COUNTED_WINDOW requests are kept."""
     monkeypatch.setattr(evaluator_module, "COUNTED_WINDOW", 5)
-    d = rollout(stages=[50, 100], min_samples=100_000)
-    ev = Evaluator("w", 1_000)
-    ev.recover(created_event(d, "cli", T0))
-    ev.start({"outcomes/0": 0})
-    for off in range(10):
-        assert ev.on_outcome("outcomes/0", off, {**outcome(off, "champion", 1.0), "request": off})
+    ev = _counting_ten()
     assert len(ev.runs["r1"].counted) == 5
     assert not ev.on_outcome("outcomes/0", 10, {**outcome(10, "champion", 1.0), "request": 9})
     # A copy from outside the window counts again: the window must outlast the join's redo.
