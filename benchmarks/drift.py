@@ -32,6 +32,11 @@ last 500 decisions is below 20%, without and with the drift loop
 (``DriftMonitor`` → ``Learner.adapt`` per config/drift.yaml), same seed.
 PASS: with the loop, N is reached and smaller than without.
 
+**Part 3 — cost.** The CPU ``detect_drift`` spends per outcome: parsing it
+and ``DriftMonitor.observe`` with the configured drift and anomaly
+detectors and the input-drift windows, over 30,000 outcomes of five arms
+(best of three passes, a fresh monitor each). Reported, not judged.
+
 Results: tables and ``benchmarks/results/drift-<git short sha>[-quick].json``;
 the last line is ``overall: PASS|FAIL`` (every part run passes).
 """
@@ -270,6 +275,57 @@ def part_loop(args: argparse.Namespace, config: DriftConfig) -> list[dict[str, A
 # ----------------------------------------------------------------------- report
 
 
+# ----------------------------------------------------------------------- part 3: cost
+
+
+def part_cost(config: DriftConfig, n: int = 30_000, repeats: int = 3) -> dict[str, Any]:
+    """µs per outcome to parse it, and to parse and observe it (best of ``repeats``)."""
+    rng = random.Random(5)
+    arms = ["gpt-4o", "gpt-4o-mini", "claude-sonnet", "claude-haiku", "llama-70b"]
+    t0 = 1_700_000_000_000
+    raws = [
+        Outcome(
+            request_id=f"cost-{i}",
+            tenant_id="acme",
+            policy_id="default",
+            policy_version=1,
+            arm=rng.choice(arms),
+            available_arms=arms,
+            propensity=0.2,
+            explored=False,
+            reward=rng.uniform(0.7, 0.9),
+            defaulted=False,
+            decided_at=t0 + i,
+            outcome_at=t0 + i + 5,
+            components={
+                "latency_ms": rng.lognormvariate(6.5, 0.3),
+                "error": rng.random() < 0.01,
+                "quality": rng.betavariate(9, 1),
+                "cost_usd": rng.uniform(0.001, 0.003),
+            },
+            features=[rng.random() for _ in range(12)],
+        ).dumps()
+        for i in range(n)
+    ]
+    parse = observe = math.inf
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for raw in raws:
+            Outcome.loads(raw)
+        parse = min(parse, time.perf_counter() - started)
+        monitor = DriftMonitor(config)
+        started = time.perf_counter()
+        for raw in raws:
+            monitor.observe(Outcome.loads(raw))
+        observe = min(observe, time.perf_counter() - started)
+    return {
+        "outcomes": n,
+        "arms": len(arms),
+        "parse_us": round(parse / n * 1e6, 2),
+        "parse_and_observe_us": round(observe / n * 1e6, 2),
+    }
+
+
 def verdicts(detectors: list[dict[str, Any]], loop: list[dict[str, Any]]) -> dict[str, Any]:
     configured = [r for r in detectors if r["detector"].endswith("(configured)")]
     detection_ok = all(r["detected"] >= DETECTION_TARGET for r in configured)
@@ -315,6 +371,13 @@ def tables(result: dict[str, Any]) -> str:
             f"{r['seed']:4d} {'on' if r['loop'] else 'off':>5s} {r['share_at_drift']:15.0%} "
             f"{n!s:>8s}"
         )
+    cost = result.get("cost")
+    if cost:
+        lines.append(
+            f"\ndetect_drift's work per outcome ({cost['outcomes']:,} outcomes, {cost['arms']} "
+            f"arms, best of 3): parse {cost['parse_us']:.1f} µs, parse + observe "
+            f"{cost['parse_and_observe_us']:.1f} µs"
+        )
     v = result["verdicts"]
     lines.append(f"\ndetection ≥ {DETECTION_TARGET:.0%} (configured detectors): {v['detection']}")
     lines.append(f"loop: share < {SHARE_TARGET:.0%}, sooner with the drift loop: {v['loop']}")
@@ -333,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--horizon", type=int, default=5000, help="degraded values per trial")
     ap.add_argument("--loop-seeds", type=int, nargs="+", default=None)
     ap.add_argument("--max-after", type=int, default=40_000, help="loop: give up after")
-    ap.add_argument("--only", choices=("detectors", "loop"), default=None)
+    ap.add_argument("--only", choices=("detectors", "loop", "cost"), default=None)
     ap.add_argument("--json", action="store_true", help="JSON on stdout, tables on stderr")
     ap.add_argument("--no-save", action="store_true", help="do not write benchmarks/results/")
     ap.add_argument("--drift-config", type=Path, default=ROOT / "config" / "drift.yaml")
@@ -345,9 +408,11 @@ def main(argv: list[str] | None = None) -> int:
     # Also at the top of the machine record, where earlier results have it.
     result["machine"]["river"] = result["machine"]["packages"]["river"]
     log("part 1: detectors")
-    detectors = [] if args.only == "loop" else part_detectors(args, config)
+    detectors = [] if args.only in ("loop", "cost") else part_detectors(args, config)
     log("part 2: the loop on the simulator")
-    loop = [] if args.only == "detectors" else part_loop(args, config)
+    loop = [] if args.only in ("detectors", "cost") else part_loop(args, config)
+    log("part 3: cost per outcome")
+    cost = part_cost(config) if args.only in (None, "cost") else None
     result |= {
         "quick": args.quick,
         "params": {
@@ -362,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "detectors": detectors,
         "loop": loop,
+        "cost": cost,
     }
     result["verdicts"] = verdicts(detectors, loop)
     ran = [v for v in result["verdicts"].values() if v != "not run"]
