@@ -19,7 +19,7 @@ from app.evaluation.simulator import TrafficSimulator
 from app.records import Decision, Outcome, now_ms
 from tests.conftest import Deployment, Worker
 from tests.kafka_io import TopicReader, produce
-from tests.test_loop_integration import latest_snapshot
+from tests.test_loop_integration import snapshot_holding
 
 TOTAL = 16000  # halves of 8,000: the join and the learner take batches of 4,000
 
@@ -94,13 +94,7 @@ async def _run(d: Deployment) -> None:
     )
     worker = await asyncio.to_thread(d.start_worker)
 
-    async with TopicReader(bs, t.name("policy_snapshots")) as snaps:
-        await snaps.until(
-            lambda m: (s := latest_snapshot(m)) is not None and s.updates >= TOTAL,
-            180,
-            f"a snapshot holding {TOTAL} updates",
-        )
-        await snaps.settle(3.0)
+    snap = await snapshot_holding(bs, t.name("policy_snapshots"), TOTAL, 180)
     async with TopicReader(bs, t.name("outcomes")) as outcomes:
         await outcomes.settle(2.0)
     docs = [Outcome.loads(m.value, 1 << 20) for m in outcomes.messages]
@@ -110,5 +104,4 @@ async def _run(d: Deployment) -> None:
     )
     assert {o.request_id for o in docs} == set(requests), f"every request joined: {seen}"
     assert not any(o.defaulted for o in docs), f"no reward replaced by the default: {seen}"
-    snap = latest_snapshot(snaps.messages)
-    assert snap is not None and snap.updates == TOTAL, f"applied once each? {snap}; {seen}"
+    assert snap.updates == TOTAL, f"applied once each? {snap}; {seen}"

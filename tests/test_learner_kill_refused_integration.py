@@ -20,7 +20,7 @@ from tests.conftest import TEST_POLICIES, Deployment, Worker
 from tests.kafka_io import TopicReader, produce
 from tests.test_agent_faults_integration import outcome
 from tests.test_bad_input_integration import _original
-from tests.test_loop_integration import latest_snapshot
+from tests.test_loop_integration import snapshot_holding
 
 CRASH_FRACTION = 0.25
 TOTAL = 200
@@ -84,13 +84,7 @@ async def _settled(d: Deployment, applied: int) -> tuple[set[str], int | None]:
     """The request ids dead-lettered internal_error from the outcomes topic,
     and the updates of the policy's latest snapshot, once it shows ``applied``."""
     bs, t = d.broker.bootstrap, d.topics
-    async with TopicReader(bs, t.name("policy_snapshots")) as snaps:
-        await snaps.until(
-            lambda m: (s := latest_snapshot(m)) is not None and s.updates >= applied,
-            90,
-            f"a snapshot holding {applied} updates",
-        )
-        await snaps.settle(2.0)
+    snap = await snapshot_holding(bs, t.name("policy_snapshots"), applied, 90, settle=2.0)
     async with TopicReader(bs, t.name("dead_letter")) as letters:
         await letters.settle(2.0)
     dead = set()
@@ -98,5 +92,4 @@ async def _settled(d: Deployment, applied: int) -> tuple[set[str], int | None]:
         dl = DeadLetter.loads(m.value, 1 << 20)
         if dl.reason == "internal_error" and dl.source_topic == t.name("outcomes"):
             dead.add(orjson.loads(_original(m))["request_id"])
-    snap = latest_snapshot(snaps.messages)
-    return dead, snap.updates if snap is not None else None
+    return dead, snap.updates

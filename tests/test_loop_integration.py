@@ -27,6 +27,23 @@ def latest_snapshot(messages: list, policy_id: str = "default") -> PolicySnapsho
     return max(snaps, key=lambda s: s.version) if snaps else None
 
 
+async def snapshot_holding(
+    bootstrap: str, topic: str, updates: int, timeout: float, settle: float = 3.0
+) -> PolicySnapshot:
+    """The default policy's latest snapshot, once one holds ``updates``
+    updates and the topic has had ``settle`` seconds of quiet."""
+    async with TopicReader(bootstrap, topic) as snaps:
+        await snaps.until(
+            lambda m: (s := latest_snapshot(m)) is not None and s.updates >= updates,
+            timeout,
+            f"a snapshot holding {updates} updates",
+        )
+        await snaps.settle(settle)
+    snap = latest_snapshot(snaps.messages)
+    assert snap is not None
+    return snap
+
+
 def test_2000_requests_get_2000_decisions_and_rewards_update_the_policy(
     deployment: Deployment,
 ) -> None:

@@ -15,7 +15,7 @@ from app.stream.broker import free_port
 from tests.conftest import Deployment, Worker
 from tests.kafka_io import TopicReader, produce
 from tests.test_batch_kill_integration import counter, kill_when
-from tests.test_loop_integration import latest_snapshot
+from tests.test_loop_integration import snapshot_holding
 
 TOTAL = 12_000
 
@@ -84,20 +84,13 @@ async def _run(d: Deployment) -> None:
         120,
     )
 
-    async with TopicReader(bs, t.name("policy_snapshots")) as snaps:
-        await snaps.until(
-            lambda m: (s := latest_snapshot(m)) is not None and s.updates >= TOTAL,
-            180,
-            f"a snapshot holding {TOTAL} updates",
-        )
-        await snaps.settle(3.0)
+    snap = await snapshot_holding(bs, t.name("policy_snapshots"), TOTAL, 180)
     async with TopicReader(bs, t.name("outcomes")) as outcomes:
         await outcomes.settle(2.0)
     docs = [Outcome.loads(m.value, 1 << 20) for m in outcomes.messages]
     assert {o.request_id for o in docs} == set(requests), "every request joined"
     assert not any(o.defaulted for o in docs), "no reward replaced by the default"
-    snap = latest_snapshot(snaps.messages)
-    assert snap is not None and snap.updates == TOTAL, f"each applied once: {snap}"
+    assert snap.updates == TOTAL, f"each applied once: {snap}"
     text = survivor.metrics()
     assert "llmopt_state_regressions_total{" not in text, "no state older than a snapshot"
 
