@@ -210,11 +210,10 @@ class LearnFromOutcomes:
         """The applied request ids' expiry heaps of the ``new`` partitions
         from the store, a turn of the loop at a time (an hour and a half of
         request ids); a partition kept through the rebalance keeps its own."""
-        for p in [g for g in self.expiring.heaps if g not in owned or g in new]:
+        for p in {*self.expiring.heaps, *self.reached} - (owned - new):
             self.expiring.drop(p)
             self.reached.pop(p, None)
         for p in sorted(new):
-            self.reached.pop(p, None)
             async for rid, mark in self.applied.scan(p):
                 found = mark_expiry(mark, self.retention_ms) if mark else None
                 if found is not None:
