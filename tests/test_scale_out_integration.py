@@ -43,7 +43,7 @@ async def _run(d: Deployment) -> None:
     sim = TrafficSimulator.default(seed=5)
     requests = {r.request_id: r for r in (sim.next_request(now_ms()) for _ in range(TOTAL))}
     workers = [d.start_worker(), await asyncio.to_thread(start_second_worker, d)]
-    await asyncio.sleep(8.0)  # both in every group
+    await asyncio.sleep(20.0)  # both in every group (a rebalance under load takes longer)
     await produce(
         bs, t.name("requests"), ((r.tenant_id.encode(), r.dumps()) for r in requests.values())
     )
