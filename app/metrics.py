@@ -225,6 +225,20 @@ CIRCUIT_SKIPPED = Counter(
 )
 
 
+ASSIGNED_PARTITIONS = Gauge(
+    "llmopt_assigned_partitions",
+    "Partitions this worker's consumer holds and has made ready (its state recovered), "
+    "per topic role: which member owns what after a rebalance.",
+    ["consumer", "topic"],
+)
+
+
+def set_assigned_partitions(consumer: str, count_by_topic: dict[str, int]) -> None:
+    """Set the assigned-partition gauges of one consumer, one value per topic role."""
+    for topic, n in count_by_topic.items():
+        ASSIGNED_PARTITIONS.labels(consumer, topic).set(n)
+
+
 def set_consumer_lag(consumer: str, lag_by_topic: dict[str, int]) -> None:
     """Set the lag gauges of one consumer, one value per topic role."""
     for topic, lag in lag_by_topic.items():

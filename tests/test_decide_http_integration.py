@@ -210,6 +210,8 @@ def test_sdk_http_transport_decides_and_rewards(dep: Deployment) -> None:
 
 def test_metrics_count_http_decisions_and_dead_letters(dep: Deployment) -> None:
     post(dep, "/decide", orjson.dumps(request()))
+    status, _ = post(dep, "/decide", orjson.dumps(request(policy_id="no-such-policy")))
+    assert status == 400
     text = dep.workers[0].metrics()
     assert 'llmopt_events_total{agent="decide_http",result="ok"}' in text
     assert 'llmopt_dead_letters_total{agent="decide_http",reason="unknown_policy"}' in text

@@ -7,6 +7,7 @@ to the policy exactly once."""
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 from app.evaluation.simulator import TrafficSimulator
@@ -43,7 +44,9 @@ async def _run(d: Deployment) -> None:
     sim = TrafficSimulator.default(seed=5)
     requests = {r.request_id: r for r in (sim.next_request(now_ms()) for _ in range(TOTAL))}
     workers = [d.start_worker(), await asyncio.to_thread(start_second_worker, d)]
-    await asyncio.sleep(20.0)  # both in every group (a rebalance under load takes longer)
+    # Both hold (and have recovered) partitions of the join and of the learner.
+    for consumer, role in (("join_rewards", "decisions"), ("learn_from_outcomes", "outcomes")):
+        await _wait_shared(workers, consumer, role, t[role].partitions)
     await produce(
         bs, t.name("requests"), ((r.tenant_id.encode(), r.dumps()) for r in requests.values())
     )
@@ -93,6 +96,23 @@ async def _run(d: Deployment) -> None:
     assert snap.updates == TOTAL, f"each applied once: {snap}"
     text = survivor.metrics()
     assert "llmopt_state_regressions_total{" not in text, "no state older than a snapshot"
+
+
+async def _wait_shared(
+    workers: list[Worker], consumer: str, role: str, partitions: int, timeout: float = 120.0
+) -> None:
+    """Until every worker holds some of ``consumer``'s partitions of
+    ``role`` and together they hold all of them (no rebalance in between)."""
+    pattern = rf'^llmopt_assigned_partitions\{{consumer="{consumer}",topic="{role}"\}} (\S+)$'
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    held: list[float] = []
+    while loop.time() < deadline:
+        held = [sum(float(v) for v in re.findall(pattern, w.metrics(), re.M)) for w in workers]
+        if all(n > 0 for n in held) and sum(held) == partitions:
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{consumer}'s {role} partitions not shared by both workers: {held}")
 
 
 async def _wait_total(

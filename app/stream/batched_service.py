@@ -84,14 +84,33 @@ class StatefulBatchHandler(BatchHandler, Protocol):
 
 
 class _Rebalances(ConsumerRebalanceListener):
-    def __init__(self, service: BatchedService, handler: StatefulBatchHandler) -> None:
-        self.service, self.handler = service, handler
+    """Passes rebalances to a stateful handler, and counts the partitions
+    held once the handler has made them ready (``llmopt_assigned_partitions``)."""
+
+    def __init__(self, service: BatchedService, handler: BatchHandler) -> None:
+        self.service = service
+        stateful = hasattr(handler, "on_assigned")
+        self.handler: StatefulBatchHandler | None = handler if stateful else None  # type: ignore[assignment]
+        self.held: set[TopicPartition] = set()
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        await self.handler.on_revoked(self.service, set(revoked))
+        self.held -= set(revoked)
+        self._count()
+        if self.handler is not None:
+            await self.handler.on_revoked(self.service, set(revoked))
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        await self.handler.on_assigned(self.service, set(assigned))
+        if self.handler is not None:
+            await self.handler.on_assigned(self.service, set(assigned))
+        self.held |= set(assigned)
+        self._count()
+
+    def _count(self) -> None:
+        roles = self.service.source_roles
+        counts = dict.fromkeys(roles.values(), 0)
+        for tp in self.held:
+            counts[roles[tp.topic]] += 1
+        metrics.set_assigned_partitions(self.service.name, counts)
 
 
 class BatchedService(Service):
@@ -168,9 +187,7 @@ class BatchedService(Service):
         await self.producer.start()
         await self.handler.start(self)
         await self.consumer.start()
-        stateful = hasattr(self.handler, "on_assigned")
-        listener = _Rebalances(self, self.handler) if stateful else None  # type: ignore[arg-type]
-        self.consumer.subscribe(list(self.sources), listener=listener)
+        self.consumer.subscribe(list(self.sources), listener=_Rebalances(self, self.handler))
 
     async def on_stop(self) -> None:
         # The batch in hand is finished and its commit settled before the
