@@ -192,6 +192,7 @@ class LearnFromOutcomes:
             # before may have been learned on elsewhere meanwhile.
             self.learner.forget_all()
             await self._rebuild_expiry(owned, new)
+            await self._load_unpublished(service, owned)
             # Held drifts are read again from the committed offsets.
             self.hold.forget()
             consumer = service.consumer
@@ -538,14 +539,11 @@ class LearnFromOutcomes:
             learner.version(key),
             learner.state(key)["offsets"],
         )
-        if not self.published_read:
-            self.published_read = True
-            try:
-                self.published.update(await published_versions(self.runtime, self.snapshots_name))
-            except Exception as exc:
-                log.warning("could not read the published snapshot versions: %s", exc)
+        await self._read_published()
         version, last = learner.version(key), self.published.get(key, 0)
-        if version < last:
+        if version > last:
+            learner.published_before(key, last)
+        elif version < last:
             metrics.STATE_REGRESSIONS.labels(pid).inc()
             log.error(
                 "policy %s: recovered state is at version %d, but version %d was already "
@@ -556,6 +554,42 @@ class LearnFromOutcomes:
                 last - version,
             )
         return key
+
+    async def _read_published(self) -> None:
+        """The versions the snapshots topic holds, read once."""
+        if self.published_read:
+            return
+        self.published_read = True
+        try:
+            self.published.update(await published_versions(self.runtime, self.snapshots_name))
+        except Exception as exc:
+            log.warning("could not read the published snapshot versions: %s", exc)
+
+    async def _load_unpublished(self, service: BatchedService, owned: set[int]) -> None:
+        """Load the states of ``owned`` partitions that are ahead of their
+        published snapshot, and publish them: updates written and then a
+        kill or a handover before their snapshot would otherwise reach the
+        deciders only with the policy's next outcome, which may never come."""
+        await self._read_published()
+        now, loaded = now_ms(), False
+        for p in sorted(owned):
+            async for raw_key, raw in self.states.scan(p):
+                pid, _, shard = raw_key.decode(errors="replace").partition("\x00")
+                if pid not in self.runtime.policies.policies:
+                    continue
+                n = int(shard) if shard.isdigit() else None
+                try:
+                    version = orjson.loads(raw)["version"]
+                except Exception:
+                    continue  # unreadable: _ensure_loaded reports it at the next outcome
+                if isinstance(version, int) and version > self.published.get(live_key(pid, n), 0):
+                    await self._ensure_loaded(pid, p, now, n)
+                    loaded = True
+        if loaded:
+            sent = await self._finish(service, now)
+            for r in await asyncio.gather(*sent, return_exceptions=True):
+                if isinstance(r, BaseException):  # published again at the next update
+                    log.warning("a recovered state's snapshot was not sent: %s", r)
 
     def _mark_of(self, p: int, rid: bytes) -> bytes | None:
         marks = self.batch.marks.get(p)

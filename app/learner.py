@@ -183,6 +183,14 @@ class Learner:
         moved a partition's learning elsewhere and back)."""
         self._live.clear()
 
+    def published_before(self, policy_id: str, version: int) -> None:
+        """The deciders' latest snapshot of a loaded state is ``version``
+        (read from the snapshots topic): a state ahead of it (updates written
+        and then a kill or a handover before their snapshot) is due at once."""
+        live = self._live[policy_id]
+        if 0 <= version < live.version and live.published_version >= 0:
+            live.published_version, live.published_at = version, 0
+
     def load(
         self,
         policy_id: str,
