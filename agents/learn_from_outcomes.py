@@ -134,7 +134,7 @@ class LearnFromOutcomes:
         self.registry_name, self.snapshots_name = t.name("registry"), t.name("policy_snapshots")
         self.dead_name = t.name("dead_letter")
         self.shadow_name = t.name("shadow_decisions")
-        self.learner = Learner(runtime.policies, runtime.file_policies)
+        self.learner = Learner(runtime.policies, runtime.file_policies, plan_later=True)
         self.by = f"learner@{process_id(s.web_port)}"
         self.states = self._store("policy-state")
         self.applied = self._store("applied-requests")
@@ -620,6 +620,9 @@ class LearnFromOutcomes:
             result = "duplicate"
         else:
             result = learner.apply(outcome, part, m.offset, key)
+            plans = learner.due_plans(key)
+            if plans is not None:
+                await self._plan(pid, plans)
         if result == "applied":
             b.updates[pid] += 1
         else:
@@ -632,6 +635,20 @@ class LearnFromOutcomes:
             b.states[key] = p
             self.reached[p] = max(self.reached.get(p, 0), outcome.outcome_at)
         b.results[result] += 1
+
+    async def _plan(self, pid: str, compute: Callable[[], Callable[[], None]]) -> None:
+        """A tuner's plans (a GP fit each, 0.15-0.6 s) computed in a thread
+        and taken here, before the policy's next update: the deciders, the
+        join and the group's heartbeats on this event loop go on meanwhile,
+        and nothing changes the policy while its plans are computed from it.
+        A plan that fails leaves its tuner to plan at its next update; the
+        outcome stays applied."""
+        try:
+            take = await asyncio.to_thread(compute)
+        except Exception:
+            log.exception("policy %s: a parameter plan failed; it is made again later", pid)
+            return
+        take()
 
     async def _adapt(self, event: DriftEvent, m: Any, now: int) -> bool:
         """Apply a drift event (record ``m``) to the policy it names (see the

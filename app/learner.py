@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -163,10 +164,18 @@ class Shadow:
 
 
 class Learner:
-    def __init__(self, config: PoliciesConfig, file_config: PoliciesConfig | None = None) -> None:
+    def __init__(
+        self,
+        config: PoliciesConfig,
+        file_config: PoliciesConfig | None = None,
+        plan_later: bool = False,
+    ) -> None:
         # ``config``: what the worker runs (the file's, with served registry
         # versions in place of their entries); ``file_config``: the file's.
+        # ``plan_later``: a tuner's plan falls due in apply and is made by
+        # the caller through due_plans (a learner on an event loop).
         self.config = config
+        self.plan_later = plan_later
         self.file_config = file_config or config
         self._live: dict[str, _Learning] = {}
         # What the shadows decided, and the apprentices that stopped
@@ -506,6 +515,7 @@ class Learner:
                     propensity=outcome.propensity,
                     parameters=outcome.parameters,
                     cost_usd=outcome.components.get("cost_usd"),
+                    defer_plan=self.plan_later,
                 )
             else:
                 live.policy.update(
@@ -528,6 +538,13 @@ class Learner:
         ):
             live.oldest_reward_at = outcome.rewarded_at
         return "applied"
+
+    def due_plans(self, policy_id: str) -> Callable[[], Callable[[], None]] | None:
+        """The plans the last :meth:`apply` left (``plan_later``), or None:
+        see :meth:`ParameterTuner.due_plans`; taken before the state's next
+        update or snapshot."""
+        policy = self._live[policy_id].policy
+        return policy.due_plans() if isinstance(policy, ParameterTuner) else None
 
     @staticmethod
     def _observe(live: _Learning, transitions: list[Transition]) -> None:

@@ -288,6 +288,39 @@ def test_a_snapshot_mid_tuning_makes_the_same_choices() -> None:
     assert policy.snapshot() == copy.snapshot()
 
 
+@pytest.mark.parametrize("seed", [3, 8])
+def test_deferred_plans_leave_the_policy_as_plans_made_in_the_update(seed: int) -> None:
+    now = ParameterTuner(["a", "b"], seed=seed, batch_size=2, evaluation_size=2, scope="shared")
+    later = ParameterTuner.restore(now.snapshot())
+    assert isinstance(later, ParameterTuner)
+    rows = [task_row(t) for t in ("code", "chat")]
+    deferred = 0
+    for k in range(40):
+        row = rows[k % 2]
+        a, b = now.choose(row), later.choose(row)
+        assert (a.arm, a.parameters, a.propensity) == (b.arm, b.parameters, b.propensity)
+        reward = ((k * 5) % 9) / 9
+        now.update(a.arm, reward, row, parameters=a.parameters, cost_usd=0.002)
+        later.update(b.arm, reward, row, parameters=b.parameters, cost_usd=0.002, defer_plan=True)
+        compute = later.due_plans()
+        if compute is not None:
+            deferred += 1
+            take = compute()  # computing reads the policy only
+            assert later.snapshot() != now.snapshot()
+            take()
+        assert later.due_plans() is None
+        assert later.snapshot() == now.snapshot()
+    assert deferred >= 3
+
+
+def test_a_plan_is_deferred_only_when_asked() -> None:
+    policy = ParameterTuner(["a"], seed=1, batch_size=2, evaluation_size=2, initial_points=2)
+    row = task_row("qa")
+    c = policy.choose(row)
+    policy.update(c.arm, 0.5, row, parameters=c.parameters)
+    assert policy.due_plans() is None  # planned in the update, as before
+
+
 def test_exploration_decays_to_its_floor() -> None:
     policy = ParameterTuner(
         ["a"], seed=0, batch_size=2, evaluation_size=2, explore=0.3, min_explore=0.1

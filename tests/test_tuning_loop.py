@@ -18,11 +18,12 @@ T0 = 1_700_000_000_000
 START = {"temperature": 0.3, "top_p": 1.0, "max_tokens": 1024}
 
 
-def config() -> PoliciesConfig:
+def config(**extra: Any) -> PoliciesConfig:
     return PoliciesConfig.from_dict(
         {
             "policies": {
                 "t": {
+                    **extra,
                     "algorithm": "parameter_tuner",
                     "seed": 3,
                     "snapshot": {"every_updates": 20},
@@ -95,3 +96,32 @@ def test_the_loop_serves_tuned_parameters_and_learns_from_them() -> None:
     start = sim.expected_reward(req, "llama-70b", T0, START)
     assert tuned > start + 0.005, (tuned, start)
     assert sum(p["temperature"] for p in late) / len(late) > START["temperature"] + 0.3
+
+
+def test_a_learner_that_plans_later_learns_the_same_state() -> None:
+    """A worker's learner leaves a tuner's plans (GP fits) to be computed off
+    its event loop and taken before the next update: the states match a
+    learner that plans within the update, outcome by outcome."""
+    sim = TrafficSimulator.default(seed=4)
+    cfg = config(hyperparameters={"evaluation_size": 2, "batch_size": 2, "initial_points": 2})
+    decider = Decider(cfg, seed=4)
+    now_learner, later = Learner(cfg), Learner(cfg, plan_later=True)
+    for learner in (now_learner, later):
+        learner.load("t", None, T0)
+    plans = 0
+    for i in range(300):
+        now = T0 + i
+        req = creative(sim, now)
+        [d] = decider.decide([req], now)
+        assert isinstance(d, dict)
+        o = outcome(d, req, sim, now)
+        assert now_learner.apply(o, 0, i) == later.apply(o, 0, i) == "applied"
+        assert now_learner.due_plans("t") is None
+        compute = later.due_plans("t")
+        if compute is not None:
+            plans += 1
+            compute()()
+        assert later.state("t") == now_learner.state("t")
+        for key in now_learner.due_snapshots(now):
+            decider.apply_snapshot(now_learner.snapshot(key, now))
+    assert plans >= 5, "the evaluations made GP plans (after the initial points)"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from itertools import accumulate
 from typing import Any, ClassVar
 
@@ -19,7 +19,7 @@ from app.policies.base import (
     drawn_selection,
     weighted_draw,
 )
-from app.tuning.gp_optimizer import GPOptimizer
+from app.tuning.gp_optimizer import GPOptimizer, Plan
 from app.tuning.space import DEFAULT_SPACE, ParameterSpace, SpaceError
 from app.tuning.tuned_choice import TunedChoice
 
@@ -197,6 +197,10 @@ class ParameterTuner(ContextualPolicy):
         self._tables: dict[tuple[int, tuple[str, ...]], tuple[Any, ...]] = {}
         self._served: dict[tuple[int, str], tuple[Any, ...]] = {}
         self._told: tuple[Mapping[str, Any] | None, float | None] = (None, None)
+        # Plans an update left for due_plans (update(..., defer_plan=True)),
+        # in the order they fell due.
+        self._defer = False
+        self._plans_due: list[tuple[_Tuner, int, int]] = []
 
     # -- configuration ---------------------------------------------------------
     def _check(self) -> None:
@@ -389,14 +393,40 @@ class ParameterTuner(ContextualPolicy):
         propensity: float | None = None,
         parameters: Mapping[str, Any] | None = None,
         cost_usd: float | None = None,
+        defer_plan: bool = False,
     ) -> None:
         """Learn from a reward; ``parameters`` (the setting served) and
-        ``cost_usd`` (its cost, for a cost cap) tell the optimiser."""
-        self._told = (parameters, cost_usd)
+        ``cost_usd`` (its cost, for a cost cap) tell the optimiser.
+        ``defer_plan``: a plan this update makes due (a GP fit, 0.15 s and
+        more) waits for :meth:`due_plans`, for the caller to make off its
+        event loop before the policy's next update."""
+        self._told, self._defer = (parameters, cost_usd), defer_plan
         try:
             super().update(arm, reward, context, propensity=propensity)
         finally:
-            self._told = (None, None)
+            self._told, self._defer = (None, None), False
+
+    def due_plans(self) -> Callable[[], Callable[[], None]] | None:
+        """The plans updates left (``defer_plan``), or None: a function that
+        computes them and only reads the policy (another thread may run
+        it), and returns the function that takes them into the policy.
+        Taken before the policy's next update, they leave it as if made in
+        those updates. If computing one raises, none is taken; each tuner
+        left without a plan plans at its next update."""
+        due, self._plans_due = self._plans_due, []
+        if not due:
+            return None
+
+        def compute() -> Callable[[], None]:
+            plans = [self._compute_plan(tuner, task, arm) for tuner, task, arm in due]
+
+            def take() -> None:
+                for (tuner, _, _), plan in zip(due, plans, strict=True):
+                    self._take_plan(tuner, plan)
+
+            return take
+
+        return compute
 
     def _update(self, index: int, reward: float, context: Any) -> None:
         if not 0.0 <= reward <= 1.0:
@@ -429,13 +459,21 @@ class ParameterTuner(ContextualPolicy):
         if was_pending and tuple(point) not in {tuple(p) for p in tuner.pending()}:
             tuner.completed += 1
         if not tuner.pending():
-            self._plan(tuner, task, index)
+            if self._defer:
+                self._plans_due.append((tuner, task, index))
+            else:
+                self._plan(tuner, task, index)
 
     def _plan(self, tuner: _Tuner, task: int, arm: int) -> None:
         """The next batch, and the incumbent, from the evaluations so far."""
+        self._take_plan(tuner, self._compute_plan(tuner, task, arm))
+
+    def _compute_plan(self, tuner: _Tuner, task: int, arm: int) -> Plan:
         x, y, yvar, cost = tuner.data()
         seed = ((self.seed or 0) * 1_000_003 + task * 10_007 + arm * 101 + tuner.plans) % 2**31
-        plan = self._optimizer.plan(x, y, yvar, cost, n=self.batch_size, seed=seed)
+        return self._optimizer.plan(x, y, yvar, cost, n=self.batch_size, seed=seed)
+
+    def _take_plan(self, tuner: _Tuner, plan: Plan) -> None:
         tuner.plans += 1
         if plan.incumbent >= 0:
             tuner.incumbent = list(tuner.points[plan.incumbent])
