@@ -9,6 +9,7 @@ with the capped :class:`Counter`, :class:`Gauge` and :class:`Histogram`."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from typing import Any, Self
 
@@ -355,14 +356,35 @@ SHADOW_AGREEMENT = Gauge(
 )
 
 
+# The shadow versions whose gauges this worker shows, per policy.
+_SHADOWS_SHOWN: dict[str, set[str]] = {}
+_SHADOW_ESTIMATORS = ("ips", "snips", "on_policy")
+
+
 def set_shadow_values(policy_id: str, values: dict[int, dict[str, Any]]) -> None:
-    """The learner's shadows of one policy (app/shadow.py summaries)."""
+    """The learner's shadows of one policy (app/shadow.py summaries); the
+    gauges of a shadow that has ended are removed, not left at its last values."""
+    shown = {str(n) for n in values}
+    for version in _SHADOWS_SHOWN.get(policy_id, set()) - shown:
+        series: list[tuple[Gauge, tuple[str, ...]]] = [
+            (SHADOW_OUTCOMES, (policy_id, version)),
+            (SHADOW_AGREEMENT, (policy_id, version)),
+        ]
+        series += [
+            (SHADOW_VALUE, (policy_id, version, estimator, bound))
+            for estimator in _SHADOW_ESTIMATORS
+            for bound in ("value", "low", "high")
+        ]
+        for gauge, labels in series:
+            with contextlib.suppress(KeyError):  # never set, or counted under "other"
+                gauge.remove(*labels)
+    _SHADOWS_SHOWN[policy_id] = shown
     for number, summary in values.items():
         version = str(number)
         SHADOW_OUTCOMES.labels(policy_id, version).set(summary["outcomes"])
         if summary.get("agreement") is not None:
             SHADOW_AGREEMENT.labels(policy_id, version).set(summary["agreement"])
-        for estimator in ("ips", "snips", "on_policy"):
+        for estimator in _SHADOW_ESTIMATORS:
             found = summary.get(estimator)
             if found is None:
                 continue

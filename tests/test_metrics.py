@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import re
 import shutil
 import subprocess
 from collections import namedtuple
@@ -368,3 +369,18 @@ def test_a_point_not_every_publisher_reported_into_yet_is_not_shown() -> None:
     view = h.view(now_ms=6000)
     assert [p["t"] for p in view["points"]] == [2000, 4000]
     assert view["points"][-1]["decisions_per_s"] == pytest.approx(200.0)
+
+
+def test_an_ended_shadows_gauges_are_removed() -> None:
+    summary = {"outcomes": 5, "ips": {"value": 0.5, "low": 0.4, "high": 0.6}, "agreement": 0.7}
+    metrics.set_shadow_values("shadowed", {3: summary, 4: summary})
+
+    def shown() -> set[str]:
+        pattern = r'^llmopt_shadow_\w+\{policy_id="shadowed",version="(\d+)"'
+        return set(re.findall(pattern, generate_latest().decode(), re.M))
+
+    assert shown() == {"3", "4"}
+    metrics.set_shadow_values("shadowed", {4: summary})
+    assert shown() == {"4"}
+    metrics.set_shadow_values("shadowed", {})
+    assert shown() == set()
