@@ -35,7 +35,7 @@ import faust
 from app import metrics
 from app.drift import AlertEngine, DriftConfig, DriftMonitor
 from app.records import InvalidEvent, Outcome
-from app.stream.batched_service import Batch, BatchedService, start_with_worker
+from app.stream.batched_service import Batch, BatchedService, LoopTurns, start_with_worker
 from app.stream.dead_letter import internal_error
 from app.stream.runtime import Runtime
 
@@ -72,8 +72,11 @@ class DetectDrift:
         # and the events found.
         futures: list[asyncio.Future[Any]] = []
         results: Counter[str] = Counter()
+        turns = LoopTurns()
         for msgs in batch.values():
             for m in msgs:
+                if turns.due():
+                    await turns.take()
                 try:
                     results[await self._watch(service, m, futures)] += 1
                 except Exception as exc:

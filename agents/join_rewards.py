@@ -45,7 +45,7 @@ from app.join import JoinEntry, Joiner, Progress, Step, encode_entry, parse_deci
 from app.join_alignment import RewardsAlignment
 from app.key_heaps import KeyHeaps
 from app.records import InvalidEvent, Reward, decode, now_ms
-from app.stream.batched_service import Batch, BatchedService, start_with_worker
+from app.stream.batched_service import Batch, BatchedService, LoopTurns, start_with_worker
 from app.stream.changelog_store import ChangelogStore
 from app.stream.cluster_watcher import current_cluster_id, rewind_to_start
 from app.stream.dead_letter import dead_letter, dead_letter_key, internal_error
@@ -276,10 +276,13 @@ class JoinRewards:
         async with self.lock:
             await self._check_cluster(service)
             now = now_ms()
+            turns = LoopTurns()
             for tp, msgs in batch.items():
                 kind = "decisions" if tp.topic == self.decisions else "rewards"
                 on = self._on_decision if kind == "decisions" else self._on_reward
                 for m in msgs:
+                    if turns.due():
+                        await turns.take()
                     self.alignment.saw(kind, m.partition, m.timestamp)
                     try:
                         if m.key is None:

@@ -74,7 +74,7 @@ from app.key_heaps import KeyHeaps
 from app.learner import Learner, Shadow, applied_in_state, applied_mark, live_key, mark_expiry
 from app.metrics_snapshot import process_id
 from app.records import DriftEvent, InvalidEvent, Outcome, RegistryEvent, now_ms
-from app.stream.batched_service import Batch, BatchedService, start_with_worker
+from app.stream.batched_service import Batch, BatchedService, LoopTurns, start_with_worker
 from app.stream.changelog_store import ChangelogStore
 from app.stream.cluster_watch import offsets_key
 from app.stream.cluster_watcher import current_cluster_id, rewind_to_start
@@ -91,10 +91,6 @@ BATCH_MAX = 4_000
 FETCH_WAIT_MS = 20
 # Expired applied ids deleted per partition and batch (the rest at the next ones).
 EXPIRE_PER_BATCH = 10_000
-# The worker's other services (and every group's heartbeats) share this
-# loop: a batch gives them a turn this often. One update can take a
-# parameter tuner's GP fit (0.15–0.6 s), and a batch may hold several.
-TURN_EVERY_S = 0.05
 
 
 def in_time_order(batch: Batch) -> Iterator[Any]:
@@ -256,11 +252,10 @@ class LearnFromOutcomes:
             futures: list[asyncio.Future[Any]] = []
             held: dict[int, int] = {}  # drift partition → offset of the drift held
             hold, outcomes = self.hold, self.outcomes_name
-            turn = time.perf_counter() + TURN_EVERY_S
+            turns = LoopTurns()
             for m in in_time_order(batch):
-                if time.perf_counter() >= turn:
-                    await asyncio.sleep(0)
-                    turn = time.perf_counter() + TURN_EVERY_S
+                if turns.due():
+                    await turns.take()
                 try:
                     if m.topic == self.drift_name:
                         if m.partition in held:

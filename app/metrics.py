@@ -191,6 +191,12 @@ DECISION_LATENCY_SECONDS = Histogram(
     f"Request creation to decision, one request in {DECISION_LATENCY_SAMPLE_EVERY} sampled.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
+EVENT_LOOP_STALL_SECONDS = Histogram(
+    "llmopt_event_loop_stall_seconds",
+    "How late the worker's event loop ran a probe that sleeps 100 ms: every service on "
+    "the loop (deciders, HTTP endpoints, group heartbeats) waited as long.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
 METRICS_SNAPSHOTS = Counter(
     "llmopt_metrics_snapshots_total", "Metric snapshots published to the metrics topic."
 )

@@ -89,6 +89,7 @@ def exercise_every_metric() -> None:
     metrics.ERRORS.labels("faust.agents").inc()
     metrics.set_consumer_lag("select_arm", {"requests": 12})
     metrics.DECISION_LATENCY_SECONDS.observe(0.012)
+    metrics.EVENT_LOOP_STALL_SECONDS.observe(0.004)
     metrics.DASHBOARD_EVENTS.labels("metrics", "ok").inc()
     metrics.WEB_AUTH_REFUSED.labels("unauthorized").inc()
     metrics.STATE_EVICTIONS.labels("open_workflows").inc()

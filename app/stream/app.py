@@ -9,6 +9,7 @@ they share is :class:`~app.stream.runtime.Runtime`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -36,7 +37,7 @@ from app import faults
 from app.error_log_counter import ErrorLogCounter
 from app.features.runtime import build_features
 from app.kafka_security import kafka_security
-from app.metrics import set_label_values_max
+from app.metrics import EVENT_LOOP_STALL_SECONDS, set_label_values_max
 from app.settings import Settings
 from app.stream import decide_endpoint, explain_endpoint, faust_transport
 from app.stream.agent_sensor import AgentSensor
@@ -44,6 +45,9 @@ from app.stream.cluster_watch import health_report
 from app.stream.cluster_watcher import cluster_state
 from app.stream.runtime import Runtime
 from app.web_auth import web_middlewares
+
+# How often the event loop is probed for stalls (llmopt_event_loop_stall_seconds).
+LOOP_PROBE_S = 0.1
 
 
 def _role(name: str) -> Callable[[Settings], bool]:
@@ -153,6 +157,15 @@ def create_app(settings: Settings | None = None) -> faust.App:
     async def count_logged_errors() -> None:
         # Here, not earlier: the worker's logging setup clears the root logger's handlers.
         ErrorLogCounter.install()
+
+    @app.task
+    async def watch_event_loop() -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            start = loop.time()
+            await asyncio.sleep(LOOP_PROBE_S)
+            late = loop.time() - start - LOOP_PROBE_S
+            EVENT_LOOP_STALL_SECONDS.observe(max(0.0, late))
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:

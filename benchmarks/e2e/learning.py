@@ -38,6 +38,7 @@ from benchmarks.e2e.driver import start_driver
 from benchmarks.e2e.join_progress import group_committed, join_group
 from benchmarks.e2e.payloads import make_requests, produce_all
 from benchmarks.e2e.processor import Processor
+from benchmarks.e2e.stats import latency_summary
 
 
 class Rewarder:
@@ -47,6 +48,9 @@ class Rewarder:
         self.bootstrap, self.decisions, self.rewards = bootstrap, decisions, rewards
         self.seen: set[bytes] = set()
         self.sent = 0
+        # Request → decision, ms: each decision's log time (CreateTime) less
+        # its request's created_at (the driver's scheduled send time).
+        self.latencies_ms: list[int] = []
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -85,6 +89,7 @@ class Rewarder:
                         continue  # a decision made twice is rewarded once
                     self.seen.add(m.key)
                     d = loads(m.value)
+                    self.latencies_ms.append(m.timestamp - d["requested_at"])
                     reward = {
                         "schema_version": 1,
                         "request_id": d["request_id"],
@@ -114,7 +119,13 @@ def scrape(port: int) -> dict[str, Any]:
 
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
         text = resp.read().decode()
-    out: dict[str, Any] = {"outcomes": 0.0, "updates": 0.0, "lag_buckets": {}, "lag_count": 0.0}
+    out: dict[str, Any] = {
+        "outcomes": 0.0,
+        "updates": 0.0,
+        "lag_buckets": {},
+        "lag_count": 0.0,
+        "stall_buckets": {},
+    }
     for family in text_string_to_metric_families(text):
         for s in family.samples:
             if s.name == "llmopt_outcomes_total":
@@ -126,6 +137,8 @@ def scrape(port: int) -> dict[str, Any]:
                 out["lag_buckets"][le] = out["lag_buckets"].get(le, 0.0) + s.value
             elif s.name == "llmopt_learning_lag_seconds_count":
                 out["lag_count"] += s.value
+            elif s.name == "llmopt_event_loop_stall_seconds_bucket":
+                out["stall_buckets"][float(s.labels["le"])] = s.value
     return out
 
 
@@ -240,6 +253,9 @@ async def measure_saturation(
                 "outcomes_per_s_scraped": _rate(samples, "outcomes", n),
                 "updates_per_s": _rate(samples, "updates", n),
                 "worker_cpu_us_per_request": _cpu_per_request(samples, cpu),
+                # How late the worker's loop ran its 100 ms probe over the
+                # run: what a decision on the same loop waited at worst.
+                "loop_stall_p99_s": _stall_p99(samples),
             }
         finally:
             await rewarder.stop()
@@ -279,6 +295,13 @@ async def outcome_rate(bootstrap: str, topic: str, n: int) -> float | None:
     if k < 2 or times[k - 1] <= times[0]:
         return None
     return round((k - 1) / ((times[k - 1] - times[0]) / 1000), 1)
+
+
+def _stall_p99(samples: list[tuple[float, dict[str, Any]]]) -> float | None:
+    if not samples:
+        return None
+    p99 = histogram_quantile(0.99, samples[-1][1]["stall_buckets"])
+    return None if p99 is None else round(p99, 3)
 
 
 def _cpu_per_request(samples: list[tuple[float, dict[str, Any]]], cpu: list[float]) -> float | None:
@@ -321,6 +344,7 @@ async def measure_rates(
         result: dict[str, Any] = {}
         try:
             before = await asyncio.to_thread(scrape, port)
+            seen_before = len(rewarder.latencies_ms)
             log(f"learning: {lag_rate:,.0f} requests/s for {lag_seconds:.0f} s, rewarded")
             await _drive(
                 bootstrap,
@@ -340,11 +364,14 @@ async def measure_rates(
                 "p50_s": histogram_quantile(0.5, buckets),
                 "p99_s": histogram_quantile(0.99, buckets),
                 "buckets": {str(k): v for k, v in sorted(buckets.items())},
+                # The deciders' side of the same run: request → decision while
+                # the worker joins and learns on the same event loop.
+                "decision_ms": latency_summary(sorted(rewarder.latencies_ms[seen_before:])),
             }
             steps = []
             for i, rate in enumerate(step_rates):
                 log(f"learning: step at {rate:,.0f} requests/s for {step_seconds:.0f} s")
-                sent_before = rewarder.sent
+                sent_before, seen_before = rewarder.sent, len(rewarder.latencies_ms)
                 await _drive(
                     bootstrap,
                     topics["requests"],
@@ -367,6 +394,7 @@ async def measure_rates(
                         "join_lag_decisions": join_lag,
                         "join_lag_seconds_of_traffic": round(join_lag / rate, 2),
                         "learner_lag_outcomes": max(0, int(s["outcomes"] - s["updates"])),
+                        "decision_ms": latency_summary(sorted(rewarder.latencies_ms[seen_before:])),
                     }
                 )
                 log(

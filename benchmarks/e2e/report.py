@@ -78,22 +78,32 @@ def render_learning(learning: dict[str, Any] | None) -> list[str]:
         f"{fmt(sat.get('outcomes_per_s_scraped'))} from the counters scraped each second), "
         f"{fmt(sat['updates_per_s'])} "
         f"policy updates/s ({fmt(sat['updates'])} of {sat['n']:,} applied); worker CPU "
-        f"{fmt(sat.get('worker_cpu_us_per_request'), '.1f')} µs per rewarded request",
+        f"{fmt(sat.get('worker_cpu_us_per_request'), '.1f')} µs per rewarded request; "
+        f"its event loop's stalls p99 <= {fmt(sat.get('loop_stall_p99_s'), '.3f')} s",
         f"  the same, learning: sharded: {fmt(shd['outcomes_per_s'])} outcomes/s, "
         f"{fmt(shd['updates_per_s'])} policy updates/s ({fmt(shd['updates'])} applied); "
         f"worker CPU {fmt(shd.get('worker_cpu_us_per_request'), '.1f')} µs per request",
         f"  reward -> decision lag at {lag['rate_per_s']:,.0f}/s for {lag['seconds']:g} s "
         f"({fmt(lag['snapshots'])} snapshots; each snapshot's oldest reward, bucket bounds): "
-        f"p50 <= {fmt(lag['p50_s'], '.2f')} s, p99 <= {fmt(lag['p99_s'], '.2f')} s",
+        f"p50 <= {fmt(lag['p50_s'], '.2f')} s, p99 <= {fmt(lag['p99_s'], '.2f')} s"
+        + _decisions(lag),
     ]
     for st in learning.get("steps", []):
         out.append(
             f"  {st['seconds']:g} s at {st['rate_per_s']:,.0f}/s: join "
             f"{st['join_lag_decisions']:,} decisions behind "
             f"({st['join_lag_seconds_of_traffic']:g} s of traffic), learner "
-            f"{st['learner_lag_outcomes']:,} outcomes behind"
+            f"{st['learner_lag_outcomes']:,} outcomes behind" + _decisions(st)
         )
     return out
+
+
+def _decisions(part: dict[str, Any]) -> str:
+    """Request → decision in a learning run (older results have none)."""
+    d = part.get("decision_ms")
+    if not d:
+        return ""
+    return f"; request -> decision p50 {fmt(d['p50'], '.0f')} ms, p99 {fmt(d['p99'], '.0f')} ms"
 
 
 def render(results: dict[str, Any]) -> str:
