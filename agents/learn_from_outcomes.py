@@ -71,7 +71,15 @@ from app.drift.config import DriftConfig
 from app.drift.drift_hold import DriftHold
 from app.ingress import join_key
 from app.key_heaps import KeyHeaps
-from app.learner import Learner, Shadow, applied_in_state, applied_mark, live_key, mark_expiry
+from app.learner import (
+    Learner,
+    Shadow,
+    applied_in_state,
+    applied_mark,
+    live_key,
+    mark_expiry,
+    parse_live_key,
+)
 from app.metrics_snapshot import process_id
 from app.records import DriftEvent, InvalidEvent, Outcome, RegistryEvent, now_ms
 from app.stream.batched_service import Batch, BatchedService, LoopTurns, start_with_worker
@@ -569,16 +577,16 @@ class LearnFromOutcomes:
         now, loaded = now_ms(), False
         for p in sorted(owned):
             async for raw_key, raw in self.states.scan(p):
-                pid, _, shard = raw_key.decode(errors="replace").partition("\x00")
+                key = raw_key.decode(errors="replace")
+                pid, shard = parse_live_key(key)
                 if pid not in self.runtime.policies.policies:
                     continue
-                n = int(shard) if shard.isdigit() else None
                 try:
                     version = orjson.loads(raw)["version"]
                 except Exception:
                     continue  # unreadable: _ensure_loaded reports it at the next outcome
-                if isinstance(version, int) and version > self.published.get(live_key(pid, n), 0):
-                    await self._ensure_loaded(pid, p, now, n)
+                if isinstance(version, int) and version > self.published.get(key, 0):
+                    await self._ensure_loaded(pid, p, now, shard)
                     loaded = True
         if loaded:
             sent = await self._finish(service, now)

@@ -710,6 +710,16 @@ def live_key(policy_id: str, shard: int | None) -> str:
     return policy_id if shard is None else f"{policy_id}\x00{shard}"
 
 
+def parse_live_key(key: str) -> tuple[str, int | None]:
+    """The policy id and shard of a :func:`live_key`.
+
+    >>> parse_live_key(live_key("p", 3)), parse_live_key("p")
+    (('p', 3), ('p', None))
+    """
+    policy_id, _, shard = key.partition("\x00")
+    return policy_id, int(shard) if shard.isdigit() else None
+
+
 def applied_mark(version: int, outcome_at: int, partition: int) -> bytes:
     """An applied-requests entry: the version the update made, and the
     outcome's ``outcome_at`` and partition, by which the entry expires

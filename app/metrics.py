@@ -240,16 +240,16 @@ ASSIGNED_PARTITIONS = Gauge(
 )
 
 
-def set_assigned_partitions(consumer: str, count_by_topic: dict[str, int]) -> None:
-    """Set the assigned-partition gauges of one consumer, one value per topic role."""
-    for topic, n in count_by_topic.items():
-        ASSIGNED_PARTITIONS.labels(consumer, topic).set(n)
+def set_per_topic(gauge: Gauge, consumer: str, by_topic: dict[str, int]) -> None:
+    """Set one consumer's gauges of a (consumer, topic) family, one value per
+    topic role (``CONSUMER_LAG``, ``ASSIGNED_PARTITIONS``), none below 0."""
+    for topic, value in by_topic.items():
+        gauge.labels(consumer, topic).set(max(0, value))
 
 
 def set_consumer_lag(consumer: str, lag_by_topic: dict[str, int]) -> None:
     """Set the lag gauges of one consumer, one value per topic role."""
-    for topic, lag in lag_by_topic.items():
-        CONSUMER_LAG.labels(consumer, topic).set(max(0, lag))
+    set_per_topic(CONSUMER_LAG, consumer, lag_by_topic)
 
 
 # -- features (app/features, agents/featurize_*, agents/aggregate_features) --------------

@@ -140,7 +140,7 @@ class _Rebalances(ConsumerRebalanceListener):
         counts = dict.fromkeys(roles.values(), 0)
         for tp in self.held:
             counts[roles[tp.topic]] += 1
-        metrics.set_assigned_partitions(self.service.name, counts)
+        metrics.set_per_topic(metrics.ASSIGNED_PARTITIONS, self.service.name, counts)
 
 
 class BatchedService(Service):
