@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from app.settings import Settings
 from app.stream.broker import EmbeddedBroker, free_port
@@ -26,6 +27,16 @@ from app.topics import TopicCatalog, apply_topics
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_POLICIES = ROOT / "tests" / "fixtures" / "policies.yaml"
+
+
+def policies_file(path: Path, policies: dict[str, dict[str, Any]]) -> Path:
+    """The test policies with ``policies`` merged in (policy id → keys that
+    replace or add to its entry), written to ``path``."""
+    doc = yaml.safe_load(TEST_POLICIES.read_text())
+    for pid, changes in policies.items():
+        doc["policies"][pid] = {**doc["policies"].get(pid, {}), **changes}
+    path.write_text(yaml.safe_dump(doc))
+    return path
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,11 @@ import time
 from pathlib import Path
 
 import orjson
-import yaml
 
 from app.faults import Faults
 from app.records import DeadLetter, now_ms
 from app.stream.broker import free_port
-from tests.conftest import TEST_POLICIES, Deployment, Worker
+from tests.conftest import Deployment, Worker, policies_file
 from tests.kafka_io import TopicReader, produce
 from tests.test_agent_faults_integration import outcome
 from tests.test_bad_input_integration import _original
@@ -42,10 +41,10 @@ def test_refused_outcomes_of_a_batch_killed_before_its_commit_are_dead_lettered(
     )
     base = f"crash_policy_update:{CRASH_FRACTION}"
     # No snapshot due in the killed batch: nothing there waits for the sends.
-    config = yaml.safe_load(TEST_POLICIES.read_text())
-    config["policies"]["default"]["snapshot"] = {"every_updates": 10**6, "every_ms": 10**9}
-    rare = Path(d.settings.data_dir).parent / "policies-rare-snapshots.yaml"
-    rare.write_text(yaml.safe_dump(config))
+    rare = policies_file(
+        Path(d.settings.data_dir).parent / "policies-rare-snapshots.yaml",
+        {"default": {"snapshot": {"every_updates": 10**6, "every_ms": 10**9}}},
+    )
     env = {
         **d.env,
         "LLMOPT_FAULTS": f"{base},kill_mid_batch:learn_from_outcomes:1",

@@ -11,11 +11,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import yaml
-
 from app.evaluation.simulator import TrafficSimulator
 from app.records import Decision, now_ms
-from tests.conftest import TEST_POLICIES, Deployment
+from tests.conftest import Deployment, policies_file
 from tests.kafka_io import TopicReader, produce
 from tests.test_batch_kill_integration import counter
 from tests.test_loop_integration import latest_snapshot, snapshot_holding
@@ -26,10 +24,8 @@ TOTAL = 300
 def test_a_recovered_state_ahead_of_its_snapshot_is_published(
     deployment: Deployment, tmp_path: Path
 ) -> None:
-    doc = yaml.safe_load(TEST_POLICIES.read_text())
-    doc["policies"]["default"]["snapshot"] = {"every_updates": 10**9, "every_ms": 3_600_000}
-    policies = tmp_path / "policies.yaml"
-    policies.write_text(yaml.safe_dump(doc))
+    hourly = {"default": {"snapshot": {"every_updates": 10**9, "every_ms": 3_600_000}}}
+    policies = policies_file(tmp_path / "policies.yaml", hourly)
     deployment.env["LLMOPT_POLICIES_PATH"] = str(policies)
     asyncio.run(_run(deployment))
 

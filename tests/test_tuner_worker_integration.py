@@ -10,11 +10,9 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from app.evaluation.simulator import TrafficSimulator
 from app.records import Decision, Request, now_ms
-from tests.conftest import TEST_POLICIES, Deployment
+from tests.conftest import Deployment, policies_file
 from tests.kafka_io import TopicReader, produce
 from tests.test_loop_integration import latest_snapshot
 
@@ -29,16 +27,14 @@ ARMS = [
 def test_a_tuner_learns_on_a_worker_through_its_threaded_plans(
     deployment: Deployment, tmp_path: Path
 ) -> None:
-    doc = yaml.safe_load(TEST_POLICIES.read_text())
-    doc["policies"]["tuned"] = {
+    tuned = {
         "algorithm": "parameter_tuner",
         "hyperparameters": {"evaluation_size": 2, "batch_size": 2, "initial_points": 2},
         "fallback_arm": "gpt-4o-mini",
         "snapshot": {"every_updates": 10, "every_ms": 200},
         "arms": ARMS,
     }
-    policies = tmp_path / "policies.yaml"
-    policies.write_text(yaml.safe_dump(doc))
+    policies = policies_file(tmp_path / "policies.yaml", {"tuned": tuned})
     deployment.env["LLMOPT_POLICIES_PATH"] = str(policies)
     deployment.start_worker()
     asyncio.run(_run(deployment))
